@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-AckPolicy = Literal["all", "quorum", "async"]
+AckPolicy = Literal["all", "async"]  # quorum is not offered: see README "Guarantees"
 Durability = Literal["fsync", "write", "memory"]
 ResourceKind = Literal["directory", "port"]
 
