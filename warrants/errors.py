@@ -32,3 +32,47 @@ class NotFound(JtrixError):
     """The named app, netlet or node does not exist or is not running (exit code 3)."""
 
     exit_code = 3
+
+
+class XmlRejected(BadInput):
+    """An XML document was refused before use: unsafe, malformed, oversize or schema-invalid.
+
+    The message is ``source:line: cause`` and never quotes the document's content
+    beyond element and attribute names.
+    """
+
+
+class WarrantError(BadInput):
+    """Base of every reason a warrant is refused (exit code 2)."""
+
+
+class WarrantMalformed(WarrantError):
+    """The warrant is not a well-formed, schema-valid warrant document."""
+
+
+class BadSignature(WarrantError):
+    """A signature in the warrant chain does not verify: the document was tampered with."""
+
+
+class WarrantExpired(WarrantError):
+    """Some warrant in the chain is past its not-after time."""
+
+
+class WarrantNotYetValid(WarrantError):
+    """Some warrant in the chain is before its not-before time."""
+
+
+class UntrustedIssuer(WarrantError):
+    """The root of the chain was not signed by a trusted certificate."""
+
+
+class BrokenDelegation(WarrantError):
+    """A delegated warrant widens its parent, or was not signed by the parent's holder."""
+
+
+class InsufficientRights(WarrantError):
+    """The warrant is valid but does not grant this right on this service/app."""
+
+
+class HolderProofFailed(WarrantError):
+    """The warrant names a holder and the bearer did not prove possession of its key."""

@@ -64,3 +64,67 @@ class Warrant:
             out.append(w)
             w = w.parent
         return tuple(out)
+
+    def check_time(self, now: dt.datetime | None = None) -> None:
+        """Raise unless every warrant of the chain is valid at ``now`` (default: the current UTC time).
+
+        Raises :class:`~warrants.errors.WarrantExpired` or
+        :class:`~warrants.errors.WarrantNotYetValid` naming the serial of the
+        first offending link (leaf first).
+        """
+        from warrants.errors import WarrantExpired, WarrantNotYetValid
+
+        now = _utc(now)
+        w: Warrant | None = self
+        while w is not None:
+            if now < w.not_before:
+                which = "warrant" if w is self else "parent warrant"
+                raise WarrantNotYetValid(
+                    f"{which} {w.serial} is not valid before {_iso(w.not_before)} (now {_iso(now)})"
+                )
+            if now > w.not_after:
+                which = "warrant" if w is self else "parent warrant"
+                raise WarrantExpired(f"{which} {w.serial} expired at {_iso(w.not_after)} (now {_iso(now)})")
+            w = w.parent
+
+    def authorize(
+        self,
+        right: str,
+        service: str,
+        app: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> None:
+        """Raise unless this warrant lets its bearer use ``right`` on ``service`` (and ``app``) at ``now``.
+
+        Checks the time window of the whole chain, then that ``right`` is
+        granted, that the warrant is for ``service``, and, when the warrant is
+        narrowed to one app, that ``app`` is that app (an app-wide warrant does
+        not cover service-wide operations, ``app=None``). A warrant without an
+        app covers every app of its service.
+        Raises :class:`~warrants.errors.InsufficientRights` for scope problems.
+        """
+        from warrants.errors import InsufficientRights
+
+        self.check_time(now)
+        if right not in self.rights:
+            granted = ",".join(sorted(self.rights))
+            raise InsufficientRights(f"warrant {self.serial} does not grant {right!r} (grants {granted})")
+        if service != self.service:
+            raise InsufficientRights(
+                f"warrant {self.serial} is for service {self.service!r}, not {service!r}"
+            )
+        if self.app is not None and app != self.app:
+            target = f"app {app!r}" if app is not None else "the whole service"
+            raise InsufficientRights(f"warrant {self.serial} covers app {self.app!r} only, not {target}")
+
+
+def _utc(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now(dt.timezone.utc)
+    if now.tzinfo is None:
+        raise ValueError("naive datetime: pass a timezone-aware UTC time")
+    return now.astimezone(dt.timezone.utc)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
