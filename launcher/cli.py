@@ -23,10 +23,11 @@ def cli() -> None:
 
 def _register_subcommands() -> None:
     """Attach each command module's group to ``cli`` (import here to keep start-up lazy-safe)."""
-    from launcher import cli_warrant
+    from launcher import cli_host, cli_warrant
 
-    for command in cli_warrant.COMMANDS:
-        cli.add_command(command)
+    for module in (cli_warrant, cli_host):
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 _register_subcommands()

@@ -1,0 +1,201 @@
+"""The hosting API: what clients and netlets may ask of a node, over Pyro5.
+
+Every method but ``hello`` takes ``auth`` first (see ``hosting.auth``) and
+checks it for the right the operation needs *before* doing anything; a warrant
+scoped to one app only reaches that app. Netlet warrants (issued by the node,
+``data`` = the netlet id) can only renew and report for their own netlet.
+Errors reach the caller as ``JtrixError`` subclasses; anything else is logged
+here and reported as a generic failure (no tracebacks cross the wire).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal as _signal
+import time
+from pathlib import Path
+from typing import Any
+
+import Pyro5.api
+
+from hosting import status as views
+from hosting.auth import Authorizer
+from hosting.node import NETLET_WARRANT_PREFIX, Node
+from warrants.errors import BadInput, JtrixError, NotFound
+
+log = logging.getLogger(__name__)
+
+MAX_EVENT_WAIT_S = 10.0
+MAX_LOG_CHUNK = 1024 * 1024
+USER_SIGNALS = {"KILL": _signal.SIGKILL, "TERM": _signal.SIGTERM, "STOP": _signal.SIGSTOP,
+                "CONT": _signal.SIGCONT, "INT": _signal.SIGINT, "HUP": _signal.SIGHUP}
+
+
+def _guarded(fn):
+    """Turn unexpected exceptions into a one-line JtrixError (and log them here)."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(self, *args, **kwargs)
+        except JtrixError:
+            raise
+        except Exception as err:
+            log.exception("hosting call %s failed", fn.__name__)
+            raise JtrixError(f"internal error in {fn.__name__}: {type(err).__name__}: {err}") from None
+        finally:
+            if self.metrics is not None:
+                self.metrics.observe_call(fn.__name__, time.perf_counter() - started)
+    return wrapper
+
+
+def _netlet_app(netlet_id: str) -> str:
+    if not isinstance(netlet_id, str) or "/" not in netlet_id:
+        raise BadInput(f"malformed netlet id {netlet_id!r}")
+    return netlet_id.split("/", 1)[0]
+
+
+@Pyro5.api.expose
+class HostingAPI:
+    def __init__(self, node: Node, metrics=None) -> None:
+        self.node = node
+        self.metrics = metrics
+        self.auth = Authorizer([node.node_cert], node.service_id)
+
+    def _check(self, auth, method: str, right: str, app: str | None = None):
+        return self.auth.check(auth, method, right, app)
+
+    def _check_netlet(self, auth, method: str, right: str, netlet_id: str):
+        """A netlet warrant (data ``netlet:<id>``) only acts for its own netlet."""
+        warrant = self._check(auth, method, right, _netlet_app(netlet_id))
+        bound = warrant.data or ""
+        if bound.startswith(NETLET_WARRANT_PREFIX) and bound != NETLET_WARRANT_PREFIX + netlet_id:
+            raise BadInput(f"warrant is for {bound[len(NETLET_WARRANT_PREFIX):]}, not {netlet_id}")
+        return warrant
+
+    # -- public -----------------------------------------------------------
+    @_guarded
+    def hello(self) -> dict[str, Any]:
+        return {"service": self.node.service_id, "protocol": 1}
+
+    # -- apps -------------------------------------------------------------
+    @_guarded
+    def has_codebase(self, auth, sha: str) -> bool:
+        self._check(auth, "has_codebase", "launch")
+        return self.node.codebases.has(str(sha))
+
+    @_guarded
+    def upload_codebase(self, auth, data: bytes, sha: str | None = None) -> str:
+        self._check(auth, "upload_codebase", "launch")
+        if not isinstance(data, bytes):
+            raise BadInput("codebase must be bytes")
+        return self.node.add_codebase(data, sha)
+
+    @_guarded
+    def submit_app(self, auth, descriptor_xml: bytes, source: str, codebase_sha: str,
+                   replace: bool = False, start: bool = True) -> dict[str, Any]:
+        import warrants
+
+        descriptor = warrants.parse_descriptor(bytes(descriptor_xml), str(source))
+        self._check(auth, "submit_app", "launch", descriptor.name)
+        return self.node.submit_app(bytes(descriptor_xml), str(source), str(codebase_sha), bool(replace),
+                                    bool(start))
+
+    @_guarded
+    def run_netlet(self, auth, app: str, slot: str) -> str:
+        self._check(auth, "run_netlet", "launch", app)
+        return self.node.run_netlet(app, slot)
+
+    @_guarded
+    def terminate(self, auth, app: str, grace: float | None = None, wait_s: float = 60.0) -> bool:
+        self._check(auth, "terminate", "terminate", app)
+        return self.node.terminate(app, grace, min(float(wait_s), 600.0))
+
+    @_guarded
+    def signal(self, auth, app: str, slot: str, signame: str) -> str:
+        self._check(auth, "signal", "kill", app)
+        sig = USER_SIGNALS.get(str(signame).upper().removeprefix("SIG"))
+        if sig is None:
+            raise BadInput(f"unknown signal {signame!r} (use one of {', '.join(USER_SIGNALS)})")
+        return self.node.signal(app, slot, sig)
+
+    # -- status -----------------------------------------------------------
+    @_guarded
+    def status(self, auth, app: str | None = None) -> dict[str, Any]:
+        self._check(auth, "status", "status", app)
+        if app is not None and self.node.registry.app(app) is None:
+            raise NotFound(f"no app named {app!r}")
+        return views.apps_view(self.node, app)
+
+    @_guarded
+    def host_status(self, auth) -> dict[str, Any]:
+        self._check(auth, "host_status", "status")
+        return views.host_view(self.node)
+
+    @_guarded
+    def events(self, auth, since: int = 0, app: str | None = None, wait_s: float = 0.0) -> list[dict]:
+        self._check(auth, "events", "status", app)
+        wait = max(0.0, min(float(wait_s), MAX_EVENT_WAIT_S))
+        found = self.node.registry.wait_events(int(since), wait, app) if wait else \
+            self.node.registry.events(int(since), app)
+        return [e.as_dict() for e in found]
+
+    @_guarded
+    def logs(self, auth, app: str, slot: str, previous: bool = False, offset: int = -1,
+             max_bytes: int = 65536) -> dict[str, Any]:
+        """A chunk of a netlet's log: the current run's (or the previous one's) file.
+
+        ``offset`` -1 means "the last ``max_bytes``"; returns ``{"path", "data",
+        "offset", "size"}`` where ``offset`` is where the next read starts.
+        """
+        self._check(auth, "logs", "status", app)
+        log_dir = self.node.home.log_dir(app, slot)
+        files = sorted(log_dir.glob("*.log")) if log_dir.is_dir() else []
+        if not files or (previous and len(files) < 2):
+            raise NotFound(f"no {'previous ' if previous else ''}log for {app}/{slot}")
+        path: Path = files[-2] if previous else files[-1]
+        size = path.stat().st_size
+        max_bytes = max(1, min(int(max_bytes), MAX_LOG_CHUNK))
+        start = max(0, size - max_bytes) if offset < 0 else min(int(offset), size)
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(max_bytes)
+        return {"path": str(path), "data": data, "offset": start + len(data), "size": size}
+
+    # -- netlets ----------------------------------------------------------
+    @_guarded
+    def renew(self, auth, netlet_id: str, status: dict | None = None) -> dict[str, Any]:
+        self._check_netlet(auth, "renew", "lease", netlet_id)
+        return self.node.renew(netlet_id, status if isinstance(status, dict) else None)
+
+    @_guarded
+    def report(self, auth, netlet_id: str, status: dict) -> None:
+        self._check_netlet(auth, "report", "report", netlet_id)
+        if not isinstance(status, dict):
+            raise BadInput("status must be a mapping")
+        self.node.report(netlet_id, status)
+
+    # -- control lease ----------------------------------------------------
+    @_guarded
+    def acquire_control(self, auth, netlet_id: str) -> dict[str, Any]:
+        self._check_netlet(auth, "acquire_control", "lease", netlet_id)
+        app = _netlet_app(netlet_id)
+        ttl = self.node.descriptor(app).lease_ttl
+        return {"epoch": self.node.control.acquire(app, netlet_id, ttl), "ttl": ttl}
+
+    @_guarded
+    def renew_control(self, auth, netlet_id: str, epoch: int) -> dict[str, Any]:
+        self._check_netlet(auth, "renew_control", "lease", netlet_id)
+        return {"ttl": self.node.control.renew(_netlet_app(netlet_id), netlet_id, int(epoch))}
+
+    @_guarded
+    def release_control(self, auth, netlet_id: str, epoch: int) -> None:
+        self._check_netlet(auth, "release_control", "lease", netlet_id)
+        self.node.control.release(_netlet_app(netlet_id), netlet_id, int(epoch))
+
+    @_guarded
+    def control_state(self, auth, app: str) -> dict[str, Any]:
+        self._check(auth, "control_state", "status", app)
+        self.node.descriptor(app)
+        return self.node.control.current(app)

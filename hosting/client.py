@@ -1,0 +1,109 @@
+"""Calling a hosting node: the client side of ``hosting.api``.
+
+Contracts:
+  * Every call carries a fresh auth envelope (warrant, timestamp, nonce, proof).
+  * A proxy belongs to one thread: each thread gets its own.
+  * Retries are explicit and only for idempotent methods (``IDEMPOTENT``): a
+    connection failure of any other call is reported, because it may or may
+    not have run. A proxy idle for longer than the server keeps idle
+    connections is replaced before use, so idleness never causes an ambiguity.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from Pyro5.errors import CommunicationError
+
+import warrants
+from hosting import wire
+from hosting.auth import make_auth
+from hosting.home import Home, default_home
+from warrants.errors import JtrixError, NotFound
+
+IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "host_status", "events", "logs",
+                        "renew", "report", "renew_control", "control_state"})
+
+
+class NodeUnreachable(NotFound):
+    """No hosting node answers at the address we know."""
+
+
+class HostingClient:
+    def __init__(self, uri: str, warrant_xml: bytes, key=None, timeout: float = wire.CALL_TIMEOUT_S) -> None:
+        wire.configure()
+        self.uri = uri
+        self.warrant_xml = warrant_xml
+        self.key = key
+        self.timeout = timeout
+        self._local = threading.local()
+        self._service: str | None = None
+
+    @classmethod
+    def for_home(cls, home: Path | None = None, warrant_path: Path | None = None, key_path: Path | None = None,
+                 timeout: float = wire.CALL_TIMEOUT_S) -> "HostingClient":
+        """A client of the node recorded in ``home`` acting with the admin warrant (or the one given)."""
+        from hosting.daemon import read_node_info
+
+        h = Home(Path(home) if home else default_home())
+        info = read_node_info(h.root)
+        if not info or not info.get("uri"):
+            raise NodeUnreachable(f"no hosting node is running for {h.root} (start one with: jtrix host start)")
+        warrant_path = Path(warrant_path) if warrant_path else h.admin_warrant
+        key_path = Path(key_path) if key_path else (h.admin_key if warrant_path == h.admin_warrant else None)
+        try:
+            warrant_xml = warrant_path.read_bytes()
+        except OSError as err:
+            raise NotFound(f"cannot read warrant {warrant_path}: {err.strerror}") from None
+        key = warrants.load_private_key(key_path) if key_path else None
+        return cls(info["uri"], warrant_xml, key, timeout)
+
+    @property
+    def service(self) -> str:
+        if self._service is None:
+            self._service = self._invoke("hello", (), authed=False)["service"]
+        return self._service
+
+    def _proxy(self, fresh: bool = False):
+        p = getattr(self._local, "proxy", None)
+        idle = time.monotonic() - getattr(self._local, "used", 0.0)
+        if p is not None and (fresh or idle > wire.SERVER_IDLE_TIMEOUT_S / 2):
+            p._pyroRelease()
+            p = None
+        if p is None:
+            p = wire.proxy(self.uri, self.timeout)
+            self._local.proxy = p
+        self._local.used = time.monotonic()
+        return p
+
+    def _invoke(self, method: str, args: tuple, authed: bool = True, **kwargs: Any) -> Any:
+        attempts = 2 if method in IDEMPOTENT else 1
+        for attempt in range(attempts):
+            proxy = self._proxy(fresh=attempt > 0)
+            try:
+                if authed:
+                    auth = make_auth(self.warrant_xml, self.key, self.service, method)
+                    return getattr(proxy, method)(auth, *args, **kwargs)
+                return getattr(proxy, method)(*args, **kwargs)
+            except CommunicationError as err:
+                self._local.proxy = None
+                if attempt + 1 < attempts:
+                    continue
+                raise NodeUnreachable(f"hosting node at {self.uri} unreachable: {err}") from None
+        raise AssertionError("unreachable")
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a hosting API method (auth is added here)."""
+        return self._invoke(method, args, **kwargs)
+
+    def close(self) -> None:
+        p = getattr(self._local, "proxy", None)
+        if p is not None:
+            p._pyroRelease()
+            self._local.proxy = None
+
+
+__all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]

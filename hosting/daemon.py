@@ -1,0 +1,173 @@
+"""Running a hosting node: foreground (``jtrix host run``) and background management.
+
+Contracts:
+  * ``start_background`` is idempotent: if a node already answers for the
+    home it returns that node's info; otherwise it starts one detached (own
+    session, output to ``node.log``) and returns only once it answers.
+  * ``stop`` ends the node recorded in the home, by its pid, after checking the
+    process is that home's node; netlets keep running.
+  * A node reuses the port recorded in its home when free, so netlets that
+    outlived it find it again at the same address.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import Pyro5.api
+import psutil
+
+from hosting import wire
+from hosting.api import HostingAPI
+from hosting.home import Home
+from hosting.metrics import NodeMetrics
+from hosting.node import Node, NodeConfig
+from warrants.errors import JtrixError, NotFound
+
+log = logging.getLogger(__name__)
+OBJECT_ID = "jtrix.hosting"
+
+
+def read_node_info(home: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(Home(Path(home)).node_json.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def serve(config: NodeConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+    """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
+    wire.configure()
+    node = Node(config)
+    port = config.port
+    if port == 0:
+        previous = read_node_info(config.home) or {}
+        last = previous.get("uri", "") or ""
+        if last.rsplit(":", 1)[-1].isdigit():
+            candidate = int(last.rsplit(":", 1)[-1])
+            if _port_free(config.host, candidate):
+                port = candidate
+    daemon = Pyro5.api.Daemon(host=config.host, port=port)
+    metrics = NodeMetrics(node) if config.metrics else None
+    api = HostingAPI(node, metrics)
+    node.uri = str(daemon.register(api, OBJECT_ID))
+    if metrics is not None:
+        node.registry.event_listeners.append(metrics.on_event)
+        node.metrics_port = metrics.serve(config.host)
+    stopping = stop or threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    node.recover()
+    node.write_node_json()
+    log.info("jtrix hosting node %s listening at %s", node.service_id, node.uri)
+    if ready is not None:
+        ready.set()
+    try:
+        daemon.requestLoop(loopCondition=lambda: not stopping.is_set())
+    finally:
+        daemon.close()
+        if metrics is not None:
+            metrics.close()
+        node.shutdown()
+
+
+def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The node info if the node recorded in ``home`` answers ``hello``."""
+    info = read_node_info(home)
+    if not info or not info.get("uri"):
+        return None
+    wire.configure()
+    try:
+        with wire.proxy(info["uri"], timeout=timeout) as p:
+            p.hello()
+        return info
+    except Exception:
+        return None
+
+
+def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> dict[str, Any]:
+    home = Path(home).expanduser().resolve()
+    info = node_answers(home)
+    if info is not None:
+        return info
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(Home(home).node_log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hosting.daemon", "--home", str(home),
+                                 "--listen", f"{host}:{port}"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = node_answers(home, timeout=1.0)
+        if info is not None and info.get("pid") == proc.pid:
+            return info
+        if proc.poll() is not None:
+            raise JtrixError(f"hosting node exited at start (code {proc.returncode}); see {Home(home).node_log}")
+        time.sleep(0.05)  # polling a child's readiness; the deadline bounds it
+    raise JtrixError(f"hosting node did not answer within {timeout:.0f}s; see {Home(home).node_log}")
+
+
+def is_node_process(pid: int, home: Path) -> bool:
+    try:
+        cmd = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return "hosting.daemon" in " ".join(cmd) and str(Path(home).expanduser().resolve()) in cmd
+
+
+def stop(home: Path, timeout: float = 20.0) -> int:
+    """Stop the home's node; returns its pid. NotFound if none is running."""
+    info = read_node_info(home)
+    pid = info.get("pid") if info else None
+    if not pid or not is_node_process(pid, home):
+        raise NotFound(f"no hosting node is running for {home}")
+    proc = psutil.Process(pid)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    return pid
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m hosting.daemon --home DIR --listen HOST:PORT`` (what ``jtrix host run`` execs)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="jtrix-host")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0)))
+
+
+if __name__ == "__main__":
+    main()

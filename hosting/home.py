@@ -1,0 +1,132 @@
+"""The hosting node's home directory (``$JTRIX_HOME``, default ``~/.jtrix``).
+
+Layout (everything the node owns lives here; nothing else is written):
+
+    node.json            address, pid, metrics port of the running node (0644)
+    node.key.pem         the node's private key (0600) — signs warrants it issues
+    node.crt.pem         the node's self-signed certificate (the trust root)
+    admin.key.pem        the admin key (0600)
+    admin.warrant.xml    all rights, holder-bound to admin.key.pem, delegable (0600)
+    registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL)
+    codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code
+    apps/<app>/slots/<type>-<i>/<resource>/    per-slot resource directories
+    logs/<app>/<type>-<i>/<stamp>-<incarnation>.log   one file per netlet run
+    node.log             the daemon's own log when started in the background
+
+Contract: :func:`ensure_home` is idempotent and never overwrites keys or the
+admin warrant once written; files holding secrets are created 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ADMIN_WARRANT_DAYS = 3650
+
+
+def default_home() -> Path:
+    """``$JTRIX_HOME`` if set, else ``~/.jtrix``."""
+    env = os.environ.get("JTRIX_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".jtrix"
+
+
+@dataclass(frozen=True)
+class Home:
+    """Paths inside one hosting node's home directory."""
+
+    root: Path
+
+    @property
+    def node_json(self) -> Path:
+        return self.root / "node.json"
+
+    @property
+    def node_key(self) -> Path:
+        return self.root / "node.key.pem"
+
+    @property
+    def node_cert(self) -> Path:
+        return self.root / "node.crt.pem"
+
+    @property
+    def admin_key(self) -> Path:
+        return self.root / "admin.key.pem"
+
+    @property
+    def admin_warrant(self) -> Path:
+        return self.root / "admin.warrant.xml"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "registry.sqlite"
+
+    @property
+    def codebases(self) -> Path:
+        return self.root / "codebases"
+
+    @property
+    def node_log(self) -> Path:
+        return self.root / "node.log"
+
+    def slot_dir(self, app: str, slot: str) -> Path:
+        return self.root / "apps" / app / "slots" / slot.replace("/", "-")
+
+    def app_dir(self, app: str) -> Path:
+        return self.root / "apps" / app
+
+    def log_dir(self, app: str, slot: str) -> Path:
+        return self.root / "logs" / app / slot.replace("/", "-")
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def service_id_of(cert) -> str:
+    """The hosting service id named in warrants: derived from the node certificate."""
+    from warrants import cert_fingerprint
+
+    return "node-" + cert_fingerprint(cert)[:16]
+
+
+def ensure_home(root: Path) -> Home:
+    """Create the home with the node key/cert and the admin key/warrant if missing."""
+    import warrants
+
+    home = Home(Path(root).expanduser().resolve())
+    home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for sub in (home.codebases, home.root / "apps", home.root / "logs"):
+        sub.mkdir(exist_ok=True)
+    if not home.node_key.exists() or not home.node_cert.exists():
+        key = warrants.generate_key()
+        cert = warrants.make_self_signed_cert(key, "jtrix hosting node")
+        warrants.save_private_key(key, home.node_key)
+        warrants.save_cert(cert, home.node_cert)
+    if not home.admin_key.exists() or not home.admin_warrant.exists():
+        node_key = warrants.load_private_key(home.node_key)
+        node_cert = warrants.load_cert(home.node_cert)
+        admin_key = warrants.generate_key()
+        now = dt.datetime.now(dt.timezone.utc)
+        xml = warrants.issue_warrant(
+            node_key,
+            node_cert,
+            rights=sorted(warrants.KNOWN_RIGHTS),
+            service=service_id_of(node_cert),
+            holder=admin_key.public_key(),
+            not_before=now - dt.timedelta(minutes=5),
+            not_after=now + dt.timedelta(days=ADMIN_WARRANT_DAYS),
+        )
+        warrants.save_private_key(admin_key, home.admin_key)
+        write_secret(home.admin_warrant, xml)
+    return home

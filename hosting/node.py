@@ -1,0 +1,267 @@
+"""The hosting node: one object wiring registry, lessor, supervisor and control leases.
+
+Operations here assume the caller is authorised (``hosting.api`` checks the
+warrant of every call first). Contracts of the node as a whole:
+  * Its state survives its own death: everything needed to re-attach to
+    running netlets (pid + start time, slot, incarnation, status) and every
+    epoch ever granted is in the registry before it is acted on.
+  * On start it re-adopts live netlets (never a reused pid), restarts slots
+    whose netlet died meanwhile, and resumes unfinished terminations.
+  * Stopping the node never stops netlets.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import warrants
+from hosting import wire
+from hosting.codebases import CodebaseStore
+from hosting.control import ControlLeases
+from hosting.home import Home, ensure_home, service_id_of
+from hosting.lessor import Lessor
+from hosting.registry import Registry
+from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, lease_id_of
+from hosting.timers import Timers
+from warrants.descriptor_model import Descriptor
+from warrants.errors import BadInput, JtrixError, NotFound
+
+log = logging.getLogger(__name__)
+
+NETLET_RIGHTS = ("lease", "report", "status")
+NETLET_WARRANT_PREFIX = "netlet:"  # warrant data of a netlet's own warrant
+#: status keys whose change is persisted at once (others, like seq, only in memory)
+DURABLE_STATUS_KEYS = ("phase", "role", "epoch", "endpoint", "error")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Everything a node needs to start; checked at construction."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = reuse the port recorded in the home if free, else ephemeral
+    start_timeout: float = 15.0  # first renewal must arrive within this
+    metrics: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise BadInput(f"invalid port {self.port}")
+        if self.start_timeout <= 0:
+            raise BadInput("start timeout must be positive")
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.home: Home = ensure_home(config.home)
+        self.node_key = warrants.load_private_key(self.home.node_key)
+        self.node_cert = warrants.load_cert(self.home.node_cert)
+        self.service_id = service_id_of(self.node_cert)
+        self.registry = Registry(self.home.registry)
+        self.codebases = CodebaseStore(self.home.codebases)
+        self.timers = Timers()
+        self.lessor = Lessor(self.timers, self._on_lease_expired)
+        self.control = ControlLeases(self.registry, self.lessor, self._on_control_lost)
+        self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
+                                     lessor=self.lessor, make_secrets=self._make_secrets,
+                                     start_timeout=config.start_timeout, on_netlet_gone=self._on_netlet_gone)
+        self.status_cache: dict[str, dict[str, Any]] = {}
+        self.started_wall = time.time()
+        self.uri: str | None = None
+        self.metrics_port: int | None = None
+        self._app_cache: dict[str, tuple[Descriptor, bytes]] = {}
+
+    # -- lifecycle --------------------------------------------------------
+    def recover(self) -> None:
+        """Re-attach to what an earlier run of this node left running."""
+        self.registry.add_event("node.started", None, None, pid=os.getpid())
+        for row in self.registry.apps():
+            descriptor = self._load_descriptor(row)
+            self.supervisor.register_app(descriptor, self.codebases.dir_of(row["codebase_sha"]))
+            for n in self.registry.netlets(row["name"], live_only=True):
+                if n["status"]:
+                    self.status_cache[n["id"]] = json.loads(n["status"])
+                if not self.supervisor.adopt(n, descriptor.lease_ttl):
+                    self.registry.update_netlet(n["id"], state="exited",
+                                                exit=json.dumps({"reason": "died while the node was down",
+                                                                 "unknown": True}))
+                    self.registry.add_event("netlet.exited", row["name"], n["slot"], netlet=n["id"],
+                                            reason="died while the node was down")
+            if row["state"] == "terminating":
+                self.supervisor.terminate(row["name"], descriptor.grace)
+                continue
+            for slot in self.registry.slots(row["name"]):
+                if slot["state"] == "failed" or self.supervisor.live_in_slot(row["name"], slot["slot"]):
+                    continue
+                delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
+                self.timers.call_later(delay, lambda a=row["name"], s=slot["slot"]: self.supervisor.start_slot(a, s, "replace"))
+
+    def write_node_json(self) -> None:
+        info = {"pid": os.getpid(), "uri": self.uri, "service": self.service_id,
+                "metrics_port": self.metrics_port, "started": self.started_wall}
+        tmp = self.home.node_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.home.node_json)
+
+    def shutdown(self) -> None:
+        """Stop the node's threads; netlets keep running and will re-attach later."""
+        self.registry.add_event("node.stopping", None, None, pid=os.getpid())
+        self.supervisor.shutdown()
+        self.timers.stop()
+        try:
+            info = json.loads(self.home.node_json.read_text())
+            if info.get("pid") == os.getpid():
+                self.home.node_json.unlink()
+        except (OSError, ValueError):
+            pass
+        self.registry.close()
+
+    # -- apps -------------------------------------------------------------
+    def _load_descriptor(self, row) -> Descriptor:
+        cached = self._app_cache.get(row["name"])
+        if cached is not None and cached[1] == row["descriptor"]:
+            return cached[0]
+        descriptor = warrants.parse_descriptor(row["descriptor"], row["source"])
+        self._app_cache[row["name"]] = (descriptor, row["descriptor"])
+        return descriptor
+
+    def descriptor(self, app: str) -> Descriptor:
+        row = self.registry.app(app)
+        if row is None:
+            raise NotFound(f"no app named {app!r}")
+        return self._load_descriptor(row)
+
+    def add_codebase(self, data: bytes, sha: str | None) -> str:
+        sha = self.codebases.add(data, sha)
+        self.registry.add_codebase(sha, len(data))
+        return sha
+
+    def submit_app(self, descriptor_xml: bytes, source: str, codebase_sha: str, replace: bool = False,
+                   start: bool = True) -> dict[str, Any]:
+        """Register an app and (unless ``start`` is False) run its default bootstrap (cold start)."""
+        descriptor = warrants.parse_descriptor(descriptor_xml, source)
+        if not self.codebases.has(codebase_sha):
+            raise BadInput(f"codebase {codebase_sha[:12]} has not been uploaded")
+        existing = self.registry.app(descriptor.name)
+        if existing is not None:
+            if not replace:
+                raise BadInput(f"app {descriptor.name!r} is already running (use --replace)")
+            self.terminate(descriptor.name, self._load_descriptor(existing).grace, wait_s=60)
+        slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
+        self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, os.urandom(32), slots)
+        self._app_cache.pop(descriptor.name, None)
+        self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
+        self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
+        if start:
+            self.bootstrap(descriptor.name, "cold")
+        return {"app": descriptor.name, "slots": [s for s, _, _ in slots]}
+
+    def bootstrap(self, app: str, mode: str) -> None:
+        """The default bootstrap: start every slot of every netlet type."""
+        descriptor = self.descriptor(app)
+        self.registry.add_event("app.bootstrap", app, None, mode=mode)
+        for ntype in descriptor.netlet_types:
+            for slot in ntype.slots:
+                self.supervisor.start_slot(app, slot, mode)
+
+    def run_netlet(self, app: str, slot: str) -> str:
+        descriptor = self.descriptor(app)
+        if slot not in {s for t in descriptor.netlet_types for s in t.slots}:
+            raise NotFound(f"app {app!r} has no slot {slot!r}")
+        netlet_id = self.supervisor.start_slot(app, slot, "manual")
+        if netlet_id is None:
+            raise JtrixError(f"{app}/{slot} is already running or the app is terminating")
+        return netlet_id
+
+    def terminate(self, app: str, grace: float | None = None, wait_s: float = 60.0) -> bool:
+        """Stop every netlet of ``app`` (SIGTERM, grace, SIGKILL); True once all are gone."""
+        descriptor = self.descriptor(app)
+        rt = self.supervisor.terminate(app, descriptor.grace if grace is None else grace)
+        if rt is None:
+            raise NotFound(f"no app named {app!r}")
+        return rt.gone.wait(wait_s)
+
+    def signal(self, app: str, slot: str, sig: int) -> str:
+        self.descriptor(app)
+        try:
+            return self.supervisor.signal_netlet(app, slot, sig)
+        except KeyError:
+            raise NotFound(f"no live netlet in {app}/{slot}") from None
+
+    # -- netlets ----------------------------------------------------------
+    def _make_secrets(self, app: str, slot: str, netlet_id: str, incarnation: int,
+                      resources: dict) -> dict[str, Any]:
+        descriptor = self.descriptor(app)
+        row = self.registry.slot(app, slot)
+        ntype = descriptor.netlet_type(row["type"])
+        key = warrants.generate_key()
+        now = dt.datetime.now(dt.timezone.utc)
+        warrant = warrants.issue_warrant(self.node_key, self.node_cert, rights=list(NETLET_RIGHTS),
+                                         service=self.service_id, app=app, holder=key.public_key(),
+                                         not_before=now - dt.timedelta(minutes=5),
+                                         not_after=now + dt.timedelta(days=365),
+                                         data=NETLET_WARRANT_PREFIX + netlet_id)
+        return {
+            "node_uri": self.uri, "node_json": str(self.home.node_json), "service": self.service_id,
+            "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
+            "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,
+            "master_eligible": ntype.master_eligible, "lease_ttl": descriptor.lease_ttl,
+            "durability": descriptor.durability, "ack": descriptor.ack,
+            "warrant": warrant.decode(), "key_pem": _pem(key),
+            "app_secret": self.registry.app(app)["secret"].hex(),
+        }
+
+    def renew(self, netlet_id: str, status: dict | None) -> dict[str, Any]:
+        """A netlet's heartbeat: renew its lease, record its status, mark it ready."""
+        lease = self.lessor.renew(lease_id_of(netlet_id))
+        if lease is None:
+            raise NotFound(f"netlet {netlet_id} has no live lease (it is being replaced)")
+        if lease.ttl != (ttl := self.descriptor(netlet_id.split("/", 1)[0]).lease_ttl):
+            lease = self.lessor.grant(lease_id_of(netlet_id), ttl)  # startup allowance over
+        self.supervisor.mark_ready(netlet_id)
+        if status:
+            self.report(netlet_id, status)
+        return {"lease_s": lease.ttl}
+
+    def report(self, netlet_id: str, status: dict) -> None:
+        old = self.status_cache.get(netlet_id, {})
+        new = {**old, **status}
+        self.status_cache[netlet_id] = new
+        if any(old.get(k) != new.get(k) for k in DURABLE_STATUS_KEYS):
+            self.registry.update_netlet(netlet_id, status=new)
+
+    # -- leases -----------------------------------------------------------
+    def _on_lease_expired(self, lease_id: str) -> None:
+        if lease_id.startswith(NETLET_LEASE_PREFIX):
+            self.supervisor.on_lease_expired(lease_id[len(NETLET_LEASE_PREFIX):])
+        else:
+            self.control.expired(lease_id.split(":", 1)[1])
+
+    def _on_netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
+        self.status_cache.pop(netlet_id, None)
+        self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")
+
+    def _on_control_lost(self, app: str, holder: str, epoch: int, why: str) -> None:
+        """Policy for a lost control lease (the replication layer installs the election here)."""
+        log.info("control lease of %s lost by %s at epoch %d (%s)", app, holder, epoch, why)
+
+
+def _pem(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def open_node(home: Path, host: str = "127.0.0.1", port: int = 0) -> Node:
+    wire.configure()
+    return Node(NodeConfig(home=Path(home), host=host, port=port))

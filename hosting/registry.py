@@ -1,0 +1,285 @@
+"""The node's durable registry: apps, slots, netlets, control leases, events.
+
+One SQLite database in WAL mode (``synchronous=FULL``: a committed change
+survives power loss). One connection shared by all threads behind a lock; every
+public method is one transaction. This is the single-machine implementation of
+the registry interface; the etcd one keeps the same method contracts.
+
+Contracts:
+  * Events are append-only; ``idx`` is strictly increasing and never reused.
+  * ``next_epoch`` returns a number strictly greater than any it returned
+    before, across restarts (the counter is committed before it is returned).
+  * A netlet row is never deleted while its process may be alive: rows leave
+    only with their app, after the app's processes are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS apps (
+    name TEXT PRIMARY KEY,
+    descriptor BLOB NOT NULL,
+    source TEXT NOT NULL,
+    codebase_sha TEXT NOT NULL,
+    state TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS codebases (sha TEXT PRIMARY KEY, size INTEGER NOT NULL, added REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (
+    app TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    type TEXT NOT NULL,
+    resources TEXT NOT NULL,
+    state TEXT NOT NULL,
+    incarnation INTEGER NOT NULL DEFAULT 0,
+    restarts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL,
+    last_exit TEXT,
+    PRIMARY KEY (app, slot)
+);
+CREATE TABLE IF NOT EXISTS netlets (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    incarnation INTEGER NOT NULL,
+    pid INTEGER,
+    create_time REAL,
+    started REAL NOT NULL,
+    state TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT '{}',
+    exit TEXT,
+    log_path TEXT
+);
+CREATE TABLE IF NOT EXISTS control (
+    app TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    holder TEXT,
+    isr TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS events (
+    idx INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    app TEXT,
+    slot TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the append-only event log."""
+
+    idx: int
+    ts: float
+    app: str | None
+    slot: str | None
+    kind: str
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.idx, "time": self.ts, "app": self.app, "slot": self.slot,
+                "kind": self.kind, "detail": self.detail}
+
+
+class Registry:
+    """SQLite-backed registry (see module docstring for the contracts)."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+        self._event_cond = threading.Condition(self._lock)
+        #: called as ``listener(kind, app, detail)`` after each event is committed
+        self.event_listeners: list = []
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _tx(self) -> "_Transaction":
+        return _Transaction(self)
+
+    def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- meta -------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key=?", key)
+        return rows[0]["value"] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (key, value))
+
+    # -- events -----------------------------------------------------------
+    def add_event(self, kind: str, app: str | None = None, slot: str | None = None, **detail: Any) -> int:
+        """Append an event; returns its index. Wakes ``wait_events`` callers."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO events(ts, app, slot, kind, detail) VALUES(?,?,?,?,?)",
+                             (time.time(), app, slot, kind, json.dumps(detail, default=str)))
+            idx = cur.lastrowid
+        with self._event_cond:
+            self._event_cond.notify_all()
+        for listener in self.event_listeners:
+            listener(kind, app, detail)
+        return int(idx)
+
+    def events(self, since: int = 0, app: str | None = None, limit: int = 1000) -> list[Event]:
+        """Events with index > ``since`` (optionally of one app), oldest first."""
+        if app is None:
+            rows = self._rows("SELECT * FROM events WHERE idx>? ORDER BY idx LIMIT ?", since, limit)
+        else:
+            rows = self._rows("SELECT * FROM events WHERE idx>? AND app=? ORDER BY idx LIMIT ?", since, app, limit)
+        return [Event(r["idx"], r["ts"], r["app"], r["slot"], r["kind"], json.loads(r["detail"])) for r in rows]
+
+    def wait_events(self, since: int, timeout: float, app: str | None = None) -> list[Event]:
+        """Like :meth:`events` but waits up to ``timeout`` seconds for at least one."""
+        deadline = time.monotonic() + timeout
+        with self._event_cond:
+            while True:
+                found = self.events(since, app)
+                left = deadline - time.monotonic()
+                if found or left <= 0:
+                    return found
+                self._event_cond.wait(left)
+
+    # -- codebases --------------------------------------------------------
+    def has_codebase(self, sha: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM codebases WHERE sha=?", sha))
+
+    def add_codebase(self, sha: str, size: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO codebases(sha, size, added) VALUES(?,?,?)", (sha, size, time.time()))
+
+    # -- apps -------------------------------------------------------------
+    def add_app(self, name: str, descriptor: bytes, source: str, codebase_sha: str, secret: bytes,
+                slots: list[tuple[str, str, dict]]) -> None:
+        """Register an app with its slots ``(slot, type, resources)`` in one transaction."""
+        with self._tx() as db:
+            db.execute("INSERT INTO apps(name, descriptor, source, codebase_sha, state, secret, created)"
+                       " VALUES(?,?,?,?,?,?,?)", (name, descriptor, source, codebase_sha, "running", secret, time.time()))
+            for slot, type_, resources in slots:
+                db.execute("INSERT INTO slots(app, slot, type, resources, state) VALUES(?,?,?,?,?)",
+                           (name, slot, type_, json.dumps(resources), "pending"))
+            db.execute("INSERT OR IGNORE INTO control(app, epoch, holder, isr) VALUES(?, 0, NULL, '[]')", (name,))
+
+    def app(self, name: str) -> sqlite3.Row | None:
+        rows = self._rows("SELECT * FROM apps WHERE name=?", name)
+        return rows[0] if rows else None
+
+    def apps(self) -> list[sqlite3.Row]:
+        return self._rows("SELECT * FROM apps ORDER BY name")
+
+    def set_app_state(self, name: str, state: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE apps SET state=? WHERE name=?", (state, name))
+
+    def remove_app(self, name: str) -> None:
+        """Forget an app, its slots and netlets (its events and epoch high-water mark stay)."""
+        with self._tx() as db:
+            for table in ("slots", "netlets"):
+                db.execute(f"DELETE FROM {table} WHERE app=?", (name,))
+            db.execute("DELETE FROM apps WHERE name=?", (name,))
+            db.execute("UPDATE control SET holder=NULL, isr='[]' WHERE app=?", (name,))
+
+    # -- slots ------------------------------------------------------------
+    def slots(self, app: str) -> list[sqlite3.Row]:
+        return self._rows("SELECT * FROM slots WHERE app=? ORDER BY type, slot", app)
+
+    def slot(self, app: str, slot: str) -> sqlite3.Row | None:
+        rows = self._rows("SELECT * FROM slots WHERE app=? AND slot=?", app, slot)
+        return rows[0] if rows else None
+
+    def update_slot(self, app: str, slot: str, **fields: Any) -> None:
+        if "resources" in fields:
+            fields["resources"] = json.dumps(fields["resources"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE slots SET {cols} WHERE app=? AND slot=?", (*fields.values(), app, slot))
+
+    # -- netlets ----------------------------------------------------------
+    def add_netlet(self, netlet_id: str, app: str, slot: str, incarnation: int, pid: int,
+                   create_time: float, log_path: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO netlets(id, app, slot, incarnation, pid, create_time, started, state, log_path)"
+                       " VALUES(?,?,?,?,?,?,?,?,?)",
+                       (netlet_id, app, slot, incarnation, pid, create_time, time.time(), "starting", log_path))
+
+    def netlet(self, netlet_id: str) -> sqlite3.Row | None:
+        rows = self._rows("SELECT * FROM netlets WHERE id=?", netlet_id)
+        return rows[0] if rows else None
+
+    def netlets(self, app: str | None = None, live_only: bool = False) -> list[sqlite3.Row]:
+        sql, args = "SELECT * FROM netlets", []
+        clauses = []
+        if app is not None:
+            clauses.append("app=?")
+            args.append(app)
+        if live_only:
+            clauses.append("state IN ('starting', 'running', 'stopping')")
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        return self._rows(sql + " ORDER BY app, slot, incarnation", *args)
+
+    def update_netlet(self, netlet_id: str, **fields: Any) -> None:
+        if "status" in fields:
+            fields["status"] = json.dumps(fields["status"])
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self._tx() as db:
+            db.execute(f"UPDATE netlets SET {cols} WHERE id=?", (*fields.values(), netlet_id))
+
+    # -- control leases and epochs ---------------------------------------
+    def control(self, app: str) -> dict[str, Any]:
+        rows = self._rows("SELECT * FROM control WHERE app=?", app)
+        if not rows:
+            return {"epoch": 0, "holder": None, "isr": []}
+        r = rows[0]
+        return {"epoch": r["epoch"], "holder": r["holder"], "isr": json.loads(r["isr"])}
+
+    def save_control(self, app: str, epoch: int, holder: str | None, isr: list[str]) -> None:
+        """Persist the control state; refuses to move an app's epoch backwards."""
+        with self._tx() as db:
+            row = db.execute("SELECT epoch FROM control WHERE app=?", (app,)).fetchone()
+            if row is not None and row["epoch"] > epoch:
+                raise ValueError(f"epoch of {app} would go back from {row['epoch']} to {epoch}")
+            db.execute("INSERT INTO control(app, epoch, holder, isr) VALUES(?,?,?,?) ON CONFLICT(app) DO UPDATE"
+                       " SET epoch=excluded.epoch, holder=excluded.holder, isr=excluded.isr",
+                       (app, epoch, holder, json.dumps(sorted(isr))))
+
+
+class _Transaction:
+    """``with registry._tx() as db:`` — one IMMEDIATE transaction under the registry lock."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._registry._lock.acquire()
+        self._registry._db.execute("BEGIN IMMEDIATE")
+        return self._registry._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._registry._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._registry._lock.release()
+

@@ -1,0 +1,80 @@
+"""Status views: what ``jtrix status`` and ``jtrix host status`` show.
+
+Every value comes from the registry, the node's latest per-netlet reports and
+psutil; the shape is the documented JSON contract of ``jtrix status --json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import psutil
+
+from hosting.supervisor import lease_id_of
+
+
+def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
+    """One netlet (or the empty slot) in the ``jtrix status --json`` shape."""
+    app, slot = slot_row["app"], slot_row["slot"]
+    live = node.supervisor.live_in_slot(app, slot)
+    view: dict[str, Any] = {
+        "slot": slot, "type": slot_row["type"], "node": node.service_id, "pid": None,
+        "state": slot_row["state"], "role": None, "epoch": None, "seq": None,
+        "restarts": slot_row["restarts"], "failures": slot_row["failures"],
+        "last_exit": json.loads(slot_row["last_exit"]) if slot_row["last_exit"] else None,
+        "lease_ms": None, "uptime_s": None, "cpu_percent": None, "rss_bytes": None,
+        "next_attempt_s": None, "netlet": None,
+    }
+    if slot_row["state"] in ("backoff", "restarting") and slot_row["next_attempt"]:
+        view["next_attempt_s"] = round(max(0.0, slot_row["next_attempt"] - time.time()), 3)
+    if live is None or netlet_row is None:
+        if view["state"] == "running":
+            view["state"] = "restarting"
+        return view
+    status = node.status_cache.get(live.netlet_id) or json.loads(netlet_row["status"] or "{}")
+    lease = node.lessor.get(lease_id_of(live.netlet_id))
+    view.update(
+        netlet=live.netlet_id, pid=live.pid, state=netlet_row["state"],
+        role=status.get("role"), epoch=status.get("epoch"), seq=status.get("seq"),
+        lease_ms=int(lease.remaining() * 1000) if lease else 0,
+        uptime_s=round(time.time() - netlet_row["started"], 3),
+        endpoint=status.get("endpoint"), phase=status.get("phase"),
+    )
+    try:
+        proc = psutil.Process(live.pid)
+        with proc.oneshot():
+            view["cpu_percent"] = proc.cpu_percent(interval=None)
+            view["rss_bytes"] = proc.memory_info().rss
+    except psutil.Error:
+        pass
+    return view
+
+
+def app_view(node, app_row) -> dict[str, Any]:
+    app = app_row["name"]
+    netlets = {(n["slot"], n["incarnation"]): n for n in node.registry.netlets(app)}
+    control = node.control.current(app)
+    views = []
+    for slot_row in node.registry.slots(app):
+        views.append(netlet_view(node, slot_row, netlets.get((slot_row["slot"], slot_row["incarnation"]))))
+    master = None
+    if control["holder"]:
+        master = control["holder"].split("/", 1)[1].split("#")[0]
+    return {"name": app, "state": app_row["state"], "epoch": control["epoch"], "master": master,
+            "netlets": views}
+
+
+def apps_view(node, app: str | None = None) -> dict[str, Any]:
+    rows = [node.registry.app(app)] if app else node.registry.apps()
+    return {"apps": [app_view(node, r) for r in rows if r is not None]}
+
+
+def host_view(node) -> dict[str, Any]:
+    apps = node.registry.apps()
+    live = len(node.supervisor.live)
+    return {"pid": os.getpid(), "address": node.uri, "service": node.service_id,
+            "uptime_s": round(time.time() - node.started_wall, 3), "apps": len(apps), "netlets": live,
+            "metrics_port": node.metrics_port, "home": str(node.home.root)}

@@ -1,0 +1,334 @@
+"""Keeping netlets alive: start, detect death, replace in the same slot.
+
+Safety model (what must hold, whatever the interleaving):
+  * A slot has at most one live netlet (incarnation) at a time: a replacement
+    starts only after the previous process is gone (its pidfd fired).
+  * Death is learned from the pidfd at once; a hang is learned from lease
+    expiry, answered by SIGTERM to the process group, then SIGKILL after the
+    app's grace period. Either way the netlet's leases are revoked before any
+    replacement or election is started.
+  * ``terminate`` is final: once an app is terminating no slot of it is ever
+    started again; the app leaves the registry only after its last process is
+    gone. A user's ``kill`` is answered like a crash (the slot is refilled).
+  * A netlet is signalled only through its pidfd (never a reused pid).
+
+Policy hooks: ``on_netlet_gone(app, slot, netlet_id, reason)`` lets the control
+lease / election policy react (it runs after leases were revoked).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psutil
+
+from hosting.backoff import next_restart
+from hosting.home import Home
+from hosting.lessor import Lessor
+from hosting.pidwatch import PidWatcher, ProcessGone, describe_status
+from hosting.registry import Registry
+from hosting.resources import bind_resources
+from hosting.spawn import spawn_netlet
+from hosting.timers import Timer, Timers
+from warrants.descriptor_model import Descriptor
+
+log = logging.getLogger(__name__)
+
+NETLET_LEASE_PREFIX = "netlet:"
+
+
+def netlet_id_of(app: str, slot: str, incarnation: int) -> str:
+    return f"{app}/{slot}#{incarnation}"
+
+
+def lease_id_of(netlet_id: str) -> str:
+    return NETLET_LEASE_PREFIX + netlet_id
+
+
+@dataclass
+class LiveNetlet:
+    """A netlet process this node watches (its own child or an adopted one)."""
+
+    netlet_id: str
+    app: str
+    slot: str
+    incarnation: int
+    pid: int
+    started_mono: float
+    popen: Any = None  # subprocess.Popen for our children (kept so nothing else reaps them)
+    end_reason: str | None = None  # set when we decided to end it (lease expired, killed by user…)
+    kill_timer: Timer | None = None
+    ready: bool = False
+
+
+@dataclass
+class SlotRuntime:
+    restart_timer: Timer | None = None
+    next_attempt_wall: float | None = None
+
+
+@dataclass
+class AppRuntime:
+    descriptor: Descriptor
+    codebase_dir: Any
+    terminating: bool = False
+    gone: threading.Event = field(default_factory=threading.Event)
+    slots: dict[str, SlotRuntime] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Process lifecycle of every slot of every app on this node."""
+
+    def __init__(self, *, home: Home, registry: Registry, timers: Timers, lessor: Lessor,
+                 make_secrets: Callable[[str, str, str, int, dict], dict],
+                 start_timeout: float = 15.0,
+                 on_netlet_gone: Callable[[str, str, str, str], None] | None = None) -> None:
+        self.home = home
+        self.registry = registry
+        self.timers = timers
+        self.lessor = lessor
+        self.make_secrets = make_secrets
+        self.start_timeout = start_timeout
+        self.on_netlet_gone = on_netlet_gone or (lambda *a: None)
+        self.watcher = PidWatcher(self._on_exit)
+        self.lock = threading.RLock()
+        self.live: dict[str, LiveNetlet] = {}
+        self.apps: dict[str, AppRuntime] = {}
+
+    # -- queries ----------------------------------------------------------
+    def live_in_slot(self, app: str, slot: str) -> LiveNetlet | None:
+        with self.lock:
+            for n in self.live.values():
+                if n.app == app and n.slot == slot:
+                    return n
+        return None
+
+    def next_attempt(self, app: str, slot: str) -> float | None:
+        with self.lock:
+            rt = self.apps.get(app)
+            s = rt.slots.get(slot) if rt else None
+            return s.next_attempt_wall if s else None
+
+    # -- starting ---------------------------------------------------------
+    def register_app(self, descriptor: Descriptor, codebase_dir) -> AppRuntime:
+        with self.lock:
+            rt = AppRuntime(descriptor, codebase_dir)
+            for ntype in descriptor.netlet_types:
+                for slot in ntype.slots:
+                    rt.slots[slot] = SlotRuntime()
+            self.apps[descriptor.name] = rt
+            return rt
+
+    def start_slot(self, app: str, slot: str, mode: str = "cold") -> str | None:
+        """Start a netlet in ``slot`` unless one is live there; returns its id."""
+        with self.lock:
+            rt = self.apps.get(app)
+            if rt is None or rt.terminating or self.live_in_slot(app, slot) is not None:
+                return None
+            srt = rt.slots[slot]
+            Timers.cancel(srt.restart_timer)
+            srt.restart_timer, srt.next_attempt_wall = None, None
+            row = self.registry.slot(app, slot)
+            ntype = rt.descriptor.netlet_type(row["type"])
+            incarnation = row["incarnation"] + 1
+            recorded, told = bind_resources(ntype, self.home.slot_dir(app, slot),
+                                            json.loads(row["resources"]), incarnation)
+            netlet_id = netlet_id_of(app, slot, incarnation)
+            secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
+            secrets["mode"] = mode
+            slot_dir = self.home.slot_dir(app, slot)
+            slot_dir.mkdir(parents=True, exist_ok=True)
+            spawned = spawn_netlet(cwd=slot_dir, codebase_dir=rt.codebase_dir,
+                                   log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
+                                   env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
+            try:
+                create_time = psutil.Process(spawned.pid).create_time()
+            except psutil.NoSuchProcess:
+                create_time = 0.0
+            live = LiveNetlet(netlet_id, app, slot, incarnation, spawned.pid, time.monotonic(), spawned.popen)
+            self.live[netlet_id] = live
+            self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded, state="running",
+                                      next_attempt=None)
+            self.registry.add_netlet(netlet_id, app, slot, incarnation, spawned.pid, create_time,
+                                     str(spawned.log_path))
+            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
+            try:
+                self.watcher.watch(netlet_id, spawned.pid, is_child=True)
+            except ProcessGone:
+                pass  # cannot happen for an unreaped child; keep the record consistent anyway
+            self.registry.add_event("netlet.started", app, slot, netlet=netlet_id, pid=spawned.pid, mode=mode,
+                                    inherited=sorted(k for k, v in told.items() if v["inherited"]))
+            return netlet_id
+
+    def adopt(self, row, descriptor_ttl: float) -> bool:
+        """Re-attach to a netlet started by an earlier run of this node (not our child).
+
+        The process must still be the one recorded: same pid *and* same start
+        time (so a reused pid is never adopted). Returns False if it is gone.
+        """
+        try:
+            proc = psutil.Process(row["pid"])
+            if abs(proc.create_time() - row["create_time"]) > 0.01:
+                return False
+            fd_key = row["id"]
+            live = LiveNetlet(row["id"], row["app"], row["slot"], row["incarnation"], row["pid"],
+                              time.monotonic() - (time.time() - row["started"]), ready=row["state"] == "running")
+            with self.lock:
+                self.live[fd_key] = live
+                self.watcher.watch(fd_key, row["pid"], is_child=False)
+                # Re-check after the pidfd exists: the pidfd pins this exact process.
+                if abs(psutil.Process(row["pid"]).create_time() - row["create_time"]) > 0.01:
+                    self.live.pop(fd_key, None)
+                    return False
+                self.lessor.grant(lease_id_of(row["id"]), max(descriptor_ttl * 3, 3.0))
+            self.registry.add_event("netlet.adopted", row["app"], row["slot"], netlet=row["id"], pid=row["pid"])
+            return True
+        except (psutil.NoSuchProcess, ProcessGone):
+            with self.lock:
+                self.live.pop(row["id"], None)
+            return False
+
+    def mark_ready(self, netlet_id: str) -> bool:
+        """First renewal: the netlet is up. Returns True the first time."""
+        with self.lock:
+            n = self.live.get(netlet_id)
+            if n is None or n.ready:
+                return False
+            n.ready = True
+        self.registry.update_netlet(netlet_id, state="running")
+        self.registry.add_event("netlet.ready", n.app, n.slot, netlet=netlet_id)
+        return True
+
+    # -- ending -----------------------------------------------------------
+    def stop_netlet(self, netlet_id: str, reason: str, grace: float) -> None:
+        """SIGTERM the netlet's group now, SIGKILL it after ``grace`` seconds."""
+        with self.lock:
+            n = self.live.get(netlet_id)
+            if n is None:
+                return
+            n.end_reason = n.end_reason or reason
+            self.registry.update_netlet(netlet_id, state="stopping")
+            self.watcher.signal_group(netlet_id, signal.SIGTERM)
+            self.watcher.signal_group(netlet_id, signal.SIGCONT)  # a stopped process must see its SIGTERM
+            Timers.cancel(n.kill_timer)
+            n.kill_timer = self.timers.call_later(grace, lambda: self.watcher.signal_group(netlet_id, signal.SIGKILL))
+
+    def signal_netlet(self, app: str, slot: str, sig: int) -> str:
+        """Deliver a user's signal to the netlet in ``slot``; returns its id. KeyError if none."""
+        with self.lock:
+            n = self.live_in_slot(app, slot)
+            if n is None:
+                raise KeyError(f"{app}/{slot}")
+            if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+                n.end_reason = n.end_reason or f"killed by user ({signal.Signals(sig).name})"
+            self.watcher.signal_group(n.netlet_id, sig)
+            self.registry.add_event("netlet.signalled", app, slot, netlet=n.netlet_id,
+                                    signal=signal.Signals(sig).name)
+            return n.netlet_id
+
+    def on_lease_expired(self, netlet_id: str) -> None:
+        with self.lock:
+            n = self.live.get(netlet_id)
+            if n is None:
+                return
+            rt = self.apps.get(n.app)
+            grace = rt.descriptor.grace if rt else 2.0
+            self.registry.add_event("lease.expired", n.app, n.slot, netlet=netlet_id)
+        self.stop_netlet(netlet_id, "lease expired", grace)
+
+    def _on_exit(self, netlet_id: str, status) -> None:
+        """pidfd fired: the process is gone. Runs on the watcher thread."""
+        with self.lock:
+            n = self.live.pop(netlet_id, None)
+            if n is None:
+                return
+            if n.popen is not None and status is not None:
+                n.popen.returncode = status.si_status  # tell subprocess it is reaped
+            Timers.cancel(n.kill_timer)
+            self.lessor.revoke(lease_id_of(netlet_id))
+            how = describe_status(status)
+            reason = n.end_reason or ("exited" if how.get("exit_code") == 0 else "crashed")
+            exit_record = {"reason": reason, **how}
+            run_seconds = time.monotonic() - n.started_mono
+            self.registry.update_netlet(netlet_id, state="exited", exit=json.dumps(exit_record))
+            self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id, run_s=round(run_seconds, 3),
+                                    **exit_record)
+            rt = self.apps.get(n.app)
+        self.on_netlet_gone(n.app, n.slot, netlet_id, reason)
+        with self.lock:
+            if rt is None:
+                return
+            if rt.terminating:
+                self.registry.update_slot(n.app, n.slot, state="exited", last_exit=json.dumps(exit_record))
+                self._finish_terminate_if_done(n.app)
+                return
+            self._schedule_restart(rt, n, run_seconds, exit_record)
+
+    def _schedule_restart(self, rt: AppRuntime, n: LiveNetlet, run_seconds: float, exit_record: dict) -> None:
+        row = self.registry.slot(n.app, n.slot)
+        decision = next_restart(rt.descriptor.restart, row["failures"], run_seconds)
+        fields = dict(failures=decision.failures, last_exit=json.dumps(exit_record))
+        if decision.delay is None:
+            self.registry.update_slot(n.app, n.slot, state="failed", **fields)
+            self.registry.add_event("slot.gave_up", n.app, n.slot, failures=decision.failures)
+            return
+        srt = rt.slots[n.slot]
+        srt.next_attempt_wall = time.time() + decision.delay
+        self.registry.update_slot(n.app, n.slot, state="backoff" if decision.delay > 0 else "restarting",
+                                  restarts=row["restarts"] + 1, next_attempt=srt.next_attempt_wall, **fields)
+        if decision.delay > 0:
+            self.registry.add_event("slot.backoff", n.app, n.slot, delay_s=round(decision.delay, 3),
+                                    failures=decision.failures)
+            srt.restart_timer = self.timers.call_later(
+                decision.delay, lambda: self._start_in_thread(n.app, n.slot, "replace"))
+        else:
+            self._start_in_thread(n.app, n.slot, "replace")
+
+    def _start_in_thread(self, app: str, slot: str, mode: str) -> None:
+        """Start a replacement off the watcher/timer thread (spawning takes milliseconds)."""
+        def run() -> None:
+            try:
+                self.start_slot(app, slot, mode)
+            except Exception:
+                log.exception("starting %s/%s failed", app, slot)
+        threading.Thread(target=run, name=f"start-{app}/{slot}", daemon=True).start()
+
+    # -- termination ------------------------------------------------------
+    def terminate(self, app: str, grace: float) -> AppRuntime | None:
+        """Begin terminating ``app``; returns its runtime (wait on ``.gone``)."""
+        with self.lock:
+            rt = self.apps.get(app)
+            if rt is None:
+                return None
+            rt.terminating = True
+            for srt in rt.slots.values():
+                Timers.cancel(srt.restart_timer)
+            victims = [n.netlet_id for n in self.live.values() if n.app == app]
+            self.registry.set_app_state(app, "terminating")
+            self.registry.add_event("app.terminating", app, netlets=len(victims))
+        for netlet_id in victims:
+            self.stop_netlet(netlet_id, "terminated", grace)
+        with self.lock:
+            self._finish_terminate_if_done(app)
+        return rt
+
+    def _finish_terminate_if_done(self, app: str) -> None:
+        rt = self.apps.get(app)
+        if rt is None or not rt.terminating:
+            return
+        if any(n.app == app for n in self.live.values()):
+            return
+        self.apps.pop(app, None)
+        self.registry.remove_app(app)
+        self.registry.add_event("app.terminated", app)
+        rt.gone.set()
+
+    def shutdown(self) -> None:
+        """Stop watching (netlets keep running: they re-attach to the next node)."""
+        self.watcher.stop()

@@ -1,0 +1,101 @@
+"""Keeping a netlet's lease alive and its status published.
+
+Contracts:
+  * Renews every ``ttl/3`` while the node answers, publishing the latest
+    status with each renewal (one RPC per period).
+  * When the node is unreachable (it died or restarts), keeps retrying with
+    jittered exponential backoff (tenacity, capped at ``ttl``), re-reading the
+    node's address from its home, for at most ``orphan_timeout`` seconds; then
+    calls ``on_orphaned``. A restarted node re-adopts the netlet on its first
+    successful renewal.
+  * When the node answers that this netlet has no lease (it was declared dead
+    and is being replaced), calls ``on_disowned`` at once: a netlet the node
+    has given up must not keep running beside its replacement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from hosting.client import HostingClient, NodeUnreachable
+from warrants.errors import NotFound
+
+log = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(self, client: HostingClient, netlet_id: str, ttl: float, node_json: Path,
+                 status: Callable[[], dict[str, Any]], on_disowned: Callable[[str], None],
+                 on_orphaned: Callable[[str], None], orphan_timeout: float = 600.0) -> None:
+        self.client = client
+        self.netlet_id = netlet_id
+        self.ttl = ttl
+        self.node_json = Path(node_json)
+        self.status = status
+        self.on_disowned = on_disowned
+        self.on_orphaned = on_orphaned
+        self.orphan_timeout = orphan_timeout
+        self.last_ok_mono: float | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Renew now (e.g. to publish an important status change at once)."""
+        self._wake.set()
+
+    def _renew_once(self) -> dict[str, Any]:
+        try:
+            return self.client.call("renew", self.netlet_id, self.status())
+        except NodeUnreachable:
+            self._reresolve()
+            raise
+
+    def _reresolve(self) -> None:
+        try:
+            uri = json.loads(self.node_json.read_text()).get("uri")
+        except (OSError, ValueError):
+            return
+        if uri and uri != self.client.uri:
+            log.info("hosting node moved to %s", uri)
+            self.client.uri = uri
+            self.client.close()
+
+    def _run(self) -> None:
+        period = self.ttl / 3
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                for attempt in Retrying(retry=retry_if_exception_type(NodeUnreachable),
+                                        wait=wait_exponential_jitter(multiplier=period / 2, max=self.ttl,
+                                                                   jitter=period / 2),
+                                        stop=stop_after_delay(self.orphan_timeout), reraise=False):
+                    with attempt:
+                        if self._stop.is_set():
+                            return
+                        self._renew_once()
+                self.last_ok_mono = started
+            except RetryError:
+                self.on_orphaned(f"no hosting node answered for {self.orphan_timeout:.0f}s")
+                return
+            except NotFound as err:
+                self.on_disowned(str(err))
+                return
+            except Exception as err:  # a refused warrant or a node bug: report, keep trying
+                log.warning("lease renewal failed: %s", err)
+            self._wake.wait(max(0.0, period - (time.monotonic() - started)))
+            self._wake.clear()

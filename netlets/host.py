@@ -1,0 +1,80 @@
+"""Hosting one netlet inside its process: dispatch, hooks and published status.
+
+Contracts:
+  * Only methods the class exposed with a decorator can be invoked remotely,
+    and each only where its kind allows (see ``netlets.netlet``).
+  * ``status()`` is cheap and safe to call from any thread; the heartbeat
+    publishes it with every renewal.
+  * Hooks run in this order: ``on_started`` once, ``on_stopping`` once at stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import Pyro5.api
+
+from warrants.errors import BadInput, JtrixError, NotFound
+
+log = logging.getLogger(__name__)
+
+
+class NetletHost:
+    def __init__(self, netlet: Any, doc) -> None:
+        from netlets.netlet import exposed_methods
+
+        self.netlet = netlet
+        self.doc = doc
+        self.exposed = exposed_methods(type(netlet))
+        self.endpoint: str | None = None
+        self.heartbeat = None
+        self.phase = "starting"
+        self._lock = threading.Lock()
+
+    def service(self) -> "NetletService":
+        return NetletService(self)
+
+    def status(self) -> dict[str, Any]:
+        return {"phase": self.phase, "role": "worker", "endpoint": self.endpoint, "pid": os.getpid()}
+
+    def start(self) -> None:
+        self.netlet.on_started(self.doc.inherited())
+        self.phase = "running"
+
+    def stop(self) -> None:
+        self.phase = "stopping"
+        try:
+            self.netlet.on_stopping()
+        except Exception:
+            log.exception("on_stopping hook failed")
+
+    def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
+        kind = self.exposed.get(method)
+        if kind is None:
+            raise NotFound(f"{type(self.netlet).__name__} exposes no method {method!r}")
+        if kind == "command":
+            raise BadInput(f"{method} is a replicated command: this netlet type is not replicated")
+        return getattr(self.netlet, method)(*args, **kwargs)
+
+
+@Pyro5.api.expose
+class NetletService:
+    """What a netlet serves to holders of its app credential."""
+
+    def __init__(self, host: NetletHost) -> None:
+        self._host = host
+
+    def ping(self) -> dict[str, Any]:
+        return self._host.status()
+
+    def invoke(self, method: str, args: list | None = None, kwargs: dict | None = None,
+               req_id: str | None = None) -> Any:
+        try:
+            return self._host.invoke(str(method), list(args or []), dict(kwargs or {}), req_id)
+        except JtrixError:
+            raise
+        except Exception as err:  # the netlet's own exception is the caller's result
+            raise JtrixError(f"{type(err).__name__}: {err}") from None

@@ -1,0 +1,138 @@
+"""``python -m netlets.runner``: the process a hosting node starts for each netlet.
+
+Reads its start document (JSON, on stdin, written by the node: identity,
+class, params, resources, warrant and key, app secret), imports the netlet
+class from the app's codebase (on ``PYTHONPATH``), serves the netlet's own RPC
+endpoint (app credential required), renews its lease every TTL/3 and
+publishes its status.
+
+Exit codes: 0 stopped on request (SIGTERM/SIGINT, after ``on_stopping``);
+70 the netlet class could not be loaded or started (the log says why);
+75 the node disowned the netlet or stayed unreachable too long.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from hosting.client import HostingClient
+from netlets.credential import HandshakeChecker
+from netlets.endpoint import serve_endpoint
+from netlets.heartbeat import Heartbeat
+
+EXIT_STOPPED, EXIT_BAD_NETLET, EXIT_ABANDONED = 0, 70, 75
+log = logging.getLogger("netlets.runner")
+
+
+class StartDocument:
+    """The node's start document, with typed accessors (the node is trusted)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+        self.app: str = raw["app"]
+        self.slot: str = raw["slot"]
+        self.netlet_id: str = raw["netlet_id"]
+        self.class_ref: str = raw["class_ref"]
+        self.params: dict[str, str] = raw.get("params", {})
+        self.resources: dict[str, dict] = raw.get("resources", {})
+        self.lease_ttl: float = float(raw["lease_ttl"])
+        self.mode: str = raw.get("mode", "cold")
+        self.app_secret = bytes.fromhex(raw["app_secret"])
+
+    def resource_values(self) -> dict[str, Any]:
+        return {name: (Path(r["path"]) if r["kind"] == "directory" else int(r["port"]))
+                for name, r in self.resources.items()}
+
+    def inherited(self) -> dict[str, bool]:
+        return {name: bool(r.get("inherited")) for name, r in self.resources.items()}
+
+    def client(self) -> HostingClient:
+        key = load_pem_private_key(self.raw["key_pem"].encode(), password=None)
+        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key)
+
+
+def load_class(class_ref: str) -> type:
+    module_name, _, class_name = class_ref.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ImportError(f"{class_ref}: module {module_name} has no class {class_name}")
+    return cls
+
+
+def instantiate(cls: type, doc: StartDocument) -> Any:
+    """Create the netlet with its context attributes set *before* ``__init__`` runs."""
+    netlet = cls.__new__(cls)
+    netlet.app, netlet.slot = doc.app, doc.slot
+    netlet.config = dict(doc.params)
+    netlet.resources = doc.resource_values()
+    netlet.log = logging.getLogger(f"netlet.{doc.slot}")
+    netlet.__init__()
+    return netlet
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    doc = StartDocument(json.loads(sys.stdin.read()))
+    sys.stdin.close()
+    log.info("netlet %s starting (pid %d, mode %s, class %s)", doc.netlet_id, os.getpid(), doc.mode, doc.class_ref)
+    stop = threading.Event()
+    exit_code = [EXIT_STOPPED]
+
+    def on_signal(signum, frame):
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def abandon(why: str) -> None:
+        log.error("stopping: %s", why)
+        exit_code[0] = EXIT_ABANDONED
+        stop.set()
+
+    try:
+        cls = load_class(doc.class_ref)
+        from netlets.host import NetletHost
+
+        host = NetletHost(instantiate(cls, doc), doc)
+    except Exception:
+        log.exception("cannot load netlet class %s", doc.class_ref)
+        sys.exit(EXIT_BAD_NETLET)
+    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app))
+    host.endpoint = uri
+    client = doc.client()
+    heartbeat = Heartbeat(client, doc.netlet_id, doc.lease_ttl, Path(doc.raw["node_json"]), host.status,
+                          on_disowned=abandon, on_orphaned=abandon)
+    host.heartbeat = heartbeat
+    try:
+        host.start()
+    except Exception:
+        log.exception("netlet %s failed to start", doc.netlet_id)
+        sys.exit(EXIT_BAD_NETLET)
+    heartbeat.start()
+    log.info("netlet %s serving at %s", doc.netlet_id, uri)
+    stop.wait()
+    heartbeat.stop()
+    try:
+        host.stop()
+    finally:
+        daemon.shutdown()
+        log.info("netlet %s stopped", doc.netlet_id)
+        logging.shutdown()
+        os._exit(exit_code[0])
+
+
+if __name__ == "__main__":
+    main()
