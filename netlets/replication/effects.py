@@ -1,0 +1,51 @@
+"""What the replication core asks its runner to do (it does no I/O itself).
+
+The core appends these to ``Replica.effects``; the runner drains them with
+``Replica.take_effects()`` after every call (under the same lock) and acts:
+
+* :class:`Send` — deliver ``msg`` to backup ``to`` through that backup's single
+  in-order sender; hand the reply to ``Replica.on_reply`` (or, when the RPC
+  fails or times out, call ``Replica.on_send_failed(to)``).
+* :class:`Complete` — release the caller waiting on ``token`` with ``outcome``.
+* :class:`ArbiterRequest` — ask the hosting node's arbiter to ``shrink`` or
+  ``expand`` the in-sync set; return the answer via ``Replica.on_arbiter_reply``.
+* :class:`Fenced` — this replica learned of a higher epoch while master: it
+  will commit nothing more; the runner should step down (exit; the node
+  restarts the slot as a backup).
+* :class:`RoleChanged` — call the netlet hook (``on_master``/``on_backup``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Send:
+    to: str
+    msg: dict
+
+
+@dataclass(frozen=True)
+class Complete:
+    token: int
+    outcome: dict
+
+
+@dataclass(frozen=True)
+class ArbiterRequest:
+    kind: str  # "shrink" | "expand"
+    epoch: int
+    slot: str
+
+
+@dataclass(frozen=True)
+class Fenced:
+    epoch: int  # the higher epoch that fenced us
+
+
+@dataclass(frozen=True)
+class RoleChanged:
+    role: str  # "master" | "backup"
+    epoch: int
+    master_slot: str | None
