@@ -1,0 +1,219 @@
+"""Election and in-sync-set (ISR) arbitration for replicated apps: pure logic.
+
+The hosting node owns one :class:`Arbiter`; it supplies persistence (an
+:class:`EpochStore`) and does the RPCs. Per app the arbiter keeps the current
+``epoch`` (the fencing token), the ``holder`` (master slot, or None during an
+election) and the ``isr`` (slots known to hold every committed entry).
+
+Invariants:
+
+* Epochs strictly increase and are never reused: a new epoch is saved before
+  it is handed out, so a crash after the save at worst skips a number.
+* Only a member of the ISR (holding every committed entry) is elected, except
+  at a warm start, where the most up-to-date restored log is chosen.
+* ``shrink``/``expand`` only come from the holder at the current epoch (fenced
+  otherwise): the master never commits without a member unless the arbiter
+  removed it first.
+
+Election protocol (driven by the node):
+
+1. ``epoch = begin_election(app, candidates)`` — the old holder is revoked
+   (and leaves the ISR); ``candidates`` are the live master-eligible slots the
+   node will ask (filter with :meth:`eligible`).
+2. The node calls ``prepare(epoch)`` on each candidate; each promises the epoch
+   (from then on it refuses the old master) and returns its position
+   ``(last_epoch, last_seq)``. Candidates that do not answer are skipped: safe,
+   since every ISR member holds every committed entry.
+3. ``choose(app, epoch, positions)`` picks the highest position, ties broken by
+   the lowest slot name, grants it ``epoch`` and returns it; the node then
+   calls ``become_master(epoch, isr, peers)`` on it.
+
+Warm start (no live eligible candidate): ``begin_election(app, all_slots)``
+and ``choose(..., warm=True)`` over every restored slot's position; the ISR
+becomes just the chosen slot.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Protocol, Sequence
+
+
+class EpochStore(Protocol):
+    """Persistence for the arbiter's per-app state (a JSON-able dict)."""
+
+    def load(self, app: str) -> dict | None: ...
+
+    def save(self, app: str, state: dict) -> None: ...
+
+
+class MemoryEpochStore:
+    """An :class:`EpochStore` in a dict (tests; a node uses its registry)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict] = {}
+
+    def load(self, app: str) -> dict | None:
+        s = self.data.get(app)
+        return dict(s, isr=list(s["isr"])) if s else None
+
+    def save(self, app: str, state: dict) -> None:
+        self.data[app] = dict(state, isr=list(state["isr"]))
+
+
+class StaleEpoch(Exception):
+    """The caller's epoch is not the app's current one (it is fenced)."""
+
+    def __init__(self, app: str, epoch: int, current: int) -> None:
+        super().__init__(f"{app}: epoch {epoch} is stale (current {current})")
+        self.epoch, self.current = epoch, current
+
+
+@dataclass
+class AppState:
+    epoch: int = 0
+    holder: str | None = None
+    isr: set[str] = field(default_factory=set)
+    electing: int | None = None  # epoch of the election in progress
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "holder": self.holder, "isr": sorted(self.isr),
+                "electing": self.electing}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> AppState:
+        return cls(int(d["epoch"]), d.get("holder"), set(d.get("isr", ())), d.get("electing"))
+
+
+def best_position(positions: Mapping[str, Sequence[int]]) -> str | None:
+    """Slot with the highest ``(epoch, seq)``; ties → lowest slot name; None if empty."""
+    if not positions:
+        return None
+    return min(positions, key=lambda s: (-int(positions[s][0]), -int(positions[s][1]), s))
+
+
+class Arbiter:
+    """Thread-safe; every state change is saved through the store before returning."""
+
+    def __init__(self, store: EpochStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._apps: dict[str, AppState] = {}
+
+    def _get(self, app: str) -> AppState:
+        st = self._apps.get(app)
+        if st is None:
+            d = self.store.load(app)
+            st = AppState.from_dict(d) if d else AppState()
+            self._apps[app] = st
+        return st
+
+    def _save(self, app: str, st: AppState) -> None:
+        self.store.save(app, st.to_dict())
+
+    def state(self, app: str) -> AppState:
+        """A copy of the app's current state."""
+        with self._lock:
+            st = self._get(app)
+            return AppState(st.epoch, st.holder, set(st.isr), st.electing)
+
+    def eligible(self, app: str, live: Iterable[str]) -> list[str]:
+        """Live slots that may be elected normally: ISR members, holder excluded."""
+        with self._lock:
+            st = self._get(app)
+            return sorted(s for s in live if s in st.isr and s != st.holder)
+
+    # --- election ---------------------------------------------------------------
+    def begin_election(self, app: str, candidates: Iterable[str] = ()) -> int:
+        """Revoke the holder and return a fresh epoch for ``prepare`` (persisted first)."""
+        with self._lock:
+            st = self._get(app)
+            if st.holder is not None:
+                st.isr.discard(st.holder)
+            st.epoch += 1
+            st.holder = None
+            st.electing = st.epoch
+            self._save(app, st)
+            return st.epoch
+
+    def choose(self, app: str, epoch: int, positions: Mapping[str, Sequence[int]],
+               warm: bool = False) -> str | None:
+        """Grant ``epoch`` to the best of ``positions`` (slots that promised it).
+
+        Normal election: only ISR members count. ``warm``: every restored slot
+        counts and the ISR becomes the chosen slot alone. Returns the new holder,
+        or None (nobody answered: the node retries or warm-starts). Raises
+        :class:`StaleEpoch` unless ``epoch`` is the election in progress.
+        """
+        with self._lock:
+            st = self._get(app)
+            if st.electing != epoch or st.epoch != epoch:
+                raise StaleEpoch(app, epoch, st.epoch)
+            pool = dict(positions) if warm else {s: p for s, p in positions.items() if s in st.isr}
+            winner = best_position(pool)
+            if winner is None:
+                return None
+            st.holder = winner
+            st.electing = None
+            st.isr = {winner} if warm else st.isr | {winner}
+            self._save(app, st)
+            return winner
+
+    def bootstrap(self, app: str, slot: str) -> int:
+        """Cold start: the first master ``slot`` with a new epoch and ISR ``{slot}``."""
+        epoch = self.begin_election(app, [slot])
+        self.choose(app, epoch, {slot: (0, 0)}, warm=True)
+        return epoch
+
+    # --- in-sync set ------------------------------------------------------------
+    def _check(self, st: AppState, app: str, epoch: int) -> None:
+        if epoch != st.epoch or st.holder is None:
+            raise StaleEpoch(app, epoch, st.epoch)
+
+    def shrink(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
+        """The holder at ``epoch`` drops ``slot`` from the ISR.
+
+        Returns ``(ok, current_epoch)``; ``ok`` is False with a higher epoch when
+        the caller is fenced, False with the same epoch if ``slot`` is the holder.
+        """
+        with self._lock:
+            st = self._get(app)
+            try:
+                self._check(st, app, epoch)
+            except StaleEpoch:
+                return False, st.epoch
+            if slot == st.holder:
+                return False, st.epoch
+            if slot in st.isr:
+                st.isr.discard(slot)
+                self._save(app, st)
+            return True, st.epoch
+
+    def expand(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
+        """The holder at ``epoch`` adds a caught-up ``slot`` to the ISR."""
+        with self._lock:
+            st = self._get(app)
+            try:
+                self._check(st, app, epoch)
+            except StaleEpoch:
+                return False, st.epoch
+            if slot not in st.isr:
+                st.isr.add(slot)
+                self._save(app, st)
+            return True, st.epoch
+
+    def netlet_died(self, app: str, slot: str) -> None:
+        """``slot``'s process is gone: it leaves the ISR (a restarted process must
+        catch up and be expanded again). The holder stays recorded until the node
+        calls :meth:`begin_election`."""
+        with self._lock:
+            st = self._get(app)
+            if slot in st.isr and slot != st.holder:
+                st.isr.discard(slot)
+                self._save(app, st)
+
+    def forget(self, app: str) -> None:
+        """Drop the cached state (the app was terminated; the store keeps the epoch)."""
+        with self._lock:
+            self._apps.pop(app, None)
