@@ -138,14 +138,17 @@ def parse_descriptor(
     source: str = "<descriptor>",
     *,
     base_dir: str | os.PathLike | None = None,
-    check_paths: bool = True,
+    check_paths: bool = False,
 ) -> Descriptor:
     """Parse and validate a bootstrap descriptor.
 
     Relative paths (codebase, warrant href) resolve against ``base_dir``
     (default: the directory of ``source`` when it names a file, else the
-    current directory). With ``check_paths`` the codebase must exist.
-    A referenced warrant is always read (and checked for shape, not trust).
+    current directory). With ``check_paths`` (what :func:`load_descriptor`
+    does) the codebase must exist and be a directory or an archive. A
+    referenced warrant (``href``) is always read, and checked for shape, not
+    trust. Note for network-facing callers: ``href`` makes this function read
+    a local file named by the document.
     """
     ctx = _Ctx(source)
     if base_dir is None:
@@ -254,4 +257,4 @@ def load_descriptor(path: str | os.PathLike) -> Descriptor:
         raise BadInput(f"{path}: is a directory, expected a descriptor file") from None
     except PermissionError:
         raise BadInput(f"{path}: permission denied") from None
-    return parse_descriptor(data, str(path), base_dir=path.absolute().parent)
+    return parse_descriptor(data, str(path), base_dir=path.absolute().parent, check_paths=True)
