@@ -56,10 +56,14 @@ class MemoryEpochStore:
 
     def load(self, app: str) -> dict | None:
         s = self.data.get(app)
-        return dict(s, isr=list(s["isr"])) if s else None
+        return _copy(s) if s else None
 
     def save(self, app: str, state: dict) -> None:
-        self.data[app] = dict(state, isr=list(state["isr"]))
+        self.data[app] = _copy(state)
+
+
+def _copy(state: dict) -> dict:
+    return dict(state, isr=list(state["isr"]), incarnations=dict(state.get("incarnations") or {}))
 
 
 class StaleEpoch(Exception):
@@ -76,14 +80,16 @@ class AppState:
     holder: str | None = None
     isr: set[str] = field(default_factory=set)
     electing: int | None = None  # epoch of the election in progress
+    incarnations: dict[str, str] = field(default_factory=dict)  # slot -> current netlet id
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "holder": self.holder, "isr": sorted(self.isr),
-                "electing": self.electing}
+                "electing": self.electing, "incarnations": dict(self.incarnations)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> AppState:
-        return cls(int(d["epoch"]), d.get("holder"), set(d.get("isr", ())), d.get("electing"))
+        return cls(int(d["epoch"]), d.get("holder"), set(d.get("isr", ())), d.get("electing"),
+                   dict(d.get("incarnations") or {}))
 
 
 def best_position(positions: Mapping[str, Sequence[int]]) -> str | None:
@@ -116,7 +122,7 @@ class Arbiter:
         """A copy of the app's current state."""
         with self._lock:
             st = self._get(app)
-            return AppState(st.epoch, st.holder, set(st.isr), st.electing)
+            return AppState(st.epoch, st.holder, set(st.isr), st.electing, dict(st.incarnations))
 
     def eligible(self, app: str, live: Iterable[str]) -> list[str]:
         """Live slots that may be elected normally: ISR members, holder excluded."""
@@ -190,18 +196,36 @@ class Arbiter:
                 self._save(app, st)
             return True, st.epoch
 
-    def expand(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
-        """The holder at ``epoch`` adds a caught-up ``slot`` to the ISR."""
+    def expand(self, app: str, epoch: int, slot: str,
+               incarnation: str | None = None) -> tuple[bool, int]:
+        """The holder at ``epoch`` adds a caught-up ``slot`` to the ISR.
+
+        ``incarnation``: the netlet id whose acks the master counted; refused
+        (``ok`` False, same epoch) if the slot has been restarted since (the new
+        process may not hold what the old one acked).
+        """
         with self._lock:
             st = self._get(app)
             try:
                 self._check(st, app, epoch)
             except StaleEpoch:
                 return False, st.epoch
+            current = st.incarnations.get(slot)
+            if incarnation is not None and current is not None and current != incarnation:
+                return False, st.epoch
             if slot not in st.isr:
                 st.isr.add(slot)
                 self._save(app, st)
             return True, st.epoch
+
+    def netlet_started(self, app: str, slot: str, incarnation: str) -> None:
+        """A new process (netlet id ``incarnation``) now runs ``slot``."""
+        with self._lock:
+            st = self._get(app)
+            st.incarnations[slot] = incarnation
+            if slot != st.holder:
+                st.isr.discard(slot)
+            self._save(app, st)
 
     def netlet_died(self, app: str, slot: str) -> None:
         """``slot``'s process is gone: it leaves the ISR (a restarted process must

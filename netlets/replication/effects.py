@@ -37,6 +37,7 @@ class ArbiterRequest:
     kind: str  # "shrink" | "expand"
     epoch: int
     slot: str
+    incarnation: str | None = None  # expand: the peer process whose acks were counted
 
 
 @dataclass(frozen=True)

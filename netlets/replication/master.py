@@ -228,7 +228,8 @@ class MasterRole:
     # --- in-sync set -----------------------------------------------------------
     def _request(self, kind: str, slot: str) -> None:
         (self.pending_shrink if kind == "shrink" else self.pending_expand).add(slot)
-        self.r.effects.append(ArbiterRequest(kind, self.epoch, slot))
+        p = self.peers.get(slot)
+        self.r.effects.append(ArbiterRequest(kind, self.epoch, slot, p.inc if p else None))
 
     def _maybe_expand(self, p: _Peer) -> None:
         if (p.slot not in self.counted and p.slot not in self.pending_shrink
@@ -253,8 +254,11 @@ class MasterRole:
             self.pending_expand.discard(slot)
             if ok:
                 self.isr.add(slot)
-            # refused (not for staleness): keep counting until a confirmed shrink
-            # would be needed, so stay conservative and leave it counted.
+            elif slot not in self.isr:
+                # refused (e.g. restarted since): not in the arbiter's ISR, so it
+                # is safe to stop counting it; it may be proposed again later.
+                self.counted.discard(slot)
+                self._maybe_commit()
 
     def set_peers(self, peers: list[str], now: float) -> None:
         """The current set of other replica slots (joins and departures)."""

@@ -1,0 +1,276 @@
+"""Master + backups + arbiter in one process over a simulated network.
+
+Everything is driven explicitly (no threads, no sleeps, a virtual clock), so
+hypothesis can choose the interleaving: which in-flight packet is delivered,
+duplicated or dropped, who crashes, pauses, is partitioned or is elected.
+The node logic here (elections on crash or lease expiry, restarts, lease
+renewal) is a miniature of what the hosting node does around the core.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hosting.arbiter import Arbiter, MemoryEpochStore
+from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
+                                 Replica, ReplicationConfig, RoleChanged, Send)
+
+APP = "app"
+TTL = 1.0
+
+
+class ListNetlet:
+    """State = list of applied commands (each a request id); apply returns the length."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def apply(self, command: Any) -> Any:
+        if command == "boom":
+            raise ValueError("boom")
+        self.items.append(command)
+        return len(self.items)
+
+    def snapshot(self) -> Any:
+        return list(self.items)
+
+    def restore(self, snapshot: Any) -> None:
+        self.items = list(snapshot)
+
+
+@dataclass
+class Packet:
+    src: str
+    dst: str
+    kind: str  # "req" (master -> backup) | "rep" (backup -> master)
+    msg: dict
+    src_inc: str  # incarnation of the sender process
+
+
+@dataclass
+class Node:
+    slot: str
+    directory: Path | None
+    replica: Replica | None = None
+    paused: bool = False
+    lease_expiry: float = float("-inf")
+    fenced_seen: bool = False
+
+
+class InvariantError(AssertionError):
+    pass
+
+
+@dataclass
+class Cluster:
+    slots: list[str]
+    root: Path | None  # None: memory durability
+    config: ReplicationConfig = field(default_factory=ReplicationConfig)
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.arbiter = Arbiter(MemoryEpochStore())
+        self.net: list[Packet] = []
+        self.partitions: set[frozenset] = set()
+        self.nodes: dict[str, Node] = {}
+        self._inc = itertools.count(1)
+        self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
+        self.waiting: dict[tuple[str, int], str] = {}  # (incarnation, token) -> req_id
+        self.outcomes: list[tuple[str, dict]] = []
+        self.master_epochs: dict[int, str] = {}
+        for s in self.slots:
+            d = None if self.root is None else self.root / s.replace("/", "_")
+            self.nodes[s] = Node(s, d)
+            self.start(s)
+        epoch = self.arbiter.bootstrap(APP, self.slots[0])
+        self._grant(self.slots[0], epoch)
+
+    # --- processes ---------------------------------------------------------------
+    def start(self, slot: str) -> None:
+        n = self.nodes[slot]
+        storage = MemoryStorage() if n.directory is None else FileStorage(n.directory, "write")
+        inc = f"{slot}#{next(self._inc)}"
+        n.replica = Replica(slot, ListNetlet(), storage, self.config, incarnation=inc,
+                            min_epoch=self.arbiter.state(APP).epoch)
+        n.paused = False
+        n.fenced_seen = False
+        self.arbiter.netlet_started(APP, slot, inc)
+
+    def crash(self, slot: str) -> None:
+        n = self.nodes[slot]
+        if n.replica is None:
+            return
+        n.replica = None  # unsynced buffers are lost with the object
+        n.paused = False
+        self.arbiter.netlet_died(APP, slot)
+        self.net = [p for p in self.net if p.dst != slot]
+        if self.arbiter.state(APP).holder == slot:
+            self.elect()  # the node learns of a death at once (pidfd)
+
+    def alive(self, slot: str) -> bool:
+        n = self.nodes[slot]
+        return n.replica is not None and not n.paused
+
+    def masters(self) -> list[str]:
+        return [s for s, n in self.nodes.items()
+                if n.replica is not None and n.replica.role == "master"]
+
+    # --- the node's election -----------------------------------------------------
+    def elect(self, warm: bool = False) -> str | None:
+        live = [s for s in self.slots if self.alive(s)]
+        candidates = live if warm else self.arbiter.eligible(APP, live)
+        if not candidates:
+            return None
+        epoch = self.arbiter.begin_election(APP, candidates)
+        positions = {}
+        for s in candidates:
+            rep = self.nodes[s].replica.prepare(epoch)
+            self._drain(s)
+            if rep["ok"]:
+                positions[s] = rep["position"]
+        winner = self.arbiter.choose(APP, epoch, positions, warm=warm)
+        if winner is not None:
+            self._grant(winner, epoch)
+        return winner
+
+    def _grant(self, slot: str, epoch: int) -> None:
+        if epoch in self.master_epochs:
+            raise InvariantError(f"epoch {epoch} granted twice")
+        self.master_epochs[epoch] = slot
+        n = self.nodes[slot]
+        st = self.arbiter.state(APP)
+        n.replica.become_master(epoch, st.isr, [s for s in self.slots if s != slot], self.now)
+        n.lease_expiry = self.now + TTL
+        n.replica.lease_valid_until = self.now + TTL * 0.9
+        self._drain(slot)
+        self.check_master_has_acked(slot)
+
+    def lease_expired(self) -> bool:
+        st = self.arbiter.state(APP)
+        return st.holder is not None and self.now >= self.nodes[st.holder].lease_expiry
+
+    # --- driving a replica -------------------------------------------------------
+    def tick(self, slot: str) -> None:
+        n = self.nodes[slot]
+        if not self.alive(slot):
+            return
+        r = n.replica
+        if r.role == "master":  # lease renewal by the runner
+            st = self.arbiter.state(APP)
+            if st.holder == slot and st.epoch == r.master.epoch and self.now < n.lease_expiry:
+                n.lease_expiry = self.now + TTL
+                r.lease_valid_until = self.now + TTL * 0.9
+            elif st.epoch > r.master.epoch:
+                r.fence(st.epoch)
+        r.tick(self.now)
+        self._drain(slot)
+
+    def submit(self, slot: str, req_id: str, command: Any) -> None:
+        n = self.nodes[slot]
+        if not self.alive(slot):
+            return
+        r = n.replica
+        token = r.submit(req_id, command, self.now)
+        self.waiting[(r.incarnation, token)] = req_id
+        r.flush(self.now)
+        self._drain(slot)
+
+    def deliver(self, i: int, duplicate: bool = False) -> None:
+        if not self.net:
+            return
+        i %= len(self.net)
+        p = self.net[i] if duplicate else self.net.pop(i)
+        if frozenset((p.src, p.dst)) in self.partitions:
+            if duplicate:
+                self.net.pop(i)
+            return
+        n = self.nodes[p.dst]
+        if n.replica is None:
+            return
+        if n.paused:  # stays queued until resume
+            if not duplicate:
+                self.net.append(p)
+            return
+        r = n.replica
+        if p.kind == "req":
+            reply = r.handle(p.msg, self.now)
+            self._drain(p.dst)
+            if reply is not None:
+                self.net.append(Packet(p.dst, p.src, "rep", reply, r.incarnation))
+        else:
+            r.on_reply(p.src, p.msg, self.now)
+            self._drain(p.dst)
+
+    def drop(self, i: int) -> None:
+        if self.net:
+            self.net.pop(i % len(self.net))
+
+    def _drain(self, slot: str) -> None:
+        n = self.nodes[slot]
+        r = n.replica
+        while r.effects:
+            for eff in r.take_effects():
+                if isinstance(eff, Send):
+                    self.net.append(Packet(slot, eff.to, "req", eff.msg, r.incarnation))
+                elif isinstance(eff, Complete):
+                    req = self.waiting.pop((r.incarnation, eff.token), None)
+                    self.outcomes.append((req, eff.outcome))
+                    if eff.outcome["ok"] and req is not None:
+                        if n.fenced_seen:
+                            raise InvariantError(f"fenced master {slot} acknowledged {req}")
+                        self.acked[req] = eff.outcome["value"]
+                elif isinstance(eff, Fenced):
+                    n.fenced_seen = True
+                elif isinstance(eff, RoleChanged) and eff.role == "master":
+                    n.fenced_seen = False  # a new term of this process
+                elif isinstance(eff, ArbiterRequest):
+                    if eff.kind == "expand":
+                        ok, epoch = self.arbiter.expand(APP, eff.epoch, eff.slot, eff.incarnation)
+                    else:
+                        ok, epoch = self.arbiter.shrink(APP, eff.epoch, eff.slot)
+                    r.on_arbiter_reply(eff.kind, eff.slot, ok, epoch, self.now)
+
+    # --- invariants --------------------------------------------------------------
+    @staticmethod
+    def held_requests(r: Replica) -> set:
+        held = set(r.sm.netlet.items)
+        for e in r.log.entries:
+            if e[0] > r.sm.applied_seq and e[3] is not None:
+                held.add(e[3])
+        return held
+
+    def check_master_has_acked(self, slot: str) -> None:
+        r = self.nodes[slot].replica
+        missing = set(self.acked) - self.held_requests(r)
+        if missing:
+            raise InvariantError(f"master {slot} (epoch {r.master.epoch}) lacks acked {sorted(missing)}")
+
+    def check(self) -> None:
+        st = self.arbiter.state(APP)
+        if st.holder is not None and self.nodes[st.holder].replica is not None:
+            r = self.nodes[st.holder].replica
+            if r.role == "master":
+                self.check_master_has_acked(st.holder)
+        states = []
+        for s, n in self.nodes.items():
+            r = n.replica
+            if r is None:
+                continue
+            items = r.sm.netlet.items
+            if len(items) != len(set(items)):
+                raise InvariantError(f"{s} applied a command twice: {items}")
+            if r.sm.applied_seq > r.commit_seq:
+                raise InvariantError(f"{s} applied beyond its commit index")
+            states.append((s, items))
+        for a, ia in states:  # all applied histories are prefixes of one history
+            for b, ib in states:
+                k = min(len(ia), len(ib))
+                if ia[:k] != ib[:k]:
+                    raise InvariantError(f"{a} and {b} diverge: {ia} vs {ib}")
+        serving = [s for s, n in self.nodes.items()
+                   if n.replica is not None and n.replica.can_serve_linearizable(self.now)]
+        if len(serving) > 1:
+            raise InvariantError(f"two replicas serve linearizable reads: {serving}")
