@@ -1,0 +1,192 @@
+"""Test harness: a real hosting node in a temporary home, cleaned up by pid.
+
+Every test that uses ``node`` gets its own ``JTRIX_HOME`` and node process on
+an ephemeral loopback port; at teardown every process the node ever started
+(read from its registry, matched by pid *and* start time) and the node itself
+are SIGKILLed by process group if still alive, so nothing survives a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+import warrants
+from hosting.client import HostingClient
+from hosting.daemon import read_node_info, start_background
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+JTRIX = [str(Path(sys.executable).parent / "jtrix")]  # the installed console script
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.01) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last_err = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as err:  # the condition may not be observable yet
+            last_err = err
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_err})" if last_err else ""))
+
+
+def descriptor_xml(name: str, netlets: str, codebase: Path = APPS / "workers", lease: str = 'ttl="1.0" grace="1.0"',
+                   restart: str = "", replication: str = "") -> str:
+    parts = [f'<app xmlns="urn:jtrix:descriptor:1" name="{name}">', f'  <codebase path="{codebase}"/>',
+             f"  <lease {lease}/>"]
+    if restart:
+        parts.append(f"  <restart {restart}/>")
+    if replication:
+        parts.append(f"  <replication {replication}/>")
+    parts += [netlets, "</app>"]
+    return "\n".join(parts)
+
+
+@dataclass
+class RunningNode:
+    home: Path
+    client: HostingClient
+    extra_pids: list = field(default_factory=list)
+
+    @property
+    def info(self) -> dict:
+        return read_node_info(self.home)
+
+    def launch(self, xml: str, tmp: Path, start: bool = True) -> dict:
+        path = tmp / f"desc-{time.monotonic_ns()}.xml"
+        path.write_text(xml)
+        d = warrants.load_descriptor(path)
+        data, sha = warrants.package_codebase(d)
+        self.client.call("upload_codebase", data, sha)
+        return self.client.call("submit_app", path.read_bytes(), str(path), sha, False, start)
+
+    def app(self, app: str) -> dict:
+        return self.client.call("status", app)["apps"][0]
+
+    def slot(self, app: str, slot: str) -> dict:
+        return next(n for n in self.app(app)["netlets"] if n["slot"] == slot)
+
+    def wait_running(self, app: str, timeout: float = 20.0) -> dict:
+        def ready():
+            a = self.app(app)
+            return a if all(n["state"] == "running" and n["phase"] == "running" for n in a["netlets"]) else None
+        return wait_for(ready, timeout, f"every netlet of {app} running")
+
+    def events(self, since: int = 0, app: str | None = None) -> list[dict]:
+        return self.client.call("events", since, app)
+
+    def jtrix(self, *args: str, timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
+        env = {**os.environ, "JTRIX_HOME": str(self.home)}
+        return subprocess.run([*JTRIX, *args], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+    def recorded_pids(self) -> list[tuple[int, float]]:
+        db = sqlite3.connect(str(self.home / "registry.sqlite"))
+        try:
+            return [(r[0], r[1]) for r in db.execute("SELECT pid, create_time FROM netlets WHERE pid IS NOT NULL")]
+        except sqlite3.Error:
+            return []
+        finally:
+            db.close()
+
+    def app_secret(self, app: str) -> bytes:
+        db = sqlite3.connect(str(self.home / "registry.sqlite"))
+        try:
+            return db.execute("SELECT secret FROM apps WHERE name=?", (app,)).fetchone()[0]
+        finally:
+            db.close()
+
+
+def kill_recorded(pid: int, create_time: float | None) -> None:
+    """SIGKILL ``pid``'s process group if ``pid`` is still the process we recorded."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            proc.kill()
+        try:
+            proc.wait(5)
+        except psutil.TimeoutExpired:
+            pass
+    except psutil.NoSuchProcess:
+        pass
+
+
+def start_node(home: Path) -> RunningNode:
+    info = start_background(home)
+    return RunningNode(home, HostingClient.for_home(home))
+
+
+def cleanup_node(node: RunningNode) -> None:
+    info = node.info or {}
+    node_pid = info.get("pid")
+    node_ct = None
+    if node_pid:
+        try:
+            node_ct = psutil.Process(node_pid).create_time()
+        except psutil.NoSuchProcess:
+            node_pid = None
+    for pid, ct in node.recorded_pids():
+        kill_recorded(pid, ct)
+    for pid, ct in node.extra_pids:
+        kill_recorded(pid, ct)
+    if node_pid:
+        kill_recorded(node_pid, node_ct)
+    node.client.close()
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("JTRIX_HOME", str(home))
+    running = start_node(home)
+    try:
+        yield running
+    finally:
+        cleanup_node(running)
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` no longer exists at all (a zombie still exists)."""
+    return not psutil.pid_exists(pid)
+
+
+def process_dead(pid: int) -> bool:
+    """True once ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def node_children_zombies(node_pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(node_pid).children() if c.status() == psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def events_of(node: RunningNode, kind: str, app: str | None = None) -> list[dict]:
+    return [e for e in node.events(0, app) if e["kind"] == kind]
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)
