@@ -34,7 +34,7 @@ DEFAULT_MAX_DEPTH = 64
 
 _DOCTYPE = re.compile(rb"<!\s*DOCTYPE", re.IGNORECASE)
 _ENTITY = re.compile(rb"<!\s*ENTITY", re.IGNORECASE)
-_NS_BRACES = re.compile(r"\{[^}]*\}")
+_NS_BRACES = re.compile(r"\{(?:urn|https?):[^}]*\}")
 
 _local = threading.local()  # lxml parsers and schemas are used by one thread at a time
 
