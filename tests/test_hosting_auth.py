@@ -1,0 +1,121 @@
+"""Every hosting call is checked: rights, expiry, issuer, holder proof, replay; silent clients stall nobody."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+
+import pytest
+
+import warrants
+from hosting.auth import CallRefused, make_auth
+from hosting.client import HostingClient
+from nodeutil import node  # noqa: F401 (fixture)
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def _admin(node):
+    home = node.home
+    return (warrants.load_private_key(home / "admin.key.pem"), (home / "admin.warrant.xml").read_bytes(),
+            warrants.load_cert(home / "node.crt.pem"))
+
+
+def _delegate(node, rights, not_after=None, holder_key=None, app=None):
+    admin_key, admin_xml, _ = _admin(node)
+    holder_key = holder_key or warrants.generate_key()
+    admin_cert = warrants.make_self_signed_cert(admin_key, "admin")
+    xml = warrants.issue_warrant(admin_key, admin_cert, rights=rights, service=node.client.service, app=app,
+                                 holder=holder_key.public_key(), not_before=NOW - dt.timedelta(minutes=1),
+                                 not_after=not_after or NOW + dt.timedelta(hours=1), parent_xml=admin_xml)
+    return xml, holder_key
+
+
+def test_warrant_lacking_the_right_is_refused(node):
+    xml, key = _delegate(node, ["status"])
+    client = HostingClient(node.client.uri, xml, key)
+    assert client.call("status")["apps"] == []
+    with pytest.raises(warrants.InsufficientRights):
+        client.call("terminate", "anything", 1.0, 1.0)
+
+
+def test_app_scoped_warrant_reaches_only_its_app(node):
+    xml, key = _delegate(node, ["status"], app="mine")
+    client = HostingClient(node.client.uri, xml, key)
+    with pytest.raises(warrants.InsufficientRights):
+        client.call("status", "theirs")
+
+
+def test_expired_warrant_is_refused(node):
+    node_key = warrants.load_private_key(node.home / "node.key.pem")
+    node_cert = warrants.load_cert(node.home / "node.crt.pem")
+    holder = warrants.generate_key()
+    xml = warrants.issue_warrant(node_key, node_cert, rights=["status"], service=node.client.service,
+                                 holder=holder.public_key(), not_before=NOW - dt.timedelta(hours=2),
+                                 not_after=NOW - dt.timedelta(hours=1))
+    with pytest.raises(warrants.WarrantExpired):
+        HostingClient(node.client.uri, xml, holder).call("status")
+
+
+def test_untrusted_issuer_is_refused(node):
+    rogue = warrants.generate_key()
+    rogue_cert = warrants.make_self_signed_cert(rogue, "rogue")
+    xml = warrants.issue_warrant(rogue, rogue_cert, rights=sorted(warrants.KNOWN_RIGHTS),
+                                 service=node.client.service, not_after=NOW + dt.timedelta(hours=1))
+    with pytest.raises(warrants.UntrustedIssuer):
+        HostingClient(node.client.uri, xml, None).call("status")
+
+
+def test_bearer_without_the_holder_key_is_refused(node):
+    _, admin_xml, _ = _admin(node)
+    with pytest.raises(warrants.HolderProofFailed):
+        HostingClient(node.client.uri, admin_xml, None).call("status")
+    wrong_key = warrants.generate_key()
+    with pytest.raises(warrants.HolderProofFailed):
+        HostingClient(node.client.uri, admin_xml, wrong_key).call("status")
+
+
+def test_replayed_call_is_refused(node):
+    from hosting import wire
+
+    admin_key, admin_xml, _ = _admin(node)
+    auth = make_auth(admin_xml, admin_key, node.client.service, "status")
+    with wire.proxy(node.client.uri) as p:
+        p.status(auth)
+        with pytest.raises(CallRefused, match="replayed"):
+            p.status(auth)
+        # a proof made for one method does not work for another
+        other = make_auth(admin_xml, admin_key, node.client.service, "status")
+        with pytest.raises(warrants.HolderProofFailed):
+            p.host_status(other)
+
+
+def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
+    from nodeutil import descriptor_xml
+
+    node.launch(descriptor_xml("pair", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
+    node.wait_running("pair")
+    netlet_key = warrants.generate_key()
+    node_key = warrants.load_private_key(node.home / "node.key.pem")
+    node_cert = warrants.load_cert(node.home / "node.crt.pem")
+    xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
+                                 service=node.client.service, app="pair", holder=netlet_key.public_key(),
+                                 not_after=NOW + dt.timedelta(hours=1), data="netlet:pair/w/9#1")
+    with pytest.raises(warrants.BadInput, match="not pair/w/0#1"):
+        HostingClient(node.client.uri, xml, netlet_key).call("renew", "pair/w/0#1", {})
+
+
+def test_silent_and_garbage_connections_do_not_stall_other_clients(node):
+    host, port = node.client.uri.split("@")[1].rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port))) for _ in range(20)]
+    garbage = socket.create_connection((host, int(port)))
+    garbage.sendall(b"\x00GET / HTTP/1.0\r\n\r\n" * 50)
+    try:
+        started = time.monotonic()
+        for _ in range(20):
+            assert node.client.call("host_status")["pid"] == node.info["pid"]
+        assert time.monotonic() - started < 5
+    finally:
+        for s in silent + [garbage]:
+            s.close()

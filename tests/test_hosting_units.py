@@ -1,0 +1,183 @@
+"""Unit tests of the hosting node's small mechanisms (real threads, real processes, real SQLite)."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hosting.backoff import next_restart
+from hosting.codebases import CodebaseStore
+from hosting.control import ControlLeases, Fenced
+from hosting.lessor import Lessor
+from hosting.pidwatch import PidWatcher, describe_status
+from hosting.registry import Registry
+from hosting.timers import Timers
+from nodeutil import wait_for
+from warrants.descriptor_model import RestartPolicy
+from warrants.errors import BadInput
+
+
+# -- backoff ---------------------------------------------------------------
+@given(base=st.floats(0.01, 5), cap_factor=st.floats(1, 100), failures=st.integers(0, 40),
+       give_up=st.integers(0, 10), run=st.floats(0, 100), seed=st.integers())
+def test_backoff_is_bounded_and_gives_up_per_policy(base, cap_factor, failures, give_up, run, seed):
+    policy = RestartPolicy(backoff_base=base, backoff_cap=base * cap_factor, healthy_after=10.0,
+                           give_up_after=give_up)
+    d = next_restart(policy, failures, run, random.Random(seed))
+    expected_failures = 1 if run >= 10.0 else failures + 1
+    assert d.failures == expected_failures
+    if give_up and expected_failures >= give_up:
+        assert d.delay is None
+    elif expected_failures == 1:
+        assert d.delay == 0.0
+    else:
+        ceiling = min(policy.backoff_cap, base * 2 ** (expected_failures - 2))
+        assert ceiling / 2 <= d.delay <= ceiling
+
+
+# -- timers and lessor -------------------------------------------------------
+def test_timers_run_in_deadline_order_and_cancel():
+    timers = Timers()
+    seen, done = [], threading.Event()
+    try:
+        timers.call_later(0.06, lambda: (seen.append("late"), done.set()))
+        t = timers.call_later(0.03, lambda: seen.append("cancelled"))
+        timers.call_later(0.01, lambda: seen.append("early"))
+        Timers.cancel(t)
+        assert done.wait(2)
+        assert seen == ["early", "late"]
+    finally:
+        timers.stop()
+
+
+def test_lease_expires_unless_renewed_and_revoke_is_silent():
+    timers = Timers()
+    expired = []
+    lessor = Lessor(timers, expired.append)
+    try:
+        lessor.grant("a", 0.15)
+        lessor.grant("b", 0.15)
+        lessor.grant("c", 0.15)
+        lessor.revoke("c")
+        for _ in range(4):  # keep "a" alive for 0.4 s
+            time.sleep(0.08)  # the renewal cadence under test, not synchronisation
+            assert lessor.renew("a") is not None
+        wait_for(lambda: "b" in expired, 2, "b to expire")
+        assert "a" not in expired and "c" not in expired
+        assert lessor.renew("b") is None  # an expired lease is not resurrected
+        wait_for(lambda: "a" in expired, 2, "a to expire once renewals stop")
+        assert expired.count("a") == 1
+    finally:
+        timers.stop()
+
+
+# -- registry and control leases -------------------------------------------
+def test_registry_events_are_ordered_and_epochs_never_go_back(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite")
+    a = reg.add_event("x", "app", None, n=1)
+    b = reg.add_event("y", "app", "s/0", n=2)
+    assert b > a and [e.kind for e in reg.events(0)] == ["x", "y"]
+    assert [e.kind for e in reg.events(a)] == ["y"]
+    reg.save_control("app", 5, "h", [])
+    with pytest.raises(ValueError):
+        reg.save_control("app", 4, "h", [])
+    reg.close()
+    reopened = Registry(tmp_path / "r.sqlite")
+    assert reopened.control("app")["epoch"] == 5
+    assert reopened.add_event("z") > b
+
+
+def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite")
+    timers = Timers()
+    lost = []
+    leases = {}
+
+    def on_expire(lease_id):
+        control.expired(lease_id.split(":", 1)[1])
+
+    lessor = Lessor(timers, on_expire)
+    control = ControlLeases(reg, lessor, lambda *a: lost.append(a))
+    try:
+        e1 = control.acquire("app", "app/s/0#1", 0.2)
+        with pytest.raises(Fenced):
+            control.acquire("app", "app/s/1#1", 0.2)
+        assert control.renew("app", "app/s/0#1", e1) == 0.2
+        wait_for(lambda: lost, 3, "the control lease to expire")
+        with pytest.raises(Fenced):
+            control.renew("app", "app/s/0#1", e1)
+        e2 = control.acquire("app", "app/s/1#1", 0.2)
+        assert e2 > e1
+        assert control.revoke_if_held_by("app", "app/s/1#1", "holder crashed")
+        # a restarted registry never hands out an old epoch
+        reg.close()
+        reg2 = Registry(tmp_path / "r.sqlite")
+        control2 = ControlLeases(reg2, Lessor(timers, on_expire), lambda *a: None)
+        assert control2.acquire("app", "app/s/0#2", 0.2) > e2
+    finally:
+        timers.stop()
+
+
+# -- pid watcher -----------------------------------------------------------
+def test_pidwatch_reports_exit_status_at_once_and_reaps():
+    exits = {}
+    done = threading.Event()
+
+    def on_exit(key, status):
+        exits[key] = describe_status(status)
+        if len(exits) == 2:
+            done.set()
+
+    watcher = PidWatcher(on_exit)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    quitter = subprocess.Popen([sys.executable, "-c", "raise SystemExit(7)"], start_new_session=True)
+    try:
+        watcher.watch("sleeper", sleeper.pid, is_child=True)
+        watcher.watch("quitter", quitter.pid, is_child=True)
+        assert watcher.signal_group("sleeper", signal.SIGKILL)
+        assert done.wait(10)
+        assert exits == {"sleeper": {"signal": "SIGKILL"}, "quitter": {"exit_code": 7}}
+        with pytest.raises(ChildProcessError):
+            os.waitpid(sleeper.pid, os.WNOHANG)  # already reaped by the watcher: no zombie
+        assert not watcher.signal("sleeper", signal.SIGTERM)  # never signals a gone process
+    finally:
+        for p in (sleeper, quitter):
+            if p.poll() is None:
+                p.kill()
+        watcher.stop()
+
+
+# -- codebases ---------------------------------------------------------------
+def _tar(entries):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+def test_codebase_store_is_content_addressed_and_refuses_traversal(tmp_path):
+    store = CodebaseStore(tmp_path / "cb")
+    data = _tar([("mod.py", b"X = 1\n")])
+    sha = store.add(data)
+    assert store.add(data) == sha and (store.dir_of(sha) / "mod.py").read_text() == "X = 1\n"
+    with pytest.raises(BadInput, match="sha256 mismatch"):
+        store.add(data, "0" * 64)
+    with pytest.raises(BadInput):
+        store.add(_tar([("../escape.py", b"bad")]))
+    assert not (tmp_path / "escape.py").exists()
+    with pytest.raises(BadInput):
+        store.add(b"not a tar at all")
