@@ -26,10 +26,10 @@ from netlets.replication import ReplicationConfig
 from tests.sim import Cluster
 
 settings.register_profile(
-    "repl-dev", max_examples=60, stateful_step_count=60, deadline=None,
+    "repl-dev", max_examples=100, stateful_step_count=80, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 settings.register_profile(
-    "repl-ci", max_examples=60, stateful_step_count=60, deadline=None, derandomize=True,
+    "repl-ci", max_examples=100, stateful_step_count=80, deadline=None, derandomize=True,
     database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 PROFILE = settings.get_profile("repl-ci" if os.environ.get("CI") else "repl-dev")
 if os.environ.get("JTRIX_HYPOTHESIS_EXAMPLES"):
@@ -54,6 +54,8 @@ class ReplicationMachine(RuleBasedStateMachine):
         self.c = Cluster([f"s/{i}" for i in range(n)], self.tmp if durable else None, cfg)
 
     def teardown(self) -> None:
+        if self.c is not None:
+            self.c.close()
         if self.tmp is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -69,6 +71,11 @@ class ReplicationMachine(RuleBasedStateMachine):
         self.next_req += 1
         req = f"r{self.next_req}"
         self.c.submit(masters[i % len(masters)], req, "boom" if boom and self.next_req % 5 == 0 else req)
+
+    @rule(i=st.integers(0, 3), k=st.integers(1, 4))
+    def submit_burst(self, i, k):
+        for _ in range(k):
+            self.submit_new(i, False)
 
     @rule(i=st.integers(0, 3), j=st.integers(0, 1000))
     def retry(self, i, j):
@@ -87,6 +94,17 @@ class ReplicationMachine(RuleBasedStateMachine):
     def deliver_first(self, i):
         for _ in range(i % 6 + 1):
             self.c.deliver(0)
+
+    @rule(rounds=st.integers(1, 4))
+    def settle(self, rounds):
+        """Deliver everything in order and run timers: lets work complete."""
+        for _ in range(rounds):
+            for _ in range(200):
+                if not self.c.net:
+                    break
+                self.c.deliver(0)
+            for s in self.c.slots:
+                self.c.tick(s)
 
     @rule(i=st.integers(0, 50))
     def duplicate(self, i):

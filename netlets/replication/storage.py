@@ -110,7 +110,7 @@ class MemoryStorage:
                       discard_old_tail: bool = False) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
         pass
 
 
@@ -262,11 +262,14 @@ class FileStorage(MemoryStorage):
         finally:
             os.close(fd)
 
-    def close(self) -> None:
+    def close(self, sync: bool = True) -> None:
+        """Close; ``sync=False`` drops unsynced records (what a crash does)."""
         if self._file is not None:
             try:
-                self.sync()
+                if sync:
+                    self.sync()
             finally:
+                self._buf.clear()
                 self._file.close()
                 self._file = None
 

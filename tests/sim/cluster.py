@@ -103,7 +103,8 @@ class Cluster:
         n = self.nodes[slot]
         if n.replica is None:
             return
-        n.replica = None  # unsynced buffers are lost with the object
+        n.replica.storage.close(sync=False)  # unsynced records are lost
+        n.replica = None
         n.paused = False
         self.arbiter.netlet_died(APP, slot)
         self.net = [p for p in self.net if p.dst != slot]
@@ -117,6 +118,11 @@ class Cluster:
     def masters(self) -> list[str]:
         return [s for s, n in self.nodes.items()
                 if n.replica is not None and n.replica.role == "master"]
+
+    def close(self) -> None:
+        for n in self.nodes.values():
+            if n.replica is not None:
+                n.replica.storage.close(sync=False)
 
     # --- the node's election -----------------------------------------------------
     def elect(self, warm: bool = False) -> str | None:
