@@ -431,3 +431,17 @@ def test_read_unverified(admin, alice):
     info = warrants.read_unverified(child)
     assert [f["rights"] for f in info["chain"]] == [{"status"}, {"launch", "status", "delegate"}]
     assert info["chain"][1]["issuer"] == "admin"
+
+
+def test_cached_check_is_cheap(admin):
+    """Loose guard (real numbers are printed by the benchmark): a cached check costs well under 1 ms."""
+    import time
+
+    v = WarrantVerifier([admin[1]], "local")
+    xml = root_warrant(admin, rights=("status",))
+    v.check(xml, "status")
+    n = 500
+    start = time.perf_counter()
+    for _ in range(n):
+        v.check(xml, "status")
+    assert (time.perf_counter() - start) / n < 1e-3

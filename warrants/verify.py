@@ -70,6 +70,9 @@ def _check_signature(root: etree._Element, cert: x509.Certificate, where: str) -
         raise WarrantMalformed(f"{where}: bad signature element ({_short(err)})") from None
     except (SignXMLException, etree.LxmlError, ValueError, TypeError) as err:
         raise WarrantMalformed(f"{where}: bad signature element ({type(err).__name__})") from None
+    ref = result.signature_xml.find(f"{wxml.ds('SignedInfo')}/{wxml.ds('Reference')}")
+    if ref is None or ref.get("URI") != "":
+        raise WarrantMalformed(f"{where}: the signature must cover the whole document (URI=\"\")")
     signed = result.signed_xml
     if signed is None or signed.tag != wxml.w("warrant"):
         raise WarrantMalformed(f"{where}: signed content is not a warrant")
