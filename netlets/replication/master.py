@@ -79,6 +79,7 @@ class MasterRole:
         self._append(M.entry(self.barrier_seq, epoch, M.NOOP, None, None))
         self.peers: dict[str, _Peer] = {}
         self.set_peers(peers, now)
+        self.flush(now)  # sync and ship the barrier at once
 
     # --- client side ---------------------------------------------------------
     def _append(self, e: list) -> None:

@@ -1,0 +1,256 @@
+"""Backup rejection rules, the master's commit rule, fencing, exactly-once."""
+
+from __future__ import annotations
+
+import pytest
+
+from netlets.replication import (ArbiterRequest, Complete, Fenced, Replica, ReplicationConfig,
+                                 Send)
+from netlets.replication import messages as M
+from tests.sim import ListNetlet
+
+
+def mk(slot, **cfg):
+    return Replica(slot, ListNetlet(), None, ReplicationConfig(**cfg), incarnation=slot + "#1")
+
+
+def sends(r):
+    return [e for e in r.effects if isinstance(e, Send)]
+
+
+def completes(r):
+    return {e.token: e.outcome for e in r.effects if isinstance(e, Complete)}
+
+
+def pump(master, backups, rounds=5):
+    """Deliver every Send in order and feed replies back."""
+    kept = []
+    for _ in range(rounds):
+        effs = master.take_effects()
+        kept += [e for e in effs if not isinstance(e, Send)]
+        for s in (e for e in effs if isinstance(e, Send)):
+            reply = backups[s.to].handle(s.msg)
+            master.on_reply(s.to, reply, 0.0)
+    master.effects[:0] = kept  # leave Completes etc. for the test to inspect
+
+
+def test_append_from_lower_epoch_is_refused_with_promised_epoch():
+    b = mk("s/1")
+    assert b.prepare(3)["ok"]
+    reply = b.handle(M.append(2, "s/0", 1, 0, 0, [M.entry(1, 2, M.CMD, None, "x")], 1))
+    assert reply["t"] == M.STALE and reply["epoch"] == 3
+    assert b.log.last_seq == 0
+    assert not b.prepare(2)["ok"]
+
+
+def test_backup_applies_only_committed_and_is_idempotent():
+    b = mk("s/1")
+    msg = M.append(1, "s/0", 1, 0, 0, [M.entry(1, 1, M.CMD, "r1", "a"),
+                                       M.entry(2, 1, M.CMD, "r2", "b")], 0)
+    assert b.handle(msg)["match_seq"] == 2
+    assert b.sm.netlet.items == [] and b.commit_seq == 0
+    b.handle(dict(msg, commit_seq=1))  # duplicate delivery carrying a commit index
+    assert b.sm.netlet.items == ["a"] and b.log.last_seq == 2
+    hb = M.append(1, "s/0", 2, 2, 1, [], 5)  # commit beyond what we hold is capped
+    assert b.handle(hb)["commit_seq"] == 2
+    assert b.sm.netlet.items == ["a", "b"]
+
+
+def test_gap_and_conflict_replies():
+    b = mk("s/1")
+    b.handle(M.append(1, "s/0", 1, 0, 0, [M.entry(i, 1, M.CMD, None, i) for i in (1, 2, 3)], 1))
+    gap = b.handle(M.append(1, "s/0", 2, 5, 1, [M.entry(6, 1, M.CMD, None, 6)], 1))
+    assert gap["t"] == M.MISMATCH and gap["hint_seq"] == 3  # our tail is this master's
+    # a new master (epoch 2) whose log diverges after seq 1
+    conflict = b.handle(M.append(2, "s/2", 1, 3, 2, [], 1))
+    assert conflict["t"] == M.MISMATCH and conflict["hint_seq"] == 1
+    assert b.log.last_seq == 2  # the conflicting entry and what follows were dropped
+    ok = b.handle(M.append(2, "s/2", 2, 1, 1, [M.entry(2, 2, M.NOOP, None, None)], 2))
+    assert ok["t"] == M.ACK and b.position == (2, 2) and b.commit_seq == 2
+
+
+def test_malformed_messages_raise_protocol_error():
+    b = mk("s/1")
+    with pytest.raises(M.ProtocolError):
+        b.handle({"t": "append", "epoch": "x"})
+    with pytest.raises(M.ProtocolError):
+        b.handle(M.append(1, "s/0", 1, 0, 0, [M.entry(2, 1, M.CMD, None, 1)], 0))
+
+
+def test_master_commits_only_when_every_isr_member_holds_it():
+    m, b1, b2 = mk("s/0"), mk("s/1"), mk("s/2")
+    m.become_master(1, {"s/0", "s/1", "s/2"}, ["s/1", "s/2"], 0.0)
+    t = m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    out = [e for e in m.take_effects() if isinstance(e, Send)]
+    # only b1 answers: no commit
+    for s in out:
+        if s.to == "s/1":
+            m.on_reply("s/1", b1.handle(s.msg), 0.0)
+    assert t not in completes(m) and m.commit_seq == 0
+    for s in out:
+        if s.to == "s/2":
+            m.on_reply("s/2", b2.handle(s.msg), 0.0)
+    assert completes(m)[t] == {"ok": True, "value": 1}
+    pump(m, {"s/1": b1, "s/2": b2})
+    m.tick(0.1)
+    pump(m, {"s/1": b1, "s/2": b2})
+    assert b1.sm.netlet.items == ["x"] == b2.sm.netlet.items
+
+
+def test_non_isr_backup_does_not_block_and_is_expanded_when_caught_up():
+    m, b1 = mk("s/0"), mk("s/1")
+    m.become_master(1, {"s/0"}, ["s/1"], 0.0)
+    t = m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    assert completes(m)[t]["ok"]  # ISR = {master}: committed on its own write
+    pump(m, {"s/1": b1}, rounds=1)
+    reqs = [e for e in m.effects if isinstance(e, ArbiterRequest)]
+    assert reqs == [ArbiterRequest("expand", 1, "s/1", "s/1#1")]
+    m.take_effects()
+    t2 = m.submit("r2", "y", 0.0)  # counted from the request on
+    m.flush(0.0)
+    assert t2 not in completes(m)
+    pump(m, {"s/1": b1})
+    assert completes(m)[t2] == {"ok": True, "value": 2} and b1.log.last_seq == 3
+
+
+def test_shrink_needs_arbiter_and_refusal_fences():
+    m = mk("s/0", replication_timeout=1.0)
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    t = m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    m.take_effects()
+    m.tick(0.5)
+    assert not any(isinstance(e, ArbiterRequest) for e in m.take_effects())
+    m.tick(1.5)
+    assert ArbiterRequest("shrink", 1, "s/1", None) in m.effects
+    m.take_effects()
+    assert m.commit_seq == 0  # still counted until the arbiter confirms
+    m.on_arbiter_reply("shrink", "s/1", False, 2, 1.6)  # refused: a newer epoch exists
+    effs = m.take_effects()
+    assert Fenced(2) in effs and completes_of(effs)[t]["error"]["type"] == "NotMaster"
+    assert m.role == "fenced" and m.commit_seq == 0
+    t2 = m.submit("r2", "y", 2.0)
+    assert completes(m)[t2]["error"]["retryable"]
+
+
+def completes_of(effs):
+    return {e.token: e.outcome for e in effs if isinstance(e, Complete)}
+
+
+def test_confirmed_shrink_lets_commit_proceed():
+    m = mk("s/0", replication_timeout=1.0)
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    t = m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    m.tick(2.0)
+    m.on_arbiter_reply("shrink", "s/1", True, 1, 2.0)
+    assert completes(m)[t]["ok"]
+
+
+def test_stale_master_is_fenced_by_backup_reply():
+    old, b = mk("s/0"), mk("s/1")
+    old.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    old.take_effects()
+    assert b.prepare(2)["ok"]  # the arbiter elected someone else meanwhile
+    t = old.submit("r1", "x", 0.0)
+    old.flush(0.0)
+    for s in sends(old):
+        old.on_reply("s/1", b.handle(s.msg), 0.0)
+    effs = old.take_effects()
+    assert Fenced(2) in effs
+    assert not completes_of(effs)[t]["ok"] and old.role == "fenced"
+    assert not old.can_serve_linearizable(0.0)
+
+
+def test_exactly_once_dedup_and_waiting_on_inherited_tail():
+    m, b = mk("s/0"), mk("s/1")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    t1 = m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    # deliver the append but lose the ack: the entry is on b, uncommitted
+    for s in sends(m):
+        b.handle(s.msg)
+    m.take_effects()
+    # failover: b becomes master, inherits the uncommitted tail
+    assert b.prepare(2)["ok"]
+    b.become_master(2, {"s/1"}, ["s/0"], 1.0)
+    t2 = b.submit("r1", "x", 1.0)  # the client's retry waits for the inherited entry
+    assert b.log.last_seq == 3  # r1 (seq 2) + barrier (seq 3): not appended twice
+    b.flush(1.0)
+    assert completes(b)[t2] == {"ok": True, "value": 1}
+    t3 = b.submit("r1", "x", 1.0)  # committed: recorded result
+    assert completes(b)[t3] == {"ok": True, "value": 1}
+    assert b.sm.netlet.items == ["x"]
+    assert t1 not in completes(m)  # the old master never acknowledged it
+
+
+def test_apply_exception_is_the_callers_result():
+    m = mk("s/0")
+    m.become_master(1, {"s/0"}, [], 0.0)
+    t = m.submit("r1", "boom", 0.0)
+    m.flush(0.0)
+    out = completes(m)[t]
+    assert out["ok"] is False and out["error"]["type"] == "ValueError"
+    t2 = m.submit("r1", "boom", 0.0)
+    assert completes(m)[t2] == out
+
+
+def test_linearizable_needs_barrier_commit_and_lease():
+    m, b = mk("s/0"), mk("s/1")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    m.lease_valid_until = 10.0
+    assert not m.can_serve_linearizable(0.0)  # barrier not committed yet
+    pump(m, {"s/1": b})
+    assert m.can_serve_linearizable(1.0)
+    assert not m.can_serve_linearizable(10.0)
+    assert not b.can_serve_linearizable(1.0)
+
+
+def test_async_policy_commits_on_own_write():
+    m = mk("s/0", ack="async")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    t = m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    assert completes(m)[t]["ok"]
+    with pytest.raises(ValueError):
+        ReplicationConfig(ack="quorum")
+
+
+def test_restarted_backup_incarnation_resets_match():
+    m, b = mk("s/0"), mk("s/1")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    pump(m, {"s/1": b})
+    m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    pump(m, {"s/1": b})
+    assert m.master.peers["s/1"].match_seq == 2
+    fresh = Replica("s/1", ListNetlet(), None, ReplicationConfig(), incarnation="s/1#2", min_epoch=1)
+    t = m.submit("r2", "y", 0.0)
+    m.flush(0.0)
+    pump(m, {"s/1": fresh}, rounds=1)
+    assert m.master.peers["s/1"].match_seq <= 3 and m.master.peers["s/1"].inc == "s/1#2"
+    assert t not in completes(m)  # the old process's acks no longer count
+    m.tick(1.0)
+    pump(m, {"s/1": fresh}, rounds=6)
+    assert completes(m)[t] == {"ok": True, "value": 2}
+    assert fresh.log.last_seq == 3
+
+
+def test_lagging_backup_gets_snapshot_after_compaction():
+    m = mk("s/0", snapshot_every=2)
+    m.become_master(1, {"s/0"}, ["s/1"], 0.0)
+    m.take_effects()
+    m.master.peers.clear()  # s/1 is away while the master compacts
+    for i in range(5):
+        m.submit(f"r{i}", f"v{i}", 0.0)
+    m.flush(0.0)
+    assert m.log.base_seq >= 4
+    b = mk("s/1")
+    m.set_peers(["s/1"], 0.0)
+    pump(m, {"s/1": b}, rounds=8)
+    m.tick(1.0)
+    pump(m, {"s/1": b}, rounds=8)
+    assert b.sm.netlet.items == [f"v{i}" for i in range(5)]
+    assert "r3" in b.sm.dedup
