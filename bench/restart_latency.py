@@ -1,0 +1,147 @@
+"""Time from a worker's SIGKILL to its replacement running: jtrix vs supervisord.
+
+Both supervisors manage one Python worker. Each trial SIGKILLs the current
+worker and measures, from just before the kill:
+  * spawned: until the supervisor's replacement child process exists
+    (polled from outside every 0.2 ms as a new child of the supervisor: the
+    same probe for both);
+  * ready (jtrix only): until the replacement netlet has renewed its lease
+    (the node's ``netlet.ready`` event), i.e. it is serving.
+Prints median / p90 / p99 / max in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def summary(name: str, values: list[float]) -> str:
+    ms = [v * 1000 for v in values]
+    return (f"{name:<28} n={len(ms):<4} median={statistics.median(ms):8.1f} ms  p90={pct(ms, 90):8.1f} ms"
+            f"  p99={pct(ms, 99):8.1f} ms  max={max(ms):8.1f} ms")
+
+
+def wait_new_child(parent: psutil.Process, old: set[int], deadline_s: float = 30.0) -> tuple[int, float]:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for child in parent.children():
+            if child.pid not in old and child.status() != psutil.STATUS_ZOMBIE:
+                return child.pid, time.monotonic()
+        time.sleep(0.0002)
+    raise TimeoutError("no replacement child appeared")
+
+
+def bench_jtrix(trials: int) -> tuple[list[float], list[float]]:
+    import warrants
+    from hosting.client import HostingClient
+    from hosting.daemon import start_background
+    from nodeutil import cleanup_node, descriptor_xml, RunningNode
+
+    tmp = Path(tempfile.mkdtemp(prefix="jtrix-bench-"))
+    home = tmp / "home"
+    start_background(home)
+    node = RunningNode(home, HostingClient.for_home(home))
+    spawned, ready = [], []
+    try:
+        xml = descriptor_xml("bench", '<netlet type="w" class="workers:Echo" replicas="1"/>',
+                             restart='healthy-after="0.05"')
+        node.launch(xml, tmp)
+        node.wait_running("bench")
+        node_proc = psutil.Process(node.info["pid"])
+        for _ in range(trials):
+            view = node.wait_running("bench")["netlets"][0]
+            since = node.events(0)[-1]["index"]
+            old = {c.pid for c in node_proc.children()}
+            t0, w0 = time.monotonic(), time.time()
+            os.kill(view["pid"], signal.SIGKILL)
+            _, t1 = wait_new_child(node_proc, old)
+            spawned.append(t1 - t0)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                evs = [e for e in node.events(since, "bench") if e["kind"] == "netlet.ready"]
+                if evs:
+                    ready.append(evs[0]["time"] - w0)
+                    break
+                time.sleep(0.005)
+            time.sleep(0.1)  # let the replacement settle (healthy-after) before the next kill
+    finally:
+        cleanup_node(node)
+    return spawned, ready
+
+
+SUPERVISOR_CONF = """
+[supervisord]
+nodaemon=true
+logfile={tmp}/supervisord.log
+pidfile={tmp}/supervisord.pid
+[unix_http_server]
+file={tmp}/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[program:worker]
+command={python} -c "import time; time.sleep(3600)"
+startsecs=0
+autorestart=true
+startretries=1000
+"""
+
+
+def bench_supervisord(trials: int) -> list[float]:
+    tmp = Path(tempfile.mkdtemp(prefix="supervisord-bench-"))
+    conf = tmp / "supervisord.conf"
+    conf.write_text(SUPERVISOR_CONF.format(tmp=tmp, python=sys.executable))
+    sup = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    spawned = []
+    try:
+        proc = psutil.Process(sup.pid)
+        pid, _ = wait_new_child(proc, set())
+        for _ in range(trials):
+            old = {c.pid for c in proc.children()}
+            t0 = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            pid, t1 = wait_new_child(proc, old)
+            spawned.append(t1 - t0)
+            time.sleep(0.1)
+    finally:
+        for child in psutil.Process(sup.pid).children(recursive=True):
+            child.kill()
+        sup.kill()
+        sup.wait()
+    return spawned
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=50)
+    args = parser.parse_args()
+    import supervisor
+
+    print(f"SIGKILL -> replacement, {args.trials} trials each, {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    spawned, ready = bench_jtrix(args.trials)
+    print(summary("jtrix: replacement spawned", spawned))
+    print(summary("jtrix: replacement ready", ready))
+    sup = bench_supervisord(args.trials)
+    print(summary(f"supervisord {supervisor.__version__ if hasattr(supervisor, '__version__') else ''}: spawned".strip(), sup))
+
+
+if __name__ == "__main__":
+    main()
