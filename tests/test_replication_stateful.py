@@ -44,11 +44,11 @@ class ReplicationMachine(RuleBasedStateMachine):
         self.next_req = 0
 
     @initialize(n=st.integers(min_value=3, max_value=4),
-                durable=st.booleans(), ack=st.sampled_from(["all", "all", "all"]),
+                durable=st.booleans(),
                 snapshot_every=st.sampled_from([3, 5, 1000]))
-    def setup(self, n, durable, ack, snapshot_every):
+    def setup(self, n, durable, snapshot_every):
         self.tmp = Path(tempfile.mkdtemp(prefix="jtrix-repl-"))
-        cfg = ReplicationConfig(ack=ack, batch_max=3, window=2, retransmit_timeout=0.3,
+        cfg = ReplicationConfig(batch_max=3, window=2, retransmit_timeout=0.3,
                                 replication_timeout=0.8, snapshot_every=snapshot_every)
         self.durable = durable
         self.c = Cluster([f"s/{i}" for i in range(n)], self.tmp if durable else None, cfg)
