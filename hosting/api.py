@@ -97,7 +97,7 @@ class HostingAPI:
                    replace: bool = False, start: bool = True) -> dict[str, Any]:
         import warrants
 
-        descriptor = warrants.parse_descriptor(bytes(descriptor_xml), str(source))
+        descriptor = warrants.parse_descriptor(bytes(descriptor_xml), str(source), read_files=False)
         self._check(auth, "submit_app", "launch", descriptor.name)
         return self.node.submit_app(bytes(descriptor_xml), str(source), str(codebase_sha), bool(replace),
                                     bool(start))

@@ -130,7 +130,7 @@ class Node:
         cached = self._app_cache.get(row["name"])
         if cached is not None and cached[1] == row["descriptor"]:
             return cached[0]
-        descriptor = warrants.parse_descriptor(row["descriptor"], row["source"])
+        descriptor = warrants.parse_descriptor(row["descriptor"], row["source"], read_files=False)
         self._app_cache[row["name"]] = (descriptor, row["descriptor"])
         return descriptor
 
@@ -148,7 +148,7 @@ class Node:
     def submit_app(self, descriptor_xml: bytes, source: str, codebase_sha: str, replace: bool = False,
                    start: bool = True) -> dict[str, Any]:
         """Register an app and (unless ``start`` is False) run its default bootstrap (cold start)."""
-        descriptor = warrants.parse_descriptor(descriptor_xml, source)
+        descriptor = warrants.parse_descriptor(descriptor_xml, source, read_files=False)
         if not self.codebases.has(codebase_sha):
             raise BadInput(f"codebase {codebase_sha[:12]} has not been uploaded")
         existing = self.registry.app(descriptor.name)

@@ -33,6 +33,16 @@ from warrants import (
 )
 
 DEFAULT_SERVICE = "local"
+
+
+def _local_service_id() -> str:
+    """The service id of the local default node (its certificate in $JTRIX_HOME), else ``local``."""
+    from hosting.home import Home, default_home, service_id_of
+
+    cert_path = Home(default_home()).node_cert
+    if cert_path.exists():
+        return service_id_of(load_cert(cert_path))
+    return DEFAULT_SERVICE
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+)([smhdw])")
 
@@ -188,13 +198,15 @@ _RIGHT_HELP = f"a right to grant (repeatable, or comma-separated): {', '.join(so
 @click.option("--expires", required=True, help="lifetime from now: 30s, 15m, 12h, 30d")
 @click.option("--app", default=None, help="narrow the warrant to one app")
 @click.option("--holder", "holder_path", default=None, help="holder's certificate: the bearer must prove its key")
-@click.option("--service", default=DEFAULT_SERVICE, show_default=True, help="hosting service id")
+@click.option("--service", default=None,
+              help="hosting service id (default: the local node's, from $JTRIX_HOME, else 'local')")
 @click.option("--data", default=None, help="opaque warrant data")
 @click.option("--serial", default=None, help="serial (default: random)")
 @click.option("--out", required=True, help="warrant file to write")
 def issue(key_path, cert_path, rights, expires, app, holder_path, service, data, serial, out) -> None:
     """Issue a root warrant signed by KEY."""
     key, cert = _load_signer(key_path, cert_path)
+    service = service or _local_service_id()
     now = _now()
     xml = issue_warrant(
         key,

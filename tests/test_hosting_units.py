@@ -181,3 +181,14 @@ def test_codebase_store_is_content_addressed_and_refuses_traversal(tmp_path):
     assert not (tmp_path / "escape.py").exists()
     with pytest.raises(BadInput):
         store.add(b"not a tar at all")
+
+
+def test_node_side_descriptor_parsing_never_opens_files_the_document_names(tmp_path):
+    import warrants
+
+    xml = (b'<app xmlns="urn:jtrix:descriptor:1" name="x"><codebase path="/nonexistent"/>'
+           b'<netlet type="w" class="m:C"/><warrant href="/nonexistent/secret.xml"/></app>')
+    d = warrants.parse_descriptor(xml, "<network>", read_files=False)
+    assert d.warrant_xml is None and d.warrant_source == "/nonexistent/secret.xml"
+    with pytest.raises(BadInput, match="not found"):
+        warrants.parse_descriptor(xml, "<network>")  # the launcher's local parse does read it

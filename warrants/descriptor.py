@@ -94,7 +94,8 @@ def _read_capped(path: Path, limit: int) -> bytes:
     return data
 
 
-def _warrant(ctx: _Ctx, el: etree._Element | None, base_dir: Path) -> tuple[bytes | None, str | None]:
+def _warrant(ctx: _Ctx, el: etree._Element | None, base_dir: Path,
+             read_files: bool = True) -> tuple[bytes | None, str | None]:
     if el is None:
         return None, None
     href = el.get("href")
@@ -108,6 +109,8 @@ def _warrant(ctx: _Ctx, el: etree._Element | None, base_dir: Path) -> tuple[byte
         if child.tag != f"{{{WARRANT_NS}}}warrant":
             raise ctx.fail(child, "warrant: the embedded element must be {urn:jtrix:warrant:1}warrant")
         return etree.tostring(child), f"{ctx.source}:{child.sourceline or 1}"
+    if not read_files:
+        return None, href  # network-facing callers never open files a document names
     path = Path(href)
     if not path.is_absolute():
         path = base_dir / path
@@ -139,6 +142,7 @@ def parse_descriptor(
     *,
     base_dir: str | os.PathLike | None = None,
     check_paths: bool = False,
+    read_files: bool = True,
 ) -> Descriptor:
     """Parse and validate a bootstrap descriptor.
 
@@ -147,8 +151,9 @@ def parse_descriptor(
     current directory). With ``check_paths`` (what :func:`load_descriptor`
     does) the codebase must exist and be a directory or an archive. A
     referenced warrant (``href``) is always read, and checked for shape, not
-    trust. Note for network-facing callers: ``href`` makes this function read
-    a local file named by the document.
+    trust. Network-facing callers (the hosting node) pass ``read_files=False``:
+    then no file named by the document is opened, and an ``href`` warrant is
+    left unread (``warrant_xml`` None, ``warrant_source`` the href).
     """
     ctx = _Ctx(source)
     if base_dir is None:
@@ -225,7 +230,7 @@ def parse_descriptor(
 
     boot = root.find(_d("bootstrap"))
     w_el = root.find(_d("warrant"))
-    warrant_xml, warrant_source = _warrant(ctx, w_el, base_dir)
+    warrant_xml, warrant_source = _warrant(ctx, w_el, base_dir, read_files)
     if warrant_xml is not None:
         _check_warrant_shape(ctx, w_el, warrant_xml, warrant_source)
 
