@@ -165,9 +165,25 @@ class HostingAPI:
 
     # -- netlets ----------------------------------------------------------
     @_guarded
-    def renew(self, auth, netlet_id: str, status: dict | None = None) -> dict[str, Any]:
+    def renew(self, auth, netlet_id: str, status: dict | None = None,
+              control_epoch: int | None = None) -> dict[str, Any]:
         self._check_netlet(auth, "renew", "lease", netlet_id)
-        return self.node.renew(netlet_id, status if isinstance(status, dict) else None)
+        return self.node.renew(netlet_id, status if isinstance(status, dict) else None,
+                               None if control_epoch is None else int(control_epoch))
+
+    @_guarded
+    def arbiter_request(self, auth, netlet_id: str, kind: str, epoch: int, slot: str,
+                        incarnation: str | None = None) -> dict[str, Any]:
+        """The master's shrink/expand of the in-sync set (see ``hosting.arbiter``)."""
+        self._check_netlet(auth, "arbiter_request", "lease", netlet_id)
+        return self.node.arbiter_request(netlet_id, str(kind), int(epoch), str(slot),
+                                         None if incarnation is None else str(incarnation))
+
+    @_guarded
+    def app_access(self, auth, app: str) -> dict[str, Any]:
+        """For access points: the app credential, endpoints and master (right ``call``)."""
+        self._check(auth, "app_access", "call", app)
+        return self.node.app_access(app)
 
     @_guarded
     def report(self, auth, netlet_id: str, status: dict) -> None:

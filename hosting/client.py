@@ -25,7 +25,7 @@ from hosting.home import Home, default_home
 from warrants.errors import JtrixError, NotFound
 
 IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "host_status", "events", "logs",
-                        "renew", "report", "renew_control", "control_state"})
+                        "renew", "report", "renew_control", "control_state", "app_access"})
 
 
 class NodeUnreachable(NotFound):

@@ -1,19 +1,23 @@
 """The control lease: one holder per app, each grant with a strictly larger epoch.
 
+Who holds it, at which epoch, and the in-sync set are the arbiter's
+(``hosting.arbiter``, persisted in the registry); this module adds the *time*
+dimension with the lessor.
+
 Safety model:
   * At most one netlet holds an app's control lease at any instant on the
     node's clock; a new grant is only made after the previous one was
     released, revoked (holder dead) or expired.
   * Every grant carries an epoch strictly greater than every epoch granted
-    before for that app — across node restarts (it is committed to the
-    registry before the grant is returned). Epochs are fencing tokens: replicas
-    refuse messages from lower epochs.
-  * The holder must treat its lease as ending ``ttl`` after it *sent* the
-    renewal (its own monotonic clock), which is never later than the node's
-    view; so the holder stops acting as master before anyone else can start.
+    before for that app — across node restarts (the arbiter commits it to the
+    registry before it is used). Epochs are fencing tokens: replicas refuse
+    messages from lower epochs.
+  * The holder treats its lease as ending ``ttl·(1-ε)`` after it *sent* the
+    renewal (its own monotonic clock), never later than the node's view; so
+    it stops acting as master before anyone else can be elected.
 
-Mechanism only: what a lost lease means (elect, re-bootstrap) is the
-``on_lost(app, holder, epoch, why)`` policy's business.
+Mechanism only: what a lost lease means (elect, warm start) is the
+``on_lost(app, holder_netlet, epoch, why)`` policy's business.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+from hosting.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
 from warrants.errors import JtrixError
@@ -32,10 +37,16 @@ class Fenced(JtrixError):
     """The caller does not hold the control lease at the epoch it claims."""
 
 
+def slot_of(netlet_id: str) -> str:
+    """``app/type/i#n`` → ``type/i``."""
+    return netlet_id.split("/", 1)[1].split("#", 1)[0]
+
+
 class ControlLeases:
-    def __init__(self, registry: Registry, lessor: Lessor,
+    def __init__(self, registry: Registry, arbiter: Arbiter, lessor: Lessor,
                  on_lost: Callable[[str, str, int, str], None]) -> None:
         self.registry = registry
+        self.arbiter = arbiter
         self.lessor = lessor
         self.on_lost = on_lost
         self._lock = threading.RLock()
@@ -44,29 +55,31 @@ class ControlLeases:
     def lease_id(app: str) -> str:
         return CONTROL_LEASE_PREFIX + app
 
-    def current(self, app: str) -> dict:
-        """``{"epoch", "holder", "isr", "remaining_s"}`` (holder None when free)."""
-        with self._lock:
-            state = self.registry.control(app)
-            lease = self.lessor.get(self.lease_id(app))
-            if lease is None:
-                state["holder"] = None
-            state["remaining_s"] = lease.remaining() if lease else 0.0
-            return state
+    def holder(self, app: str) -> str | None:
+        """The netlet id holding the lease now (None when free or lapsed)."""
+        st = self.arbiter.state(app)
+        if st.holder is None or self.lessor.get(self.lease_id(app)) is None:
+            return None
+        return st.incarnations.get(st.holder)
 
-    def grant(self, app: str, holder: str, ttl: float, isr: list[str] | None = None) -> int:
-        """Give the lease to ``holder`` with a new epoch (caller ensured it is free)."""
+    def current(self, app: str) -> dict:
+        """``{"epoch", "holder" (netlet id or None), "isr", "remaining_s"}``."""
         with self._lock:
-            state = self.registry.control(app)
-            epoch = state["epoch"] + 1
-            self.registry.save_control(app, epoch, holder, state["isr"] if isr is None else isr)
+            st = self.arbiter.state(app)
+            lease = self.lessor.get(self.lease_id(app))
+            holder = st.incarnations.get(st.holder) if (st.holder and lease) else None
+            return {"epoch": st.epoch, "holder": holder, "isr": sorted(st.isr),
+                    "remaining_s": lease.remaining() if lease else 0.0}
+
+    def start_timing(self, app: str, holder: str, epoch: int, ttl: float, event: bool = True) -> None:
+        """The arbiter granted ``epoch`` to ``holder``: its lease runs from now."""
+        with self._lock:
             self.lessor.grant(self.lease_id(app), ttl)
-            self.registry.add_event("control.granted", app, holder.split("/", 1)[1].split("#")[0],
-                                    holder=holder, epoch=epoch)
-            return epoch
+            if event:
+                self.registry.add_event("control.granted", app, slot_of(holder), holder=holder, epoch=epoch)
 
     def acquire(self, app: str, holder: str, ttl: float) -> int:
-        """Take the lease if nobody holds it; returns the epoch. Fenced if held by another."""
+        """For non-replicated apps: take the lease if free; returns the epoch."""
         with self._lock:
             cur = self.current(app)
             if cur["holder"] is not None and cur["holder"] != holder:
@@ -74,48 +87,50 @@ class ControlLeases:
             if cur["holder"] == holder:
                 self.lessor.renew(self.lease_id(app))
                 return cur["epoch"]
-            return self.grant(app, holder, ttl)
+            self.arbiter.netlet_started(app, slot_of(holder), holder)
+            epoch = self.arbiter.bootstrap(app, slot_of(holder))
+            self.start_timing(app, holder, epoch, ttl)
+            return epoch
 
     def renew(self, app: str, holder: str, epoch: int) -> float:
-        """Renew; returns the ttl granted. Fenced unless ``holder`` holds it at ``epoch``."""
+        """Renew; returns the ttl. Fenced (naming the current epoch) unless ``holder`` holds it at ``epoch``."""
         with self._lock:
-            state = self.registry.control(app)
-            if state["holder"] != holder or state["epoch"] != epoch:
+            cur = self.current(app)
+            if cur["holder"] != holder or cur["epoch"] != epoch:
                 raise Fenced(f"{holder} does not hold the control lease of {app} at epoch {epoch}"
-                             f" (current epoch {state['epoch']})")
+                             f" (current epoch {cur['epoch']})")
             lease = self.lessor.renew(self.lease_id(app))
             if lease is None:
-                raise Fenced(f"control lease of {app} at epoch {epoch} has expired")
+                raise Fenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
             return lease.ttl
 
     def release(self, app: str, holder: str, epoch: int) -> None:
         with self._lock:
-            state = self.registry.control(app)
-            if state["holder"] == holder and state["epoch"] == epoch:
-                self._drop(app, state, "released")
+            cur = self.current(app)
+            if cur["holder"] == holder and cur["epoch"] == epoch:
+                self._drop(app, holder, epoch, "released")
 
     def revoke_if_held_by(self, app: str, holder: str, why: str) -> bool:
         """The holder is gone (pidfd): end its lease at once. True if it held it."""
         with self._lock:
-            state = self.registry.control(app)
-            if state["holder"] != holder:
+            st = self.arbiter.state(app)
+            if st.holder is None or st.incarnations.get(st.holder) != holder:
                 return False
-            self._drop(app, state, why)
+            self._drop(app, holder, st.epoch, why)
             return True
 
     def expired(self, app: str) -> None:
         """Lessor callback: the control lease ran out."""
         with self._lock:
-            state = self.registry.control(app)
-            if state["holder"] is None:
+            st = self.arbiter.state(app)
+            if st.holder is None:
                 return
-            self._drop(app, state, "expired", revoke=False)
+            self._drop(app, st.incarnations.get(st.holder, st.holder), st.epoch, "expired", revoke=False)
 
-    def _drop(self, app: str, state: dict, why: str, revoke: bool = True) -> None:
+    def _drop(self, app: str, holder: str, epoch: int, why: str, revoke: bool = True) -> None:
         if revoke:
             self.lessor.revoke(self.lease_id(app))
-        self.registry.save_control(app, state["epoch"], None, state["isr"])
-        self.registry.add_event("control.lost", app, None, holder=state["holder"], epoch=state["epoch"], why=why)
-        holder, epoch = state["holder"], state["epoch"]
+        self.registry.add_event("control.lost", app, slot_of(holder) if "/" in holder else holder,
+                                holder=holder, epoch=epoch, why=why)
         threading.Thread(target=self.on_lost, args=(app, holder, epoch, why), daemon=True,
                          name=f"control-lost-{app}").start()

@@ -24,12 +24,14 @@ from typing import Any
 
 import warrants
 from hosting import wire
+from hosting.arbiter import Arbiter
 from hosting.codebases import CodebaseStore
-from hosting.control import ControlLeases
+from hosting.control import ControlLeases, Fenced, slot_of
+from hosting.election import Elector
 from hosting.home import Home, ensure_home, service_id_of
 from hosting.lessor import Lessor
-from hosting.registry import Registry
-from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, lease_id_of
+from hosting.registry import Registry, RegistryEpochStore
+from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
@@ -59,7 +61,7 @@ class NodeConfig:
             raise BadInput("start timeout must be positive")
 
 
-class Node:
+class Node(SupervisorHooks):
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.home: Home = ensure_home(config.home)
@@ -70,10 +72,12 @@ class Node:
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
         self.lessor = Lessor(self.timers, self._on_lease_expired)
-        self.control = ControlLeases(self.registry, self.lessor, self._on_control_lost)
+        self.arbiter = Arbiter(RegistryEpochStore(self.registry))
+        self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost)
+        self.elector = Elector(self)
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
-                                     start_timeout=config.start_timeout, on_netlet_gone=self._on_netlet_gone)
+                                     start_timeout=config.start_timeout, hooks=self)
         self.status_cache: dict[str, dict[str, Any]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
@@ -99,11 +103,26 @@ class Node:
             if row["state"] == "terminating":
                 self.supervisor.terminate(row["name"], descriptor.grace)
                 continue
+            self._recover_control(row["name"], descriptor)
             for slot in self.registry.slots(row["name"]):
                 if slot["state"] == "failed" or self.supervisor.live_in_slot(row["name"], slot["slot"]):
                     continue
                 delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
                 self.timers.call_later(delay, lambda a=row["name"], s=slot["slot"]: self.supervisor.start_slot(a, s, "replace"))
+
+    def _recover_control(self, app: str, descriptor: Descriptor) -> None:
+        """The master that held the control lease before the node died keeps it if it is still alive."""
+        if descriptor.master_type is None:
+            return
+        state = self.arbiter.state(app)
+        holder = state.incarnations.get(state.holder) if state.holder else None
+        live = self.supervisor.live_in_slot(app, state.holder) if state.holder else None
+        if holder is not None and live is not None and live.netlet_id == holder:
+            # The same grant continues (same epoch): nobody else could be elected while we were down.
+            self.control.start_timing(app, holder, state.epoch, max(3 * descriptor.lease_ttl, 3.0), event=False)
+            self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
+        else:
+            self.elector.control_lost(app)
 
     def write_node_json(self) -> None:
         info = {"pid": os.getpid(), "uri": self.uri, "service": self.service_id,
@@ -116,6 +135,7 @@ class Node:
         """Stop the node's threads; netlets keep running and will re-attach later."""
         self.registry.add_event("node.stopping", None, None, pid=os.getpid())
         self.supervisor.shutdown()
+        self.elector.close()
         self.timers.stop()
         try:
             info = json.loads(self.home.node_json.read_text())
@@ -161,14 +181,16 @@ class Node:
         self._app_cache.pop(descriptor.name, None)
         self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
         self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
+        self.elector.app_submitted(descriptor.name)
         if start:
             self.bootstrap(descriptor.name, "cold")
         return {"app": descriptor.name, "slots": [s for s, _, _ in slots]}
 
-    def bootstrap(self, app: str, mode: str) -> None:
-        """The default bootstrap: start every slot of every netlet type."""
+    def bootstrap(self, app: str, mode: str, event: bool = True) -> None:
+        """The default bootstrap: start every slot of every netlet type that is not running."""
         descriptor = self.descriptor(app)
-        self.registry.add_event("app.bootstrap", app, None, mode=mode)
+        if event:
+            self.registry.add_event("app.bootstrap", app, None, mode=mode)
         for ntype in descriptor.netlet_types:
             for slot in ntype.slots:
                 self.supervisor.start_slot(app, slot, mode)
@@ -188,7 +210,17 @@ class Node:
         rt = self.supervisor.terminate(app, descriptor.grace if grace is None else grace)
         if rt is None:
             raise NotFound(f"no app named {app!r}")
-        return rt.gone.wait(wait_s)
+        done = rt.gone.wait(wait_s)
+        if done:
+            self.lessor.revoke(self.control.lease_id(app))
+            self.arbiter.forget(app)
+        return done
+
+    def app_secret(self, app: str) -> bytes:
+        row = self.registry.app(app)
+        if row is None:
+            raise NotFound(f"no app named {app!r}")
+        return row["secret"]
 
     def signal(self, app: str, slot: str, sig: int) -> str:
         self.descriptor(app)
@@ -214,23 +246,67 @@ class Node:
             "node_uri": self.uri, "node_json": str(self.home.node_json), "service": self.service_id,
             "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
             "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,
-            "master_eligible": ntype.master_eligible, "lease_ttl": descriptor.lease_ttl,
+            "master_eligible": ntype.master_eligible, "replicated": ntype.master_eligible,
+            "min_epoch": self.arbiter.state(app).epoch, "lease_ttl": descriptor.lease_ttl,
             "durability": descriptor.durability, "ack": descriptor.ack,
             "warrant": warrant.decode(), "key_pem": _pem(key),
             "app_secret": self.registry.app(app)["secret"].hex(),
         }
 
-    def renew(self, netlet_id: str, status: dict | None) -> dict[str, Any]:
-        """A netlet's heartbeat: renew its lease, record its status, mark it ready."""
+    def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:
+        """A netlet's heartbeat: renew its lease (and the control lease it claims), record its status.
+
+        The control part never raises: it answers ``{"ok": False, "epoch": current}``
+        to a holder that lost the lease, which fences itself on seeing it.
+        """
+        app = netlet_id.split("/", 1)[0]
         lease = self.lessor.renew(lease_id_of(netlet_id))
         if lease is None:
             raise NotFound(f"netlet {netlet_id} has no live lease (it is being replaced)")
-        if lease.ttl != (ttl := self.descriptor(netlet_id.split("/", 1)[0]).lease_ttl):
+        if lease.ttl != (ttl := self.descriptor(app).lease_ttl):
             lease = self.lessor.grant(lease_id_of(netlet_id), ttl)  # startup allowance over
-        self.supervisor.mark_ready(netlet_id)
         if status:
             self.report(netlet_id, status)
-        return {"lease_s": lease.ttl}
+        self.supervisor.mark_ready(netlet_id)
+        answer: dict[str, Any] = {"lease_s": lease.ttl}
+        if control_epoch is not None:
+            try:
+                answer["control"] = {"ok": True, "epoch": int(control_epoch),
+                                     "ttl": self.control.renew(app, netlet_id, int(control_epoch))}
+            except Fenced:
+                answer["control"] = {"ok": False, "epoch": self.arbiter.state(app).epoch}
+        return answer
+
+    def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str,
+                        incarnation: str | None) -> dict[str, Any]:
+        """The master asks to shrink/expand the in-sync set (fenced by epoch and by holding the lease)."""
+        app = netlet_id.split("/", 1)[0]
+        if self.control.holder(app) != netlet_id:
+            return {"ok": False, "epoch": self.arbiter.state(app).epoch}
+        if kind == "shrink":
+            ok, current = self.arbiter.shrink(app, int(epoch), str(slot))
+        elif kind == "expand":
+            ok, current = self.arbiter.expand(app, int(epoch), str(slot), incarnation)
+        else:
+            raise BadInput(f"unknown arbiter request {kind!r}")
+        if ok:
+            self.registry.add_event(f"isr.{kind}", app, slot, epoch=current)
+        return {"ok": ok, "epoch": current}
+
+    def app_access(self, app: str) -> dict[str, Any]:
+        """What an access point needs: the app credential, its netlets' endpoints and the master."""
+        secret = self.app_secret(app)
+        holder = self.control.holder(app)
+        netlets = []
+        for slot in self.registry.slots(app):
+            live = self.supervisor.live_in_slot(app, slot["slot"])
+            if live is None or not live.ready:
+                continue
+            status = self.status_cache.get(live.netlet_id, {})
+            netlets.append({"slot": slot["slot"], "type": slot["type"], "endpoint": status.get("endpoint"),
+                            "role": status.get("role")})
+        return {"app": app, "secret": secret.hex(), "master": slot_of(holder) if holder else None,
+                "epoch": self.arbiter.state(app).epoch, "netlets": netlets}
 
     def report(self, netlet_id: str, status: dict) -> None:
         old = self.status_cache.get(netlet_id, {})
@@ -246,13 +322,21 @@ class Node:
         else:
             self.control.expired(lease_id.split(":", 1)[1])
 
-    def _on_netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
+    # -- supervisor hooks (SupervisorHooks) --------------------------------
+    def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None:
+        self.elector.netlet_spawned(app, slot, netlet_id)
+
+    def netlet_ready(self, app: str, slot: str, netlet_id: str) -> None:
+        self.elector.netlet_ready(app, slot, netlet_id)
+
+    def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
         self.status_cache.pop(netlet_id, None)
         self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")
+        self.elector.netlet_gone(app, slot, netlet_id)
 
     def _on_control_lost(self, app: str, holder: str, epoch: int, why: str) -> None:
-        """Policy for a lost control lease (the replication layer installs the election here)."""
         log.info("control lease of %s lost by %s at epoch %d (%s)", app, holder, epoch, why)
+        self.elector.control_lost(app)
 
 
 def _pem(key) -> str:

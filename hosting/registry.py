@@ -64,8 +64,7 @@ CREATE TABLE IF NOT EXISTS netlets (
 CREATE TABLE IF NOT EXISTS control (
     app TEXT PRIMARY KEY,
     epoch INTEGER NOT NULL,
-    holder TEXT,
-    isr TEXT NOT NULL DEFAULT '[]'
+    state TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS events (
     idx INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -180,7 +179,6 @@ class Registry:
             for slot, type_, resources in slots:
                 db.execute("INSERT INTO slots(app, slot, type, resources, state) VALUES(?,?,?,?,?)",
                            (name, slot, type_, json.dumps(resources), "pending"))
-            db.execute("INSERT OR IGNORE INTO control(app, epoch, holder, isr) VALUES(?, 0, NULL, '[]')", (name,))
 
     def app(self, name: str) -> sqlite3.Row | None:
         rows = self._rows("SELECT * FROM apps WHERE name=?", name)
@@ -199,7 +197,7 @@ class Registry:
             for table in ("slots", "netlets"):
                 db.execute(f"DELETE FROM {table} WHERE app=?", (name,))
             db.execute("DELETE FROM apps WHERE name=?", (name,))
-            db.execute("UPDATE control SET holder=NULL, isr='[]' WHERE app=?", (name,))
+            db.execute("UPDATE control SET state='{}' WHERE app=?", (name,))
 
     # -- slots ------------------------------------------------------------
     def slots(self, app: str) -> list[sqlite3.Row]:
@@ -247,23 +245,37 @@ class Registry:
         with self._tx() as db:
             db.execute(f"UPDATE netlets SET {cols} WHERE id=?", (*fields.values(), netlet_id))
 
-    # -- control leases and epochs ---------------------------------------
-    def control(self, app: str) -> dict[str, Any]:
-        rows = self._rows("SELECT * FROM control WHERE app=?", app)
+    # -- arbiter state (epochs, holder, in-sync set) --------------------
+    def load_arbiter_state(self, app: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT epoch, state FROM control WHERE app=?", app)
         if not rows:
-            return {"epoch": 0, "holder": None, "isr": []}
-        r = rows[0]
-        return {"epoch": r["epoch"], "holder": r["holder"], "isr": json.loads(r["isr"])}
+            return None
+        state = json.loads(rows[0]["state"]) or {}
+        state["epoch"] = rows[0]["epoch"]
+        return state
 
-    def save_control(self, app: str, epoch: int, holder: str | None, isr: list[str]) -> None:
-        """Persist the control state; refuses to move an app's epoch backwards."""
+    def save_arbiter_state(self, app: str, state: dict[str, Any]) -> None:
+        """Persist an app's arbiter state; refuses to move its epoch backwards."""
         with self._tx() as db:
             row = db.execute("SELECT epoch FROM control WHERE app=?", (app,)).fetchone()
-            if row is not None and row["epoch"] > epoch:
-                raise ValueError(f"epoch of {app} would go back from {row['epoch']} to {epoch}")
-            db.execute("INSERT INTO control(app, epoch, holder, isr) VALUES(?,?,?,?) ON CONFLICT(app) DO UPDATE"
-                       " SET epoch=excluded.epoch, holder=excluded.holder, isr=excluded.isr",
-                       (app, epoch, holder, json.dumps(sorted(isr))))
+            if row is not None and row["epoch"] > state["epoch"]:
+                raise ValueError(f"epoch of {app} would go back from {row['epoch']} to {state['epoch']}")
+            db.execute("INSERT INTO control(app, epoch, state) VALUES(?,?,?) ON CONFLICT(app) DO UPDATE"
+                       " SET epoch=excluded.epoch, state=excluded.state",
+                       (app, state["epoch"], json.dumps(state, sort_keys=True)))
+
+
+class RegistryEpochStore:
+    """The arbiter's ``EpochStore`` on the registry (same transaction guarantees)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def load(self, app: str) -> dict | None:
+        return self.registry.load_arbiter_state(app)
+
+    def save(self, app: str, state: dict) -> None:
+        self.registry.save_arbiter_state(app, state)
 
 
 class _Transaction:

@@ -12,8 +12,9 @@ Safety model (what must hold, whatever the interleaving):
     gone. A user's ``kill`` is answered like a crash (the slot is refilled).
   * A netlet is signalled only through its pidfd (never a reused pid).
 
-Policy hooks: ``on_netlet_gone(app, slot, netlet_id, reason)`` lets the control
-lease / election policy react (it runs after leases were revoked).
+Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
+is spawned, becomes ready (first renewal) and is gone (after its leases were
+revoked).
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def netlet_id_of(app: str, slot: str, incarnation: int) -> str:
 
 def lease_id_of(netlet_id: str) -> str:
     return NETLET_LEASE_PREFIX + netlet_id
+
+
+class SupervisorHooks:
+    """What the supervisor tells the policy above it (no-ops by default)."""
+
+    def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None: ...
+
+    def netlet_ready(self, app: str, slot: str, netlet_id: str) -> None: ...
+
+    def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None: ...
 
 
 @dataclass
@@ -87,15 +98,14 @@ class Supervisor:
 
     def __init__(self, *, home: Home, registry: Registry, timers: Timers, lessor: Lessor,
                  make_secrets: Callable[[str, str, str, int, dict], dict],
-                 start_timeout: float = 15.0,
-                 on_netlet_gone: Callable[[str, str, str, str], None] | None = None) -> None:
+                 start_timeout: float = 15.0, hooks: SupervisorHooks | None = None) -> None:
         self.home = home
         self.registry = registry
         self.timers = timers
         self.lessor = lessor
         self.make_secrets = make_secrets
         self.start_timeout = start_timeout
-        self.on_netlet_gone = on_netlet_gone or (lambda *a: None)
+        self.hooks = hooks or SupervisorHooks()
         self.watcher = PidWatcher(self._on_exit)
         self.lock = threading.RLock()
         self.live: dict[str, LiveNetlet] = {}
@@ -108,6 +118,11 @@ class Supervisor:
                 if n.app == app and n.slot == slot:
                     return n
         return None
+
+    def is_terminating(self, app: str) -> bool:
+        with self.lock:
+            rt = self.apps.get(app)
+            return rt is not None and rt.terminating
 
     def next_attempt(self, app: str, slot: str) -> float | None:
         with self.lock:
@@ -140,6 +155,7 @@ class Supervisor:
             recorded, told = bind_resources(ntype, self.home.slot_dir(app, slot),
                                             json.loads(row["resources"]), incarnation)
             netlet_id = netlet_id_of(app, slot, incarnation)
+            self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
             secrets["mode"] = mode
             slot_dir = self.home.slot_dir(app, slot)
@@ -203,6 +219,7 @@ class Supervisor:
             n.ready = True
         self.registry.update_netlet(netlet_id, state="running")
         self.registry.add_event("netlet.ready", n.app, n.slot, netlet=netlet_id)
+        self.hooks.netlet_ready(n.app, n.slot, netlet_id)
         return True
 
     # -- ending -----------------------------------------------------------
@@ -260,7 +277,7 @@ class Supervisor:
             self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id, run_s=round(run_seconds, 3),
                                     **exit_record)
             rt = self.apps.get(n.app)
-        self.on_netlet_gone(n.app, n.slot, netlet_id, reason)
+        self.hooks.netlet_gone(n.app, n.slot, netlet_id, reason)
         with self.lock:
             if rt is None:
                 return

@@ -89,26 +89,34 @@ def test_registry_events_are_ordered_and_epochs_never_go_back(tmp_path):
     b = reg.add_event("y", "app", "s/0", n=2)
     assert b > a and [e.kind for e in reg.events(0)] == ["x", "y"]
     assert [e.kind for e in reg.events(a)] == ["y"]
-    reg.save_control("app", 5, "h", [])
+    reg.save_arbiter_state("app", {"epoch": 5, "holder": "s/0", "isr": ["s/0"]})
     with pytest.raises(ValueError):
-        reg.save_control("app", 4, "h", [])
+        reg.save_arbiter_state("app", {"epoch": 4, "holder": "s/0", "isr": []})
     reg.close()
     reopened = Registry(tmp_path / "r.sqlite")
-    assert reopened.control("app")["epoch"] == 5
+    assert reopened.load_arbiter_state("app") == {"epoch": 5, "holder": "s/0", "isr": ["s/0"]}
     assert reopened.add_event("z") > b
 
 
 def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
+    from hosting.arbiter import Arbiter
+    from hosting.registry import RegistryEpochStore
+
     reg = Registry(tmp_path / "r.sqlite")
     timers = Timers()
     lost = []
-    leases = {}
 
-    def on_expire(lease_id):
-        control.expired(lease_id.split(":", 1)[1])
+    def make(registry):
+        holder = {}
 
-    lessor = Lessor(timers, on_expire)
-    control = ControlLeases(reg, lessor, lambda *a: lost.append(a))
+        def on_expire(lease_id):
+            holder["c"].expired(lease_id.split(":", 1)[1])
+
+        holder["c"] = ControlLeases(registry, Arbiter(RegistryEpochStore(registry)), Lessor(timers, on_expire),
+                                    lambda *a: lost.append(a))
+        return holder["c"]
+
+    control = make(reg)
     try:
         e1 = control.acquire("app", "app/s/0#1", 0.2)
         with pytest.raises(Fenced):
@@ -122,8 +130,7 @@ def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
         assert control.revoke_if_held_by("app", "app/s/1#1", "holder crashed")
         # a restarted registry never hands out an old epoch
         reg.close()
-        reg2 = Registry(tmp_path / "r.sqlite")
-        control2 = ControlLeases(reg2, Lessor(timers, on_expire), lambda *a: None)
+        control2 = make(Registry(tmp_path / "r.sqlite"))
         assert control2.acquire("app", "app/s/0#2", 0.2) > e2
     finally:
         timers.stop()

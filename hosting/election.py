@@ -1,0 +1,211 @@
+"""Electing each replicated app's master: the node's policy on top of the arbiter.
+
+Safety model (the arbiter holds the invariants; this module only sequences):
+  * An election begins by revoking the holder and persisting a new epoch
+    (``Arbiter.begin_election``); every candidate then *promises* that epoch
+    (``prepare``) before reporting its position, so positions cannot grow
+    under the old master afterwards.
+  * Normal election: candidates are the live in-sync backups; the best
+    position wins (ties → lowest slot). Non-answering candidates are skipped:
+    every ISR member holds every acknowledged command.
+  * Warm start (no live in-sync backup): every slot of the master type is
+    (re)started and the election waits until *all* of them have restored their
+    durable state — choosing from a subset could miss acknowledged commands.
+    If some slot never comes up, no master is elected (safety over availability).
+  * The winner's control lease starts only when it is promoted; until it is
+    promoted and renews, nobody is master.
+
+Events: ``election.started``, ``election.won`` (epoch, winner, positions,
+mode), ``app.bootstrap`` (mode ``warm``) and ``netlet.join`` (a backup joining
+a running master).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from hosting import wire
+from hosting.arbiter import StaleEpoch
+from netlets.credential import make_handshake
+
+log = logging.getLogger(__name__)
+
+PREPARE_TIMEOUT_S = 1.0
+RETRY_DELAY_S = 0.2
+
+
+class Elector:
+    def __init__(self, node) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._warm_since: dict[str, float] = {}
+        self._cold: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="elector")
+
+    # -- what the node tells us -------------------------------------------
+    def master_type(self, app: str):
+        try:
+            return self.node.descriptor(app).master_type
+        except Exception:
+            return None
+
+    def app_submitted(self, app: str) -> None:
+        self._cold.add(app)
+
+    def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None:
+        mt = self.master_type(app)
+        if mt is not None and slot in mt.slots:
+            self.node.arbiter.netlet_started(app, slot, netlet_id)
+
+    def netlet_ready(self, app: str, slot: str, netlet_id: str) -> None:
+        mt = self.master_type(app)
+        if mt is None or slot not in mt.slots:
+            return
+        if self.node.control.holder(app) is not None:
+            self.node.registry.add_event("netlet.join", app, slot, netlet=netlet_id)
+            self.update_peers(app)
+        else:
+            self.request(app)
+
+    def netlet_gone(self, app: str, slot: str, netlet_id: str) -> None:
+        mt = self.master_type(app)
+        if mt is None or slot not in mt.slots:
+            return
+        self.node.arbiter.netlet_died(app, slot)
+        if self.node.control.holder(app) is not None:
+            self.update_peers(app)
+
+    def control_lost(self, app: str) -> None:
+        if self.master_type(app) is not None and self.node.registry.app(app) is not None:
+            self.request(app)
+
+    # -- elections --------------------------------------------------------
+    def request(self, app: str) -> None:
+        """Run an election for ``app`` now (or right after the one in progress)."""
+        with self._lock:
+            if app in self._running:
+                self._again.add(app)
+                return
+            self._running.add(app)
+        self._pool.submit(self._run, app)
+
+    def _run(self, app: str) -> None:
+        retry = False
+        try:
+            retry = not self._elect(app)
+        except Exception:
+            log.exception("election of %s failed", app)
+            retry = True
+        finally:
+            with self._lock:
+                self._running.discard(app)
+                again = app in self._again
+                self._again.discard(app)
+        if again:
+            self.request(app)
+        elif retry and self.node.registry.app(app) is not None:
+            self.node.timers.call_later(RETRY_DELAY_S, lambda: self.control_lost(app))
+
+    def live_replicas(self, app: str) -> dict[str, tuple[str, str]]:
+        """slot → (netlet id, endpoint) of ready netlets of the master type."""
+        mt = self.master_type(app)
+        out = {}
+        for slot in mt.slots:
+            n = self.node.supervisor.live_in_slot(app, slot)
+            if n is None or not n.ready:
+                continue
+            endpoint = self.node.status_cache.get(n.netlet_id, {}).get("endpoint")
+            if endpoint:
+                out[slot] = (n.netlet_id, endpoint)
+        return out
+
+    def _elect(self, app: str) -> bool:
+        """One attempt; True when done (a master was promoted, or nothing to do)."""
+        node = self.node
+        if node.registry.app(app) is None or node.supervisor.is_terminating(app):
+            return True
+        if node.control.holder(app) is not None:
+            return True
+        mt = self.master_type(app)
+        live = self.live_replicas(app)
+        eligible = node.arbiter.eligible(app, live)
+        cold = app in self._cold
+        warm = not eligible
+        if warm:
+            if not cold and app not in self._warm_since:
+                self._warm_since[app] = time.monotonic()
+                node.registry.add_event("app.bootstrap", app, None, mode="warm",
+                                        reason="control lease lost with no live in-sync backup")
+                node.bootstrap(app, "warm", event=False)
+            if set(live) != set(mt.slots):
+                return False  # wait until every slot has restored its state
+            candidates = sorted(live)
+        else:
+            candidates = eligible
+        epoch = node.arbiter.begin_election(app, candidates)
+        node.registry.add_event("election.started", app, None, epoch=epoch, candidates=candidates,
+                                mode="cold" if cold else ("warm" if warm else "failover"))
+        secret = node.app_secret(app)
+        futures = {slot: self._pool.submit(_call, live[slot][1], secret, app, "replication_prepare", epoch)
+                   for slot in candidates}
+        positions = {}
+        for slot, fut in futures.items():
+            try:
+                promise = fut.result(timeout=PREPARE_TIMEOUT_S + 1)
+            except Exception as err:
+                log.info("election of %s: %s did not promise: %s", app, slot, err)
+                continue
+            if promise.get("ok"):
+                positions[slot] = tuple(promise["position"])
+        try:
+            winner = node.arbiter.choose(app, epoch, positions, warm=warm)
+        except StaleEpoch:
+            return False
+        if winner is None:
+            return False
+        state = node.arbiter.state(app)
+        netlet_id, endpoint = live[winner]
+        peers = {s: ep for s, (_, ep) in self.live_replicas(app).items() if s != winner}
+        ttl = node.descriptor(app).lease_ttl
+        node.control.start_timing(app, netlet_id, epoch, ttl)
+        try:
+            _call(endpoint, secret, app, "replication_promote", epoch, sorted(state.isr), peers)
+        except Exception as err:
+            log.warning("election of %s: promoting %s failed: %s", app, winner, err)
+            return True  # it will not renew: its control lease expires and we elect again
+        node.registry.add_event("election.won", app, winner, epoch=epoch, netlet=netlet_id,
+                                positions={s: list(p) for s, p in positions.items()},
+                                mode="cold" if cold else ("warm" if warm else "failover"))
+        self._cold.discard(app)
+        self._warm_since.pop(app, None)
+        return True
+
+    def update_peers(self, app: str) -> None:
+        """Tell the master which backups exist now (joins and departures)."""
+        holder = self.node.control.holder(app)
+        if holder is None:
+            return
+        live = self.live_replicas(app)
+        master_slot = holder.split("/", 1)[1].split("#", 1)[0]
+        if master_slot not in live:
+            return
+        epoch = self.node.arbiter.state(app).epoch
+        peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
+        secret = self.node.app_secret(app)
+        self._pool.submit(_call, live[master_slot][1], secret, app, "replication_peers", epoch, peers)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _call(endpoint: str, secret: bytes, app: str, method: str, *args: Any) -> Any:
+    """One RPC to a netlet endpoint with the app credential (node → netlet)."""
+    with wire.proxy(endpoint, timeout=PREPARE_TIMEOUT_S) as p:
+        p._pyroHandshake = make_handshake(secret, app)
+        return getattr(p, method)(*args)
