@@ -8,6 +8,9 @@ Contracts:
     node's address from its home, for at most ``orphan_timeout`` seconds; then
     calls ``on_orphaned``. A restarted node re-adopts the netlet on its first
     successful renewal.
+  * A ``control`` claim (the replicated master's epoch) rides on each renewal;
+    ``control.renewed(sent_at, claim, answer)`` learns, with the monotonic time the
+    renewal was *sent*, whether the control lease was renewed.
   * When the node answers that this netlet has no lease (it was declared dead
     and is being replaced), calls ``on_disowned`` at once: a netlet the node
     has given up must not keep running beside its replacement.
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     def __init__(self, client: HostingClient, netlet_id: str, ttl: float, node_json: Path,
                  status: Callable[[], dict[str, Any]], on_disowned: Callable[[str], None],
-                 on_orphaned: Callable[[str], None], orphan_timeout: float = 600.0) -> None:
+                 on_orphaned: Callable[[str], None], orphan_timeout: float = 600.0, control=None) -> None:
         self.client = client
         self.netlet_id = netlet_id
         self.ttl = ttl
@@ -42,6 +45,7 @@ class Heartbeat:
         self.on_disowned = on_disowned
         self.on_orphaned = on_orphaned
         self.orphan_timeout = orphan_timeout
+        self.control = control
         self.last_ok_mono: float | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -59,8 +63,13 @@ class Heartbeat:
         self._wake.set()
 
     def _renew_once(self) -> dict[str, Any]:
+        claim = self.control.claim() if self.control is not None else None
+        sent_at = time.monotonic()
         try:
-            return self.client.call("renew", self.netlet_id, self.status())
+            answer = self.client.call("renew", self.netlet_id, self.status(), claim)
+            if self.control is not None:
+                self.control.renewed(sent_at, claim, answer)
+            return answer
         except NodeUnreachable:
             self._reresolve()
             raise

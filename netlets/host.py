@@ -51,6 +51,16 @@ class NetletHost:
         except Exception:
             log.exception("on_stopping hook failed")
 
+    def describe(self) -> dict[str, Any]:
+        return {"slot": self.doc.slot, "class": self.doc.class_ref, "methods": dict(self.exposed),
+                "replicated": False}
+
+    # Replication RPCs: only a replicated host (netlets.replicated) serves them.
+    def handle(self, msg: dict) -> dict | None:
+        raise BadInput(f"{self.doc.slot} is not a replicated netlet")
+
+    prepare = promote = set_peers = handle
+
     def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
         kind = self.exposed.get(method)
         if kind is None:
@@ -69,6 +79,26 @@ class NetletService:
 
     def ping(self) -> dict[str, Any]:
         return self._host.status()
+
+    def describe(self) -> dict[str, Any]:
+        """The methods this netlet exposes and where each runs (``command``, ``query``, ``master_query``)."""
+        return self._host.describe()
+
+    def replication_handle(self, msg: dict) -> dict | None:
+        """From the master: an ``append`` or ``snapshot`` message; returns the reply."""
+        return self._host.handle(msg)
+
+    def replication_prepare(self, epoch: int) -> dict:
+        """From the node's elector: promise ``epoch``, report the position."""
+        return self._host.prepare(epoch)
+
+    def replication_promote(self, epoch: int, isr: list, peers: dict) -> bool:
+        """From the node's elector: become master of ``epoch``."""
+        return self._host.promote(epoch, isr, peers)
+
+    def replication_peers(self, epoch: int, peers: dict) -> bool:
+        """From the node: the backups' current endpoints (joins and departures)."""
+        return self._host.set_peers(epoch, peers)
 
     def invoke(self, method: str, args: list | None = None, kwargs: dict | None = None,
                req_id: str | None = None) -> Any:

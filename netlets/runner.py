@@ -81,6 +81,21 @@ def instantiate(cls: type, doc: StartDocument) -> Any:
     return netlet
 
 
+def make_host(cls: type, doc: StartDocument):
+    """A replicated host for the master-eligible type, a plain supervised one otherwise."""
+    from netlets.host import NetletHost
+    from netlets.netlet import is_replicated
+
+    if doc.raw.get("replicated"):
+        if not is_replicated(cls):
+            raise TypeError(f"{doc.class_ref} is master-eligible but not replicated: it must define "
+                            "apply/snapshot/restore and at least one @command")
+        from netlets.replicated import ReplicatedHost
+
+        return ReplicatedHost(instantiate(cls, doc), doc)
+    return NetletHost(instantiate(cls, doc), doc)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -104,9 +119,7 @@ def main() -> None:
 
     try:
         cls = load_class(doc.class_ref)
-        from netlets.host import NetletHost
-
-        host = NetletHost(instantiate(cls, doc), doc)
+        host = make_host(cls, doc)
     except Exception:
         log.exception("cannot load netlet class %s", doc.class_ref)
         sys.exit(EXIT_BAD_NETLET)
@@ -114,7 +127,8 @@ def main() -> None:
     host.endpoint = uri
     client = doc.client()
     heartbeat = Heartbeat(client, doc.netlet_id, doc.lease_ttl, Path(doc.raw["node_json"]), host.status,
-                          on_disowned=abandon, on_orphaned=abandon)
+                          on_disowned=abandon, on_orphaned=abandon,
+                          control=host if hasattr(host, "claim") else None)
     host.heartbeat = heartbeat
     try:
         host.start()

@@ -76,3 +76,18 @@ class InsufficientRights(WarrantError):
 
 class HolderProofFailed(WarrantError):
     """The warrant names a holder and the bearer did not prove possession of its key."""
+
+
+class NotMaster(JtrixError):
+    """The netlet asked is not (or no longer provably) the master: re-resolve and retry.
+
+    Retrying the same call with the same request id is always safe.
+    """
+
+
+class CommandFailed(JtrixError):
+    """The app's own code raised: ``apply`` (or the method) refused the call.
+
+    The message starts with the exception's type name. This is the call's
+    result, not a failure of jtrix; retrying will not change it.
+    """

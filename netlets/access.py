@@ -1,0 +1,154 @@
+"""Access points: calling a running app by method name, across failovers.
+
+``connect(app)`` asks the hosting node (with a warrant holding the ``call``
+right: by default the local node's admin warrant) for the app's credential and
+endpoints, and returns an :class:`AppProxy`.
+
+Contracts:
+  * ``@command`` and ``@master_query`` calls go to the master; ``@query`` calls
+    to any live replica (stale at worst, never dirty).
+  * Each command carries a request id (this proxy's id + a counter). On a
+    failover (``NotMaster``, a lost connection, a timeout) the proxy
+    re-resolves the master and retries with the *same* request id, with
+    jittered exponential backoff, until ``timeout`` — so the caller sees at
+    most a delay, never a duplicate: the app applies a request id at most once.
+  * ``CommandFailed`` (the app's own code raised) is the call's result and is
+    never retried. When the app is gone, ``NotFound`` is raised at once.
+  * An AppProxy may be shared by threads (each thread gets its own connections).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from Pyro5.errors import CommunicationError
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from hosting import wire
+from hosting.client import HostingClient
+from netlets.credential import make_handshake
+from netlets.netlet import COMMAND, MASTER_QUERY
+from warrants.errors import JtrixError, NotFound, NotMaster
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class _Unavailable(Exception):
+    """Internal: the target could not be reached or has no master yet (retry)."""
+
+
+class AppProxy:
+    """A client of one app (see module docstring)."""
+
+    def __init__(self, app: str, hosting: HostingClient, timeout: float = DEFAULT_TIMEOUT_S,
+                 call_timeout: float = 10.0) -> None:
+        self.app = app
+        self.hosting = hosting
+        self.timeout = timeout
+        self.call_timeout = call_timeout
+        self.client_id = uuid.uuid4().hex[:16]
+        self._counter = itertools.count(1)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._access: dict[str, Any] = {}
+        self._methods: dict[str, str] = {}
+        self.refresh()
+
+    # -- resolution -----------------------------------------------------------
+    def refresh(self) -> dict[str, Any]:
+        """Ask the node again for the app's endpoints and master. NotFound if the app is gone."""
+        access = self.hosting.call("app_access", self.app)
+        with self._lock:
+            self._access = access
+            self._secret = bytes.fromhex(access["secret"])
+        if not self._methods:
+            for n in access["netlets"]:
+                if n.get("endpoint"):
+                    try:
+                        self._methods = self._proxy(n["endpoint"]).describe()["methods"]
+                        break
+                    except (CommunicationError, JtrixError):
+                        self._drop(n["endpoint"])
+        return access
+
+    @property
+    def methods(self) -> dict[str, str]:
+        """``{name: kind}`` of the app's exposed methods."""
+        return dict(self._methods)
+
+    def _target(self, kind: str) -> str:
+        access = self._access
+        netlets = [n for n in access["netlets"] if n.get("endpoint")]
+        if kind in (COMMAND, MASTER_QUERY):
+            master = [n for n in netlets if n["slot"] == access.get("master")]
+            if not master:
+                raise _Unavailable(f"{self.app} has no master right now")
+            return master[0]["endpoint"]
+        if not netlets:
+            raise _Unavailable(f"{self.app} has no live netlet right now")
+        return random.choice(netlets)["endpoint"]
+
+    def _proxy(self, endpoint: str):
+        proxies = getattr(self._local, "proxies", None)
+        if proxies is None:
+            proxies = self._local.proxies = {}
+        p = proxies.get(endpoint)
+        if p is None:
+            p = wire.proxy(endpoint, timeout=self.call_timeout)
+            p._pyroHandshake = make_handshake(self._secret, self.app)
+            proxies[endpoint] = p
+        return p
+
+    def _drop(self, endpoint: str) -> None:
+        p = getattr(self._local, "proxies", {}).pop(endpoint, None)
+        if p is not None:
+            p._pyroRelease()
+
+    # -- calls ------------------------------------------------------------------
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` where its kind says it runs; see the module contracts."""
+        if not self._methods:
+            self.refresh()
+        kind = self._methods.get(method)
+        if kind is None:
+            raise NotFound(f"{self.app} exposes no method {method!r} (it has: {', '.join(sorted(self._methods))})")
+        req_id = f"{self.client_id}:{next(self._counter)}" if kind == COMMAND else None
+        first = [True]
+        for attempt in Retrying(retry=retry_if_exception_type(_Unavailable),
+                                wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
+                                stop=stop_after_delay(self.timeout), reraise=True):
+            with attempt:
+                if not first[0]:
+                    self.refresh()
+                first[0] = False
+                endpoint = self._target(kind)
+                try:
+                    return self._proxy(endpoint).invoke(method, list(args), kwargs, req_id)
+                except NotMaster as err:
+                    raise _Unavailable(str(err)) from None
+                except CommunicationError as err:  # includes timeouts: outcome unknown, retry is safe
+                    self._drop(endpoint)
+                    raise _Unavailable(f"{endpoint}: {err}") from None
+        raise AssertionError("unreachable")
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+
+    def close(self) -> None:
+        for endpoint in list(getattr(self._local, "proxies", {})):
+            self._drop(endpoint)
+
+
+def connect(app: str, home: str | Path | None = None, *, warrant: str | Path | None = None,
+            key: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> AppProxy:
+    """An access point for ``app`` on the node of ``home`` (default ``$JTRIX_HOME``)."""
+    hosting = HostingClient.for_home(Path(home) if home else None, Path(warrant) if warrant else None,
+                                     Path(key) if key else None)
+    return AppProxy(app, hosting, timeout)

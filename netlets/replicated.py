@@ -1,0 +1,305 @@
+"""Hosting a replicated netlet: the runner side of ``netlets.replication``.
+
+Contracts (see docs/replication.md, "Runner checklist"):
+  * Every call into the ``Replica`` happens under one lock, and its effects are
+    drained right after and acted on outside the lock.
+  * Replication to each backup goes through one thread and one connection per
+    backup, in order, never oneway; a reply is fed back with ``on_reply``, a
+    failed or timed-out RPC with ``on_send_failed``.
+  * Group commit: callers submit under the lock; one flusher thread syncs and
+    ships everything submitted since its last round at once.
+  * A ``@command`` is answered only with ``apply``'s outcome once the ack policy
+    is met; a ``@master_query`` only if, *after* it was evaluated, this replica
+    is still the master with a committed barrier and a control lease valid on
+    its own monotonic clock (``sent_at + TTL·(1-ε)``).
+  * Learning of a higher epoch (a backup's ``stale``, a refused renewal) fences
+    the master: it answers nothing more as master and the process exits with
+    ``EXIT_FENCED``; the node restarts the slot as a backup on the same resources.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hosting import wire
+from netlets.credential import make_handshake
+from netlets.host import NetletHost
+from netlets.netlet import COMMAND, MASTER_QUERY
+from netlets.replication.effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
+from netlets.replication.replica import Replica, ReplicationConfig
+from netlets.replication.storage import open_storage
+from warrants.errors import CommandFailed, NotMaster
+
+log = logging.getLogger(__name__)
+
+EXIT_FENCED = 76
+LEASE_SAFETY = 0.1  # ε: the master's view of its lease ends this fraction of the TTL early
+COMMAND_TIMEOUT_S = 30.0
+REPLICATION_DIR = "replica"
+
+
+def unwrap(outcome: dict) -> Any:
+    """A core outcome → the caller's result or exception."""
+    if outcome.get("ok"):
+        return outcome.get("value")
+    err = outcome.get("error") or {}
+    message = f"{err.get('type', 'Error')}: {err.get('message', '')}"
+    if err.get("retryable"):
+        raise NotMaster(message)
+    raise CommandFailed(message)
+
+
+class _Waiter:
+    __slots__ = ("event", "outcome")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.outcome: dict | None = None
+
+
+class _PeerSender:
+    """One backup's in-order replication channel (a thread and a connection)."""
+
+    def __init__(self, host: "ReplicatedHost", slot: str, endpoint: str) -> None:
+        self.host, self.slot, self.endpoint = host, slot, endpoint
+        self.queue: queue.Queue = queue.Queue()
+        self.proxy = None
+        self.thread = threading.Thread(target=self._run, name=f"replicate-{slot}", daemon=True)
+        self.thread.start()
+
+    def retarget(self, endpoint: str) -> None:
+        if endpoint != self.endpoint:
+            self.endpoint = endpoint
+            self.queue.put(None)  # tells the thread to reconnect before the next message
+
+    def _connect(self):
+        p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout)
+        p._pyroHandshake = make_handshake(self.host.doc.app_secret, self.host.doc.app)
+        return p
+
+    def _run(self) -> None:
+        while True:
+            msg = self.queue.get()
+            if msg is None:
+                if self.proxy is not None:
+                    self.proxy._pyroRelease()
+                self.proxy = None
+                continue
+            if msg == "stop":
+                return
+            try:
+                if self.proxy is None:
+                    self.proxy = self._connect()
+                reply = self.proxy.replication_handle(msg)
+            except Exception as err:
+                log.debug("replication to %s failed: %s", self.slot, err)
+                if self.proxy is not None:
+                    self.proxy._pyroRelease()
+                self.proxy = None
+                self.host.with_replica(lambda r, now: r.on_send_failed(self.slot, now))
+                continue
+            self.host.with_replica(lambda r, now: r.on_reply(self.slot, reply, now))
+
+
+class ReplicatedHost(NetletHost):
+    """A master-eligible netlet: its state is replicated master → backups."""
+
+    def __init__(self, netlet: Any, doc) -> None:
+        super().__init__(netlet, doc)
+        raw = doc.raw
+        self.ttl = doc.lease_ttl
+        self.rpc_timeout = max(0.5, self.ttl)
+        config = ReplicationConfig(ack=raw.get("ack", "all"), retransmit_timeout=max(0.1, self.ttl / 4),
+                                   replication_timeout=max(0.3, self.ttl / 2))
+        directory = Path.cwd() / REPLICATION_DIR
+        mode = raw.get("durability", "fsync")
+        storage = open_storage(mode, None if mode == "memory" else directory)
+        self.lock = threading.RLock()
+        self.replica = Replica(doc.slot, netlet, storage, config, incarnation=doc.netlet_id,
+                               min_epoch=int(raw.get("min_epoch", 0)))
+        self.waiters: dict[int, _Waiter] = {}
+        self.senders: dict[str, _PeerSender] = {}
+        self.endpoints: dict[str, str] = {}
+        self.master_epoch: int | None = None
+        self._flush = threading.Event()
+        self._stopping = threading.Event()
+        self._workers = [threading.Thread(target=self._flusher, name="flusher", daemon=True),
+                         threading.Thread(target=self._ticker, name="ticker", daemon=True)]
+
+    # -- the one way into the replica ---------------------------------------
+    def with_replica(self, fn) -> Any:
+        """Run ``fn(replica, now)`` under the lock, then act on its effects."""
+        with self.lock:
+            result = fn(self.replica, time.monotonic())
+            effects = self.replica.take_effects()
+        self._act(effects)
+        return result
+
+    def _act(self, effects: list) -> None:
+        for effect in effects:
+            if isinstance(effect, Send):
+                sender = self.senders.get(effect.to)
+                if sender is None:
+                    endpoint = self.endpoints.get(effect.to)
+                    if endpoint is None:
+                        self.with_replica(lambda r, now, to=effect.to: r.on_send_failed(to, now))
+                        continue
+                    sender = self.senders[effect.to] = _PeerSender(self, effect.to, endpoint)
+                sender.queue.put(effect.msg)
+            elif isinstance(effect, Complete):
+                waiter = self.waiters.pop(effect.token, None)
+                if waiter is not None:
+                    waiter.outcome = effect.outcome
+                    waiter.event.set()
+            elif isinstance(effect, ArbiterRequest):
+                threading.Thread(target=self._ask_arbiter, args=(effect,), daemon=True).start()
+            elif isinstance(effect, RoleChanged):
+                self._role_changed(effect)
+            elif isinstance(effect, Fenced):
+                self._fenced(effect.epoch)
+
+    def _ask_arbiter(self, req: ArbiterRequest) -> None:
+        try:
+            answer = self.client.call("arbiter_request", self.doc.netlet_id, req.kind, req.epoch, req.slot,
+                                      req.incarnation)
+        except Exception as err:
+            log.warning("arbiter %s of %s failed: %s", req.kind, req.slot, err)
+            return  # the core asks again on a later tick
+        self.with_replica(lambda r, now: r.on_arbiter_reply(req.kind, req.slot, bool(answer["ok"]),
+                                                            int(answer["epoch"]), now))
+
+    def _role_changed(self, change: RoleChanged) -> None:
+        log.info("now %s at epoch %d (master %s)", change.role, change.epoch, change.master_slot)
+        try:
+            if change.role == "master":
+                self.master_epoch = change.epoch
+                self.netlet.on_master(change.epoch)
+            else:
+                self.netlet.on_backup(change.master_slot)
+        except Exception:
+            log.exception("%s hook failed", "on_master" if change.role == "master" else "on_backup")
+        if self.heartbeat is not None:
+            self.heartbeat.poke()
+
+    def _fenced(self, epoch: int) -> None:
+        log.error("fenced: epoch %d is current; this master steps down (exit %d)", epoch, EXIT_FENCED)
+        logging.shutdown()
+        os._exit(EXIT_FENCED)
+
+    # -- control lease (called by the heartbeat) -------------------------------
+    def claim(self) -> int | None:
+        return self.master_epoch
+
+    def renewed(self, sent_at: float, claim: int | None, answer: dict) -> None:
+        control = answer.get("control")
+        if claim is None or control is None:
+            return
+        if control.get("ok"):
+            valid_until = sent_at + float(control["ttl"]) * (1 - LEASE_SAFETY)
+            self.with_replica(lambda r, now: setattr(r, "lease_valid_until", max(r.lease_valid_until, valid_until)))
+        else:
+            self.with_replica(lambda r, now: (setattr(r, "lease_valid_until", float("-inf")),
+                                              r.fence(int(control["epoch"]))))
+
+    # -- lifecycle ------------------------------------------------------------
+    @property
+    def client(self):
+        return self.heartbeat.client
+
+    def start(self) -> None:
+        for worker in self._workers:
+            worker.start()
+        super().start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        super().stop()
+        with self.lock:
+            self.replica.storage.close(sync=True)
+
+    def _flusher(self) -> None:
+        while not self._stopping.is_set():
+            self._flush.wait()
+            self._flush.clear()
+            self.with_replica(lambda r, now: r.flush(now))
+
+    def _ticker(self) -> None:
+        period = max(0.02, self.replica.config.retransmit_timeout / 5)
+        while not self._stopping.wait(period):
+            self.with_replica(lambda r, now: (r.tick(now), r.flush(now)))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "replicated": True}
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        return {"phase": self.phase, "role": r.role, "epoch": r.promised_epoch, "seq": r.commit_seq,
+                "position": list(r.position), "endpoint": self.endpoint, "pid": os.getpid()}
+
+    # -- calls ----------------------------------------------------------------
+    def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
+        kind = self.exposed.get(method)
+        if kind is None:
+            return super().invoke(method, args, kwargs, req_id)
+        fn = getattr(self.netlet, method)
+        if kind == COMMAND:
+            return self._command(fn, args, kwargs, req_id)
+        with self.lock:
+            if kind == MASTER_QUERY and self.replica.role != "master":
+                raise NotMaster(f"{self.doc.slot} is {self.replica.role}, not the master")
+            result = _call_user(fn, args, kwargs)
+            if kind == MASTER_QUERY and not self.replica.can_serve_linearizable(time.monotonic()):
+                raise NotMaster(f"{self.doc.slot} cannot prove it is still the master (lease)")
+            return result
+
+    def _command(self, fn, args: list, kwargs: dict, req_id: str | None) -> Any:
+        waiter = _Waiter()
+        with self.lock:
+            if self.replica.role != "master":
+                raise NotMaster(f"{self.doc.slot} is {self.replica.role}, not the master")
+            command = _call_user(fn, args, kwargs)
+            token = self.replica.submit(req_id, command, time.monotonic())
+            self.waiters[token] = waiter
+            effects = self.replica.take_effects()
+        self._act(effects)
+        self._flush.set()
+        if not waiter.event.wait(COMMAND_TIMEOUT_S):
+            self.waiters.pop(token, None)
+            raise NotMaster(f"no outcome within {COMMAND_TIMEOUT_S:.0f}s; retry with the same request id")
+        return unwrap(waiter.outcome)
+
+    # -- replication RPCs (from the master and the node) -------------------------
+    def handle(self, msg: dict) -> dict | None:
+        return self.with_replica(lambda r, now: r.handle(msg, now))
+
+    def prepare(self, epoch: int) -> dict:
+        return self.with_replica(lambda r, now: r.prepare(int(epoch)))
+
+    def promote(self, epoch: int, isr: list[str], peers: dict[str, str]) -> bool:
+        self.endpoints.update(peers)
+        self.with_replica(lambda r, now: r.become_master(int(epoch), set(isr), sorted(peers), now))
+        self._flush.set()
+        return True
+
+    def set_peers(self, epoch: int, peers: dict[str, str]) -> bool:
+        for slot, endpoint in peers.items():
+            self.endpoints[slot] = endpoint
+            if slot in self.senders:
+                self.senders[slot].retarget(endpoint)
+        self.with_replica(lambda r, now: r.set_peers(sorted(peers), now))
+        return True
+
+
+def _call_user(fn, args: list, kwargs: dict) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (NotMaster, CommandFailed):
+        raise
+    except Exception as err:
+        raise CommandFailed(f"{type(err).__name__}: {err}") from None
