@@ -3,11 +3,12 @@
 Contracts:
   * Renews every ``ttl/3`` while the node answers, publishing the latest
     status with each renewal (one RPC per period).
-  * When the node is unreachable (it died or restarts), keeps retrying with
+  * When the node is unreachable (it died or restarts) or refuses the renewal
+    (e.g. another node now listens at that address), keeps retrying with
     jittered exponential backoff (tenacity, capped at ``ttl``), re-reading the
-    node's address from its home, for at most ``orphan_timeout`` seconds; then
-    calls ``on_orphaned``. A restarted node re-adopts the netlet on its first
-    successful renewal.
+    node's address from its home; once no renewal has succeeded for
+    ``orphan_timeout`` seconds it calls ``on_orphaned``. A restarted node
+    re-adopts the netlet on its first successful renewal.
   * A ``control`` claim (the replicated master's epoch) rides on each renewal;
     ``control.renewed(sent_at, claim, answer)`` learns, with the monotonic time the
     renewal was *sent*, whether the control lease was renewed.
@@ -28,7 +29,7 @@ from typing import Any, Callable
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from hosting.client import HostingClient, NodeUnreachable
-from warrants.errors import NotFound
+from warrants.errors import BadInput, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Heartbeat:
         self.on_orphaned = on_orphaned
         self.orphan_timeout = orphan_timeout
         self.control = control
-        self.last_ok_mono: float | None = None
+        self.last_ok_mono = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -88,23 +89,29 @@ class Heartbeat:
         period = self.ttl / 3
         while not self._stop.is_set():
             started = time.monotonic()
+            left = self.orphan_timeout - (started - self.last_ok_mono)
             try:
-                for attempt in Retrying(retry=retry_if_exception_type(NodeUnreachable),
+                for attempt in Retrying(retry=retry_if_exception_type(NodeUnreachable)
+                                        | retry_if_exception_type(BadInput),
                                         wait=wait_exponential_jitter(multiplier=period / 2, max=self.ttl,
                                                                    jitter=period / 2),
-                                        stop=stop_after_delay(self.orphan_timeout), reraise=False):
+                                        stop=stop_after_delay(max(0.0, left)), reraise=False):
                     with attempt:
                         if self._stop.is_set():
                             return
                         self._renew_once()
                 self.last_ok_mono = started
-            except RetryError:
-                self.on_orphaned(f"no hosting node answered for {self.orphan_timeout:.0f}s")
+            except RetryError as err:
+                self.on_orphaned(f"no renewal accepted for {self.orphan_timeout:.0f}s "
+                                 f"(last error: {err.last_attempt.exception()})")
                 return
             except NotFound as err:
                 self.on_disowned(str(err))
                 return
-            except Exception as err:  # a refused warrant or a node bug: report, keep trying
+            except Exception as err:  # a node bug: report, keep trying within the orphan timeout
                 log.warning("lease renewal failed: %s", err)
+                if time.monotonic() - self.last_ok_mono > self.orphan_timeout:
+                    self.on_orphaned(f"no renewal accepted for {self.orphan_timeout:.0f}s (last error: {err})")
+                    return
             self._wake.wait(max(0.0, period - (time.monotonic() - started)))
             self._wake.clear()

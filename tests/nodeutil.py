@@ -24,7 +24,7 @@ import pytest
 
 import warrants
 from hosting.client import HostingClient
-from hosting.daemon import read_node_info, start_background
+from hosting.daemon import is_node_process, read_node_info, start_background
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -136,20 +136,13 @@ def start_node(home: Path) -> RunningNode:
 
 
 def cleanup_node(node: RunningNode) -> None:
+    """Kill the node first (so it cannot start replacements), then every netlet it ever recorded."""
     info = node.info or {}
     node_pid = info.get("pid")
-    node_ct = None
-    if node_pid:
-        try:
-            node_ct = psutil.Process(node_pid).create_time()
-        except psutil.NoSuchProcess:
-            node_pid = None
-    for pid, ct in node.recorded_pids():
+    if node_pid and is_node_process(node_pid, node.home):
+        kill_recorded(node_pid, None)
+    for pid, ct in node.recorded_pids() + list(node.extra_pids):
         kill_recorded(pid, ct)
-    for pid, ct in node.extra_pids:
-        kill_recorded(pid, ct)
-    if node_pid:
-        kill_recorded(node_pid, node_ct)
     node.client.close()
 
 
