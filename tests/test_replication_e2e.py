@@ -198,3 +198,29 @@ def test_retries_across_failover_never_apply_a_command_twice(node, tmp_path):
     tokens = final.replace("><", ">\n<").split("\n")
     assert len(tokens) == len(set(tokens)), "a command was applied twice"
     assert set(results) <= set(tokens), "an acknowledged append is missing"
+
+
+def test_node_sigkill_leaves_the_app_writable_and_restart_keeps_master_and_epoch(node, tmp_path):
+    from hosting.client import HostingClient
+    from hosting.daemon import start_background
+
+    launch_kvstore(node, tmp_path)
+    kv = netlets.connect("kvstore")
+    kv.put("before", "1")
+    wait_for(lambda: all(n["role"] in ("master", "backup") and n["state"] == "running"
+                         for n in node.app("kvstore")["netlets"]), 20, "all replicas in sync")
+    before = node.app("kvstore")
+    node_pid = node.info["pid"]
+    os.kill(node_pid, signal.SIGKILL)
+    wait_for(lambda: process_dead(node_pid), 5, "the node to die")
+    # no node: the master still orders and replicates writes (its backups ack them)
+    kv.put("during", "2")
+    assert kv.append("during", "+") == "2+"
+    start_background(node.home)
+    node.client = HostingClient.for_home(node.home)
+    after = wait_master(node)
+    assert after["master"] == before["master"] and after["epoch"] == before["epoch"]
+    assert {n["pid"] for n in after["netlets"]} == {n["pid"] for n in before["netlets"]}
+    assert events_of(node, "control.readopted", "kvstore")
+    kv = netlets.connect("kvstore")
+    assert kv.get_latest("before") == "1" and kv.get_latest("during") == "2+"
