@@ -23,9 +23,10 @@ def cli() -> None:
 
 def _register_subcommands() -> None:
     """Attach each command module's group to ``cli`` (import here to keep start-up lazy-safe)."""
-    from launcher import cli_host, cli_warrant
+    from launcher import cli_apps, cli_host, cli_warrant
 
-    for module in (cli_warrant, cli_host):
+    # `jtrix call` (launcher/cli_call.py, access points) registers here too: add it to this tuple.
+    for module in (cli_warrant, cli_host, cli_apps):
         for command in module.COMMANDS:
             cli.add_command(command)
 

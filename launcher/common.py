@@ -1,14 +1,23 @@
-"""Options and helpers shared by the ``jtrix`` subcommands."""
+"""Options and helpers shared by the ``jtrix`` subcommands and ``jtrix-launch``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hosting.home import default_home
+from warrants.errors import BadInput
+
+# The hosting API's own call timeout is 10 s; blocking calls (terminate, long
+# polls) need a client whose timeout is longer than the wait they ask for.
+EVENT_POLL_S = 5.0
+LOG_TAIL_CHUNK = 64 * 1024
 
 
 def resolve_home(home: str | None) -> Path:
@@ -25,12 +34,95 @@ key_option = click.option("--key", "key", type=click.Path(dir_okay=False), defau
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def client_for(home: str | None, warrant: str | None = None, key: str | None = None):
+def client_for(home: str | None, warrant: str | None = None, key: str | None = None,
+               timeout: float | None = None):
+    """A hosting client of the node of ``home`` (NotFound, exit 3, when none runs)."""
+    from hosting import wire
     from hosting.client import HostingClient
 
     return HostingClient.for_home(resolve_home(home), Path(warrant) if warrant else None,
-                                  Path(key) if key else None)
+                                  Path(key) if key else None, timeout=timeout or wire.CALL_TIMEOUT_S)
 
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def echo_ndjson(data: Any) -> None:
+    """One compact JSON document on one line (flushed: followers read it at once)."""
+    click.echo(json.dumps(data, sort_keys=True, default=str, separators=(",", ":")))
+    sys.stdout.flush()
+
+
+def stdout_is_terminal() -> bool:
+    try:
+        return os.isatty(sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def clock(ts: float | None = None, date: bool = False) -> str:
+    """Local wall-clock time of ``ts`` (default now): ``HH:MM:SS.mmm`` (with the date if asked)."""
+    t = dt.datetime.fromtimestamp(ts if ts is not None else dt.datetime.now().timestamp())
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f" if date else "%H:%M:%S.%f")[:-3]
+
+
+def parse_netlet(target: str) -> tuple[str, str]:
+    """``APP/TYPE/INDEX`` -> ``(APP, "TYPE/INDEX")``; BadInput (exit 2) otherwise."""
+    app, sep, slot = target.partition("/")
+    kind, sep2, index = slot.partition("/")
+    if not (app and sep and kind and sep2 and index.isdigit()):
+        raise BadInput(f"expected APP/TYPE/INDEX (e.g. kvstore/store/0), got {target!r}")
+    return app, slot
+
+
+def describe_exit(last_exit: dict | None) -> str:
+    """A short human form of a status ``last_exit`` record."""
+    if not last_exit:
+        return ""
+    reason = str(last_exit.get("reason") or "exited")
+    parts = [reason]
+    if last_exit.get("signal") and str(last_exit["signal"]) not in reason:
+        parts.append(str(last_exit["signal"]))
+    if last_exit.get("exit_code") is not None:
+        parts.append(f"code {last_exit['exit_code']}")
+    return ", ".join(parts)
+
+
+def tail_log(client, app: str, slot: str, lines: int, previous: bool = False) -> tuple[list[str], dict | None]:
+    """The last ``lines`` lines of a netlet's log and the last chunk read (None: no such log)."""
+    from warrants.errors import NotFound
+
+    size = LOG_TAIL_CHUNK
+    while True:
+        try:
+            chunk = client.call("logs", app, slot, previous, -1, size)
+        except NotFound:
+            return [], None
+        data = bytes(chunk["data"])
+        text = data.decode("utf-8", errors="replace")
+        got = text.splitlines()
+        start = chunk["offset"] - len(data)
+        if start == 0 or len(got) > lines or size >= 1024 * 1024:
+            if start > 0 and got:
+                got = got[1:]  # the first line of a chunk that starts mid-file is partial
+            return (got[-lines:] if lines > 0 else []), chunk
+        size *= 4
+
+
+# -- shell completion (best effort: never raises, never blocks long) ---------
+def _completion_status(ctx: click.Context) -> dict:
+    try:
+        home = ctx.params.get("home") or os.environ.get("JTRIX_HOME")
+        return client_for(home, timeout=2.0).call("status")
+    except Exception:
+        return {"apps": []}
+
+
+def complete_app(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [a["name"] for a in _completion_status(ctx)["apps"] if a["name"].startswith(incomplete)]
+
+
+def complete_netlet(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    names = [f"{a['name']}/{n['slot']}" for a in _completion_status(ctx)["apps"] for n in a["netlets"]]
+    return [n for n in names if n.startswith(incomplete)]
