@@ -23,10 +23,10 @@ def cli() -> None:
 
 def _register_subcommands() -> None:
     """Attach each command module's group to ``cli`` (import here to keep start-up lazy-safe)."""
-    from launcher import cli_apps, cli_host, cli_warrant
+    from launcher import cli_apps, cli_call, cli_host, cli_warrant
 
-    # `jtrix call` (launcher/cli_call.py, access points) registers here too: add it to this tuple.
-    for module in (cli_warrant, cli_host, cli_apps):
+    # cli_apps: status/events/logs/terminate/kill; cli_call: `jtrix call` through an access point.
+    for module in (cli_warrant, cli_host, cli_apps, cli_call):
         for command in module.COMMANDS:
             cli.add_command(command)
 
