@@ -43,7 +43,7 @@ def call(app, method, args, home, warrant, key, timeout, as_json) -> None:
         echo_json(result)
     elif isinstance(result, str):
         click.echo(result)
-    else:
+    elif result is not None:
         click.echo(json.dumps(result))
 
 

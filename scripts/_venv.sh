@@ -7,11 +7,14 @@ ensure_venv() {
         python3 -m venv .venv
     fi
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-        if [ -n "$extra" ]; then
-            .venv/bin/python -m pip install -q -e ".[$extra]"
-        else
-            .venv/bin/python -m pip install -q -e .
+        echo "setting up .venv (log: .venv/install.log) ..." >&2
+        local target="."
+        [ -n "$extra" ] && target=".[$extra]"
+        if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e "$target"; } \
+                >.venv/install.log 2>&1; then
+            tail -n 30 .venv/install.log >&2
+            echo "installing jtrix into .venv failed (see .venv/install.log)" >&2
+            return 1
         fi
         echo "$want" >"$stamp"
     fi
