@@ -103,8 +103,12 @@ def _choose_warrant(descriptor, warrant: str | None, key: str | None) -> tuple[b
 
 
 def _refused(label: str, err: Exception) -> BadInput:
-    text = str(err)
-    return BadInput(text if text.startswith(label) else f"{label}: warrant refused: {text}")
+    return BadInput(f"{_prefix(label)} refused: {err}")
+
+
+def _prefix(label: str) -> str:
+    """``desc.xml:5: warrant FILE`` stays; a bare warrant file becomes ``FILE: warrant``."""
+    return label if ": warrant " in label else f"{label}: warrant"
 
 
 def _check_holder(label: str, holder_der: bytes | None, key) -> None:
@@ -113,9 +117,9 @@ def _check_holder(label: str, holder_der: bytes | None, key) -> None:
     if holder_der is None:
         return
     if key is None:
-        raise BadInput(f"{label}: warrant refused: it is bound to a holder key; give --key KEY.pem")
+        raise BadInput(f"{_prefix(label)} refused: it is bound to a holder key; give --key KEY.pem")
     if warrants.public_key_der(key) != holder_der:
-        raise BadInput(f"{label}: warrant refused: --key is not the key of the warrant's holder")
+        raise BadInput(f"{_prefix(label)} refused: --key is not the key of the warrant's holder")
 
 
 def check_warrant_locally(xml: bytes, label: str, trusted: list, service: str, app: str, key) -> None:
@@ -141,16 +145,16 @@ def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key) ->
     now = dt.datetime.now(dt.timezone.utc)
     for f in chain:
         if now > f["not_after"]:
-            raise BadInput(f"{label}: warrant refused: warrant {f['serial']} expired at {f['not_after']}")
+            raise BadInput(f"{_prefix(label)} refused: warrant {f['serial']} expired at {f['not_after']}")
         if now < f["not_before"]:
-            raise BadInput(f"{label}: warrant refused: warrant {f['serial']} is not valid before {f['not_before']}")
+            raise BadInput(f"{_prefix(label)} refused: warrant {f['serial']} is not valid before {f['not_before']}")
     leaf = chain[0]
     if "launch" not in leaf["rights"]:
-        raise BadInput(f"{label}: warrant refused: it does not grant 'launch'")
+        raise BadInput(f"{_prefix(label)} refused: it does not grant 'launch'")
     if leaf["service"] != service:
-        raise BadInput(f"{label}: warrant refused: it is for service {leaf['service']!r}, not {service!r}")
+        raise BadInput(f"{_prefix(label)} refused: it is for service {leaf['service']!r}, not {service!r}")
     if leaf["app"] is not None and leaf["app"] != app:
-        raise BadInput(f"{label}: warrant refused: it covers app {leaf['app']!r} only, not {app!r}")
+        raise BadInput(f"{_prefix(label)} refused: it covers app {leaf['app']!r} only, not {app!r}")
     _check_holder(label, leaf["holder_public_key_der"], key)
 
 
