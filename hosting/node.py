@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 NETLET_RIGHTS = ("lease", "report", "status")
 NETLET_WARRANT_PREFIX = "netlet:"  # warrant data of a netlet's own warrant
 #: status keys whose change is persisted at once (others, like seq, only in memory)
-DURABLE_STATUS_KEYS = ("phase", "role", "epoch", "endpoint", "error")
+DURABLE_STATUS_KEYS = ("phase", "role", "epoch", "endpoint", "app_status")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
         role=status.get("role"), epoch=status.get("epoch"), seq=status.get("seq"),
         lease_ms=int(lease.remaining() * 1000) if lease else 0,
         uptime_s=round(time.time() - netlet_row["started"], 3),
-        endpoint=status.get("endpoint"), phase=status.get("phase"),
+        endpoint=status.get("endpoint"), phase=status.get("phase"), app_status=status.get("app_status") or {},
     )
     try:
         proc = psutil.Process(live.pid)

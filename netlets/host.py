@@ -37,8 +37,13 @@ class NetletHost:
     def service(self) -> "NetletService":
         return NetletService(self)
 
+    def published(self) -> dict[str, Any]:
+        """What the netlet published with :meth:`Netlet.publish` (a copy)."""
+        return dict(getattr(self.netlet, "_jtrix_published", {}))
+
     def status(self) -> dict[str, Any]:
-        return {"phase": self.phase, "role": "worker", "endpoint": self.endpoint, "pid": os.getpid()}
+        return {"phase": self.phase, "role": "worker", "endpoint": self.endpoint, "pid": os.getpid(),
+                "app_status": self.published()}
 
     def start(self) -> None:
         self.netlet.on_started(self.doc.inherited())

@@ -144,6 +144,18 @@ class Netlet:
     def on_stopping(self) -> None:
         """Called once before the process exits normally (SIGTERM / terminate)."""
 
+    # --- status -------------------------------------------------------------
+    def publish(self, **values: Any) -> None:
+        """Publish key/values in this netlet's status on the hosting node.
+
+        Values must be msgpack-able; they are merged into what was published
+        before, sent with the next lease renewal (within TTL/3) and shown under
+        ``app_status`` by ``jtrix status --json``. Not replicated, not durable:
+        for operators and launchers, not for application state.
+        """
+        published = self.__dict__.setdefault("_jtrix_published", {})
+        published.update(values)
+
 
 _FRAMEWORK_NAMES = frozenset(
     n for n in dir(Netlet) if not (n.startswith("__") and n.endswith("__"))

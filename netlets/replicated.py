@@ -240,7 +240,8 @@ class ReplicatedHost(NetletHost):
     def status(self) -> dict[str, Any]:
         r = self.replica
         return {"phase": self.phase, "role": r.role, "epoch": r.promised_epoch, "seq": r.commit_seq,
-                "position": list(r.position), "endpoint": self.endpoint, "pid": os.getpid()}
+                "position": list(r.position), "endpoint": self.endpoint, "pid": os.getpid(),
+                "app_status": self.published()}
 
     # -- calls ----------------------------------------------------------------
     def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:

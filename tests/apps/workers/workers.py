@@ -11,6 +11,7 @@ class Echo(Netlet):
 
     def on_started(self, inherited):
         self.inherited = inherited
+        self.publish(greeting=self.config.get("greeting"), started_pid=os.getpid())
         data = self.resources.get("data")
         if data is not None:
             with open(data / "starts", "a") as f:
