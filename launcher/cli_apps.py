@@ -22,12 +22,13 @@ EVENT_PAGE = 1000  # the node returns at most this many events per call
 
 # -- status --------------------------------------------------------------------
 def render_status(data: dict, console) -> None:
-    from launcher.progress import app_table
+    from launcher.progress import app_header, app_table
 
     if not data["apps"]:
         console.print("no apps")
         return
     for app in data["apps"]:
+        console.print(app_header(app))
         console.print(app_table(app, full=True))
 
 
@@ -69,11 +70,12 @@ def status(app, home, warrant, key, as_json, watch, interval) -> None:
             from rich.console import Group
             from rich.live import Live
 
-            from launcher.progress import app_table
+            from launcher.progress import app_header, app_table
 
             def view(d):
                 head = f"[dim]{clock()}  every {interval:g}s, Ctrl-C to stop[/]"
-                return Group(head, *[app_table(a, full=True) for a in d["apps"]] or ["no apps"])
+                tables = [app_table(a, full=True, title=app_header(a)) for a in d["apps"]]
+                return Group(head, *(tables or ["no apps"]))
 
             with Live(view(data), auto_refresh=False) as live:
                 while True:

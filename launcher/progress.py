@@ -37,6 +37,10 @@ def netlet_state(n: dict) -> str:
     return state
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def _bytes(n: int | None) -> str:
     if n is None:
         return "-"
@@ -47,14 +51,17 @@ def _bytes(n: int | None) -> str:
     return "-"
 
 
+def app_header(app: dict) -> str:
+    return (f"[bold]{app['name']}[/]  {app.get('state', '')}  epoch {_dash(app.get('epoch'))}"
+            f"  master {_dash(app.get('master'))}")
+
+
 def app_table(app: dict, full: bool = False, title: str | None = None):
-    """A rich Table of the app's netlets; ``full`` adds epoch/seq/lease/uptime/cpu/rss."""
+    """A rich Table of the app's netlets (titled ``title`` if given); ``full`` adds epoch/seq/lease/uptime/cpu/rss."""
     from rich.table import Table
 
     master = app.get("master")
-    head = title or (f"[bold]{app['name']}[/]  {app.get('state', '')}  epoch {_dash(app.get('epoch'))}"
-                     f"  master {_dash(master)}")
-    table = Table(title=head, title_justify="left", expand=False)
+    table = Table(title=title, title_justify="left", expand=False)
     cols = ["slot", "type", "pid", "state", "role", "restarts", "last exit"]
     if full:
         cols[6:6] = ["epoch", "seq", "lease ms", "uptime s", "cpu %", "rss"]
@@ -74,7 +81,7 @@ def app_table(app: dict, full: bool = False, title: str | None = None):
                _dash(n.get("restarts")), describe_exit(n.get("last_exit")) or "-"]
         if full:
             row[6:6] = [_dash(n.get("epoch")), _dash(n.get("seq")), _dash(n.get("lease_ms")),
-                        _dash(n.get("uptime_s")), _dash(n.get("cpu_percent")), _bytes(n.get("rss_bytes"))]
+                        _num(n.get("uptime_s")), _num(n.get("cpu_percent")), _bytes(n.get("rss_bytes"))]
         table.add_row(*row)
     return table
 
