@@ -180,16 +180,16 @@ def remote_target(uri: str, descriptor, warrant: str | None, key: str | None) ->
 def local_target(home: str | None, descriptor, warrant: str | None, key: str | None) -> Target:
     import warrants
     from hosting.daemon import start_background
-    from hosting.home import Home, service_id_of
+    from hosting.home import ensure_home, service_id_of
 
     root = resolve_home(home)
     xml, label, key_obj = _choose_warrant(descriptor, warrant, key)
-    info = start_background(root)
-    h = Home(root)
+    h = ensure_home(root)  # what the node does at start (idempotent): its certificate is the trust root
     cert = warrants.load_cert(h.node_cert)
     if xml is None:
         xml, label, key_obj = h.admin_warrant.read_bytes(), str(h.admin_warrant), warrants.load_private_key(h.admin_key)
     check_warrant_locally(xml, label, [cert], service_id_of(cert), descriptor.name, key_obj)
+    info = start_background(root)  # only once the warrant is known to be good
     return Target(info["uri"], xml, key_obj, f"the local node (pid {info['pid']}, home {root})")
 
 

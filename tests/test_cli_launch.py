@@ -205,7 +205,15 @@ def test_without_a_node_launch_starts_the_local_one(tmp_path):
         assert "no hosting node is running" in one_line_error(r)
     path = write(tmp_path, "echo.xml", descriptor_xml("echo", ECHO2))
     from hosting.client import HostingClient
+    from hosting.daemon import node_answers
 
+    rogue = warrants.generate_key()
+    (tmp_path / "rogue.xml").write_bytes(warrants.issue_warrant(
+        rogue, warrants.make_self_signed_cert(rogue, "rogue"), rights=["launch"], service="local",
+        not_after=NOW + dt.timedelta(hours=1)))
+    refused = launch(home, path, "--warrant", str(tmp_path / "rogue.xml"))
+    assert refused.returncode == 2 and "warrant refused" in one_line_error(refused)
+    assert node_answers(home) is None  # a refused launch does not even start the node
     try:
         r = launch(home, path, "--json")
         assert r.returncode == 0, r.stderr
