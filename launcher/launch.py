@@ -33,7 +33,7 @@ from hosting.client import NodeUnreachable
 from launcher.common import (describe_exit, echo_json, home_option, json_option, key_option, resolve_home,
                              tail_log, warrant_option)
 from launcher.progress import make_progress
-from warrants.errors import BadInput, JtrixError, NotFound, WarrantError
+from warrants.errors import BadInput, InsufficientRights, JtrixError, NotFound, WarrantError
 
 LOG_LINES = 20
 FAILED_STATES = ("backoff", "failed")
@@ -122,19 +122,22 @@ def _check_holder(label: str, holder_der: bytes | None, key) -> None:
         raise BadInput(f"{_prefix(label)} refused: --key is not the key of the warrant's holder")
 
 
-def check_warrant_locally(xml: bytes, label: str, trusted: list, service: str, app: str, key) -> None:
-    """Full check against the node's certificate: signatures, trust, window, right, scope, holder."""
+def check_warrant_locally(xml: bytes, label: str, trusted: list, service: str, app: str, key,
+                          rights: tuple[str, ...] = ("launch",)) -> None:
+    """Full check against the node's certificate: signatures, trust, window, rights, scope, holder."""
     import warrants
 
     try:
         w = warrants.verify_warrant(xml, trusted, source=label)
-        w.authorize("launch", service, app)
+        for right in rights:
+            w.authorize(right, service, app)
     except WarrantError as err:
         raise _refused(label, err) from None
     _check_holder(label, w.holder_public_key_der, key)
 
 
-def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key) -> None:
+def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key,
+                         rights: tuple[str, ...] = ("launch",)) -> None:
     """What can be checked without the node's certificate: window, right, service, app, holder."""
     import warrants
 
@@ -149,8 +152,9 @@ def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key) ->
         if now < f["not_before"]:
             raise BadInput(f"{_prefix(label)} refused: warrant {f['serial']} is not valid before {f['not_before']}")
     leaf = chain[0]
-    if "launch" not in leaf["rights"]:
-        raise BadInput(f"{_prefix(label)} refused: it does not grant 'launch'")
+    for right in rights:
+        if right not in leaf["rights"]:
+            raise BadInput(f"{_prefix(label)} refused: it does not grant {right!r}")
     if leaf["service"] != service:
         raise BadInput(f"{_prefix(label)} refused: it is for service {leaf['service']!r}, not {service!r}")
     if leaf["app"] is not None and leaf["app"] != app:
@@ -159,7 +163,8 @@ def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key) ->
 
 
 # -- which node ----------------------------------------------------------------
-def remote_target(uri: str, descriptor, warrant: str | None, key: str | None) -> Target:
+def remote_target(uri: str, descriptor, warrant: str | None, key: str | None,
+                  rights: tuple[str, ...] = ("launch",)) -> Target:
     from Pyro5.core import URI
     from Pyro5.errors import PyroError
 
@@ -173,11 +178,12 @@ def remote_target(uri: str, descriptor, warrant: str | None, key: str | None) ->
                        "in the descriptor")
     target = Target(uri, xml, key_obj, uri)
     service = target.client().service  # hello; NodeUnreachable (exit 3) if nobody answers
-    check_warrant_fields(xml, label, service, descriptor.name, key_obj)
+    check_warrant_fields(xml, label, service, descriptor.name, key_obj, rights)
     return target
 
 
-def local_target(home: str | None, descriptor, warrant: str | None, key: str | None) -> Target:
+def local_target(home: str | None, descriptor, warrant: str | None, key: str | None,
+                 rights: tuple[str, ...] = ("launch",)) -> Target:
     import warrants
     from hosting.daemon import start_background
     from hosting.home import ensure_home, service_id_of
@@ -188,7 +194,7 @@ def local_target(home: str | None, descriptor, warrant: str | None, key: str | N
     cert = warrants.load_cert(h.node_cert)
     if xml is None:
         xml, label, key_obj = h.admin_warrant.read_bytes(), str(h.admin_warrant), warrants.load_private_key(h.admin_key)
-    check_warrant_locally(xml, label, [cert], service_id_of(cert), descriptor.name, key_obj)
+    check_warrant_locally(xml, label, [cert], service_id_of(cert), descriptor.name, key_obj, rights)
     info = start_background(root)  # only once the warrant is known to be good
     return Target(info["uri"], xml, key_obj, f"the local node (pid {info['pid']}, home {root})")
 
@@ -327,7 +333,9 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
     desc = warrants.load_descriptor(descriptor)
     source = str(Path(descriptor).resolve())
     desc_bytes = Path(descriptor).read_bytes()
-    target = remote_target(host, desc, warrant, key) if host else local_target(home, desc, warrant, key)
+    rights = ("launch",) if detach else ("launch", "status")  # following the app needs `status`
+    target = (remote_target(host, desc, warrant, key, rights) if host
+              else local_target(home, desc, warrant, key, rights))
     client = target.client()
     name = desc.name
 
@@ -337,6 +345,8 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
     except NodeUnreachable:
         raise
     except NotFound:
+        exists = False
+    except InsufficientRights:  # a launch-only warrant: submit_app refuses a running app itself
         exists = False
     if exists and not replace:
         raise BadInput(f"app {name!r} is already running on {target.where} "

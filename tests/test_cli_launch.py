@@ -250,3 +250,22 @@ def test_shell_completion_script(prog):
     r = subprocess.run([str(BIN / prog)], capture_output=True, text=True, env={**os.environ, var: "bash_source"},
                        timeout=30)
     assert r.returncode == 0 and "complete -o nosort -F" in r.stdout
+
+
+def test_a_launch_only_warrant_can_detach_but_not_follow(tidy, tmp_path):
+    node = tidy
+    node_key = warrants.load_private_key(node.home / "node.key.pem")
+    node_cert = warrants.load_cert(node.home / "node.crt.pem")
+    (tmp_path / "launch-only.xml").write_bytes(warrants.issue_warrant(
+        node_key, node_cert, rights=["launch"], service=node.client.service,
+        not_after=NOW + dt.timedelta(hours=1)))  # service-wide: the node checks codebase calls with no app
+    path = write(tmp_path, "scoped.xml", descriptor_xml("scoped", ECHO2))
+    before = snapshot(node)
+    r = launch(node.home, path, "--warrant", str(tmp_path / "launch-only.xml"))
+    assert r.returncode == 2 and "does not grant 'status'" in one_line_error(r)
+    assert snapshot(node) == before
+    r = launch(node.home, path, "--warrant", str(tmp_path / "launch-only.xml"), "--detach")
+    assert r.returncode == 0, r.stderr
+    assert "scoped submitted" in r.stdout
+    again = launch(node.home, path, "--warrant", str(tmp_path / "launch-only.xml"), "--detach")
+    assert again.returncode == 2 and "already running" in one_line_error(again)  # refused by the node itself
