@@ -372,15 +372,16 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
                 click.echo(f"{name} submitted ({len(submitted['slots'])} slots); "
                            f"follow it with `jtrix status {name} --watch`")
             return 0
-        try:
-            app = wait_ready(client, desc, timeout, progress)
-        except KeyboardInterrupt:
-            click.echo(f"\ninterrupted: {name} keeps starting; see `jtrix status {name}`", err=True)
-            return 130
-        finally:
-            progress.close()
+        app = wait_ready(client, desc, timeout, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(f"\ninterrupted (if it was submitted, {name} keeps starting: see `jtrix status {name}`)", err=True)
+        return 130
     except LaunchFailed as err:
+        progress.close()
         return report_failure(client, err, name, as_json)
+    finally:
+        progress.close()  # idempotent; also when submitting raised
     elapsed = time.monotonic() - started
     result = summary(app)
     result.update(codebase=sha, uploaded=uploaded, elapsed_s=round(elapsed, 3))
