@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from warrants.descriptor import MAX_WARRANT_BYTES
+from warrants.inputs import read_user_file
 from warrants import (
     KNOWN_RIGHTS,
     BadInput,
@@ -65,18 +67,6 @@ def cert_path_for(key_path: str | os.PathLike) -> Path:
     p = Path(key_path)
     stem = p.name[: -len(".pem")] if p.name.endswith(".pem") else p.name
     return p.with_name(stem + ".crt.pem")
-
-
-def _read(path: str, what: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4_000_001)  # parse_untrusted refuses anything over its cap
-    except FileNotFoundError:
-        raise BadInput(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, expected a {what}") from None
-    except PermissionError:
-        raise BadInput(f"{path}: permission denied") from None
 
 
 def _write(path: str, data: bytes) -> None:
@@ -236,7 +226,7 @@ def issue(key_path, cert_path, rights, expires, app, holder_path, service, data,
 @click.option("--out", required=True, help="warrant file to write")
 def delegate(parent_file, key_path, cert_path, rights, expires, app, holder_path, data, out) -> None:
     """Issue a narrower warrant from PARENT_FILE, signed by the parent's holder."""
-    parent_xml = _read(parent_file, "warrant file")
+    parent_xml = read_user_file(parent_file, "warrant file", MAX_WARRANT_BYTES)
     key, cert = _load_signer(key_path, cert_path)
     xml = issue_warrant(
         key,
@@ -258,7 +248,7 @@ def delegate(parent_file, key_path, cert_path, rights, expires, app, holder_path
 @click.option("--json", "as_json", is_flag=True, help="print the verified chain as JSON")
 def verify(file: str, trust: tuple[str, ...], as_json: bool) -> None:
     """Verify FILE's signatures, chain, narrowing and validity window."""
-    xml = _read(file, "warrant file")
+    xml = read_user_file(file, "warrant file", MAX_WARRANT_BYTES)
     trusted = [load_cert(t) for t in trust]
     w = verify_warrant(xml, trusted, source=file)
     chain = [_warrant_dict(x) for x in w.chain]
@@ -274,7 +264,7 @@ def verify(file: str, trust: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print as JSON")
 def show(file: str, as_json: bool) -> None:
     """Show FILE's content WITHOUT verifying it (use `verify` for that)."""
-    xml = _read(file, "warrant file")
+    xml = read_user_file(file, "warrant file", MAX_WARRANT_BYTES)
     chain = [_fields_dict(f) for f in read_unverified(xml, file)["chain"]]
     if as_json:
         click.echo(json.dumps({"verified": False, "chain": chain}, indent=2))

@@ -16,12 +16,14 @@ from lxml import etree
 
 from warrants.descriptor_model import Codebase, Descriptor, NetletType, Resource, RestartPolicy
 from warrants.errors import BadInput, XmlRejected
+from warrants.inputs import read_user_file
 from warrants.safexml import parse_untrusted, validate
 from warrants.wxml import NS as WARRANT_NS
 
 NS = "urn:jtrix:descriptor:1"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 MAX_WARRANT_BYTES = 1_000_000
+MAX_DESCRIPTOR_BYTES = 1_000_000  # parse_untrusted's cap: refuse larger files before reading them whole
 
 
 def _d(tag: str) -> str:
@@ -253,13 +255,5 @@ def parse_descriptor(
 def load_descriptor(path: str | os.PathLike) -> Descriptor:
     """Read and parse the descriptor at ``path`` (paths in it resolve against its directory)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(1_000_001)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: descriptor file not found") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, expected a descriptor file") from None
-    except PermissionError:
-        raise BadInput(f"{path}: permission denied") from None
+    data = read_user_file(path, "descriptor file", MAX_DESCRIPTOR_BYTES)
     return parse_descriptor(data, str(path), base_dir=path.absolute().parent, check_paths=True)

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from warrants.errors import BadInput
+from warrants.inputs import read_user_file
 
 PrivateKey = ec.EllipticCurvePrivateKey
 PublicKey = ec.EllipticCurvePublicKey
@@ -51,20 +52,9 @@ def save_private_key(key: PrivateKey, path: str | os.PathLike) -> None:
     _write_private(Path(path), pem)
 
 
-def _read(path: str | os.PathLike, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, expected a {what} file") from None
-    except PermissionError:
-        raise BadInput(f"{path}: permission denied reading the {what} file") from None
-
-
 def load_private_key(path: str | os.PathLike) -> PrivateKey:
     """Read a PEM private key written by :func:`save_private_key` (must be ECDSA P-256)."""
-    data = _read(path, "private key")
+    data = read_user_file(path, "private key file")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -118,7 +108,7 @@ def save_cert(cert: x509.Certificate, path: str | os.PathLike) -> None:
 
 def load_cert(path: str | os.PathLike) -> x509.Certificate:
     """Read a PEM (or DER) X.509 certificate."""
-    data = _read(path, "certificate")
+    data = read_user_file(path, "certificate file")
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificate(data)
