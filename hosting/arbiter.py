@@ -177,11 +177,11 @@ class Arbiter:
         if epoch != st.epoch or st.holder is None:
             raise StaleEpoch(app, epoch, st.epoch)
 
-    def shrink(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
-        """The holder at ``epoch`` drops ``slot`` from the ISR.
+    def _holder_change(self, app: str, epoch: int, change) -> tuple[bool, int]:
+        """Apply ``change(state) -> ok`` only for the holder at the current ``epoch``.
 
-        Returns ``(ok, current_epoch)``; ``ok`` is False with a higher epoch when
-        the caller is fenced, False with the same epoch if ``slot`` is the holder.
+        Returns ``(ok, current_epoch)``; a stale ``epoch`` (the caller is fenced)
+        gives ``(False, current)`` and changes nothing.
         """
         with self._lock:
             st = self._get(app)
@@ -189,12 +189,22 @@ class Arbiter:
                 self._check(st, app, epoch)
             except StaleEpoch:
                 return False, st.epoch
+            return change(st), st.epoch
+
+    def shrink(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
+        """The holder at ``epoch`` drops ``slot`` from the ISR.
+
+        Returns ``(ok, current_epoch)``; ``ok`` is False with a higher epoch when
+        the caller is fenced, False with the same epoch if ``slot`` is the holder.
+        """
+        def change(st: AppState) -> bool:
             if slot == st.holder:
-                return False, st.epoch
+                return False
             if slot in st.isr:
                 st.isr.discard(slot)
                 self._save(app, st)
-            return True, st.epoch
+            return True
+        return self._holder_change(app, epoch, change)
 
     def expand(self, app: str, epoch: int, slot: str,
                incarnation: str | None = None) -> tuple[bool, int]:
@@ -204,19 +214,15 @@ class Arbiter:
         (``ok`` False, same epoch) if the slot has been restarted since (the new
         process may not hold what the old one acked).
         """
-        with self._lock:
-            st = self._get(app)
-            try:
-                self._check(st, app, epoch)
-            except StaleEpoch:
-                return False, st.epoch
+        def change(st: AppState) -> bool:
             current = st.incarnations.get(slot)
             if incarnation is not None and current is not None and current != incarnation:
-                return False, st.epoch
+                return False
             if slot not in st.isr:
                 st.isr.add(slot)
                 self._save(app, st)
-            return True, st.epoch
+            return True
+        return self._holder_change(app, epoch, change)
 
     def netlet_started(self, app: str, slot: str, incarnation: str) -> None:
         """A new process (netlet id ``incarnation``) now runs ``slot``."""
