@@ -224,3 +224,28 @@ def test_node_sigkill_leaves_the_app_writable_and_restart_keeps_master_and_epoch
     assert events_of(node, "control.readopted", "kvstore")
     kv = netlets.connect("kvstore")
     assert kv.get_latest("before") == "1" and kv.get_latest("during") == "2+"
+
+
+def test_hung_backup_is_shrunk_out_writes_continue_and_it_rejoins(node, tmp_path):
+    ttl = 0.6
+    launch_kvstore(node, tmp_path, ttl=ttl)
+    wait_for(lambda: len(node.client.call("control_state", "kvstore")["isr"]) == 3, 20, "a full in-sync set")
+    app = node.app("kvstore")
+    backup = next(n for n in app["netlets"] if n["role"] == "backup")
+    with Writers(count=2) as writers:
+        writers.wait_acked(100)
+        os.kill(backup["pid"], signal.SIGSTOP)
+        stopped_at = len(writers.acked)
+        # the master asks the arbiter to drop the silent backup, then acknowledges without it
+        wait_for(lambda: backup["slot"] not in node.client.call("control_state", "kvstore")["isr"], 10,
+                 "the hung backup shrunk out of the in-sync set")
+        writers.wait_acked(stopped_at + 100, timeout=10)
+        # the node kills the hung process (lease expiry) and refills the slot; it catches up and rejoins
+        wait_for(lambda: process_dead(backup["pid"]), 10, "the hung backup killed")
+        wait_for(lambda: backup["slot"] in node.client.call("control_state", "kvstore")["isr"], 20,
+                 "the refilled backup back in the in-sync set")
+    assert node.app("kvstore")["epoch"] == app["epoch"], "a backup's hang must not cost a failover"
+    kv = netlets.connect("kvstore")
+    lost = [k for k, v in writers.acked.items() if kv.get_latest(k) != v]
+    assert lost == []
+    assert any(e["slot"] == backup["slot"] for e in events_of(node, "isr.shrink", "kvstore"))
