@@ -25,6 +25,7 @@ from typing import Any
 import warrants
 from hosting import wire
 from hosting.arbiter import Arbiter
+from hosting.bootstrapper import Bootstrapper
 from hosting.codebases import CodebaseStore
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
@@ -78,6 +79,7 @@ class Node(SupervisorHooks):
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      start_timeout=config.start_timeout, hooks=self)
+        self.bootstrapper = Bootstrapper(self)
         self.status_cache: dict[str, dict[str, Any]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
@@ -135,6 +137,7 @@ class Node(SupervisorHooks):
         """Stop the node's threads; netlets keep running and will re-attach later."""
         self.registry.add_event("node.stopping", None, None, pid=os.getpid())
         self.supervisor.shutdown()
+        self.bootstrapper.shutdown()
         self.elector.close()
         self.timers.stop()
         try:
@@ -187,10 +190,14 @@ class Node(SupervisorHooks):
         return {"app": descriptor.name, "slots": [s for s, _, _ in slots]}
 
     def bootstrap(self, app: str, mode: str, event: bool = True) -> None:
-        """The default bootstrap: start every slot of every netlet type that is not running."""
+        """Run the app's custom bootstrap process if its descriptor names one (``hosting.bootstrapper``),
+        else the default bootstrap: start every slot of every netlet type that is not running."""
         descriptor = self.descriptor(app)
         if event:
             self.registry.add_event("app.bootstrap", app, None, mode=mode)
+        if descriptor.bootstrap_class:
+            self.bootstrapper.start(app, mode)
+            return
         for ntype in descriptor.netlet_types:
             for slot in ntype.slots:
                 self.supervisor.start_slot(app, slot, mode)
@@ -210,6 +217,7 @@ class Node(SupervisorHooks):
         rt = self.supervisor.terminate(app, descriptor.grace if grace is None else grace)
         if rt is None:
             raise NotFound(f"no app named {app!r}")
+        self.bootstrapper.kill(app, wait_s)  # after terminate began: no bootstrap can start any more
         done = rt.gone.wait(wait_s)
         if done:
             self.lessor.revoke(self.control.lease_id(app))

@@ -1,7 +1,8 @@
-"""Starting a netlet process.
+"""Starting a netlet process (and other processes the node runs for an app).
 
 Contract: the netlet runs ``<python> -m netlets.runner`` (exec, never a bare
-fork), as leader of a new session and process group, with the cwd and
+fork) — or ``-m <module>`` for another node-started process such as an app's
+bootstrap — as leader of a new session and process group, with the cwd and
 environment chosen here, stdout+stderr appended to a fresh timestamped log
 file of this run, and its secrets (warrant, key, app credential) written as
 one JSON document on its stdin — never in argv or the environment.
@@ -17,6 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+#: The module a netlet process runs (``python -m``).
+NETLET_MODULE = "netlets.runner"
 
 #: Environment variables passed through from the node to netlets.
 PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER", "LOGNAME", "VIRTUAL_ENV")
@@ -36,8 +40,8 @@ def new_log_path(log_dir: Path, incarnation: int) -> Path:
 
 
 def spawn_netlet(*, cwd: Path, codebase_dir: Path, log_dir: Path, incarnation: int,
-                 env_extra: dict[str, str], secrets: dict[str, Any]) -> Spawned:
-    """Start one netlet process; returns once it exists (not once it is ready)."""
+                 env_extra: dict[str, str], secrets: dict[str, Any], module: str = NETLET_MODULE) -> Spawned:
+    """Start one netlet process (``python -m <module>``); returns once it exists (not once it is ready)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = new_log_path(log_dir, incarnation)
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
@@ -46,7 +50,7 @@ def spawn_netlet(*, cwd: Path, codebase_dir: Path, log_dir: Path, incarnation: i
     env["PYTHONPATH"] = str(codebase_dir)
     with open(log_path, "ab", buffering=0) as log_file:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "netlets.runner"],
+            [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
             stdout=log_file,
             stderr=subprocess.STDOUT,

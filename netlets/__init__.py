@@ -7,8 +7,9 @@ call a running app through :func:`connect`.
 """
 
 from netlets.access import AppProxy, connect
+from netlets.bootstrap import Bootstrap
 from netlets.netlet import Netlet, command, exposed_methods, is_replicated, master_query, query
 from warrants.errors import CommandFailed, NotMaster
 
 __all__ = ["Netlet", "command", "query", "master_query", "exposed_methods", "is_replicated", "connect",
-           "AppProxy", "CommandFailed", "NotMaster"]
+           "AppProxy", "CommandFailed", "NotMaster", "Bootstrap"]
