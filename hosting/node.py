@@ -108,7 +108,9 @@ class Node(SupervisorHooks):
             self._recover_control(row["name"], descriptor)
             for slot in self.registry.slots(row["name"]):
                 # failed: gave up; pending: never started (a custom bootstrap decides when)
-                if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(row["name"], slot["slot"]):
+                if slot["state"] in ("failed", "pending"):
+                    continue
+                if self.supervisor.live_in_slot(row["name"], slot["slot"]):
                     continue
                 delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
                 self.timers.call_later(delay, lambda a=row["name"], s=slot["slot"]: self.supervisor.start_slot(a, s, "replace"))
