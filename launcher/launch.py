@@ -43,10 +43,11 @@ SUBMIT_TIMEOUT_S = 75.0  # submit with --replace waits (up to 60 s on the node) 
 class LaunchFailed(JtrixError):
     """The app was submitted but did not come up (exit 1)."""
 
-    def __init__(self, reason: str, slot: str | None = None) -> None:
+    def __init__(self, reason: str, slot: str | None = None, log_path: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.slot = slot
+        self.log_path = log_path  # a custom bootstrap's log (a path on the node's machine)
 
 
 @dataclass
@@ -223,12 +224,30 @@ def _app_view(client, name: str) -> dict:
         raise LaunchFailed(f"app {name!r} disappeared while starting (terminated?)") from None
 
 
-def wait_ready(client, descriptor, timeout: float, progress) -> dict:
-    """Follow the app until it is ready; LaunchFailed on a crash-looping slot or timeout."""
+def last_event_index(client, app: str) -> int:
+    """The index of the app's newest event (0 if none): events after it belong to this launch."""
+    since = 0
+    while True:
+        page = client.call("events", since, app, 0.0)
+        if not page:
+            return since
+        since = page[-1]["index"]
+
+
+def check_bootstrap_events(events: list[dict], name: str) -> None:
+    """A custom bootstrap (``<bootstrap class=...>``) that failed fails the launch."""
+    for e in events:
+        if e["kind"] == "bootstrap.failed":
+            d = e.get("detail") or {}
+            raise LaunchFailed(f"the bootstrap of {name} failed: {describe_exit(d) or 'exited'}", None, d.get("log"))
+
+
+def wait_ready(client, descriptor, timeout: float, progress, since: int = 0) -> dict:
+    """Follow the app until it is ready; LaunchFailed on a crash-looping slot, a failed
+    bootstrap (events after ``since``) or timeout."""
     name = descriptor.name
     started = time.monotonic()
     deadline = started + timeout
-    since = 0
     while True:
         app = _app_view(client, name)
         progress.update(app, time.monotonic() - started)
@@ -254,6 +273,7 @@ def wait_ready(client, descriptor, timeout: float, progress) -> dict:
         events = client.call("events", since, name, min(0.25, left))
         if events:
             since = events[-1]["index"]
+            check_bootstrap_events(events, name)
 
 
 # -- output --------------------------------------------------------------------
@@ -290,18 +310,23 @@ def report_failure(client, err: LaunchFailed, app: str, as_json: bool) -> int:
             lines, _ = tail_log(client, app, err.slot, LOG_LINES)
         except JtrixError:
             lines = []
+    elif err.log_path:  # readable when the node runs on this machine
+        try:
+            lines = Path(err.log_path).read_text(errors="replace").splitlines()[-LOG_LINES:]
+        except OSError:
+            lines = []
     if as_json:
         echo_json({"ok": False, "app": app, "reason": err.reason, "slot": err.slot, "log": lines})
         return 1
     click.echo(f"jtrix-launch: {err.reason}", err=True)
-    if err.slot:
-        if lines:
-            click.echo(f"--- last {len(lines)} log line(s) of {app}/{err.slot} ---", err=True)
-            for line in lines:
-                click.echo(f"  {line}", err=True)
-            click.echo("---", err=True)
-        else:
-            click.echo(f"(no log output from {app}/{err.slot})", err=True)
+    what = f"{app}/{err.slot}" if err.slot else f"the bootstrap ({err.log_path})"
+    if lines:
+        click.echo(f"--- last {len(lines)} log line(s) of {what} ---", err=True)
+        for line in lines:
+            click.echo(f"  {line}", err=True)
+        click.echo("---", err=True)
+    elif err.slot or err.log_path:
+        click.echo(f"(no log output from {what})", err=True)
     click.echo(f"the app stays registered: see `jtrix status {app}`, `jtrix logs {app}/SLOT`; "
                f"stop it with `jtrix terminate {app}`", err=True)
     return 1
@@ -361,6 +386,7 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
             client.call("upload_codebase", data, sha)
         progress.note(f"codebase {sha[:12]} {'uploaded' if uploaded else 'already on the node'} "
                       f"({len(data)} bytes)")
+        since = 0 if detach else last_event_index(client, name)
         submitted = target.client(SUBMIT_TIMEOUT_S).call("submit_app", desc_bytes, source, sha, replace, True)
         progress.note(f"{name} submitted to {target.where}: {len(submitted['slots'])} slot(s)"
                       + (" (replacing the running app)" if exists else ""))
@@ -372,7 +398,7 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
                 click.echo(f"{name} submitted ({len(submitted['slots'])} slots); "
                            f"follow it with `jtrix status {name} --watch`")
             return 0
-        app = wait_ready(client, desc, timeout, progress)
+        app = wait_ready(client, desc, timeout, progress, since)
     except KeyboardInterrupt:
         progress.close()
         click.echo(f"\ninterrupted (if it was submitted, {name} keeps starting: see `jtrix status {name}`)", err=True)

@@ -269,3 +269,19 @@ def test_a_launch_only_warrant_can_detach_but_not_follow(tidy, tmp_path):
     assert "scoped submitted" in r.stdout
     again = launch(node.home, path, "--warrant", str(tmp_path / "launch-only.xml"), "--detach")
     assert again.returncode == 2 and "already running" in one_line_error(again)  # refused by the node itself
+
+
+def test_failed_custom_bootstrap_exits_1_with_its_log(tidy, tmp_path):
+    node = tidy
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "boot.py").write_text(
+        "from netlets import Bootstrap\n\n\nclass Broken(Bootstrap):\n    def run(self, ctx):\n"
+        "        raise RuntimeError('no database configured')\n")
+    (code / "workers.py").write_text((Path(__file__).parent / "apps/workers/workers.py").read_text())
+    netlets = '  <netlet type="w" class="workers:Echo" replicas="1"/>\n  <bootstrap class="boot:Broken"/>'
+    path = write(tmp_path, "boot.xml", descriptor_xml("boot", netlets, codebase=code))
+    r = launch(node.home, path, "--timeout", "20")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "jtrix-launch: the bootstrap of boot failed: exited, code 1" in r.stderr
+    assert "RuntimeError: no database configured" in r.stderr  # from the bootstrap's log
