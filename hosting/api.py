@@ -20,13 +20,13 @@ from typing import Any
 import Pyro5.api
 
 from hosting import status as views
-from hosting.auth import Authorizer
+from hosting.auth import ANY_APP, Authorizer
 from hosting.node import NETLET_WARRANT_PREFIX, Node
 from warrants.errors import BadInput, JtrixError, NotFound
 
 log = logging.getLogger(__name__)
 
-MAX_EVENT_WAIT_S = 10.0
+MAX_EVENT_WAIT_S = 5.0  # well below a client's default call timeout
 MAX_LOG_CHUNK = 1024 * 1024
 USER_SIGNALS = {"KILL": _signal.SIGKILL, "TERM": _signal.SIGTERM, "STOP": _signal.SIGSTOP,
                 "CONT": _signal.SIGCONT, "INT": _signal.SIGINT, "HUP": _signal.SIGHUP}
@@ -82,12 +82,12 @@ class HostingAPI:
     # -- apps -------------------------------------------------------------
     @_guarded
     def has_codebase(self, auth, sha: str) -> bool:
-        self._check(auth, "has_codebase", "launch")
+        self._check(auth, "has_codebase", "launch", ANY_APP)
         return self.node.codebases.has(str(sha))
 
     @_guarded
     def upload_codebase(self, auth, data: bytes, sha: str | None = None) -> str:
-        self._check(auth, "upload_codebase", "launch")
+        self._check(auth, "upload_codebase", "launch", ANY_APP)
         if not isinstance(data, bytes):
             raise BadInput("codebase must be bytes")
         return self.node.add_codebase(data, sha)

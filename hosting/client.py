@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from Pyro5.errors import CommunicationError
+from Pyro5.errors import TimeoutError as CallTimeout
 
 import warrants
 from hosting import wire
@@ -30,6 +31,10 @@ IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "h
 
 class NodeUnreachable(NotFound):
     """No hosting node answers at the address we know."""
+
+
+class CallTimedOut(JtrixError):
+    """The node did not answer in time: the call may or may not have taken effect."""
 
 
 class HostingClient:
@@ -79,25 +84,39 @@ class HostingClient:
         self._local.used = time.monotonic()
         return p
 
-    def _invoke(self, method: str, args: tuple, authed: bool = True, **kwargs: Any) -> Any:
+    def _invoke(self, method: str, args: tuple, authed: bool = True, timeout: float | None = None,
+                **kwargs: Any) -> Any:
         attempts = 2 if method in IDEMPOTENT else 1
         for attempt in range(attempts):
             proxy = self._proxy(fresh=attempt > 0)
+            proxy._pyroTimeout = timeout or self.timeout
             try:
                 if authed:
                     auth = make_auth(self.warrant_xml, self.key, self.service, method)
                     return getattr(proxy, method)(auth, *args, **kwargs)
                 return getattr(proxy, method)(*args, **kwargs)
+            except CallTimeout:
+                self._drop_proxy()
+                if attempt + 1 < attempts:
+                    continue
+                raise CallTimedOut(f"{method}: no answer from the hosting node within "
+                                   f"{timeout or self.timeout:g}s (it may still complete)") from None
             except CommunicationError as err:
-                self._local.proxy = None
+                self._drop_proxy()
                 if attempt + 1 < attempts:
                     continue
                 raise NodeUnreachable(f"hosting node at {self.uri} unreachable: {err}") from None
         raise AssertionError("unreachable")
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call a hosting API method (auth is added here)."""
-        return self._invoke(method, args, **kwargs)
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call a hosting API method (auth is added here); ``timeout`` overrides the client's for this call."""
+        return self._invoke(method, args, timeout=timeout, **kwargs)
+
+    def _drop_proxy(self) -> None:
+        p = getattr(self._local, "proxy", None)
+        self._local.proxy = None
+        if p is not None:
+            p._pyroRelease()
 
     def close(self) -> None:
         p = getattr(self._local, "proxy", None)

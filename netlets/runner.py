@@ -132,6 +132,10 @@ def main() -> None:
     host.heartbeat = heartbeat
     try:
         host.start()
+    except SystemExit as exit_:
+        log.error("netlet %s exited while starting (sys.exit(%r) in on_started)", doc.netlet_id, exit_.code)
+        logging.shutdown()
+        raise
     except Exception:
         log.exception("netlet %s failed to start", doc.netlet_id)
         sys.exit(EXIT_BAD_NETLET)

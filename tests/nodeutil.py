@@ -112,22 +112,19 @@ class RunningNode:
             db.close()
 
 
-def kill_recorded(pid: int, create_time: float | None) -> None:
-    """SIGKILL ``pid``'s process group if ``pid`` is still the process we recorded."""
+def kill_recorded(pid: int, create_time: float | None) -> psutil.Process | None:
+    """SIGKILL ``pid``'s process group if ``pid`` is still the process we recorded; returns it to wait on."""
     try:
         proc = psutil.Process(pid)
         if create_time is not None and abs(proc.create_time() - create_time) > 0.01:
-            return
+            return None
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             proc.kill()
-        try:
-            proc.wait(5)
-        except psutil.TimeoutExpired:
-            pass
+        return proc
     except psutil.NoSuchProcess:
-        pass
+        return None
 
 
 def start_node(home: Path) -> RunningNode:
@@ -140,9 +137,11 @@ def cleanup_node(node: RunningNode) -> None:
     info = node.info or {}
     node_pid = info.get("pid")
     if node_pid and is_node_process(node_pid, node.home):
-        kill_recorded(node_pid, None)
-    for pid, ct in node.recorded_pids() + list(node.extra_pids):
-        kill_recorded(pid, ct)
+        victim = kill_recorded(node_pid, None)
+        if victim is not None:
+            psutil.wait_procs([victim], timeout=5)
+    victims = [kill_recorded(pid, ct) for pid, ct in node.recorded_pids() + list(node.extra_pids)]
+    psutil.wait_procs([v for v in victims if v is not None], timeout=10)  # all at once, not one by one
     node.client.close()
 
 

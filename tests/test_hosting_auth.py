@@ -119,3 +119,20 @@ def test_silent_and_garbage_connections_do_not_stall_other_clients(node):
     finally:
         for s in silent + [garbage]:
             s.close()
+
+
+def test_app_scoped_launch_warrant_uploads_and_launches_only_its_app(node, tmp_path):
+    from nodeutil import descriptor_xml
+
+    xml, key = _delegate(node, ["launch", "status"], app="mine")
+    client = HostingClient(node.client.uri, xml, key)
+    desc = tmp_path / "mine.xml"
+    desc.write_text(descriptor_xml("mine", '<netlet type="w" class="workers:Echo" replicas="1"/>'))
+    data, sha = warrants.package_codebase(warrants.load_descriptor(desc))
+    assert client.call("upload_codebase", data, sha) == sha  # content-addressed: any app's launcher may upload
+    assert client.call("has_codebase", sha) is True
+    assert client.call("submit_app", desc.read_bytes(), str(desc), sha)["app"] == "mine"
+    other = desc.read_text().replace('name="mine"', 'name="theirs"')
+    with pytest.raises(warrants.InsufficientRights):
+        client.call("submit_app", other.encode(), str(desc), sha)
+    assert [a["name"] for a in node.client.call("status")["apps"]] == ["mine"]

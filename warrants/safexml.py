@@ -65,8 +65,10 @@ def _line_of(data: bytes, offset: int) -> int:
 def _syntax_cause(err: etree.XMLSyntaxError) -> str:
     """A content-free description of a libxml2 syntax error."""
     msg = (err.msg or "").split(",")[0].split("(")[0].strip()
+    msg = re.sub(r"n't\b", " not", msg)  # "Couldn't" is not a quote
     # Drop anything quoted or after a colon: libxml2 sometimes cites names or text.
     msg = msg.split(":")[0].split("'")[0].split('"')[0].strip()
+    msg = re.sub(r"\s+line \d+$", "", msg)
     msg = "".join(ch for ch in msg if ch.isprintable())[:100]
     return f"not well-formed XML ({msg})" if msg else "not well-formed XML"
 
