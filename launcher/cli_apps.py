@@ -165,7 +165,7 @@ def follow_log(client, app: str, slot: str, path: str, offset: int, poll: float 
 
 
 @click.command("logs")
-@click.argument("netlet", metavar="APP/SLOT", shell_complete=complete_netlet)
+@click.argument("netlet", metavar="APP/SLOT|APP/bootstrap", shell_complete=complete_netlet)
 @home_option
 @warrant_option
 @key_option
@@ -175,7 +175,7 @@ def follow_log(client, app: str, slot: str, path: str, offset: int, poll: float 
               help="Print the last N lines.")
 def logs(netlet, home, warrant, key, follow, previous, lines) -> None:
     """The output (stdout and stderr) of the netlet in APP/SLOT, e.g. kvstore/store/0."""
-    app, slot = parse_netlet(netlet)
+    app, slot = parse_netlet(netlet, allow_bootstrap=True)
     if follow and previous:
         raise click.UsageError("--follow and --previous cannot be combined")
     client = client_for(home, warrant, key)

@@ -1,7 +1,7 @@
 """``jtrix warrant ...`` and ``jtrix descriptor ...``: keys, warrants and descriptor checks.
 
 Every user error is a ``warrants.errors.BadInput`` (exit 2, one line naming the
-cause); ``launcher.cli.run_cli`` prints it. Reference: docs/xml-formats.md.
+cause); ``launcher.cli.run_cli`` prints it. Reference: the README's XML formats section.
 """
 
 from __future__ import annotations

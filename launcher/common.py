@@ -67,9 +67,14 @@ def clock(ts: float | None = None, date: bool = False) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f" if date else "%H:%M:%S.%f")[:-3]
 
 
-def parse_netlet(target: str) -> tuple[str, str]:
-    """``APP/TYPE/INDEX`` -> ``(APP, "TYPE/INDEX")``; BadInput (exit 2) otherwise."""
+def parse_netlet(target: str, allow_bootstrap: bool = False) -> tuple[str, str]:
+    """``APP/TYPE/INDEX`` -> ``(APP, "TYPE/INDEX")``; BadInput (exit 2) otherwise.
+
+    With ``allow_bootstrap``, ``APP/bootstrap`` (a custom bootstrap's log) is accepted too.
+    """
     app, sep, slot = target.partition("/")
+    if allow_bootstrap and app and sep and slot == "bootstrap":
+        return app, slot
     kind, sep2, index = slot.partition("/")
     if not (app and sep and kind and sep2 and index.isdigit()):
         raise BadInput(f"expected APP/TYPE/INDEX (e.g. kvstore/store/0), got {target!r}")

@@ -33,7 +33,9 @@ from hosting.client import NodeUnreachable
 from launcher.common import (describe_exit, echo_json, home_option, json_option, key_option, resolve_home,
                              tail_log, warrant_option)
 from launcher.progress import make_progress
+from warrants.descriptor import MAX_WARRANT_BYTES
 from warrants.errors import BadInput, InsufficientRights, JtrixError, NotFound, WarrantError
+from warrants.inputs import read_user_file
 
 LOG_LINES = 20
 FAILED_STATES = ("backoff", "failed")
@@ -67,17 +69,6 @@ class Target:
 
 
 # -- warrants ------------------------------------------------------------------
-def _read_file(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, expected a {what}") from None
-    except OSError as err:
-        raise BadInput(f"{path}: cannot read ({err.strerror})") from None
-
-
 def _warrant_label(descriptor) -> str:
     """``descriptor.xml:LINE`` of the descriptor's ``<warrant>`` element."""
     import warrants
@@ -96,7 +87,7 @@ def _choose_warrant(descriptor, warrant: str | None, key: str | None) -> tuple[b
 
     key_obj = warrants.load_private_key(key) if key else None
     if warrant:
-        return _read_file(warrant, "warrant file"), warrant, key_obj
+        return read_user_file(warrant, "warrant file", MAX_WARRANT_BYTES), warrant, key_obj
     if descriptor.warrant_xml is not None:
         src = descriptor.warrant_source or "embedded"
         return descriptor.warrant_xml, f"{_warrant_label(descriptor)}: warrant {src}", key_obj

@@ -2,7 +2,7 @@
 
 Everything else in jtrix reads XML only through :func:`parse_untrusted`, trusts
 a caller only through a verified :class:`Warrant`, and learns about an app only
-from a validated :class:`Descriptor`. See docs/xml-formats.md for both formats.
+from a validated :class:`Descriptor`. See the README (XML formats) for both formats.
 """
 
 from warrants.codebase import pack_directory, package_codebase

@@ -4,7 +4,7 @@ The XSD (``warrants/schemas/descriptor.xsd``) checks structure and value
 syntax; this module checks the cross-field rules listed in
 ``warrants.descriptor_model`` and resolves paths. Every violation is a
 :class:`~warrants.errors.BadInput` whose message starts with ``file:line:``.
-See docs/xml-formats.md for an annotated example.
+See the README, "Bootstrap descriptors", for an annotated example.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The warrant XML format (``urn:jtrix:warrant:1``): names, field reading and writing.
 
-A warrant document (see docs/xml-formats.md for an annotated example)::
+A warrant document (see the README, "Warrants", for an annotated example)::
 
     <warrant xmlns="urn:jtrix:warrant:1" version="1">
       <serial>…</serial>
