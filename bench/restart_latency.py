@@ -50,7 +50,6 @@ def wait_new_child(parent: psutil.Process, old: set[int], deadline_s: float = 30
 
 
 def bench_jtrix(trials: int) -> tuple[list[float], list[float]]:
-    import warrants
     from hosting.client import HostingClient
     from hosting.daemon import start_background
     from nodeutil import cleanup_node, descriptor_xml, RunningNode

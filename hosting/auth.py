@@ -17,11 +17,11 @@ Contracts:
 from __future__ import annotations
 
 import os
-import threading
 import time
 from typing import Any
 
 import warrants
+from warrants.replay import NonceCache
 from warrants.errors import BadInput
 
 REPLAY_WINDOW_S = 120.0
@@ -53,8 +53,7 @@ class Authorizer:
     def __init__(self, trusted, service: str) -> None:
         self.service = service
         self._verifier = warrants.WarrantVerifier(trusted, service)
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._nonces = NonceCache(REPLAY_WINDOW_S)
 
     def check(self, auth: Any, method: str, right: str, app: str | None = None):
         if not isinstance(auth, dict) or not isinstance(auth.get("warrant"), str):
@@ -62,8 +61,7 @@ class Authorizer:
         ts, nonce = auth.get("ts"), auth.get("nonce")
         if not isinstance(ts, (int, float)) or not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
             raise CallRefused("call refused: malformed call envelope (ts/nonce)")
-        now = time.time()
-        if abs(now - ts) > REPLAY_WINDOW_S:
+        if not self._nonces.in_window(float(ts)):
             raise CallRefused("call refused: timestamp outside the replay window (clock skew?)")
         proof = auth.get("proof")
         context = call_context(self.service, method, float(ts), nonce)
@@ -71,10 +69,6 @@ class Authorizer:
         if app is ANY_APP:
             app = self._verifier.verify(xml).app  # cached; the full check follows
         warrant = self._verifier.check(xml, right, app=app, proof=proof, context=context)
-        with self._lock:
-            if nonce in self._seen:
-                raise CallRefused("call refused: replayed nonce")
-            self._seen[nonce] = now
-            if len(self._seen) > 4096:
-                self._seen = {n: t for n, t in self._seen.items() if now - t <= REPLAY_WINDOW_S}
+        if not self._nonces.fresh(nonce, float(ts)):
+            raise CallRefused("call refused: replayed nonce")
         return warrant

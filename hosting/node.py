@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path

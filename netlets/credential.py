@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import threading
 import time
 from typing import Any
 
 from warrants.errors import BadInput
+from warrants.replay import NonceCache
 
 REPLAY_WINDOW_S = 120.0
 
@@ -39,8 +39,7 @@ class HandshakeChecker:
     def __init__(self, secret: bytes, app: str) -> None:
         self.secret = secret
         self.app = app
-        self._seen: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._nonces = NonceCache(REPLAY_WINDOW_S)
 
     def check(self, data: Any) -> None:
         if not isinstance(data, dict):
@@ -49,14 +48,9 @@ class HandshakeChecker:
         if app != self.app or not isinstance(ts, (int, float)) or not isinstance(nonce, str) \
                 or not isinstance(mac, str):
             raise CredentialRefused("malformed app credential")
-        now = time.time()
-        if abs(now - ts) > REPLAY_WINDOW_S:
+        if not self._nonces.in_window(float(ts)):
             raise CredentialRefused("app credential outside the replay window")
         if not hmac.compare_digest(mac, _mac(self.secret, app, float(ts), nonce)):
             raise CredentialRefused("wrong app credential")
-        with self._lock:
-            if nonce in self._seen:
-                raise CredentialRefused("replayed app credential")
-            self._seen[nonce] = now
-            if len(self._seen) > 4096:
-                self._seen = {n: t for n, t in self._seen.items() if now - t <= REPLAY_WINDOW_S}
+        if not self._nonces.fresh(nonce, float(ts)):
+            raise CredentialRefused("replayed app credential")

@@ -4,6 +4,8 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+from nodeutil import node  # noqa: F401  (the `node` fixture: a real hosting node in a temp home)
+
 settings.register_profile(
     "ci",
     derandomize=True,

@@ -128,7 +128,7 @@ def kill_recorded(pid: int, create_time: float | None) -> psutil.Process | None:
 
 
 def start_node(home: Path) -> RunningNode:
-    info = start_background(home)
+    start_background(home)
     return RunningNode(home, HostingClient.for_home(home))
 
 

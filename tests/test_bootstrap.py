@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nodeutil import descriptor_xml, events_of, kill_recorded, node, process_dead, process_gone, wait_for  # noqa: F401
+from nodeutil import descriptor_xml, events_of, kill_recorded, process_dead, process_gone, wait_for
 
 ECHO2 = '  <netlet type="w" class="workers:Echo" replicas="2"/>'
 

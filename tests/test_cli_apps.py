@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nodeutil import descriptor_xml, node, process_gone, wait_for  # noqa: F401 (fixture)
+from nodeutil import descriptor_xml, process_gone, wait_for
 
 BIN = Path(sys.executable).parent
 ECHO2 = '  <netlet type="w" class="workers:Echo" replicas="2"/>'

@@ -11,7 +11,6 @@ import pytest
 import warrants
 from hosting.auth import CallRefused, make_auth
 from hosting.client import HostingClient
-from nodeutil import node  # noqa: F401 (fixture)
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -93,7 +92,6 @@ def test_replayed_call_is_refused(node):
 
 def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
     from nodeutil import descriptor_xml
-
     node.launch(descriptor_xml("pair", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
     node.wait_running("pair")
     netlet_key = warrants.generate_key()
@@ -123,7 +121,6 @@ def test_silent_and_garbage_connections_do_not_stall_other_clients(node):
 
 def test_app_scoped_launch_warrant_uploads_and_launches_only_its_app(node, tmp_path):
     from nodeutil import descriptor_xml
-
     xml, key = _delegate(node, ["launch", "status"], app="mine")
     client = HostingClient(node.client.uri, xml, key)
     desc = tmp_path / "mine.xml"

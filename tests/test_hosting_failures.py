@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from nodeutil import (descriptor_xml, dump, events_of, node, node_children_zombies,  # noqa: F401 (fixture)
-                      process_dead, process_gone, wait_for)
+from nodeutil import descriptor_xml, events_of, node_children_zombies, process_dead, process_gone, wait_for
 
 ECHO2 = """  <netlet type="w" class="workers:Echo" replicas="2">
     <resource kind="directory" name="data"/>

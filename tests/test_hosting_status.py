@@ -12,7 +12,7 @@ from Pyro5.errors import CommunicationError
 import netlets
 from hosting import wire
 from netlets.credential import make_handshake
-from nodeutil import descriptor_xml, node, wait_for  # noqa: F401 (fixture)
+from nodeutil import descriptor_xml, wait_for
 from warrants.errors import NotFound
 
 ECHO = """  <netlet type="w" class="workers:Echo" replicas="2">

@@ -20,7 +20,7 @@ import time
 
 import netlets
 from linearizability import UNKNOWN, Model, Operation, check, kv_model
-from nodeutil import node, wait_for  # noqa: F401 (fixture)
+from nodeutil import wait_for
 from test_replication_e2e import launch_kvstore, master_of, wait_master
 
 KEYS = ["a", "b", "c"]

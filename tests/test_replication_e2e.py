@@ -17,7 +17,7 @@ import pytest
 import netlets
 from hosting import wire
 from netlets.credential import make_handshake
-from nodeutil import events_of, node, process_dead, wait_for  # noqa: F401 (fixture)
+from nodeutil import events_of, process_dead, wait_for
 from warrants.errors import NotMaster
 
 KVSTORE = Path(__file__).resolve().parent.parent / "examples" / "kvstore"
