@@ -141,8 +141,26 @@ def cleanup_node(node: RunningNode) -> None:
         if victim is not None:
             psutil.wait_procs([victim], timeout=5)
     victims = [kill_recorded(pid, ct) for pid, ct in node.recorded_pids() + list(node.extra_pids)]
+    victims += [kill_recorded(p.pid, p.create_time()) for p in processes_under(node.home)]
     psutil.wait_procs([v for v in victims if v is not None], timeout=10)  # all at once, not one by one
     node.client.close()
+
+
+def processes_under(home: Path) -> list[psutil.Process]:
+    """Processes whose working directory is inside ``home`` (netlets run in their slot directory).
+
+    Catches a netlet the node spawned but had not yet recorded when the test killed it.
+    """
+    root = str(Path(home).resolve())
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            cwd = proc.cwd()
+        except (psutil.Error, OSError):
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            found.append(proc)
+    return found
 
 
 @pytest.fixture
