@@ -155,6 +155,9 @@ class Supervisor:
             recorded, told = bind_resources(ntype, self.home.slot_dir(app, slot),
                                             json.loads(row["resources"]), incarnation)
             netlet_id = netlet_id_of(app, slot, incarnation)
+            # Committed before the spawn: if the node dies right after it, its successor never
+            # reuses this incarnation (the orphan is disowned at its first renewal).
+            self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded)
             self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
             secrets["mode"] = mode
@@ -169,8 +172,7 @@ class Supervisor:
                 create_time = 0.0
             live = LiveNetlet(netlet_id, app, slot, incarnation, spawned.pid, time.monotonic(), spawned.popen)
             self.live[netlet_id] = live
-            self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded, state="running",
-                                      next_attempt=None)
+            self.registry.update_slot(app, slot, state="running", next_attempt=None)
             self.registry.add_netlet(netlet_id, app, slot, incarnation, spawned.pid, create_time,
                                      str(spawned.log_path))
             self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))

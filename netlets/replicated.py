@@ -19,6 +19,7 @@ Contracts (see docs/replication.md, "Runner checklist"):
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -119,6 +120,8 @@ class ReplicatedHost(NetletHost):
                                    replication_timeout=max(0.3, self.ttl / 2))
         directory = Path.cwd() / REPLICATION_DIR
         mode = raw.get("durability", "fsync")
+        if mode != "memory":
+            self._storage_lock = lock_directory(directory, wait_s=2 * self.ttl)
         storage = open_storage(mode, None if mode == "memory" else directory)
         self.lock = threading.RLock()
         self.replica = Replica(doc.slot, netlet, storage, config, incarnation=doc.netlet_id,
@@ -295,6 +298,31 @@ class ReplicatedHost(NetletHost):
                 self.senders[slot].retarget(endpoint)
         self.with_replica(lambda r, now: r.set_peers(sorted(peers), now))
         return True
+
+
+def lock_directory(directory: Path, wait_s: float) -> int:
+    """Take an exclusive ``flock`` on ``directory/LOCK`` for this process's life; returns the fd.
+
+    Contract: at most one process at a time opens a slot's replica storage.
+    Waits up to ``wait_s`` (a previous process of the slot may still be
+    exiting), then raises ``RuntimeError`` naming the holder's pid.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RuntimeError(f"replica storage {directory} is held by another process (pid {holder})")
+            time.sleep(0.05)  # polling a lock held by a process that is exiting; bounded by wait_s
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _call_user(fn, args: list, kwargs: dict) -> Any:

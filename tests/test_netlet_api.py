@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pytest
 
 from netlets.netlet import (COMMAND, MASTER_QUERY, QUERY, Netlet, command, exposed_methods,
@@ -114,3 +115,21 @@ def test_double_decoration_rejected():
             @master_query
             def both(self):
                 return 1
+
+
+def test_a_slot_replica_storage_is_opened_by_one_process_at_a_time(tmp_path):
+    import subprocess
+    import sys
+
+    from netlets.replicated import lock_directory
+
+    fd = lock_directory(tmp_path / "replica", wait_s=0.1)
+    try:
+        other = subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; from netlets.replicated import lock_directory;"
+             " lock_directory(Path(sys.argv[1]), 0.2)", str(tmp_path / "replica")],
+            capture_output=True, text=True, timeout=30)
+        assert other.returncode != 0 and f"pid {os.getpid()}" in other.stderr
+    finally:
+        os.close(fd)
+    lock_directory(tmp_path / "replica", wait_s=0.1)  # free again once the holder let go
