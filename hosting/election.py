@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,7 +43,7 @@ class Elector:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._again: set[str] = set()
-        self._warm_since: dict[str, float] = {}
+        self._warming: set[str] = set()  # apps whose warm start was begun
         self._cold: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="elector")
 
@@ -138,8 +137,8 @@ class Elector:
         cold = app in self._cold
         warm = not eligible
         if warm:
-            if not cold and app not in self._warm_since:
-                self._warm_since[app] = time.monotonic()
+            if not cold and app not in self._warming:
+                self._warming.add(app)
                 node.registry.add_event("app.bootstrap", app, None, mode="warm",
                                         reason="control lease lost with no live in-sync backup")
                 node.bootstrap(app, "warm", event=False)
@@ -183,7 +182,7 @@ class Elector:
                                 positions={s: list(p) for s, p in positions.items()},
                                 mode="cold" if cold else ("warm" if warm else "failover"))
         self._cold.discard(app)
-        self._warm_since.pop(app, None)
+        self._warming.discard(app)
         return True
 
     def update_peers(self, app: str) -> None:

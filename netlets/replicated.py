@@ -205,10 +205,9 @@ class ReplicatedHost(NetletHost):
             return
         if control.get("ok"):
             valid_until = sent_at + float(control["ttl"]) * (1 - LEASE_SAFETY)
-            self.with_replica(lambda r, now: setattr(r, "lease_valid_until", max(r.lease_valid_until, valid_until)))
+            self.with_replica(lambda r, now: _extend_lease(r, valid_until))
         else:
-            self.with_replica(lambda r, now: (setattr(r, "lease_valid_until", float("-inf")),
-                                              r.fence(int(control["epoch"]))))
+            self.with_replica(lambda r, now: _lose_lease(r, int(control["epoch"])))
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -298,6 +297,17 @@ class ReplicatedHost(NetletHost):
                 self.senders[slot].retarget(endpoint)
         self.with_replica(lambda r, now: r.set_peers(sorted(peers), now))
         return True
+
+
+def _extend_lease(replica: Replica, valid_until: float) -> None:
+    """The node renewed the control lease: valid until ``valid_until`` on our clock (never shortened)."""
+    replica.lease_valid_until = max(replica.lease_valid_until, valid_until)
+
+
+def _lose_lease(replica: Replica, current_epoch: int) -> None:
+    """The node refused the renewal: no more master queries, and fence if a newer epoch exists."""
+    replica.lease_valid_until = float("-inf")
+    replica.fence(current_epoch)
 
 
 def lock_directory(directory: Path, wait_s: float) -> int:
