@@ -18,10 +18,10 @@ from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod, XM
 from signxml.algorithms import SignatureConstructionMethod
 
 from warrants import wxml
-from warrants.errors import BadInput, BrokenDelegation
+from warrants.errors import BadInput
 from warrants.keys import PrivateKey, public_key_der
 from warrants.safexml import parse_untrusted
-from warrants.verify import verify_chain
+from warrants.verify import check_narrowing, verify_chain
 
 HolderSpec = ec.EllipticCurvePublicKey | x509.Certificate | PrivateKey | bytes | None
 
@@ -95,23 +95,8 @@ def issue_warrant(
             app = parent.app
         if not_before is None:
             not_before = max(_now(), parent.not_before)
-        if "delegate" not in parent.rights:
-            raise BrokenDelegation(f"parent warrant {parent.serial} does not grant 'delegate'")
-        if parent.holder_public_key_der != public_key_der(signer_key):
-            raise BrokenDelegation(f"this key is not the holder of parent warrant {parent.serial}")
-        extra = rights - parent.rights
-        if extra:
-            raise BrokenDelegation(f"parent warrant does not grant {', '.join(sorted(extra))}")
-        if service != parent.service:
-            raise BrokenDelegation(f"parent warrant is for service {parent.service!r}, not {service!r}")
-        if parent.app is not None and app != parent.app:
-            raise BrokenDelegation(f"parent warrant covers app {parent.app!r} only")
-        if not_before < parent.not_before:
-            raise BrokenDelegation("not-before is earlier than the parent warrant's")
-        if not_after > parent.not_after:
-            raise BrokenDelegation(
-                f"expiry is later than the parent warrant's ({wxml.format_time(parent.not_after)})"
-            )
+        check_narrowing({"rights": rights, "service": service, "app": app, "not_before": not_before,
+                         "not_after": not_after}, parent, public_key_der(signer_key))
         parent_root = parse_untrusted(parent_xml, "<parent warrant>")
     if service is None:
         raise BadInput("a warrant needs a service id")

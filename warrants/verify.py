@@ -93,22 +93,38 @@ def _load_holder(der: bytes, where: str) -> None:
         raise WarrantMalformed(f"{where}: holder key must be ECDSA P-256")
 
 
-def _check_narrowing(child: dict, parent: Warrant, signer_key_der: bytes, where: str) -> None:
+def check_narrowing(child: dict, parent: Warrant, signer_key_der: bytes, where: str = "") -> None:
+    """The delegation rule, used both when issuing and when verifying a delegated warrant.
+
+    ``child`` has ``rights`` (frozenset), ``service``, ``app``, ``not_before``
+    and ``not_after``. Holds iff the parent grants ``delegate``, names a holder,
+    that holder's key signed the child, and the child only narrows: a subset of
+    the rights, the same service, the parent's app when it names one, and a
+    window inside the parent's. Otherwise raises ``BrokenDelegation``.
+    """
+    prefix = f"{where}: " if where else ""
+
+    def refuse(why: str) -> BrokenDelegation:
+        return BrokenDelegation(prefix + why)
+
     if "delegate" not in parent.rights:
-        raise BrokenDelegation(f"{where}: parent warrant {parent.serial} does not grant 'delegate'")
+        raise refuse(f"parent warrant {parent.serial} does not grant 'delegate'")
     if parent.holder_public_key_der is None:
-        raise BrokenDelegation(f"{where}: parent warrant {parent.serial} names no holder who could delegate")
+        raise refuse(f"parent warrant {parent.serial} names no holder who could delegate")
     if signer_key_der != parent.holder_public_key_der:
-        raise BrokenDelegation(f"{where}: not signed by the holder of parent warrant {parent.serial}")
+        raise refuse(f"not signed by the holder of parent warrant {parent.serial}")
     extra = child["rights"] - parent.rights
     if extra:
-        raise BrokenDelegation(f"{where}: delegation widens rights ({', '.join(sorted(extra))})")
+        raise refuse(f"delegation widens rights ({', '.join(sorted(extra))})")
     if child["service"] != parent.service:
-        raise BrokenDelegation(f"{where}: delegation changes the service")
+        raise refuse(f"delegation changes the service ({parent.service!r} to {child['service']!r})")
     if parent.app is not None and child["app"] != parent.app:
-        raise BrokenDelegation(f"{where}: delegation widens the app scope")
-    if child["not_before"] < parent.not_before or child["not_after"] > parent.not_after:
-        raise BrokenDelegation(f"{where}: delegation extends the validity window")
+        raise refuse(f"delegation widens the app scope (the parent warrant covers app {parent.app!r} only)")
+    if child["not_before"] < parent.not_before:
+        raise refuse("delegation extends the validity window (not-before is earlier than the parent warrant's)")
+    if child["not_after"] > parent.not_after:
+        raise refuse("delegation extends the validity window (expiry is later than the parent warrant's, "
+                     f"{parent.not_after.isoformat()})")
 
 
 def _verify_element(
@@ -143,7 +159,7 @@ def _verify_element(
     else:
         parent_xml = etree.tostring(parent_el)
         parent = _verify_element(parent_el, trusted, source, depth + 1, parent_xml)
-        _check_narrowing(fields, parent, public_key_der(cert), where)
+        check_narrowing(fields, parent, public_key_der(cert), where)
     return Warrant(
         serial=fields["serial"],
         issuer_cert_der=cert_der,
