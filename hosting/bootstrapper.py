@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import warrants
-from hosting.pidwatch import PidWatcher, ProcessGone, describe_status
+from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
 from hosting.spawn import spawn_netlet
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,7 @@ class Bootstrapper:
             run = self.runs.pop(app, None)
             if run is None:
                 return
-            if run.popen is not None and status is not None:
-                run.popen.returncode = status.si_status  # tell subprocess it is reaped
+            mark_reaped(run.popen, status)
             how = describe_status(status)
             ok = how.get("exit_code") == 0 and run.end_reason is None
             detail: dict[str, Any] = {"mode": run.mode, "pid": run.pid, **how, "log": str(run.log_path),

@@ -140,6 +140,12 @@ class PidWatcher:
             log.exception("on_exit callback failed for %s", key)
 
 
+def mark_reaped(popen: Any, status: Any) -> None:
+    """Tell ``subprocess`` that the watcher reaped ``popen``'s child, so it never waits on the pid again."""
+    if popen is not None and status is not None:
+        popen.returncode = status.si_status if status.si_code == os.CLD_EXITED else -status.si_status
+
+
 def describe_status(status: Any) -> dict[str, Any]:
     """Turn a waitid result into ``{"exit_code": n}`` / ``{"signal": "SIGKILL"}`` / ``{"unknown": True}``."""
     if status is None:

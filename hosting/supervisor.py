@@ -32,7 +32,7 @@ import psutil
 from hosting.backoff import next_restart
 from hosting.home import Home
 from hosting.lessor import Lessor
-from hosting.pidwatch import PidWatcher, ProcessGone, describe_status
+from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
 from hosting.registry import Registry
 from hosting.resources import bind_resources
 from hosting.spawn import spawn_netlet
@@ -267,8 +267,7 @@ class Supervisor:
             n = self.live.pop(netlet_id, None)
             if n is None:
                 return
-            if n.popen is not None and status is not None:
-                n.popen.returncode = status.si_status  # tell subprocess it is reaped
+            mark_reaped(n.popen, status)
             Timers.cancel(n.kill_timer)
             self.lessor.revoke(lease_id_of(netlet_id))
             how = describe_status(status)
