@@ -119,10 +119,7 @@ class HostingClient:
             p._pyroRelease()
 
     def close(self) -> None:
-        p = getattr(self._local, "proxy", None)
-        if p is not None:
-            p._pyroRelease()
-            self._local.proxy = None
+        self._drop_proxy()
 
 
 __all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]

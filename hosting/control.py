@@ -57,10 +57,7 @@ class ControlLeases:
 
     def holder(self, app: str) -> str | None:
         """The netlet id holding the lease now (None when free or lapsed)."""
-        st = self.arbiter.state(app)
-        if st.holder is None or self.lessor.get(self.lease_id(app)) is None:
-            return None
-        return st.incarnations.get(st.holder)
+        return self.current(app)["holder"]
 
     def current(self, app: str) -> dict:
         """``{"epoch", "holder" (netlet id or None), "isr", "remaining_s"}``."""

@@ -83,14 +83,13 @@ class Node(SupervisorHooks):
         self.started_wall = time.time()
         self.uri: str | None = None
         self.metrics_port: int | None = None
-        self._app_cache: dict[str, tuple[Descriptor, bytes]] = {}
 
     # -- lifecycle --------------------------------------------------------
     def recover(self) -> None:
         """Re-attach to what an earlier run of this node left running."""
         self.registry.add_event("node.started", None, None, pid=os.getpid())
         for row in self.registry.apps():
-            descriptor = self._load_descriptor(row)
+            descriptor = _parse_stored(row)
             self.supervisor.register_app(descriptor, self.codebases.dir_of(row["codebase_sha"]))
             for n in self.registry.netlets(row["name"], live_only=True):
                 if n["status"]:
@@ -151,19 +150,12 @@ class Node(SupervisorHooks):
         self.registry.close()
 
     # -- apps -------------------------------------------------------------
-    def _load_descriptor(self, row) -> Descriptor:
-        cached = self._app_cache.get(row["name"])
-        if cached is not None and cached[1] == row["descriptor"]:
-            return cached[0]
-        descriptor = warrants.parse_descriptor(row["descriptor"], row["source"], read_files=False)
-        self._app_cache[row["name"]] = (descriptor, row["descriptor"])
-        return descriptor
-
     def descriptor(self, app: str) -> Descriptor:
-        row = self.registry.app(app)
-        if row is None:
+        """The app's descriptor, from memory (it is on every renewal's path): NotFound if unknown."""
+        descriptor = self.supervisor.descriptor(app)
+        if descriptor is None:
             raise NotFound(f"no app named {app!r}")
-        return self._load_descriptor(row)
+        return descriptor
 
     def add_codebase(self, data: bytes, sha: str | None) -> str:
         sha = self.codebases.add(data, sha)
@@ -180,10 +172,9 @@ class Node(SupervisorHooks):
         if existing is not None:
             if not replace:
                 raise BadInput(f"app {descriptor.name!r} is already running (use --replace)")
-            self.terminate(descriptor.name, self._load_descriptor(existing).grace, wait_s=60)
+            self.terminate(descriptor.name, wait_s=60)
         slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
         self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, os.urandom(32), slots)
-        self._app_cache.pop(descriptor.name, None)
         self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
         self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
         self.elector.app_submitted(descriptor.name)
@@ -347,6 +338,11 @@ class Node(SupervisorHooks):
     def _on_control_lost(self, app: str, holder: str, epoch: int, why: str) -> None:
         log.info("control lease of %s lost by %s at epoch %d (%s)", app, holder, epoch, why)
         self.elector.control_lost(app)
+
+
+def _parse_stored(row) -> Descriptor:
+    """Re-parse a descriptor kept in the registry (never opening files it names)."""
+    return warrants.parse_descriptor(row["descriptor"], row["source"], read_files=False)
 
 
 def _pem(key) -> str:

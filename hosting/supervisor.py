@@ -119,6 +119,12 @@ class Supervisor:
                     return n
         return None
 
+    def descriptor(self, app: str) -> Descriptor | None:
+        """The registered app's descriptor (None if the app is not registered here)."""
+        with self.lock:
+            rt = self.apps.get(app)
+            return rt.descriptor if rt is not None else None
+
     def is_terminating(self, app: str) -> bool:
         with self.lock:
             rt = self.apps.get(app)
