@@ -13,7 +13,13 @@ Contracts:
     jittered exponential backoff, until ``timeout`` — so the caller sees at
     most a delay, never a duplicate: the app applies a request id at most once.
   * ``CommandFailed`` (the app's own code raised) is the call's result and is
-    never retried. When the app is gone, ``NotFound`` is raised at once.
+    never retried. When the app is gone, ``NotFound`` is raised at once. When
+    no master answered within ``timeout``, ``Unavailable`` is raised: the
+    outcome of that command is unknown.
+  * ``submit`` is the pipelined path (``netlets.pipeline``): it returns a
+    future at once, with the same at-most-once guarantee; calls submitted
+    together travel in one RPC and their commands are group-committed.
+    Pipelined calls, queries included, all go to the master.
   * An AppProxy may be shared by threads (each thread gets its own connections).
 """
 
@@ -23,6 +29,7 @@ import itertools
 import random
 import threading
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +40,19 @@ from hosting import wire
 from hosting.client import HostingClient
 from netlets.credential import make_handshake
 from netlets.netlet import COMMAND, MASTER_QUERY
-from warrants.errors import JtrixError, NotFound, NotMaster
+from netlets.pipeline import Pipeline, PipelineConfig
+from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable
 
 DEFAULT_TIMEOUT_S = 30.0
-
-
-class _Unavailable(Exception):
-    """Internal: the target could not be reached or has no master yet (retry)."""
 
 
 class AppProxy:
     """A client of one app (see module docstring)."""
 
     def __init__(self, app: str, hosting: HostingClient, timeout: float = DEFAULT_TIMEOUT_S,
-                 call_timeout: float = 10.0) -> None:
+                 call_timeout: float = 10.0, pipeline: PipelineConfig = PipelineConfig()) -> None:
         self.app = app
+        self.pipeline_config = pipeline
         self.hosting = hosting
         self.timeout = timeout
         self.call_timeout = call_timeout
@@ -57,6 +62,7 @@ class AppProxy:
         self._lock = threading.Lock()
         self._access: dict[str, Any] = {}
         self._methods: dict[str, str] = {}
+        self._pipeline: Pipeline | None = None
         self.refresh()
 
     # -- resolution -----------------------------------------------------------
@@ -87,10 +93,10 @@ class AppProxy:
         if kind in (COMMAND, MASTER_QUERY):
             master = [n for n in netlets if n["slot"] == access.get("master")]
             if not master:
-                raise _Unavailable(f"{self.app} has no master right now")
+                raise Unavailable(f"{self.app} has no master right now")
             return master[0]["endpoint"]
         if not netlets:
-            raise _Unavailable(f"{self.app} has no live netlet right now")
+            raise Unavailable(f"{self.app} has no live netlet right now")
         return random.choice(netlets)["endpoint"]
 
     def _proxy(self, endpoint: str):
@@ -110,31 +116,64 @@ class AppProxy:
             p._pyroRelease()
 
     # -- calls ------------------------------------------------------------------
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` where its kind says it runs; see the module contracts."""
+    def _kind(self, method: str) -> str:
         if not self._methods:
             self.refresh()
         kind = self._methods.get(method)
         if kind is None:
             raise NotFound(f"{self.app} exposes no method {method!r} (it has: {', '.join(sorted(self._methods))})")
-        req_id = f"{self.client_id}:{next(self._counter)}" if kind == COMMAND else None
+        return kind
+
+    def _request_id(self, kind: str) -> str | None:
+        return f"{self.client_id}:{next(self._counter)}" if kind == COMMAND else None
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` where its kind says it runs; see the module contracts."""
+        kind = self._kind(method)
+        req_id = self._request_id(kind)
         first = [True]
-        for attempt in Retrying(retry=retry_if_exception_type(_Unavailable),
-                                wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
-                                stop=stop_after_delay(self.timeout), reraise=True):
-            with attempt:
-                if not first[0]:
-                    self.refresh()
-                first[0] = False
-                endpoint = self._target(kind)
-                try:
-                    return self._proxy(endpoint).invoke(method, list(args), kwargs, req_id)
-                except NotMaster as err:
-                    raise _Unavailable(str(err)) from None
-                except CommunicationError as err:  # includes timeouts: outcome unknown, retry is safe
-                    self._drop(endpoint)
-                    raise _Unavailable(f"{endpoint}: {err}") from None
+        try:
+            for attempt in Retrying(retry=retry_if_exception_type(Unavailable),
+                                    wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
+                                    stop=stop_after_delay(self.timeout), reraise=True):
+                with attempt:
+                    if not first[0]:
+                        self.refresh()
+                    first[0] = False
+                    endpoint = self._target(kind)
+                    try:
+                        return self._proxy(endpoint).invoke(method, list(args), kwargs, req_id)
+                    except NotMaster as err:
+                        raise Unavailable(str(err)) from None
+                    except CommunicationError as err:  # includes timeouts: outcome unknown, retry is safe
+                        self._drop(endpoint)
+                        raise Unavailable(f"{endpoint}: {err}") from None
+        except Unavailable as err:
+            raise Unavailable(f"{self.app}: no answer within {self.timeout:.0f}s ({err}); "
+                              "outcome unknown") from None
         raise AssertionError("unreachable")
+
+    def submit(self, method: str, *args: Any, **kwargs: Any) -> Future:
+        """Pipelined ``call``: a future of its result (see ``netlets.pipeline``)."""
+        kind = self._kind(method)
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = Pipeline(self, self.pipeline_config)
+            pipeline = self._pipeline
+        return pipeline.submit(method, list(args), kwargs, self._request_id(kind))
+
+    def send_batch(self, calls: list[list]) -> list[dict]:
+        """One ``invoke_batch`` RPC to the master as last resolved (the pipeline's transport).
+
+        Raises ``Unavailable`` when no master is known and ``CommunicationError``
+        when the connection failed (outcomes unknown; the pipeline re-sends).
+        """
+        endpoint = self._target(COMMAND)
+        try:
+            return self._proxy(endpoint).invoke_batch(calls)
+        except CommunicationError:
+            self._drop(endpoint)
+            raise
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -142,13 +181,18 @@ class AppProxy:
         return lambda *args, **kwargs: self.call(name, *args, **kwargs)
 
     def close(self) -> None:
+        """End the pipeline (if any) and this thread's connections."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+            self._pipeline = None
         for endpoint in list(getattr(self._local, "proxies", {})):
             self._drop(endpoint)
 
 
 def connect(app: str, home: str | Path | None = None, *, warrant: str | Path | None = None,
-            key: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> AppProxy:
+            key: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_S,
+            pipeline: PipelineConfig = PipelineConfig()) -> AppProxy:
     """An access point for ``app`` on the node of ``home`` (default ``$JTRIX_HOME``)."""
     hosting = HostingClient.for_home(Path(home) if home else None, Path(warrant) if warrant else None,
                                      Path(key) if key else None)
-    return AppProxy(app, hosting, timeout)
+    return AppProxy(app, hosting, timeout, pipeline=pipeline)

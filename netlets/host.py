@@ -17,9 +17,12 @@ from typing import Any
 
 import Pyro5.api
 
+from netlets.outcomes import capture
 from warrants.errors import BadInput, JtrixError, NotFound
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 4096  # calls per invoke_batch; a client pipelines more as several batches
 
 
 class NetletHost:
@@ -74,6 +77,10 @@ class NetletHost:
             raise BadInput(f"{method} is a replicated command: this netlet type is not replicated")
         return getattr(self.netlet, method)(*args, **kwargs)
 
+    def invoke_batch(self, calls: list[tuple[str, list, dict, str | None]]) -> list[dict]:
+        """One outcome per call (``netlets.outcomes``), each as if made alone by a concurrent caller."""
+        return [capture(lambda c=c: self.invoke(*c)) for c in calls]
+
 
 @Pyro5.api.expose
 class NetletService:
@@ -113,3 +120,20 @@ class NetletService:
             raise
         except Exception as err:  # the netlet's own exception is the caller's result
             raise JtrixError(f"{type(err).__name__}: {err}") from None
+
+    def invoke_batch(self, calls: list) -> list[dict]:
+        """Many calls in one round trip: ``[[method, args, kwargs, req_id], ...]`` → one outcome each.
+
+        Outcomes are plain dicts (``netlets.outcomes``), never raised, so each
+        call keeps its own result. Commands in a batch are committed together.
+        """
+        if not isinstance(calls, list) or len(calls) > MAX_BATCH:
+            raise BadInput(f"invoke_batch takes a list of at most {MAX_BATCH} calls")
+        parsed = []
+        for call in calls:
+            if not (isinstance(call, (list, tuple)) and len(call) == 4):
+                raise BadInput("each call is [method, args, kwargs, req_id]")
+            method, args, kwargs, req_id = call
+            parsed.append((str(method), list(args or []), dict(kwargs or {}),
+                           None if req_id is None else str(req_id)))
+        return self._host.invoke_batch(parsed)

@@ -32,8 +32,10 @@ from hosting import wire
 from netlets.credential import make_handshake
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
+from netlets.outcomes import capture, unwrap
 from netlets.replication.effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
 from netlets.replication.replica import Replica, ReplicationConfig
+from netlets.replication.state import not_master
 from netlets.replication.storage import open_storage
 from warrants.errors import CommandFailed, NotMaster
 
@@ -43,17 +45,6 @@ EXIT_FENCED = 76
 LEASE_SAFETY = 0.1  # ε: the master's view of its lease ends this fraction of the TTL early
 COMMAND_TIMEOUT_S = 30.0
 REPLICATION_DIR = "replica"
-
-
-def unwrap(outcome: dict) -> Any:
-    """A core outcome → the caller's result or exception."""
-    if outcome.get("ok"):
-        return outcome.get("value")
-    err = outcome.get("error") or {}
-    message = f"{err.get('type', 'Error')}: {err.get('message', '')}"
-    if err.get("retryable"):
-        raise NotMaster(message)
-    raise CommandFailed(message)
 
 
 class _Waiter:
@@ -250,9 +241,9 @@ class ReplicatedHost(NetletHost):
         kind = self.exposed.get(method)
         if kind is None:
             return super().invoke(method, args, kwargs, req_id)
-        fn = getattr(self.netlet, method)
         if kind == COMMAND:
-            return self._command(fn, args, kwargs, req_id)
+            return unwrap(self._commands([(method, args, kwargs, req_id)])[0])
+        fn = getattr(self.netlet, method)
         with self.lock:
             if kind == MASTER_QUERY and self.replica.role != "master":
                 raise NotMaster(f"{self.doc.slot} is {self.replica.role}, not the master")
@@ -261,21 +252,45 @@ class ReplicatedHost(NetletHost):
                 raise NotMaster(f"{self.doc.slot} cannot prove it is still the master (lease)")
             return result
 
-    def _command(self, fn, args: list, kwargs: dict, req_id: str | None) -> Any:
-        waiter = _Waiter()
+    def invoke_batch(self, calls: list[tuple[str, list, dict, str | None]]) -> list[dict]:
+        """Commands are submitted under one lock acquisition and committed together
+        (one group commit); other calls are served one by one afterwards."""
+        is_command = [self.exposed.get(call[0]) == COMMAND for call in calls]
+        committed = iter(self._commands([call for call, cmd in zip(calls, is_command) if cmd]))
+        return [next(committed) if cmd else capture(lambda call=call: self.invoke(*call))
+                for call, cmd in zip(calls, is_command)]
+
+    def _commands(self, calls: list[tuple[str, list, dict, str | None]]) -> list[dict]:
+        """Submit each command (its method's result is what gets replicated), flush once,
+        and wait for every outcome. A method that raises is that call's outcome and
+        submits nothing; no outcome within ``COMMAND_TIMEOUT_S`` is a retryable NotMaster."""
+        outcomes: list[dict | None] = [None] * len(calls)
+        waiting: list[tuple[int, int, _Waiter]] = []
         with self.lock:
-            if self.replica.role != "master":
-                raise NotMaster(f"{self.doc.slot} is {self.replica.role}, not the master")
-            command = _call_user(fn, args, kwargs)
-            token = self.replica.submit(req_id, command, time.monotonic())
-            self.waiters[token] = waiter
+            now = time.monotonic()
+            for i, (method, args, kwargs, req_id) in enumerate(calls):
+                if self.replica.role != "master":
+                    outcomes[i] = not_master(f"{self.doc.slot} is {self.replica.role}, not the master")
+                    continue
+                made = capture(lambda: getattr(self.netlet, method)(*args, **kwargs))
+                if not made["ok"]:
+                    outcomes[i] = made
+                    continue
+                token = self.replica.submit(req_id, made["value"], now)
+                waiter = self.waiters[token] = _Waiter()
+                waiting.append((i, token, waiter))
             effects = self.replica.take_effects()
         self._act(effects)
         self._flush.set()
-        if not waiter.event.wait(COMMAND_TIMEOUT_S):
-            self.waiters.pop(token, None)
-            raise NotMaster(f"no outcome within {COMMAND_TIMEOUT_S:.0f}s; retry with the same request id")
-        return unwrap(waiter.outcome)
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        for i, token, waiter in waiting:
+            if waiter.event.wait(max(0.0, deadline - time.monotonic())):
+                outcomes[i] = waiter.outcome
+            else:
+                self.waiters.pop(token, None)
+                outcomes[i] = not_master(f"no outcome within {COMMAND_TIMEOUT_S:.0f}s; "
+                                         "retry with the same request id")
+        return outcomes
 
     # -- replication RPCs (from the master and the node) -------------------------
     def handle(self, msg: dict) -> dict | None:

@@ -85,6 +85,14 @@ class NotMaster(JtrixError):
     """
 
 
+class Unavailable(JtrixError):
+    """The app could not be reached within the access point's timeout (no master, lost connections).
+
+    For a command the outcome is unknown: it may or may not have been applied.
+    Retrying it as a new call may apply it twice; make such commands idempotent.
+    """
+
+
 class CommandFailed(JtrixError):
     """The app's own code raised: ``apply`` (or the method) refused the call.
 
