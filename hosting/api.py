@@ -180,10 +180,12 @@ class HostingAPI:
                                          None if incarnation is None else str(incarnation))
 
     @_guarded
-    def app_access(self, auth, app: str) -> dict[str, Any]:
-        """For access points: the app credential, endpoints and master (right ``call``)."""
+    def app_access(self, auth, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+        """For access points: the app credential, endpoints and master (right ``call``);
+        with ``after_epoch``, waits up to ``wait_s`` (at most MAX_EVENT_WAIT_S) for a newer master."""
         self._check(auth, "app_access", "call", app)
-        return self.node.app_access(app)
+        wait = max(0.0, min(float(wait_s), MAX_EVENT_WAIT_S))
+        return self.node.app_access(app, None if after_epoch is None else int(after_epoch), wait)
 
     @_guarded
     def report(self, auth, netlet_id: str, status: dict) -> None:

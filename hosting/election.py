@@ -178,6 +178,7 @@ class Elector:
         except Exception as err:
             log.warning("election of %s: promoting %s failed: %s", app, winner, err)
             return True  # it will not renew: its control lease expires and we elect again
+        node.promoted[app] = epoch  # before the event: its notification wakes waiting access points
         node.registry.add_event("election.won", app, winner, epoch=epoch, netlet=netlet_id,
                                 positions={s: list(p) for s, p in positions.items()},
                                 mode="cold" if cold else ("warm" if warm else "failover"))

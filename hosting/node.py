@@ -75,6 +75,8 @@ class Node(SupervisorHooks):
         self.arbiter = Arbiter(RegistryEpochStore(self.registry))
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost)
         self.elector = Elector(self)
+        #: app → epoch of the last master whose promotion completed (this node's run only)
+        self.promoted: dict[str, int] = {}
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      start_timeout=config.start_timeout, hooks=self)
@@ -294,8 +296,16 @@ class Node(SupervisorHooks):
             self.registry.add_event(f"isr.{kind}", app, slot, epoch=current)
         return {"ok": ok, "epoch": current}
 
-    def app_access(self, app: str) -> dict[str, Any]:
-        """What an access point needs: the app credential, its netlets' endpoints and the master."""
+    def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+        """What an access point needs: the app credential, its netlets' endpoints and the master.
+
+        With ``after_epoch``: first waits up to ``wait_s`` until a master of a
+        higher epoch has been promoted (an access point that lost its master
+        learns of the next one the moment it can serve, instead of polling).
+        ``ready`` says whether the listed master's promotion has completed.
+        """
+        if after_epoch is not None and wait_s > 0:
+            self.registry.wait_until(lambda: self.promoted.get(app, after_epoch + 1) > after_epoch, wait_s)
         secret = self.app_secret(app)
         holder = self.control.holder(app)
         netlets = []
@@ -306,8 +316,10 @@ class Node(SupervisorHooks):
             status = self.status_cache.get(live.netlet_id, {})
             netlets.append({"slot": slot["slot"], "type": slot["type"], "endpoint": status.get("endpoint"),
                             "role": status.get("role")})
+        epoch = self.arbiter.state(app).epoch
         return {"app": app, "secret": secret.hex(), "master": slot_of(holder) if holder else None,
-                "epoch": self.arbiter.state(app).epoch, "netlets": netlets}
+                "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
+                "netlets": netlets}
 
     def report(self, netlet_id: str, status: dict) -> None:
         old = self.status_cache.get(netlet_id, {})

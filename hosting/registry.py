@@ -152,13 +152,22 @@ class Registry:
 
     def wait_events(self, since: int, timeout: float, app: str | None = None) -> list[Event]:
         """Like :meth:`events` but waits up to ``timeout`` seconds for at least one."""
+        return self.wait_until(lambda: self.events(since, app), timeout)
+
+    def wait_until(self, predicate, timeout: float):
+        """Evaluate ``predicate()`` now and after each recorded event until it is truthy
+        or ``timeout`` seconds pass; returns its last value.
+
+        ``predicate`` runs under the registry lock: it may read the registry, and
+        must not take any other lock (lock order).
+        """
         deadline = time.monotonic() + timeout
         with self._event_cond:
             while True:
-                found = self.events(since, app)
+                value = predicate()
                 left = deadline - time.monotonic()
-                if found or left <= 0:
-                    return found
+                if value or left <= 0:
+                    return value
                 self._event_cond.wait(left)
 
     # -- codebases --------------------------------------------------------

@@ -28,13 +28,13 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from Pyro5.errors import CommunicationError
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from hosting import wire
 from hosting.client import HostingClient
@@ -44,6 +44,7 @@ from netlets.pipeline import Pipeline, PipelineConfig
 from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable
 
 DEFAULT_TIMEOUT_S = 30.0
+BASE_BACKOFF_S, MAX_BACKOFF_S = 0.02, 0.5
 
 
 class AppProxy:
@@ -66,9 +67,14 @@ class AppProxy:
         self.refresh()
 
     # -- resolution -----------------------------------------------------------
-    def refresh(self) -> dict[str, Any]:
-        """Ask the node again for the app's endpoints and master. NotFound if the app is gone."""
-        access = self.hosting.call("app_access", self.app)
+    def refresh(self, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+        """Ask the node again for the app's endpoints and master. NotFound if the app is gone.
+
+        With ``after_epoch`` the node answers as soon as a master of a higher
+        epoch is promoted, or after ``wait_s``, whichever comes first.
+        """
+        access = self.hosting.call("app_access", self.app, after_epoch, wait_s,
+                                   timeout=wait_s + self.hosting.timeout)
         with self._lock:
             self._access = access
             self._secret = bytes.fromhex(access["secret"])
@@ -131,27 +137,49 @@ class AppProxy:
         """Call ``method`` where its kind says it runs; see the module contracts."""
         kind = self._kind(method)
         req_id = self._request_id(kind)
-        first = [True]
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                endpoint = self._target(kind)
+                try:
+                    return self._proxy(endpoint).invoke(method, list(args), kwargs, req_id)
+                except NotMaster as err:
+                    raise Unavailable(str(err)) from None
+                except CommunicationError as err:  # includes timeouts: outcome unknown, retry is safe
+                    self._drop(endpoint)
+                    raise Unavailable(f"{endpoint}: {err}") from None
+            except Unavailable as err:
+                if time.monotonic() >= deadline:
+                    raise Unavailable(f"{self.app}: no answer within {self.timeout:.0f}s ({err}); "
+                                      "outcome unknown") from None
+                self.recover(kind, attempt, deadline)
+                attempt += 1
+
+    def recover(self, kind: str, attempt: int, deadline: float) -> None:
+        """After failed attempt number ``attempt``: wait for what may fix it, then re-resolve.
+
+        For calls to the master, the node is asked to answer as soon as a newer
+        master than the one that failed is promoted, waiting at most the backoff
+        delay (jittered exponential, 20 ms doubling to 0.5 s); other calls back
+        off, then re-resolve. Never waits past ``deadline``. ``NotFound`` (the app
+        is gone) propagates; an unreachable node is waited out like a failure.
+        """
+        delay = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0)
+        delay = max(0.0, min(delay, deadline - time.monotonic()))
+        started = time.monotonic()
         try:
-            for attempt in Retrying(retry=retry_if_exception_type(Unavailable),
-                                    wait=wait_exponential_jitter(multiplier=0.02, max=0.5, jitter=0.05),
-                                    stop=stop_after_delay(self.timeout), reraise=True):
-                with attempt:
-                    if not first[0]:
-                        self.refresh()
-                    first[0] = False
-                    endpoint = self._target(kind)
-                    try:
-                        return self._proxy(endpoint).invoke(method, list(args), kwargs, req_id)
-                    except NotMaster as err:
-                        raise Unavailable(str(err)) from None
-                    except CommunicationError as err:  # includes timeouts: outcome unknown, retry is safe
-                        self._drop(endpoint)
-                        raise Unavailable(f"{endpoint}: {err}") from None
-        except Unavailable as err:
-            raise Unavailable(f"{self.app}: no answer within {self.timeout:.0f}s ({err}); "
-                              "outcome unknown") from None
-        raise AssertionError("unreachable")
+            if kind in (COMMAND, MASTER_QUERY):
+                access = self._access
+                failed = access.get("epoch", 0) - (0 if access.get("ready", True) else 1)
+                self.refresh(after_epoch=failed, wait_s=delay)
+            else:
+                time.sleep(delay)
+                self.refresh()
+        except NotFound:
+            raise
+        except Exception:  # the node itself is unreachable (restarting?): back off and try again later
+            time.sleep(max(0.0, delay - (time.monotonic() - started)))
 
     def submit(self, method: str, *args: Any, **kwargs: Any) -> Future:
         """Pipelined ``call``: a future of its result (see ``netlets.pipeline``)."""

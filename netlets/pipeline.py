@@ -10,9 +10,9 @@ Contracts:
     when submitted and keeps it across every re-send, so a re-sent command is
     applied at most once; its future gets the outcome of that one application.
   * A call answered NotMaster, or a whole batch lost to a failed connection or
-    timeout, is re-sent to the re-resolved master (jittered exponential
-    backoff) until the proxy's ``timeout`` has passed since the call was
-    submitted; then its future fails with ``Unavailable`` (outcome unknown).
+    timeout, is re-sent to the re-resolved master (waiting between attempts
+    as ``AppProxy.recover`` does) until the proxy's ``timeout`` has passed
+    since the call was submitted; then its future fails with ``Unavailable`` (outcome unknown).
     Any other outcome is final: a value, or the error a direct call raises.
   * No order among calls in flight: they behave like calls made at the same
     time by separate callers. A call that must follow another is submitted
@@ -28,7 +28,6 @@ Contracts:
 from __future__ import annotations
 
 import queue
-import random
 import threading
 import time
 from concurrent.futures import Future
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from Pyro5.errors import CommunicationError
 
+from netlets.netlet import COMMAND
 from netlets.outcomes import unwrap
 from warrants.errors import NotFound, NotMaster, Unavailable
 
@@ -151,16 +151,12 @@ class Pipeline:
                 call.attempts += 1
                 retry.append(call)
         if retry:
-            backoff = min(0.5, 0.02 * 2 ** min(c.attempts for c in retry))
-            time.sleep(backoff + random.uniform(0, 0.05))  # waiting for a new master to be elected
             try:
-                self.proxy.refresh()
+                self.proxy.recover(COMMAND, min(c.attempts for c in retry) - 1, max(c.deadline for c in retry))
             except NotFound as err:  # the app is gone: nothing will ever answer
                 for call in retry:
                     call.future.set_exception(err)
                 return []
-            except Exception:  # the node is unreachable for now; the next attempt re-resolves again
-                pass
         return retry
 
 
