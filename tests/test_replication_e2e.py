@@ -254,3 +254,22 @@ def test_hung_backup_is_shrunk_out_writes_continue_and_it_rejoins(node, tmp_path
     lost = [k for k, v in writers.acked.items() if kv.get_latest(k) != v]
     assert lost == []
     assert any(e["slot"] == backup["slot"] for e in events_of(node, "isr.shrink", "kvstore"))
+
+
+def test_access_points_are_told_of_the_new_master_when_it_is_promoted(node, tmp_path):
+    """app_access(after_epoch, wait_s) returns once a newer master can serve, not at the deadline."""
+    launch_kvstore(node, tmp_path)
+    first = node.app("kvstore")
+    assert node.client.call("app_access", "kvstore")["ready"] is True
+    answer: dict = {}
+    waiter = threading.Thread(target=lambda: answer.update(
+        node.client.call("app_access", "kvstore", first["epoch"], 5.0, timeout=10)))
+    waiter.start()
+    os.kill(master_of(first)["pid"], signal.SIGKILL)
+    waiter.join(4.5)
+    assert not waiter.is_alive(), "woken only by its 5 s deadline, not by the promotion"
+    assert answer["epoch"] > first["epoch"] and answer["ready"], answer
+    assert answer["master"] != first["master"]
+    # No newer master coming: the wait ends at the deadline with the current one.
+    quiet = node.client.call("app_access", "kvstore", answer["epoch"], 0.2)
+    assert quiet["epoch"] == answer["epoch"] and quiet["master"] == answer["master"]
