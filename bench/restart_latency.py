@@ -16,7 +16,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from rivals import supervisord_restart, wait_new_child  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -37,16 +39,6 @@ def summary(name: str, values: list[float]) -> str:
     ms = [v * 1000 for v in values]
     return (f"{name:<28} n={len(ms):<4} median={statistics.median(ms):8.1f} ms  p90={pct(ms, 90):8.1f} ms"
             f"  p99={pct(ms, 99):8.1f} ms  max={max(ms):8.1f} ms")
-
-
-def wait_new_child(parent: psutil.Process, old: set[int], deadline_s: float = 30.0) -> tuple[int, float]:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        for child in parent.children():
-            if child.pid not in old and child.status() != psutil.STATUS_ZOMBIE:
-                return child.pid, time.monotonic()
-        time.sleep(0.0002)
-    raise TimeoutError("no replacement child appeared")
 
 
 def bench_jtrix(trials: int) -> tuple[list[float], list[float]]:
@@ -86,48 +78,6 @@ def bench_jtrix(trials: int) -> tuple[list[float], list[float]]:
     return spawned, ready
 
 
-SUPERVISOR_CONF = """
-[supervisord]
-nodaemon=true
-logfile={tmp}/supervisord.log
-pidfile={tmp}/supervisord.pid
-[unix_http_server]
-file={tmp}/supervisor.sock
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-[program:worker]
-command={python} -c "import time; time.sleep(3600)"
-startsecs=0
-autorestart=true
-startretries=1000
-"""
-
-
-def bench_supervisord(trials: int) -> list[float]:
-    tmp = Path(tempfile.mkdtemp(prefix="supervisord-bench-"))
-    conf = tmp / "supervisord.conf"
-    conf.write_text(SUPERVISOR_CONF.format(tmp=tmp, python=sys.executable))
-    sup = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    spawned = []
-    try:
-        proc = psutil.Process(sup.pid)
-        pid, _ = wait_new_child(proc, set())
-        for _ in range(trials):
-            old = {c.pid for c in proc.children()}
-            t0 = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-            pid, t1 = wait_new_child(proc, old)
-            spawned.append(t1 - t0)
-            time.sleep(0.1)
-    finally:
-        for child in psutil.Process(sup.pid).children(recursive=True):
-            child.kill()
-        sup.kill()
-        sup.wait()
-    return spawned
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=50)
@@ -138,7 +88,7 @@ def main() -> None:
     spawned, ready = bench_jtrix(args.trials)
     print(summary("jtrix: replacement spawned", spawned))
     print(summary("jtrix: replacement ready", ready))
-    sup = bench_supervisord(args.trials)
+    sup = supervisord_restart(args.trials)
     print(summary(f"supervisord {supervisor.__version__ if hasattr(supervisor, '__version__') else ''}: spawned".strip(), sup))
 
 
