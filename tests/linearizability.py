@@ -11,9 +11,11 @@ entry, try linearizing that operation now: if the model accepts it, remove
 ("lift") its call and return entries from the list, remember the step on a
 stack, and restart from the head. At a return entry, the operation it belongs
 to has not been linearized before its response, so undo the last choice and
-try the next call after it instead. Memoizing every (linearized-set bitmask,
-model state) pair reached so far prunes the search to each distinct
-configuration once, which is what makes it practical.
+try the next call after it instead. Memoizing every (linearized set, model
+state) pair reached so far prunes the search to each distinct configuration
+once, which is what makes it practical (the set is an exact bitmask for up to
+4096 operations per partition, a 128-bit Zobrist hash beyond: see
+`_check_single`).
 
 Unknown outcomes: an operation with `ret = math.inf` (a timeout, a crashed
 client) may have taken effect at any point after its invocation, or never. Its
@@ -24,11 +26,20 @@ soon as every operation with a finite `ret` is linearized. The model sees
 
 P-compositionality: linearizability is local, so a model may split a history
 into independent sub-histories (`partition`, e.g. per key) checked one by one.
+
+History files (`save_history` / `load_history`): JSON lines, one per
+operation, ``{"client", "f", "key", "value", "call", "ret", "output"}`` with
+``ret`` null for an unknown outcome (and ``value`` ``[expected, new]`` for a
+cas). An optional ``"type"``: "ok" | "fail" | "unknown"; a "fail" is a
+definite failure (the operation did not take effect) and is not checked.
+Other fields are kept by writers for humans and ignored here.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -36,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 OK, ILLEGAL, UNKNOWN_RESULT = "ok", "illegal", "unknown"
+EXACT_MEMO_LIMIT = 4096  # see _check_single
 
 
 class _Unknown:
@@ -65,17 +77,48 @@ class Model:
 # --------------------------------------------------------------------- models
 
 def kv_model() -> Model:
-    """Map of string keys, each initially "": input ("get"|"put"|"append", key, value);
-    a get's output is the value read. The state is one key's value (partitioned by key)."""
+    """Map of string keys, each initially "". Inputs and outputs:
+
+    * ("get", key, _) -> the value read (None is read as "": see below);
+    * ("put", key, value) -> None;
+    * ("append", key, suffix) -> the new value, or None when not recorded
+      (porcupine's histories; kvstore's ``append`` returns it, and then it must
+      equal the value before the append plus ``suffix``);
+    * ("cas", key, (expected, new)) -> True if the value was ``expected`` and
+      is now ``new``, else False (the value is unchanged).
+
+    The state is one key's value (histories are partitioned by key).
+
+    Absent keys, mirroring examples/kvstore exactly: kvstore reads a missing
+    key as None, appends to it as to "" and its ``cas`` compares
+    ``data.get(key) != expected`` (so expected None means "absent"). This model
+    has one initial value, "" (as porcupine's kv histories expect), and maps
+    absent <-> "": a get returning None is read as "", and cas's expected None
+    means "". That is exact as long as no operation stores the empty string,
+    which is the only way kvstore can hold a *present* "" (distinct from
+    absent); so writing "" (put/cas new/append suffix) and cas with expected ""
+    are refused with ValueError rather than checked approximately. Histories of
+    kvstore must use non-empty values (ours use globally unique tokens).
+    """
 
     def step(state, inp, out):
         f, _key, value = inp
         if f == "get":
-            return (out is UNKNOWN or out == state), state
+            return (out is UNKNOWN or (out if out is not None else "") == state), state
         if f == "put":
+            _no_empty(value, inp)
             return True, value
         if f == "append":
-            return True, state + value
+            _no_empty(value, inp)
+            new = state + value
+            return (out is UNKNOWN or out is None or out == new), new
+        if f == "cas":
+            expected, new = value
+            if expected == "":
+                raise ValueError(f"{inp!r}: cas expecting a present empty value cannot be mirrored (see kv_model)")
+            _no_empty(new, inp)
+            swapped = state == ("" if expected is None else expected)
+            return (out is UNKNOWN or out == swapped), (new if swapped else state)
         raise ValueError(f"unknown kv op {f!r}")
 
     def partition(ops):
@@ -85,6 +128,11 @@ def kv_model() -> Model:
         return list(by_key.values())
 
     return Model(init="", step=step, partition=partition)
+
+
+def _no_empty(value: Any, inp: Any) -> None:
+    if value == "":
+        raise ValueError(f"{inp!r}: kv_model cannot tell a stored empty string from an absent key (see kv_model)")
 
 
 def register_model() -> Model:
@@ -157,6 +205,18 @@ def _check_single(model: Model, ops: list[Operation], deadline: float | None) ->
             if nxt[x] != -1:
                 prv[nxt[x]] = x
 
+    # The memo key's "set of linearized operations": the XOR of one token per
+    # operation. Up to EXACT_MEMO_LIMIT operations the tokens are 1 << i (the
+    # exact bitmask); beyond, a bitmask costs O(n) per step to build and to keep
+    # (a chaos run has 10^5 operations per key), so each operation gets a random
+    # 128-bit token instead (Zobrist hashing): O(1) per step, and two different
+    # sets collide with probability 2^-128 per pair -- a collision could only
+    # prune a configuration never explored (a false "illegal"), never accept.
+    if n <= EXACT_MEMO_LIMIT:
+        token = [1 << i for i in range(n)]
+    else:
+        rng = random.Random(n)
+        token = [rng.getrandbits(128) for _ in range(n)]
     step = model.step
     state, linearized = model.init, 0
     seen: set[tuple[int, Any]] = set()
@@ -173,7 +233,7 @@ def _check_single(model: Model, ops: list[Operation], deadline: float | None) ->
         if is_call[entry]:
             ok, new_state = step(state, inputs[i], outputs[i])
             if ok:
-                key = (linearized | (1 << i), new_state)
+                key = (linearized ^ token[i], new_state)
                 if key not in seen:
                     seen.add(key)
                     stack.append((entry, state))
@@ -188,11 +248,63 @@ def _check_single(model: Model, ops: list[Operation], deadline: float | None) ->
                 return ILLEGAL
             entry, state = stack.pop()
             i = op_of[entry]
-            linearized ^= 1 << i
+            linearized ^= token[i]
             unlift(entry)
             pending += finite[i]
             entry = nxt[entry]
     return OK
+
+
+# --------------------------------------------------------------- history files
+
+def op_record(op: Operation, **extra: Any) -> dict:
+    """A kv operation (input ``(f, key, value)``) as one history-file record."""
+    f, key, value = op.input
+    rec = {"client": op.client, "f": f, "key": key, "value": list(value) if isinstance(value, tuple) else value,
+           "call": op.call, "ret": None if op.ret == math.inf else op.ret,
+           "output": None if op.output is UNKNOWN else op.output}
+    rec.update(extra)
+    return rec
+
+
+def op_from_record(rec: dict) -> Operation | None:
+    """The operation of a history record; None for a definite failure (it did not happen)."""
+    if rec.get("type") == "fail":
+        return None
+    value = rec.get("value")
+    if isinstance(value, list):
+        value = tuple(value)
+    ret = rec.get("ret")
+    unknown = ret is None or rec.get("type") == "unknown"
+    return Operation(rec["client"], float(rec["call"]), math.inf if unknown else float(ret),
+                     (rec["f"], rec["key"], value), None if unknown else rec.get("output"))
+
+
+def save_history(path: str | Path, ops: list[Operation]) -> None:
+    """Write ``ops`` as a JSON-lines history file (see the module docstring)."""
+    with open(path, "w") as out:
+        for op in ops:
+            out.write(json.dumps(op_record(op)) + "\n")
+
+
+def load_history(path: str | Path) -> list[Operation]:
+    """Read a JSON-lines history file; definite failures are left out. A
+    truncated last line (a writer that was killed) is ignored."""
+    ops = []
+    lines = Path(path).read_text().splitlines()
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if n == len(lines) - 1:
+                break
+            raise
+        op = op_from_record(rec)
+        if op is not None:
+            ops.append(op)
+    return ops
 
 
 # -------------------------------------------------------------------- parsers
