@@ -670,6 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (cmd &)
 
     from hosting.client import HostingClient
     from hosting.daemon import start_background
@@ -756,6 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleanup must not be interrupted halfway
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if nemesis is not None:
             nemesis.stop.set()
             nemesis.abort.set()

@@ -75,3 +75,69 @@ def test_chaos_every_fault_kind_nothing_lost_no_double_master_linearizable(tmp_p
     assert summary["appends_checked"] > 100, detail
     assert proc.returncode == 0, detail
     assert "RESULT                     PASS" in out, detail
+
+
+# ------------------------------------------- the harness's own checks catch violations
+
+def _chaos_module():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import chaos
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return chaos
+
+
+def _op(client, call, ret, f, key, value, out=None):
+    from linearizability import Operation
+
+    return Operation(client, call, ret, (f, key, value), out)
+
+
+def test_write_checks_find_lost_duplicate_and_phantom_values():
+    chaos = _chaos_module()
+    inf = float("inf")
+    ops = [(_op(0, 0, 1, "append", "log0", "[0.1]", "[0.1]"), "ok"),
+           (_op(1, 0.5, 2, "append", "log0", "[1.1]", "[0.1][1.1]"), "ok"),
+           (_op(0, 3, inf, "append", "log0", "[0.2]"), "unknown"),
+           (_op(0, 4, 5, "put", "k0", "[0.3]"), "ok"),
+           (_op(1, 6, 7, "append", "k0", "[1.2]", "[0.3][1.2]"), "ok")]
+    clean = chaos.write_checks(ops, {"log0": "[0.1][1.1]", "k0": "[0.3][1.2]"})
+    assert (clean["lost"], clean["duplicates"], clean["phantoms"]) == ([], [], [])
+    assert clean["appends_checked"] == 3
+    lost = chaos.write_checks(ops, {"log0": "[1.1]", "k0": "[0.3][1.2]"})
+    assert [x["token"] for x in lost["lost"]] == ["[0.1]"]
+    twice = chaos.write_checks(ops, {"log0": "[0.1][1.1][0.2][0.2]", "k0": "[0.3][1.2]"})
+    assert [x["token"] for x in twice["duplicates"]] == ["[0.2]"]
+    phantom = chaos.write_checks(ops, {"log0": "[0.1][1.1][9.9]", "k0": "[0.3][1.2]", "k1": "[0.1]"})
+    assert sorted((x["key"], x["token"]) for x in phantom["phantoms"]) == [("k1", "[0.1]"), ("log0", "[9.9]")]
+    # an append a later put may have overwritten is not lost
+    overwritten = ops + [(_op(2, 6.5, 8, "put", "k0", "[2.1]"), "ok")]
+    assert chaos.write_checks(overwritten, {"log0": "[0.1][1.1]", "k0": "[2.1]"})["lost"] == []
+
+
+def test_master_checks_find_two_masters_in_one_epoch_and_epochs_going_down(tmp_path):
+    chaos = _chaos_module()
+    events = [{"index": 1, "kind": "control.granted", "detail": {"holder": "kvstore/store/0#1", "epoch": 1}},
+              {"index": 2, "kind": "control.granted", "detail": {"holder": "kvstore/store/1#1", "epoch": 2}},
+              {"index": 3, "kind": "control.readopted", "detail": {"holder": "kvstore/store/2#1", "epoch": 2}},
+              {"index": 4, "kind": "control.granted", "detail": {"holder": "kvstore/store/2#1", "epoch": 2}}]
+    by_epoch, regressions = chaos.masters_from_events(events)
+    assert by_epoch[2] == {"kvstore/store/1#1", "kvstore/store/2#1"} and by_epoch[1] == {"kvstore/store/0#1"}
+    assert len(regressions) == 1
+    logs = tmp_path / "logs" / "kvstore"
+    for slot, inc, lines in [("store-0", 1, ["now master at epoch 1 (master store/0)",
+                                             "now backup at epoch 3 (master store/1)"]),
+                             ("store-1", 1, ["now master at epoch 3 (master store/1)"]),
+                             ("store-2", 2, ["now backup at epoch 3 (master store/1)",
+                                             "now master at epoch 3 (master store/2)",
+                                             "now backup at epoch 2 (master store/0)"])]:
+        (logs / slot).mkdir(parents=True)
+        text = [f"2026-01-01 00:00:00,000 INFO netlets.runner: netlet kvstore/{slot.replace('-', '/')}#{inc} "
+                f"starting (pid 1{inc}, mode cold, class kvstore:Store)"]
+        text += [f"2026-01-01 00:00:01,000 INFO netlets.replicated: {line}" for line in lines]
+        (logs / slot / f"20260101T000000.000000Z-{inc}.log").write_text("\n".join(text) + "\n")
+    by_epoch, regressions, files = chaos.masters_from_logs(tmp_path)
+    assert files == 3
+    assert by_epoch[3] == {"kvstore/store/1#1", "kvstore/store/2#2"} and by_epoch[1] == {"kvstore/store/0#1"}
+    assert len(regressions) == 1 and "store/2#2" in regressions[0]
