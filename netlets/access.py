@@ -20,6 +20,10 @@ Contracts:
     future at once, with the same at-most-once guarantee; calls submitted
     together travel in one RPC and their commands are group-committed.
     Pipelined calls, queries included, all go to the master.
+  * With ``coalesce`` (the default) a blocking ``call`` of a command is a
+    submitted call whose result it waits for: commands called at the same
+    time from many threads share batch RPCs and group commits, as a pipelined
+    client's do. Queries are always called directly.
   * An AppProxy may be shared by threads (each thread gets its own connections).
 """
 
@@ -51,9 +55,11 @@ class AppProxy:
     """A client of one app (see module docstring)."""
 
     def __init__(self, app: str, hosting: HostingClient, timeout: float = DEFAULT_TIMEOUT_S,
-                 call_timeout: float = 10.0, pipeline: PipelineConfig = PipelineConfig()) -> None:
+                 call_timeout: float = 10.0, pipeline: PipelineConfig = PipelineConfig(),
+                 coalesce: bool = True) -> None:
         self.app = app
         self.pipeline_config = pipeline
+        self.coalesce = coalesce
         self.hosting = hosting
         self.timeout = timeout
         self.call_timeout = call_timeout
@@ -136,6 +142,8 @@ class AppProxy:
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call ``method`` where its kind says it runs; see the module contracts."""
         kind = self._kind(method)
+        if kind == COMMAND and self.coalesce:
+            return self.submit(method, *args, **kwargs).result()  # resolved by the pipeline's deadline
         req_id = self._request_id(kind)
         deadline = time.monotonic() + self.timeout
         attempt = 0
@@ -219,8 +227,8 @@ class AppProxy:
 
 def connect(app: str, home: str | Path | None = None, *, warrant: str | Path | None = None,
             key: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-            pipeline: PipelineConfig = PipelineConfig()) -> AppProxy:
+            pipeline: PipelineConfig = PipelineConfig(), coalesce: bool = True) -> AppProxy:
     """An access point for ``app`` on the node of ``home`` (default ``$JTRIX_HOME``)."""
     hosting = HostingClient.for_home(Path(home) if home else None, Path(warrant) if warrant else None,
                                      Path(key) if key else None)
-    return AppProxy(app, hosting, timeout, pipeline=pipeline)
+    return AppProxy(app, hosting, timeout, pipeline=pipeline, coalesce=coalesce)

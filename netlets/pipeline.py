@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 class PipelineConfig:
     """Checked at construction: a pipeline with nothing in flight would hang."""
 
-    window: int = 4  # batches in flight at once (sender threads)
+    window: int = 2  # batches in flight at once (sender threads)
     max_batch: int = 512  # calls per invoke_batch RPC (the node's limit is netlets.host.MAX_BATCH)
     max_in_flight: int = 8192  # outstanding calls before submit() blocks
 

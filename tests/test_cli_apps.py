@@ -25,9 +25,12 @@ EVENT_KEYS = {"index", "time", "app", "slot", "kind", "detail"}
 
 @pytest.fixture
 def echo(node, tmp_path):  # noqa: F811
-    """A running 2-replica ``workers:Echo`` app called "echo", launched by jtrix-launch; terminated after."""
+    """A running 2-replica ``workers:Echo`` app called "echo", launched by jtrix-launch; terminated after.
+
+    Its lease TTL is long, so a netlet stopped by a test outlives the CLI calls
+    of a loaded machine (these tests are about the CLI, not lease expiry)."""
     path = tmp_path / "echo.xml"
-    path.write_text(descriptor_xml("echo", ECHO2))
+    path.write_text(descriptor_xml("echo", ECHO2, lease='ttl="10.0" grace="1.0"'))
     env = {**os.environ, "JTRIX_HOME": str(node.home)}
     r = subprocess.run([str(BIN / "jtrix-launch"), str(path), "--json"], capture_output=True, text=True, env=env,
                        timeout=60)
