@@ -473,8 +473,10 @@ def write_checks(ops: list[tuple[Operation, str]], final: dict[str, str | None])
         if counts is None:
             unverifiable += sum(1 for op, typ in writes if op.input[0] == "append" and typ == "ok")
             continue
-        overwrites = [op for op, typ in writes
-                      if op.input[0] == "put" or (op.input[0] == "cas" and (typ == "unknown" or op.output))]
+        # an append is possibly overwritten iff some put / swapping (or unknown) cas returned after it was called
+        last_overwrite_ret = max((op.ret for op, typ in writes
+                                  if op.input[0] == "put" or (op.input[0] == "cas" and (typ == "unknown" or op.output))),
+                                 default=-math.inf)
         carried = set()
         for op, typ in writes:
             token = op.input[2][1] if op.input[0] == "cas" else op.input[2]
@@ -486,7 +488,7 @@ def write_checks(ops: list[tuple[Operation, str]], final: dict[str, str | None])
                 duplicates.append({"key": key, "token": token, "count": n, "type": typ})
             if typ == "ok":
                 appends_checked += 1
-                if n == 0 and not any(w.ret > op.call for w in overwrites):
+                if n == 0 and not last_overwrite_ret > op.call:
                     lost.append({"key": key, "token": token, "call": op.call, "ret": op.ret})
         phantoms += [{"key": key, "token": t} for t in counts if t not in carried]
     for key, counts in tokens.items():
