@@ -29,15 +29,17 @@ Election protocol (driven by the node):
    calls ``become_master(epoch, isr, peers)`` on it.
 
 Warm start (no live eligible candidate): ``begin_election(app, all_slots)``
-and ``choose(..., warm=True)`` over every restored slot's position; the ISR
-becomes just the chosen slot.
+and ``choose(..., warm=all_slots)``: only once *every* slot has promised and
+reported its position is the best one chosen (a slot that did not answer may
+be the old master, holding the newest acknowledged entries); the ISR becomes
+just the chosen slot.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Protocol, Sequence
+from typing import Collection, Iterable, Mapping, Protocol, Sequence
 
 
 class EpochStore(Protocol):
@@ -144,18 +146,23 @@ class Arbiter:
             return st.epoch
 
     def choose(self, app: str, epoch: int, positions: Mapping[str, Sequence[int]],
-               warm: bool = False) -> str | None:
+               warm: Collection[str] = ()) -> str | None:
         """Grant ``epoch`` to the best of ``positions`` (slots that promised it).
 
-        Normal election: only ISR members count. ``warm``: every restored slot
-        counts and the ISR becomes the chosen slot alone. Returns the new holder,
-        or None (nobody answered: the node retries or warm-starts). Raises
-        :class:`StaleEpoch` unless ``epoch`` is the election in progress.
+        Normal election (``warm`` empty): only ISR members count. Warm start
+        (``warm`` = every slot of the master type): nothing is chosen unless
+        every one of them is in ``positions``; then the best wins and the ISR
+        becomes the chosen slot alone. Returns the new holder, or None (nobody
+        eligible answered: the node retries or warm-starts; the election stays
+        open). Raises :class:`StaleEpoch` unless ``epoch`` is the election in
+        progress.
         """
         with self._lock:
             st = self._get(app)
             if st.electing != epoch or st.epoch != epoch:
                 raise StaleEpoch(app, epoch, st.epoch)
+            if warm and not set(warm) <= set(positions):
+                return None
             pool = dict(positions) if warm else {s: p for s, p in positions.items() if s in st.isr}
             winner = best_position(pool)
             if winner is None:
@@ -169,7 +176,7 @@ class Arbiter:
     def bootstrap(self, app: str, slot: str) -> int:
         """Cold start: the first master ``slot`` with a new epoch and ISR ``{slot}``."""
         epoch = self.begin_election(app, [slot])
-        self.choose(app, epoch, {slot: (0, 0)}, warm=True)
+        self.choose(app, epoch, {slot: (0, 0)}, warm=[slot])
         return epoch
 
     # --- in-sync set ------------------------------------------------------------

@@ -163,7 +163,7 @@ class Elector:
             if promise.get("ok"):
                 positions[slot] = tuple(promise["position"])
         try:
-            winner = node.arbiter.choose(app, epoch, positions, warm=warm)
+            winner = node.arbiter.choose(app, epoch, positions, warm=mt.slots if warm else ())
         except StaleEpoch:
             return False
         if winner is None:

@@ -33,6 +33,7 @@ from netlets.credential import make_handshake
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.outcomes import capture, unwrap
+from netlets.replication import messages as M
 from netlets.replication.effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
 from netlets.replication.replica import Replica, ReplicationConfig
 from netlets.replication.state import not_master
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 EXIT_FENCED = 76
 LEASE_SAFETY = 0.1  # ε: the master's view of its lease ends this fraction of the TTL early
 COMMAND_TIMEOUT_S = 30.0
+SNAPSHOT_RPC_TIMEOUT_S = 30.0
 REPLICATION_DIR = "replica"
 
 
@@ -56,19 +58,34 @@ class _Waiter:
 
 
 class _PeerSender:
-    """One backup's in-order replication channel (a thread and a connection)."""
+    """One backup's in-order replication channel (a thread and a connection).
+
+    A message of an older generation than the newest one offered is dropped
+    unsent: the core has reset that peer's channel since (a failed send, a
+    retransmit timeout, a mismatch), ignores replies to it, and has already
+    offered what replaces it. So a backlog cannot build up behind a peer that
+    fails slowly (a stopped process whose kernel still accepts connections
+    costs one RPC timeout per generation, not one per queued message).
+    """
 
     def __init__(self, host: "ReplicatedHost", slot: str, endpoint: str) -> None:
         self.host, self.slot, self.endpoint = host, slot, endpoint
         self.queue: queue.Queue = queue.Queue()
         self.proxy = None
+        self._newest = 0
+        self._newest_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name=f"replicate-{slot}", daemon=True)
         self.thread.start()
+
+    def offer(self, msg: dict, generation: int) -> None:
+        with self._newest_lock:
+            self._newest = max(self._newest, generation)
+        self.queue.put((generation, msg))
 
     def retarget(self, endpoint: str) -> None:
         if endpoint != self.endpoint:
             self.endpoint = endpoint
-            self.queue.put(None)  # tells the thread to reconnect before the next message
+            self.queue.put((None, None))  # tells the thread to reconnect before the next message
 
     def _connect(self):
         p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout)
@@ -77,17 +94,22 @@ class _PeerSender:
 
     def _run(self) -> None:
         while True:
-            msg = self.queue.get()
+            generation, msg = self.queue.get()
             if msg is None:
                 if self.proxy is not None:
                     self.proxy._pyroRelease()
                 self.proxy = None
                 continue
-            if msg == "stop":
-                return
+            if generation < self._newest:
+                continue  # superseded (see the class docstring)
             try:
                 if self.proxy is None:
                     self.proxy = self._connect()
+                # A snapshot carries the whole state and dedup table: sending and
+                # restoring it may take longer than an RPC timeout that is sized
+                # for batches; timing it out would only send it again, forever.
+                self.proxy._pyroTimeout = (max(SNAPSHOT_RPC_TIMEOUT_S, self.host.rpc_timeout)
+                                           if msg.get("t") == M.SNAPSHOT else self.host.rpc_timeout)
                 reply = self.proxy.replication_handle(msg)
             except Exception as err:
                 log.debug("replication to %s failed: %s", self.slot, err)
@@ -123,13 +145,20 @@ class ReplicatedHost(NetletHost):
         self.master_epoch: int | None = None
         self._flush = threading.Event()
         self._stopping = threading.Event()
+        self._closed = False  # storage closed: set under the lock, never cleared
         self._workers = [threading.Thread(target=self._flusher, name="flusher", daemon=True),
                          threading.Thread(target=self._ticker, name="ticker", daemon=True)]
 
     # -- the one way into the replica ---------------------------------------
     def with_replica(self, fn) -> Any:
-        """Run ``fn(replica, now)`` under the lock, then act on its effects."""
+        """Run ``fn(replica, now)`` under the lock, then act on its effects.
+
+        Once the storage is closed (``stop``) nothing runs: a replication RPC or
+        an election's ``prepare`` arriving then gets a retryable NotMaster.
+        """
         with self.lock:
+            if self._closed:
+                raise NotMaster(f"{self.doc.slot} is stopping")
             result = fn(self.replica, time.monotonic())
             effects = self.replica.take_effects()
         self._act(effects)
@@ -145,7 +174,7 @@ class ReplicatedHost(NetletHost):
                         self.with_replica(lambda r, now, to=effect.to: r.on_send_failed(to, now))
                         continue
                     sender = self.senders[effect.to] = _PeerSender(self, effect.to, endpoint)
-                sender.queue.put(effect.msg)
+                sender.offer(effect.msg, effect.generation)
             elif isinstance(effect, Complete):
                 waiter = self.waiters.pop(effect.token, None)
                 if waiter is not None:
@@ -211,10 +240,20 @@ class ReplicatedHost(NetletHost):
         super().start()
 
     def stop(self) -> None:
+        """Stop the flusher and ticker, then close the storage (synced) for good."""
         self._stopping.set()
+        self._flush.set()  # let the flusher see _stopping
         super().stop()
+        for worker in self._workers:
+            if worker.is_alive() and worker is not threading.current_thread():
+                worker.join(timeout=max(1.0, self.ttl))
         with self.lock:
+            self._closed = True
             self.replica.storage.close(sync=True)
+            waiting, self.waiters = self.waiters, {}
+        for waiter in waiting.values():  # their callers retry elsewhere with the same request ids
+            waiter.outcome = not_master(f"{self.doc.slot} is stopping")
+            waiter.event.set()
 
     def _flusher(self) -> None:
         while not self._stopping.is_set():
@@ -269,7 +308,7 @@ class ReplicatedHost(NetletHost):
         with self.lock:
             now = time.monotonic()
             for i, (method, args, kwargs, req_id) in enumerate(calls):
-                if self.replica.role != "master":
+                if self._closed or self.replica.role != "master":
                     outcomes[i] = not_master(f"{self.doc.slot} is {self.replica.role}, not the master")
                     continue
                 made = capture(lambda: getattr(self.netlet, method)(*args, **kwargs))

@@ -146,7 +146,9 @@ def main() -> None:
     try:
         host.stop()
     finally:
-        daemon.shutdown()
+        # No daemon.shutdown(): Pyro's pool joins every worker thread for up to
+        # 0.1 s each, so a netlet with many client connections would outlast its
+        # grace period and be SIGKILLed. Exiting closes every socket anyway.
         log.info("netlet %s stopped", doc.netlet_id)
         logging.shutdown()
         os._exit(exit_code[0])

@@ -81,9 +81,9 @@ def kv_model() -> Model:
 
     * ("get", key, _) -> the value read (None is read as "": see below);
     * ("put", key, value) -> None;
-    * ("append", key, suffix) -> the new value, or None when not recorded
-      (porcupine's histories; kvstore's ``append`` returns it, and then it must
-      equal the value before the append plus ``suffix``);
+    * ("append", key, suffix) -> the new value's length, or None when not
+      recorded (porcupine's histories; kvstore's ``append`` returns it, and
+      then it must equal the length of the value before plus ``suffix``);
     * ("cas", key, (expected, new)) -> True if the value was ``expected`` and
       is now ``new``, else False (the value is unchanged).
 
@@ -111,7 +111,7 @@ def kv_model() -> Model:
         if f == "append":
             _no_empty(value, inp)
             new = state + value
-            return (out is UNKNOWN or out is None or out == new), new
+            return (out is UNKNOWN or out is None or out == len(new)), new
         if f == "cas":
             expected, new = value
             if expected == "":

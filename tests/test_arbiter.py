@@ -45,8 +45,18 @@ def test_nobody_answered_returns_none_then_warm_start():
     e = a.begin_election("app", [])
     assert a.choose("app", e, {}) is None
     e2 = a.begin_election("app", ["s/0", "s/1"])
-    assert a.choose("app", e2, {"s/0": (1, 7), "s/1": (1, 3)}, warm=True) == "s/0"
+    assert a.choose("app", e2, {"s/0": (1, 7), "s/1": (1, 3)}, warm=["s/0", "s/1"]) == "s/0"
     assert a.state("app").isr == {"s/0"}
+
+
+def test_warm_start_chooses_only_once_every_slot_has_promised():
+    """A slot that did not answer may be the old master with the newest acknowledged entries."""
+    a = Arbiter(MemoryEpochStore())
+    a.bootstrap("app", "s/0")
+    e = a.begin_election("app", ["s/0", "s/1", "s/2"])
+    assert a.choose("app", e, {"s/1": (1, 3), "s/2": (1, 3)}, warm=["s/0", "s/1", "s/2"]) is None
+    assert a.state("app").holder is None and a.state("app").electing == e
+    assert a.choose("app", e, {"s/0": (1, 9), "s/1": (1, 3), "s/2": (1, 3)}, warm=["s/0", "s/1", "s/2"]) == "s/0"
 
 
 def test_shrink_expand_fenced_by_epoch():

@@ -97,11 +97,11 @@ def _op(client, call, ret, f, key, value, out=None):
 def test_write_checks_find_lost_duplicate_and_phantom_values():
     chaos = _chaos_module()
     inf = float("inf")
-    ops = [(_op(0, 0, 1, "append", "log0", "[0.1]", "[0.1]"), "ok"),
-           (_op(1, 0.5, 2, "append", "log0", "[1.1]", "[0.1][1.1]"), "ok"),
+    ops = [(_op(0, 0, 1, "append", "log0", "[0.1]", 5), "ok"),
+           (_op(1, 0.5, 2, "append", "log0", "[1.1]", 10), "ok"),
            (_op(0, 3, inf, "append", "log0", "[0.2]"), "unknown"),
            (_op(0, 4, 5, "put", "k0", "[0.3]"), "ok"),
-           (_op(1, 6, 7, "append", "k0", "[1.2]", "[0.3][1.2]"), "ok")]
+           (_op(1, 6, 7, "append", "k0", "[1.2]", 10), "ok")]
     clean = chaos.write_checks(ops, {"log0": "[0.1][1.1]", "k0": "[0.3][1.2]"})
     assert (clean["lost"], clean["duplicates"], clean["phantoms"]) == ([], [], [])
     assert clean["appends_checked"] == 3

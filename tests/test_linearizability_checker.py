@@ -288,10 +288,11 @@ def test_kv_cas_concurrent_and_unknown():
 
 def test_kv_append_results_are_checked():
     m = kv_model()
-    assert check(m, [kvop(0, 0, 1, "append", "k", "a", "a"), kvop(0, 2, 3, "append", "k", "b", "ab")]) == "ok"
-    assert check(m, [kvop(0, 0, 1, "append", "k", "a", "a"), kvop(0, 2, 3, "append", "k", "b", "b")]) == "illegal"
+    # the result is the new length (kvstore's append, like Redis APPEND)
+    assert check(m, [kvop(0, 0, 1, "append", "k", "a", 1), kvop(0, 2, 3, "append", "k", "bc", 3)]) == "ok"
+    assert check(m, [kvop(0, 0, 1, "append", "k", "a", 1), kvop(0, 2, 3, "append", "k", "bc", 2)]) == "illegal"
     # concurrent appends: the results fix the order
-    x, y = kvop(0, 0, 5, "append", "k", "x", "yx"), kvop(1, 1, 4, "append", "k", "y", "y")
+    x, y = kvop(0, 0, 5, "append", "k", "x", 2), kvop(1, 1, 4, "append", "k", "y", 1)
     assert check(m, [x, y, kvop(2, 6, 7, "get", "k", None, "yx")]) == "ok"
     assert check(m, [x, y, kvop(2, 6, 7, "get", "k", None, "xy")]) == "illegal"
     # None (not recorded, porcupine's histories) and unknown outcomes are not compared
@@ -382,7 +383,7 @@ def test_a_wrong_cas_or_append_result_in_a_sequential_history_is_illegal(ops, da
         return
     i = data.draw(st.sampled_from(changeable))
     op = ops[i]
-    wrong = (not op.output) if op.input[0] == "cas" else op.output + "!"
+    wrong = (not op.output) if op.input[0] == "cas" else op.output + 1
     ops[i] = Operation(op.client, op.call, op.ret, op.input, wrong)
     assert check(kv_model(), ops, timeout=20) == "illegal"
 

@@ -220,7 +220,7 @@ def test_node_sigkill_leaves_the_app_writable_and_restart_keeps_master_and_epoch
     wait_for(lambda: process_dead(node_pid), 5, "the node to die")
     # no node: the master still orders and replicates writes (its backups ack them)
     kv.put("during", "2")
-    assert kv.append("during", "+") == "2+"
+    assert kv.append("during", "+") == 2  # the new length of "2+"
     start_background(node.home)
     node.client = HostingClient.for_home(node.home)
     after = wait_master(node)
@@ -273,3 +273,28 @@ def test_access_points_are_told_of_the_new_master_when_it_is_promoted(node, tmp_
     # No newer master coming: the wait ends at the deadline with the current one.
     quiet = node.client.call("app_access", "kvstore", answer["epoch"], 0.2)
     assert quiet["epoch"] == answer["epoch"] and quiet["master"] == answer["master"]
+
+
+def test_stopped_master_exits_within_grace_and_its_slot_rejoins_the_isr(node, tmp_path):
+    """A SIGSTOPped master with many client connections: once its lease lapses the node
+    sends SIGTERM+SIGCONT; it must exit by itself within the grace period (not be
+    SIGKILLed), and the new master must bring its replacement back in sync promptly
+    (no backlog of replication messages queued behind the stopped process)."""
+    launch_kvstore(node, tmp_path, ttl=0.6)
+    clients = [Writers(count=1) for _ in range(16)]  # 16 access points: many connections to the master
+    for w in clients:
+        w.__enter__()
+    try:
+        clients[0].wait_acked(100)
+        first = node.app("kvstore")
+        old = master_of(first)
+        os.kill(old["pid"], signal.SIGSTOP)
+        wait_master(node, above_epoch=first["epoch"])
+        exited = wait_for(lambda: [e for e in events_of(node, "netlet.exited", "kvstore")
+                                   if e["detail"].get("netlet") == old["netlet"]], 20, "the stopped master's exit")
+        assert "signal" not in exited[0]["detail"], exited[0]  # it exited by itself, within the grace
+        wait_for(lambda: len(node.client.call("control_state", "kvstore")["isr"]) == 3, 15,
+                 "the replaced slot back in the in-sync set")
+    finally:
+        for w in clients:
+            w.__exit__(None, None, None)

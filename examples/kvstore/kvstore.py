@@ -24,7 +24,7 @@ class Store(Netlet):
             return None
         if op == "append":
             self.data[key] = self.data.get(key, "") + cmd["suffix"]
-            return self.data[key]
+            return len(self.data[key])
         if op == "cas":
             if self.data.get(key) != cmd["expected"]:
                 return False
@@ -47,7 +47,8 @@ class Store(Netlet):
 
     @command
     def append(self, key: str, suffix: str):
-        """Appends and returns the new value."""
+        """Appends and returns the new length of the value (as Redis APPEND does: a
+        replicated result, kept for retries, stays small however long the value grows)."""
         return {"op": "append", "key": _text(key), "suffix": _text(suffix)}
 
     @command

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 class Send:
     to: str
     msg: dict
+    generation: int = 0  # the peer channel's reset point: a later generation supersedes this message
 
 
 @dataclass(frozen=True)

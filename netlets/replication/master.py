@@ -141,7 +141,7 @@ class MasterRole:
                     break
                 self.next_bid += 1
                 p.inflight[bid] = now
-                r.effects.append(Send(p.slot, msg))
+                r.effects.append(Send(p.slot, msg, p.reset_bid))
 
     def on_reply(self, peer: str, reply: dict, now: float) -> None:
         try:

@@ -137,7 +137,7 @@ class Cluster:
             self._drain(s)
             if rep["ok"]:
                 positions[s] = rep["position"]
-        winner = self.arbiter.choose(APP, epoch, positions, warm=warm)
+        winner = self.arbiter.choose(APP, epoch, positions, warm=self.slots if warm else ())
         if winner is not None:
             self._grant(winner, epoch)
         return winner

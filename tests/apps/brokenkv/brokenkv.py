@@ -24,7 +24,7 @@ class Store(Netlet):
             return None
         if op == "append":
             self.data[key] = self.data.get(key, "") + cmd["suffix"]
-            return self.data[key]
+            return len(self.data[key])
         raise ValueError(f"unknown operation {op!r}")
 
     def snapshot(self):
