@@ -39,6 +39,9 @@ from pathlib import Path
 import psutil
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from harness import pct  # noqa: E402
 NODE = HERE / "pysyncobj_node.py"
 
 #: SyncObjConf keyword arguments ("{dir}" and "{i}" in strings: the cluster's temp dir and the
@@ -60,11 +63,6 @@ CONFS: dict[str, dict] = {
 #: threads. Around PySyncObj's best on this machine: ~1000 leaves ticks under-filled, 10000+
 #: only adds latency (and 16 x 600 once cost a leader election and the calls in flight).
 ASYNC_INFLIGHT = 4000
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 def free_ports(n: int) -> list[int]:

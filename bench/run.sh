@@ -3,7 +3,7 @@
 # compared with: supervisor, pysyncobj). Each script prints a table and writes
 # JSON under bench/results/ (not committed).
 # Usage: bench/run.sh NAME [ARGS...]   runs bench/NAME.py ARGS  (e.g. restart_latency --trials 50)
-#        bench/run.sh restart [TRIALS] | kvstore [TRIALS]   (short names kept)
+#        bench/run.sh restart [TRIALS]   (bench/restart_latency.py --trials TRIALS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .bench-venv/bin/python ]; then
@@ -19,7 +19,6 @@ mkdir -p bench/results
 name="${1:-restart}"; shift || true
 case "$name" in
     restart) exec .bench-venv/bin/python bench/restart_latency.py --trials "${1:-50}" ;;
-    kvstore) exec .bench-venv/bin/python bench/kvstore_bench.py --trials "${1:-20}" ;;
 esac
 script="bench/${name%.py}.py"
 [ -f "$script" ] || { echo "unknown benchmark: $name (no $script)" >&2; exit 2; }
