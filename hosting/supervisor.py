@@ -120,10 +120,14 @@ class Supervisor:
         return None
 
     def descriptor(self, app: str) -> Descriptor | None:
-        """The registered app's descriptor (None if the app is not registered here)."""
-        with self.lock:
-            rt = self.apps.get(app)
-            return rt.descriptor if rt is not None else None
+        """The registered app's descriptor (None if the app is not registered here).
+
+        Lock-free (every lease renewal asks): one dict lookup of an immutable
+        value is atomic, and ``start_slot`` holds the lock across key
+        generation, signing, fsyncs and fork, which renewals must not wait for.
+        """
+        rt = self.apps.get(app)
+        return rt.descriptor if rt is not None else None
 
     def is_terminating(self, app: str) -> bool:
         with self.lock:
@@ -219,7 +223,12 @@ class Supervisor:
             return False
 
     def mark_ready(self, netlet_id: str) -> bool:
-        """First renewal: the netlet is up. Returns True the first time."""
+        """First renewal: the netlet is up. Returns True the first time.
+
+        Every later renewal returns at the lock-free check (see ``descriptor``)."""
+        known = self.live.get(netlet_id)
+        if known is not None and known.ready:
+            return False
         with self.lock:
             n = self.live.get(netlet_id)
             if n is None or n.ready:

@@ -199,3 +199,23 @@ def test_node_side_descriptor_parsing_never_opens_files_the_document_names(tmp_p
     assert d.warrant_xml is None and d.warrant_source == "/nonexistent/secret.xml"
     with pytest.raises(BadInput, match="not found"):
         warrants.parse_descriptor(xml, "<network>")  # the launcher's local parse does read it
+
+
+def test_nonce_cache_refuses_replays_and_forgets_only_what_left_the_window(monkeypatch):
+    """Each nonce once per window; expired nonces are dropped from the front, so the
+    cache holds one window's worth however many calls it has seen."""
+    from warrants import replay
+
+    clock = [1000.0]
+    monkeypatch.setattr(replay.time, "monotonic", lambda: clock[0])
+    cache = replay.NonceCache(window=10.0)
+    now = time.time()
+    assert cache.fresh("a", now) and not cache.fresh("a", now)
+    assert not cache.fresh("b", now - 11)  # its timestamp is outside the window
+    for i in range(20_000):  # 20 000 calls over 100 s: at most ~10 s worth are kept
+        clock[0] += 0.005
+        assert cache.fresh(f"n{i}", now)
+    assert len(cache._seen) <= 2001
+    assert not cache.fresh("n19999", now)  # still inside the window: a replay
+    clock[0] += 11
+    assert cache.fresh("a", now) and cache.fresh("n19999", now)  # both long gone from the window

@@ -14,13 +14,15 @@ class NonceCache:
     Contract: :meth:`fresh` returns True the first time it sees a nonce whose
     timestamp lies within ``window`` of now, and False for a timestamp outside
     the window or a nonce already seen within the window. Memory stays bounded
-    by the number of nonces presented within one window.
+    by the number of nonces presented within one window, and each call costs
+    O(1) amortized: nonces are kept in arrival order (a dict preserves it, and
+    arrival times come from the monotonic clock), so expired ones are dropped
+    from the front, never by scanning them all.
     """
 
-    def __init__(self, window: float = DEFAULT_WINDOW_S, prune_above: int = 4096) -> None:
+    def __init__(self, window: float = DEFAULT_WINDOW_S) -> None:
         self.window = window
-        self._prune_above = prune_above
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, float] = {}  # nonce -> monotonic arrival time, oldest first
         self._lock = threading.Lock()
 
     def in_window(self, ts: float, now: float | None = None) -> bool:
@@ -30,10 +32,15 @@ class NonceCache:
         now = time.time()
         if not self.in_window(ts, now):
             return False
+        arrived = time.monotonic()
         with self._lock:
-            if nonce in self._seen:
+            seen = self._seen
+            while seen:
+                oldest = next(iter(seen))
+                if arrived - seen[oldest] <= self.window:
+                    break
+                del seen[oldest]
+            if nonce in seen:
                 return False
-            self._seen[nonce] = now
-            if len(self._seen) > self._prune_above:
-                self._seen = {n: t for n, t in self._seen.items() if now - t <= self.window}
+            seen[nonce] = arrived
         return True
