@@ -43,7 +43,8 @@ def trials(app: KvApp, kv, n: int, sig: signal.Signals) -> dict:
             except ProcessLookupError:
                 pass
         app.wait_master(before["epoch"])
-    return {"first_write": latency_ms(first_write), "elected": latency_ms(elected)}
+    return {"first_write": latency_ms(first_write), "elected": latency_ms(elected),
+            "raw_ms": [[round(w * 1000, 1), round(e * 1000, 1)] for w, e in zip(first_write, elected)]}
 
 
 def main() -> None:
@@ -62,7 +63,7 @@ def main() -> None:
         kv.close()
     finally:
         app.close()
-    rows = [{"failure": f"SIGKILL master", "measure": m, **crash[m]} for m in ("elected", "first_write")]
+    rows = [{"failure": "SIGKILL master", "measure": m, **crash[m]} for m in ("elected", "first_write")]
     rows += [{"failure": f"SIGSTOP master (TTL {args.ttl:g} s)", "measure": m, **hang[m]}
              for m in ("elected", "first_write")]
     print(table(rows, [("failure", "failure"), ("measure", "measure"), ("n", "n"), ("p50_ms", "p50 ms"),

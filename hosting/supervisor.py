@@ -113,10 +113,12 @@ class Supervisor:
 
     # -- queries ----------------------------------------------------------
     def live_in_slot(self, app: str, slot: str) -> LiveNetlet | None:
-        with self.lock:
-            for n in self.live.values():
-                if n.app == app and n.slot == slot:
-                    return n
+        """The live netlet in ``slot``, if any. Lock-free, like ``descriptor``: it reads a
+        snapshot of ``live`` (``list(dict.values())`` is atomic), so an election or an
+        access point does not wait for a replacement being spawned."""
+        for n in list(self.live.values()):
+            if n.app == app and n.slot == slot:
+                return n
         return None
 
     def descriptor(self, app: str) -> Descriptor | None:
