@@ -1,4 +1,4 @@
-"""The rivals jtrix is compared with, measured like bench/kvstore_bench.py and bench/restart_latency.py.
+"""The rivals jtrix is compared with, measured like bench/failover.py, bench/throughput.py and bench/restart_latency.py.
 
   PySyncObj (3-node Raft on loopback, each node a process holding a ReplDict; see
   bench/pysyncobj_node.py, driven over JSON lines on stdin/stdout):
