@@ -25,6 +25,7 @@ ensure_debian_package() {
     # Best effort: without root or apt the dependent tests skip with a reason.
     command -v "$1" >/dev/null 2>&1 && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null 2>&1 || true
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" \
+          || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; }; } >/dev/null 2>&1 || true
     fi
 }

@@ -4,6 +4,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+from etcdutil import etcd, etcd_url  # noqa: F401  (a private etcd per test session, a key prefix per test)
 from nodeutil import node  # noqa: F401  (the `node` fixture: a real hosting node in a temp home)
 
 settings.register_profile(
