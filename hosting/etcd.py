@@ -198,6 +198,10 @@ class Etcd:
         out = self._post("/lease/keepalive", {"ID": lease})
         return int(out.get("result", {}).get("TTL", -1))
 
+    def time_to_live(self, lease: int) -> int:
+        """Seconds left on ``lease`` (-1 if it has expired or never existed)."""
+        return int(self._post("/kv/lease/timetolive", {"ID": lease}).get("TTL", -1))
+
     def revoke(self, lease: int) -> None:
         """End ``lease`` now, deleting its keys (an unknown lease is not an error)."""
         try:

@@ -1,0 +1,227 @@
+"""Node membership: which hosting nodes are alive, and whether this one still counts.
+
+Two implementations of one small interface (``join``, ``nodes``, ``claim_app``,
+``release_app``, ``close``):
+
+* :class:`LocalMembership` — the single-node default: one member, itself,
+  always healthy; every app is its own.
+* :class:`EtcdMembership` — a cluster: this node is the key ``nodes/<name>``
+  under an etcd lease it keeps alive; apps it runs are ``apps/<app>/owner``
+  keys under the *same* lease.
+
+Safety model (etcd):
+  * A node is a member exactly while its lease lives. When it stops renewing
+    (killed, paused, cut off) etcd deletes its member key and its app claims
+    together, one lease TTL after its last renewal: the cluster declares it
+    dead and may give its apps to another node.
+  * A node that finds its lease gone (a keepalive answering -1), or that could
+    not renew for a whole TTL, is *fenced*: it calls ``on_fenced`` exactly once
+    per lost lease — the node stops its netlets there, since the cluster
+    presumes them dead — and then rejoins with a new lease and re-claims only
+    apps nobody else claimed meanwhile.
+  * An app is claimed by one live node at a time (``claim_app`` is a create
+    transaction); a name is held by one live node at a time, except that a
+    node restarting from the same home (same service id) takes its own stale
+    key over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from hosting.etcd import Etcd, EtcdUnavailable
+from warrants.errors import BadInput, JtrixError
+
+log = logging.getLogger(__name__)
+
+LOCAL_NAME = "local"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    uri: str | None
+    service: str
+    pid: int
+    started: float
+    healthy: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "uri": self.uri, "service": self.service, "pid": self.pid,
+                "started": self.started, "healthy": self.healthy, **self.extra}
+
+
+class AppClaimed(JtrixError):
+    """Another live node runs an app of this name."""
+
+
+class LocalMembership:
+    """The single-node cluster: this node alone (see module docstring)."""
+
+    clustered = False
+
+    def __init__(self, name: str, info: dict[str, Any]) -> None:
+        self.name, self.info = name, info
+
+    def join(self) -> None:
+        pass
+
+    def nodes(self) -> list[Member]:
+        return [_member(self.name, self.info, healthy=True)]
+
+    def claim_app(self, app: str) -> None:
+        pass
+
+    def release_app(self, app: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class EtcdMembershipConfig:
+    """Checked at construction: etcd's lease unit is whole seconds."""
+
+    ttl: int = 3  # seconds without a renewal before the cluster declares a node dead
+
+    def __post_init__(self) -> None:
+        if self.ttl < 1:
+            raise BadInput("membership ttl must be at least 1 s")
+
+
+class EtcdMembership:
+    """Membership of a node in an etcd-backed cluster (see module docstring)."""
+
+    clustered = True
+
+    def __init__(self, etcd: Etcd, name: str, info: dict[str, Any], on_fenced: Callable[[str], None],
+                 config: EtcdMembershipConfig = EtcdMembershipConfig()) -> None:
+        if not name or "/" in name:
+            raise BadInput(f"invalid node name {name!r} (non-empty, no '/')")
+        self.etcd, self.name, self.info, self.config = etcd, name, dict(info), config
+        self.on_fenced = on_fenced
+        self.lease = 0
+        self.ttl = config.ttl  # as granted (etcd may raise it to its minimum)
+        self._apps: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _key(self) -> str:
+        return f"nodes/{self.name}"
+
+    # -- joining ------------------------------------------------------------
+    def join(self) -> None:
+        """Become a member (BadInput if a live node of another home has the name); start renewing."""
+        self._join_once()
+        self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="membership")
+        self._thread.start()
+
+    def _join_once(self) -> None:
+        lease, self.ttl = self.etcd.grant(self.config.ttl)
+        value = json.dumps({**self.info, "name": self.name, "pid": os.getpid(), "joined": time.time(),
+                            "ttl": self.ttl})
+        while self.etcd.create(self._key(), value, lease) is None:
+            existing = self.etcd.get(self._key())
+            if existing is None:
+                continue  # its lease lapsed in between
+            if existing.json().get("service") != self.info.get("service"):
+                self.etcd.revoke(lease)
+                raise BadInput(f"node name {self.name!r} is taken by a live node of another home"
+                               f" ({existing.json().get('uri')})")
+            # Our own home restarting: its previous key (and claims) go with the old lease.
+            self.etcd.revoke(existing.lease)
+        self.lease = lease
+        with self._lock:
+            lost = {app for app in self._apps if not self._claim(app)}
+            self._apps -= lost
+        for app in sorted(lost):
+            log.warning("app %s was claimed by another node while this one was fenced", app)
+
+    def _renew_loop(self) -> None:
+        last_ok = time.monotonic()
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                alive = self.etcd.keepalive(self.lease) > 0
+            except EtcdUnavailable as err:
+                if time.monotonic() - last_ok < self.ttl:
+                    continue
+                alive, why = False, f"could not renew for {self.ttl} s ({err})"
+            else:
+                why = "membership lease expired (node paused or cut off)"
+            if alive:
+                last_ok = time.monotonic()
+                continue
+            log.warning("node %s fenced: %s", self.name, why)
+            self.on_fenced(why)
+            self._rejoin()
+            last_ok = time.monotonic()
+
+    def _rejoin(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._join_once()
+                return
+            except EtcdUnavailable as err:
+                log.warning("rejoining the cluster failed: %s", err)
+                self._stop.wait(self.ttl / 3)
+
+    # -- apps -------------------------------------------------------------
+    def _claim(self, app: str) -> bool:
+        key = f"apps/{app}/owner"
+        if self.etcd.create(key, self.name, self.lease) is not None:
+            return True
+        owner = self.etcd.get(key)
+        return owner is not None and owner.value.decode() == self.name and owner.lease == self.lease
+
+    def claim_app(self, app: str) -> None:
+        """Claim ``app`` for this node; AppClaimed if another live node holds it."""
+        with self._lock:
+            if not self._claim(app):
+                owner = self.etcd.get(f"apps/{app}/owner")
+                raise AppClaimed(f"app {app!r} runs on node {owner.value.decode() if owner else '?'}")
+            self._apps.add(app)
+
+    def release_app(self, app: str) -> None:
+        with self._lock:
+            self._apps.discard(app)
+            owner = self.etcd.get(f"apps/{app}/owner")
+            if owner is not None and owner.lease == self.lease:
+                self.etcd.delete_if(f"apps/{app}/owner", owner.mod_revision)
+
+    # -- views ------------------------------------------------------------
+    def nodes(self) -> list[Member]:
+        """Every member: one is a member exactly while its key exists; ``healthy`` while
+        its lease has more than a third of its ttl left (it renews every third)."""
+        kvs, _ = self.etcd.get_prefix("nodes/")
+        out = []
+        for kv in kvs:
+            left = self.etcd.time_to_live(kv.lease)
+            info = {**kv.json(), "lease_s": left}
+            out.append(_member(kv.key.split("/", 1)[1], info, healthy=left * 3 >= int(info.get("ttl", 1))))
+        return out
+
+    def close(self) -> None:
+        """Leave the cluster now (the lease is revoked: members see this node gone at once)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            self.etcd.revoke(self.lease)
+        except EtcdUnavailable as err:
+            log.warning("leaving the cluster: %s (the lease will lapse by itself)", err)
+
+
+def _member(name: str, info: dict[str, Any], healthy: bool) -> Member:
+    known = {"name", "uri", "service", "pid", "started", "joined"}
+    return Member(name, info.get("uri"), info.get("service", ""), int(info.get("pid", 0)),
+                  float(info.get("started", info.get("joined", 0.0))), healthy,
+                  {k: v for k, v in info.items() if k not in known})
