@@ -43,7 +43,12 @@ from typing import Collection, Iterable, Mapping, Protocol, Sequence
 
 
 class EpochStore(Protocol):
-    """Persistence for the arbiter's per-app state (a JSON-able dict)."""
+    """Persistence for the arbiter's per-app state (a JSON-able dict).
+
+    A store shared by several nodes (etcd) makes ``save`` conditional on the
+    state it last loaded (raising :class:`StoreConflict`), and may offer
+    ``subscribe(callback)`` to report other nodes' changes.
+    """
 
     def load(self, app: str) -> dict | None: ...
 
@@ -66,6 +71,11 @@ class MemoryEpochStore:
 
 def _copy(state: dict) -> dict:
     return dict(state, isr=list(state["isr"]), incarnations=dict(state.get("incarnations") or {}))
+
+
+class StoreConflict(Exception):
+    """The store's copy moved on since this arbiter read it (another node changed it):
+    nothing was saved; the arbiter reloads before its next decision."""
 
 
 class StaleEpoch(Exception):
@@ -108,6 +118,9 @@ class Arbiter:
         self.store = store
         self._lock = threading.Lock()
         self._apps: dict[str, AppState] = {}
+        subscribe = getattr(store, "subscribe", None)
+        if subscribe is not None:  # a store shared with other nodes tells us when they change it
+            subscribe(self.forget)
 
     def _get(self, app: str) -> AppState:
         st = self._apps.get(app)
@@ -118,7 +131,13 @@ class Arbiter:
         return st
 
     def _save(self, app: str, st: AppState) -> None:
-        self.store.save(app, st.to_dict())
+        """Persist ``st``; on :class:`StoreConflict` the cached state is dropped and the error
+        propagates (the in-memory change is discarded with it)."""
+        try:
+            self.store.save(app, st.to_dict())
+        except StoreConflict:
+            self._apps.pop(app, None)
+            raise
 
     def state(self, app: str) -> AppState:
         """A copy of the app's current state."""
