@@ -81,12 +81,12 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    node.recover()
-    node.write_node_json()
-    log.info("jtrix hosting node %s listening at %s", node.service_id, node.uri)
-    if ready is not None:
-        ready.set()
     try:
+        node.recover()
+        node.write_node_json()
+        log.info("jtrix hosting node %s (%s) listening at %s", node.name, node.service_id, node.uri)
+        if ready is not None:
+            ready.set()
         daemon.requestLoop(loopCondition=lambda: not stopping.is_set())
     finally:
         daemon.close()
@@ -109,15 +109,17 @@ def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
 
 
-def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0) -> dict[str, Any]:
+def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
+                     cluster: str | None = None, name: str | None = None) -> dict[str, Any]:
     home = Path(home).expanduser().resolve()
     info = node_answers(home)
     if info is not None:
         return info
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cluster_args = (["--cluster", cluster] if cluster else []) + (["--name", name] if name else [])
     with open(Home(home).node_log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hosting.daemon", "--home", str(home),
-                                 "--listen", f"{host}:{port}"],
+                                 "--listen", f"{host}:{port}", *cluster_args],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + timeout
@@ -126,9 +128,21 @@ def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout
         if info is not None and info.get("pid") == proc.pid:
             return info
         if proc.poll() is not None:
-            raise JtrixError(f"hosting node exited at start (code {proc.returncode}); see {Home(home).node_log}")
+            last = _last_line(Home(home).node_log)
+            error = JtrixError(f"hosting node exited at start{': ' + last if last else ''}"
+                               f" (code {proc.returncode}; see {Home(home).node_log})")
+            error.exit_code = proc.returncode if proc.returncode in (1, 2, 3) else 1
+            raise error
         time.sleep(0.05)  # polling a child's readiness; the deadline bounds it
     raise JtrixError(f"hosting node did not answer within {timeout:.0f}s; see {Home(home).node_log}")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1].removeprefix("jtrix-host: ") if lines else ""
 
 
 def is_node_process(pid: int, home: Path) -> bool:
@@ -162,10 +176,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="jtrix-host")
     parser.add_argument("--home", required=True)
     parser.add_argument("--listen", default="127.0.0.1:0")
+    parser.add_argument("--cluster", default=None, help="etcd URL http://HOST:PORT[/PREFIX]")
+    parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0)))
+    try:
+        config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
+                            cluster=args.cluster, name=args.name)
+        serve(config)
+    except JtrixError as err:  # the operator's configuration (bad name, taken name, etcd down)
+        print(f"jtrix-host: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 if __name__ == "__main__":

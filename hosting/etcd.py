@@ -55,6 +55,9 @@ def _range_end(prefix: str) -> str:
     return base64.b64encode(bytes(raw)).decode()
 
 
+DEFAULT_PREFIX = "/jtrix/default/"
+
+
 class EtcdUnavailable(JtrixError):
     """etcd did not answer (down, partitioned, or too slow)."""
 
@@ -95,15 +98,24 @@ class TLSFiles:
 class Etcd:
     """One etcd endpoint, one key prefix. Thread-safe (a requests session per thread)."""
 
-    def __init__(self, url: str, prefix: str = "/jtrix/default/", timeout: float = 5.0,
+    def __init__(self, url: str, prefix: str | None = None, timeout: float = 5.0,
                  tls: TLSFiles | None = None) -> None:
+        """``url``: ``http(s)://HOST:PORT[/PREFIX]``; the key prefix is ``prefix`` if given,
+        else the URL's path, else ``/jtrix/default/``."""
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname or not parsed.port:
-            raise ValueError(f"etcd URL must look like http://HOST:PORT, not {url!r}")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or not port:
+            raise ValueError(f"etcd URL must look like http://HOST:PORT[/PREFIX], not {url!r}")
+        if prefix is None:
+            prefix = parsed.path.rstrip("/") + "/" if parsed.path.strip("/") else DEFAULT_PREFIX
         if not prefix.startswith("/") or not prefix.endswith("/"):
             raise ValueError(f"etcd prefix must start and end with '/', not {prefix!r}")
-        self.url, self.prefix, self.timeout, self.tls = url, prefix, timeout, tls
-        self._scheme, self._host, self._port = parsed.scheme, parsed.hostname, parsed.port
+        self.url = f"{parsed.scheme}://{parsed.netloc}"
+        self.prefix, self.timeout, self.tls = prefix, timeout, tls
+        self._scheme, self._host, self._port = parsed.scheme, parsed.hostname, port
         self._local = threading.local()
 
     # -- plumbing -----------------------------------------------------------

@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hosting.etcd import Etcd, EtcdUnavailable
 from warrants.errors import BadInput, JtrixError
@@ -58,8 +58,26 @@ class Member:
                 "started": self.started, "healthy": self.healthy, **self.extra}
 
 
-class AppClaimed(JtrixError):
-    """Another live node runs an app of this name."""
+class AppClaimed(BadInput):
+    """Another live node runs an app of this name (the caller picked a taken name)."""
+
+
+class Membership(Protocol):
+    """What a node needs of its cluster (see module docstring for the contracts)."""
+
+    clustered: bool
+    name: str
+    info: dict[str, Any]
+
+    def join(self) -> None: ...
+
+    def nodes(self) -> list[Member]: ...
+
+    def claim_app(self, app: str) -> None: ...
+
+    def release_app(self, app: str) -> None: ...
+
+    def close(self, leave: bool = False) -> None: ...
 
 
 class LocalMembership:
@@ -82,7 +100,7 @@ class LocalMembership:
     def release_app(self, app: str) -> None:
         pass
 
-    def close(self) -> None:
+    def close(self, leave: bool = False) -> None:
         pass
 
 
@@ -103,11 +121,14 @@ class EtcdMembership:
     clustered = True
 
     def __init__(self, etcd: Etcd, name: str, info: dict[str, Any], on_fenced: Callable[[str], None],
-                 config: EtcdMembershipConfig = EtcdMembershipConfig()) -> None:
+                 config: EtcdMembershipConfig = EtcdMembershipConfig(),
+                 on_app_lost: Callable[[str], None] | None = None) -> None:
+        """``on_fenced(why)``: this node's lease is gone (called before rejoining);
+        ``on_app_lost(app)``: after a rejoin, another node had claimed ``app``."""
         if not name or "/" in name:
             raise BadInput(f"invalid node name {name!r} (non-empty, no '/')")
         self.etcd, self.name, self.info, self.config = etcd, name, dict(info), config
-        self.on_fenced = on_fenced
+        self.on_fenced, self.on_app_lost = on_fenced, on_app_lost
         self.lease = 0
         self.ttl = config.ttl  # as granted (etcd may raise it to its minimum)
         self._apps: set[str] = set()
@@ -145,6 +166,8 @@ class EtcdMembership:
             self._apps -= lost
         for app in sorted(lost):
             log.warning("app %s was claimed by another node while this one was fenced", app)
+            if self.on_app_lost is not None:
+                self.on_app_lost(app)
 
     def _renew_loop(self) -> None:
         last_ok = time.monotonic()
@@ -209,11 +232,15 @@ class EtcdMembership:
             out.append(_member(kv.key.split("/", 1)[1], info, healthy=left * 3 >= int(info.get("ttl", 1))))
         return out
 
-    def close(self) -> None:
-        """Leave the cluster now (the lease is revoked: members see this node gone at once)."""
+    def close(self, leave: bool = False) -> None:
+        """Stop renewing. The node's netlets outlive it, so by default its lease is left to
+        lapse (a restart from the same home within the ttl takes it over); ``leave``
+        revokes it now: members see this node gone at once and its apps unclaimed."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if not leave:
+            return
         try:
             self.etcd.revoke(self.lease)
         except EtcdUnavailable as err:

@@ -23,13 +23,17 @@ from typing import Any
 
 import warrants
 from hosting import wire
-from hosting.arbiter import Arbiter
+from hosting.arbiter import Arbiter, EpochStore
 from hosting.bootstrapper import Bootstrapper
 from hosting.codebases import CodebaseStore
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
+from hosting.etcd import Etcd
+from hosting.etcd_epochs import EtcdEpochStore
 from hosting.home import Home, ensure_home, service_id_of
 from hosting.lessor import Lessor
+from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
+                                Membership)
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
@@ -53,12 +57,23 @@ class NodeConfig:
     port: int = 0  # 0 = reuse the port recorded in the home if free, else ephemeral
     start_timeout: float = 15.0  # first renewal must arrive within this
     metrics: bool = True
+    cluster: str | None = None  # etcd URL (http://HOST:PORT[/PREFIX]); None: a single-node cluster
+    name: str | None = None  # the node's name in the cluster (default: its service id)
+    membership_ttl: int = 3  # seconds without renewing before the cluster declares this node dead
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise BadInput(f"invalid port {self.port}")
         if self.start_timeout <= 0:
             raise BadInput("start timeout must be positive")
+        if self.cluster is not None:
+            try:
+                Etcd(self.cluster)
+            except ValueError as err:
+                raise BadInput(str(err)) from None
+        if self.name is not None and (not self.name or "/" in self.name):
+            raise BadInput(f"invalid node name {self.name!r} (non-empty, no '/')")
+        EtcdMembershipConfig(ttl=self.membership_ttl)
 
 
 class Node(SupervisorHooks):
@@ -68,11 +83,22 @@ class Node(SupervisorHooks):
         self.node_key = warrants.load_private_key(self.home.node_key)
         self.node_cert = warrants.load_cert(self.home.node_cert)
         self.service_id = service_id_of(self.node_cert)
+        self.name = config.name or self.service_id
         self.registry = Registry(self.home.registry)
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
         self.lessor = Lessor(self.timers, self._on_lease_expired)
-        self.arbiter = Arbiter(RegistryEpochStore(self.registry))
+        self.etcd = Etcd(config.cluster) if config.cluster else None
+        member_info = {"service": self.service_id, "started": time.time()}
+        if self.etcd is None:
+            self.epoch_store: EpochStore = RegistryEpochStore(self.registry)
+            self.membership: Membership = LocalMembership(self.name, {**member_info, "pid": os.getpid()})
+        else:
+            self.epoch_store = EtcdEpochStore(self.etcd)
+            self.membership = EtcdMembership(self.etcd, self.name, member_info, on_fenced=self._on_fenced,
+                                             on_app_lost=self._on_app_lost,
+                                             config=EtcdMembershipConfig(ttl=config.membership_ttl))
+        self.arbiter = Arbiter(self.epoch_store)
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost)
         self.elector = Elector(self)
         #: app → epoch of the last master whose promotion completed (this node's run only)
@@ -88,8 +114,11 @@ class Node(SupervisorHooks):
 
     # -- lifecycle --------------------------------------------------------
     def recover(self) -> None:
-        """Re-attach to what an earlier run of this node left running."""
-        self.registry.add_event("node.started", None, None, pid=os.getpid())
+        """Join the cluster, then re-attach to what an earlier run of this node left running."""
+        self.membership.info["uri"] = self.uri
+        self.membership.join()
+        self.registry.add_event("node.started", None, None, pid=os.getpid(), name=self.name,
+                                cluster=self.config.cluster)
         for row in self.registry.apps():
             descriptor = _parse_stored(row)
             self.supervisor.register_app(descriptor, self.codebases.dir_of(row["codebase_sha"]))
@@ -104,6 +133,11 @@ class Node(SupervisorHooks):
                                             reason="died while the node was down")
             if row["state"] == "terminating":
                 self.supervisor.terminate(row["name"], descriptor.grace)
+                continue
+            try:
+                self.membership.claim_app(row["name"])
+            except AppClaimed as err:
+                self._on_app_lost(row["name"], str(err))
                 continue
             self._recover_control(row["name"], descriptor)
             for slot in self.registry.slots(row["name"]):
@@ -142,6 +176,10 @@ class Node(SupervisorHooks):
         self.supervisor.shutdown()
         self.bootstrapper.shutdown()
         self.elector.close()
+        self.membership.close()
+        close_store = getattr(self.epoch_store, "close", None)
+        if close_store is not None:
+            close_store()
         self.timers.stop()
         try:
             info = json.loads(self.home.node_json.read_text())
@@ -176,6 +214,7 @@ class Node(SupervisorHooks):
                 raise BadInput(f"app {descriptor.name!r} is already running (use --replace)")
             self.terminate(descriptor.name, wait_s=60)
         slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
+        self.membership.claim_app(descriptor.name)
         self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, os.urandom(32), slots)
         self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
         self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
@@ -217,6 +256,7 @@ class Node(SupervisorHooks):
         if done:
             self.lessor.revoke(self.control.lease_id(app))
             self.arbiter.forget(app)
+            self.membership.release_app(app)
         return done
 
     def app_secret(self, app: str) -> bytes:
@@ -346,6 +386,22 @@ class Node(SupervisorHooks):
         self.status_cache.pop(netlet_id, None)
         self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")
         self.elector.netlet_gone(app, slot, netlet_id)
+
+    # -- membership (cluster) ----------------------------------------------
+    def _on_fenced(self, why: str) -> None:
+        """The cluster declared this node dead: it presumes our netlets dead, so they must be.
+
+        Every live netlet is SIGKILLed now; the supervisor restarts them after
+        the node rejoins, and replicated apps come back by a warm start (their
+        durable state is in their slot directories).
+        """
+        killed = self.supervisor.kill_all("node fenced")
+        self.registry.add_event("node.fenced", None, None, why=why, name=self.name, netlets=len(killed))
+
+    def _on_app_lost(self, app: str, why: str = "claimed by another node while this one was fenced") -> None:
+        """Another node runs ``app`` now: stop our copy of it at once."""
+        self.registry.add_event("app.claimed_elsewhere", app, None, why=why)
+        self.supervisor.terminate(app, 0.0)
 
     def _on_control_lost(self, app: str, holder: str, epoch: int, why: str) -> None:
         log.info("control lease of %s lost by %s at epoch %d (%s)", app, holder, epoch, why)

@@ -14,6 +14,7 @@ from typing import Any
 import psutil
 
 from hosting.supervisor import lease_id_of
+from warrants.errors import JtrixError
 
 
 def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
     app, slot = slot_row["app"], slot_row["slot"]
     live = node.supervisor.live_in_slot(app, slot)
     view: dict[str, Any] = {
-        "slot": slot, "type": slot_row["type"], "node": node.service_id, "pid": None,
+        "slot": slot, "type": slot_row["type"], "node": node.name, "pid": None,
         "state": slot_row["state"], "role": None, "epoch": None, "seq": None,
         "restarts": slot_row["restarts"], "failures": slot_row["failures"],
         "last_exit": json.loads(slot_row["last_exit"]) if slot_row["last_exit"] else None,
@@ -75,6 +76,15 @@ def apps_view(node, app: str | None = None) -> dict[str, Any]:
 def host_view(node) -> dict[str, Any]:
     apps = node.registry.apps()
     live = len(node.supervisor.live)
-    return {"pid": os.getpid(), "address": node.uri, "service": node.service_id,
-            "uptime_s": round(time.time() - node.started_wall, 3), "apps": len(apps), "netlets": live,
-            "metrics_port": node.metrics_port, "home": str(node.home.root)}
+    return {"pid": os.getpid(), "address": node.uri, "service": node.service_id, "name": node.name,
+            "cluster": node.config.cluster, "uptime_s": round(time.time() - node.started_wall, 3),
+            "apps": len(apps), "netlets": live, "metrics_port": node.metrics_port, "home": str(node.home.root),
+            "nodes": nodes_view(node)}
+
+
+def nodes_view(node) -> list[dict[str, Any]] | dict[str, str]:
+    """The cluster's members as this node sees them (an ``error`` if etcd does not answer)."""
+    try:
+        return [m.as_dict() for m in node.membership.nodes()]
+    except JtrixError as err:
+        return {"error": str(err)}

@@ -268,6 +268,16 @@ class Supervisor:
                                     signal=signal.Signals(sig).name)
             return n.netlet_id
 
+    def kill_all(self, reason: str) -> list[str]:
+        """SIGKILL every live netlet's process group now (each is then handled as any death:
+        recorded with ``reason``, its slot restarted); returns their ids."""
+        with self.lock:
+            victims = list(self.live.values())
+            for n in victims:
+                n.end_reason = n.end_reason or reason
+                self.watcher.signal_group(n.netlet_id, signal.SIGKILL)
+        return [n.netlet_id for n in victims]
+
     def on_lease_expired(self, netlet_id: str) -> None:
         with self.lock:
             n = self.live.get(netlet_id)

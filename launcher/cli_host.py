@@ -21,32 +21,46 @@ def _split_listen(listen: str) -> tuple[str, int]:
 
 listen_option = click.option("--listen", default="127.0.0.1:0", show_default=True,
                              help="Address to listen on (port 0: reuse the recorded port, else ephemeral).")
+cluster_option = click.option("--cluster", default=None, envvar="JTRIX_CLUSTER", show_envvar=True,
+                              metavar="URL", help="Join the cluster kept in etcd at URL "
+                              "(http://HOST:PORT[/PREFIX]); without it the node is a cluster of one.")
+name_option = click.option("--name", default=None, help="This node's name in the cluster (default: its service id).")
+
+
+def _node_config(home, listen, cluster, name):
+    from hosting.node import NodeConfig
+
+    h, p = _split_listen(listen)
+    return NodeConfig(home=resolve_home(home), host=h, port=p, cluster=cluster, name=name)
 
 
 @host.command("run")
 @home_option
 @listen_option
-def run(home, listen) -> None:
+@cluster_option
+@name_option
+def run(home, listen, cluster, name) -> None:
     """Run the node in the foreground until SIGTERM/SIGINT (netlets keep running after it)."""
     import logging
     from hosting.daemon import serve
-    from hosting.node import NodeConfig
 
-    h, p = _split_listen(listen)
+    config = _node_config(home, listen, cluster, name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve(NodeConfig(home=resolve_home(home), host=h, port=p))
+    serve(config)
 
 
 @host.command("start")
 @home_option
 @listen_option
+@cluster_option
+@name_option
 @json_option
-def start(home, listen, as_json) -> None:
+def start(home, listen, cluster, name, as_json) -> None:
     """Start the node in the background (no-op if it already runs); returns once it answers."""
     from hosting.daemon import start_background
 
-    h, p = _split_listen(listen)
-    info = start_background(resolve_home(home), h, p)
+    config = _node_config(home, listen, cluster, name)  # checked here: bad input exits 2 at once
+    info = start_background(config.home, config.host, config.port, cluster=cluster, name=name)
     if as_json:
         echo_json(info)
     else:
@@ -72,8 +86,18 @@ def status(home, as_json) -> None:
     if as_json:
         echo_json(info)
         return
-    for key in ("pid", "address", "service", "uptime_s", "apps", "netlets", "metrics_port", "home"):
-        click.echo(f"{key:>12}: {info[key]}")
+    for key in ("name", "pid", "address", "service", "cluster", "uptime_s", "apps", "netlets", "metrics_port",
+                "home"):
+        click.echo(f"{key:>12}: {info.get(key)}")
+    nodes = info.get("nodes") or []
+    if isinstance(nodes, dict):
+        click.echo(f"{'nodes':>12}: unknown ({nodes.get('error')})")
+        return
+    click.echo(f"{'nodes':>12}: {len(nodes)}")
+    for n in nodes:
+        health = "healthy" if n.get("healthy") else "late"
+        lease = f", lease {n['lease_s']} s" if "lease_s" in n else ""
+        click.echo(f"{'':>14}{n['name']:<20} {health:<8} pid {n.get('pid')} at {n.get('uri')}{lease}")
 
 
 COMMANDS = [host]

@@ -122,3 +122,6 @@ def test_bad_url_and_prefix_are_refused_at_construction():
         Etcd("127.0.0.1:2379")
     with pytest.raises(ValueError, match="prefix"):
         Etcd("http://127.0.0.1:2379", "jtrix")
+    assert Etcd("http://127.0.0.1:2379").prefix == "/jtrix/default/"
+    e = Etcd("http://127.0.0.1:2379/jtrix/prod")
+    assert (e.url, e.prefix) == ("http://127.0.0.1:2379", "/jtrix/prod/")

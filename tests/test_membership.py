@@ -32,9 +32,9 @@ def test_members_are_listed_while_joined_and_gone_at_once_when_they_leave(etcd):
         assert set(nodes) == {"a", "b"} and all(m.healthy for m in nodes.values())
         assert nodes["b"].service == "svc-b" and nodes["b"].pid == os.getpid()
     finally:
-        b.close()
+        b.close(leave=True)
     assert [m.name for m in a.nodes()] == ["a"]
-    a.close()
+    a.close(leave=True)
 
 
 def test_a_name_belongs_to_one_home_but_the_same_home_takes_its_stale_key_over(etcd):
@@ -62,7 +62,7 @@ def test_an_app_is_claimed_by_one_live_node_at_a_time(etcd):
             b.claim_app("kv")
         a.release_app("kv")
         b.claim_app("kv")
-        b.close()  # leaving drops its claims with its lease
+        b.close(leave=True)  # leaving drops its claims with its lease
         a.claim_app("kv")
     finally:
         a.close()

@@ -259,6 +259,9 @@ def test_hung_backup_is_shrunk_out_writes_continue_and_it_rejoins(node, tmp_path
 def test_access_points_are_told_of_the_new_master_when_it_is_promoted(node, tmp_path):
     """app_access(after_epoch, wait_s) returns once a newer master can serve, not at the deadline."""
     launch_kvstore(node, tmp_path)
+    # both backups in sync first, so the failover is to one of them (not a warm start that
+    # the restarted old master could win as the lowest slot name)
+    wait_for(lambda: len(node.client.call("control_state", "kvstore")["isr"]) == 3, 20, "a full in-sync set")
     first = node.app("kvstore")
     assert node.client.call("app_access", "kvstore")["ready"] is True
     answer: dict = {}

@@ -1,0 +1,121 @@
+"""Hosting nodes joined on a real etcd: membership, app claims, cluster-wide epochs, fencing.
+
+Two nodes (two homes, two daemons) share one private etcd under a prefix of
+this test's own. What is checked is what a user of several machines relies on
+today: every node sees every member and its health; an app name runs on one
+node only; the app's fencing epochs live in etcd; a node paused past its
+membership lease is declared dead, and on resuming finds itself fenced, kills
+its netlets (the cluster presumed them dead) and brings the app back by a warm
+start without losing an acknowledged write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import netlets
+from hosting.client import HostingClient
+from hosting.daemon import start_background
+from hosting.etcd import Etcd
+from warrants.errors import BadInput
+from etcdutil import unique_prefix
+from nodeutil import RunningNode, cleanup_node, events_of, process_dead, wait_for
+from test_replication_e2e import KVSTORE, master_of
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def cluster(etcd_url, tmp_path):
+    url = etcd_url + unique_prefix().rstrip("/")
+    nodes: list[RunningNode] = []
+
+    def join(name: str) -> RunningNode:
+        home = tmp_path / name
+        start_background(home, cluster=url, name=name)
+        node = RunningNode(home, HostingClient.for_home(home))
+        nodes.append(node)
+        return node
+
+    join.url = url
+    try:
+        yield join
+    finally:
+        for node in nodes:
+            cleanup_node(node)
+
+
+def launch_kvstore(node: RunningNode, tmp_path: Path) -> None:
+    xml = (KVSTORE / "bootstrap.xml").read_text().replace('<codebase path="."/>', f'<codebase path="{KVSTORE}"/>')
+    node.launch(xml, tmp_path)
+
+
+def kvstore_master(node: RunningNode, above_epoch: int = 0) -> dict:
+    def ready():
+        a = node.app("kvstore")
+        return a if a["master"] and a["epoch"] > above_epoch and master_of(a)["role"] == "master" else None
+    return wait_for(ready, 30, f"a kvstore master above epoch {above_epoch}")
+
+
+def test_nodes_see_each_other_and_an_app_name_runs_on_one_node(cluster, tmp_path):
+    n1, n2 = cluster("n1"), cluster("n2")
+    status = json.loads(n2.jtrix("host", "status", "--json").stdout)
+    assert status["name"] == "n2" and status["cluster"] == cluster.url
+    assert {n["name"]: n["healthy"] for n in status["nodes"]} == {"n1": True, "n2": True}
+    human = n1.jtrix("host", "status").stdout
+    assert "n1" in human and "n2" in human and "healthy" in human
+
+    launch_kvstore(n1, tmp_path)
+    app = kvstore_master(n1)
+    assert {n["node"] for n in app["netlets"]} == {"n1"}
+    arbiter = Etcd(cluster.url).get("apps/kvstore/arbiter").json()
+    assert arbiter["epoch"] == app["epoch"] and arbiter["holder"] == app["master"]
+
+    with pytest.raises(BadInput, match="runs on node n1"):
+        launch_kvstore(n2, tmp_path)
+    assert n2.client.call("status")["apps"] == []  # refused before anything was registered
+
+
+def test_a_taken_node_name_is_refused_with_a_one_line_error(cluster, tmp_path):
+    cluster("n1")
+    other = tmp_path / "other"
+    result = RunningNode(other, None).jtrix("host", "start", "--cluster", cluster.url, "--name", "n1")
+    assert result.returncode == 2, result.stderr
+    assert "node name 'n1' is taken by a live node of another home" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_paused_node_is_fenced_kills_its_netlets_and_warm_starts_without_losing_writes(cluster, tmp_path):
+    n1, n2 = cluster("n1"), cluster("n2")
+    launch_kvstore(n1, tmp_path)
+    before = kvstore_master(n1)
+    kv = netlets.connect("kvstore", n1.home)
+    written = {f"k{i}": f"v{i}" for i in range(100)}
+    for k, v in written.items():
+        kv.put(k, v)
+    kv.close()
+
+    node_pid = n1.info["pid"]
+    os.kill(node_pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: {n["name"] for n in n2.client.call("host_status")["nodes"]} == {"n2"}, 20,
+                 "n2 to see the paused n1 declared dead")
+        assert Etcd(cluster.url).get("apps/kvstore/owner") is None  # its claim went with it
+    finally:
+        os.kill(node_pid, signal.SIGCONT)
+    wait_for(lambda: events_of(n1, "node.fenced"), 20, "n1 to find itself fenced")
+    # every netlet of before is dead: SIGKILLed by its fenced node (or, for the master, ended by
+    # itself first when it could not renew its control lease while the node was paused)
+    wait_for(lambda: all(process_dead(n["pid"]) for n in before["netlets"]), 10, "the fenced netlets dead")
+    after = kvstore_master(n1, above_epoch=before["epoch"])
+    assert {n["pid"] for n in after["netlets"]}.isdisjoint({n["pid"] for n in before["netlets"]})
+    assert any(e["detail"].get("mode") == "warm" for e in events_of(n1, "app.bootstrap", "kvstore"))
+    assert {n["name"] for n in n2.client.call("host_status")["nodes"]} == {"n1", "n2"}  # rejoined
+    assert Etcd(cluster.url).get("apps/kvstore/owner").value == b"n1"  # and re-claimed its app
+    kv = netlets.connect("kvstore", n1.home)
+    assert {k: kv.get_latest(k) for k in written} == written
