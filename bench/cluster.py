@@ -7,10 +7,12 @@ continuously through an access point; n1's daemon gets SIGSTOP. Measured:
     membership TTL, 3 s, plus etcd's expiry granularity);
   * then SIGCONT; fenced: SIGCONT → n1 records ``node.fenced`` (its next
     keepalive answers "expired");
-  * recovered: SIGCONT → the first write acknowledged by the warm-started
-    app (new epoch), all netlets having been SIGKILLed by their fenced node;
-  * longest write gap over the trial (the master stops acknowledging one
-    control-lease TTL after its node froze).
+  * recovered: SIGCONT → the first write acknowledged after the fence, by the
+    warm-started app (its netlets were SIGKILLed by their fenced node);
+  * longest write gap over the trial. While its node is frozen the master
+    keeps acknowledging (its backups still follow it, and no other master can
+    be elected without a new epoch that they would have to promise first); the
+    gap is the fence and the warm start.
 Every acknowledged write is read back at the end (must be 0 lost).
 
     bench/run.sh cluster [--trials 5]
@@ -98,7 +100,8 @@ def main() -> None:
                               "n1 fenced")
             epoch = wait_for(lambda: (a := n1.app("kvstore"))["master"] and a["epoch"] > epoch and a["epoch"], 60,
                              "a new master")
-            first = wait_for(lambda: writer.first_ack_after(t_cont), 60, "a write acknowledged again")
+            t_fenced = t_cont + (fenced[0]["time"] - wall_cont)  # the node's wall clock, mapped to ours
+            first = wait_for(lambda: writer.first_ack_after(t_fenced), 60, "a write acknowledged again")
             window = [t for t in writer.ack_times if t_stop - 1 <= t <= first]
             gap = max(b - a for a, b in zip(window, window[1:]))
             rows.append({"trial": trial + 1, "dead_ms": round((t_dead - t_stop) * 1000),
