@@ -119,3 +119,14 @@ def test_a_paused_node_is_fenced_kills_its_netlets_and_warm_starts_without_losin
     assert Etcd(cluster.url).get("apps/kvstore/owner").value == b"n1"  # and re-claimed its app
     kv = netlets.connect("kvstore", n1.home)
     assert {k: kv.get_latest(k) for k in written} == written
+
+
+def test_bad_or_unreachable_cluster_urls_are_one_line_errors(tmp_path):
+    from etcdutil import free_port
+
+    runner = RunningNode(tmp_path / "h", None)
+    bad = runner.jtrix("host", "start", "--cluster", "etcd-host:2379")
+    assert bad.returncode == 2 and "etcd URL must look like http://HOST:PORT" in bad.stderr, bad.stderr
+    down = runner.jtrix("host", "start", "--cluster", f"http://127.0.0.1:{free_port()}", "--name", "x")
+    assert down.returncode == 1 and "did not answer" in down.stderr, down.stderr
+    assert "Traceback" not in bad.stderr + down.stderr
