@@ -184,7 +184,10 @@ class EtcdMembership:
                 last_ok = time.monotonic()
                 continue
             log.warning("node %s fenced: %s", self.name, why)
-            self.on_fenced(why)
+            try:
+                self.on_fenced(why)
+            except Exception:  # noqa: BLE001 -- the node's handler failed: still rejoin
+                log.exception("handling the fence of node %s failed", self.name)
             self._rejoin()
             last_ok = time.monotonic()
 
