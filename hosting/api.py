@@ -61,7 +61,8 @@ class HostingAPI:
     def __init__(self, node: Node, metrics=None) -> None:
         self.node = node
         self.metrics = metrics
-        self.auth = Authorizer([node.node_cert], node.service_id)
+        self.auth = Authorizer(node.node_cert, node.service_id)
+        node.on_trusted_certs = self.auth.trust
 
     def _check(self, auth, method: str, right: str, app: str | None = None):
         return self.auth.check(auth, method, right, app)
@@ -122,11 +123,15 @@ class HostingAPI:
 
     # -- status -----------------------------------------------------------
     @_guarded
-    def status(self, auth, app: str | None = None) -> dict[str, Any]:
+    def status(self, auth, app: str | None = None, scope: str = "cluster") -> dict[str, Any]:
+        """Apps and netlets of the whole cluster (``scope="node"``: of this node only)."""
         self._check(auth, "status", "status", app)
-        if app is not None and self.node.registry.app(app) is None:
+        if scope not in ("cluster", "node"):
+            raise BadInput(f"unknown status scope {scope!r} (cluster or node)")
+        view = views.cluster_apps_view(self.node, app) if scope == "cluster" else views.apps_view(self.node, app)
+        if app is not None and not view["apps"]:
             raise NotFound(f"no app named {app!r}")
-        return views.apps_view(self.node, app)
+        return view
 
     @_guarded
     def host_status(self, auth) -> dict[str, Any]:

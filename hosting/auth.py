@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import warrants
+from hosting.trust import service_for
 from warrants.replay import NonceCache
 from warrants.errors import BadInput
 
@@ -48,12 +49,21 @@ def make_auth(warrant_xml: bytes, key, service: str, method: str) -> dict[str, A
 
 
 class Authorizer:
-    """Node side: checks the auth envelope of every call."""
+    """Node side: checks the auth envelope of every call.
 
-    def __init__(self, trusted, service: str) -> None:
+    ``own_cert`` is this node's certificate; :meth:`trust` adds the certificates
+    of other cluster members, whose warrants are then accepted for their own
+    services (``hosting.trust``).
+    """
+
+    def __init__(self, own_cert, service: str) -> None:
         self.service = service
-        self._verifier = warrants.WarrantVerifier(trusted, service)
+        self._own = warrants.cert_fingerprint(own_cert)
+        self._verifier = warrants.WarrantVerifier([own_cert], service)
         self._nonces = NonceCache(REPLAY_WINDOW_S)
+
+    def trust(self, certs) -> None:
+        self._verifier.add_trusted(certs)
 
     def check(self, auth: Any, method: str, right: str, app: str | None = None):
         if not isinstance(auth, dict) or not isinstance(auth.get("warrant"), str):
@@ -66,9 +76,11 @@ class Authorizer:
         proof = auth.get("proof")
         context = call_context(self.service, method, float(ts), nonce)
         xml = auth["warrant"].encode()
+        verified = self._verifier.verify(xml)  # cached; the full check follows
         if app is ANY_APP:
-            app = self._verifier.verify(xml).app  # cached; the full check follows
-        warrant = self._verifier.check(xml, right, app=app, proof=proof, context=context)
+            app = verified.app
+        service = service_for(verified, self._own, self.service, self._verifier.trusted, right)
+        warrant = self._verifier.check(xml, right, app=app, proof=proof, context=context, service=service)
         if not self._nonces.fresh(nonce, float(ts)):
             raise CallRefused("call refused: replayed nonce")
         return warrant

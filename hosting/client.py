@@ -49,12 +49,13 @@ class HostingClient:
 
     @classmethod
     def for_home(cls, home: Path | None = None, warrant_path: Path | None = None, key_path: Path | None = None,
-                 timeout: float = wire.CALL_TIMEOUT_S) -> "HostingClient":
-        """A client of the node recorded in ``home`` acting with the admin warrant (or the one given)."""
+                 timeout: float = wire.CALL_TIMEOUT_S, uri: str | None = None) -> "HostingClient":
+        """A client of the node recorded in ``home`` (or of the node at ``uri``) acting with the
+        home's admin warrant (or the one given)."""
         from hosting.daemon import read_node_info
 
         h = Home(Path(home) if home else default_home())
-        info = read_node_info(h.root)
+        info = {"uri": uri} if uri else read_node_info(h.root)
         if not info or not info.get("uri"):
             raise NodeUnreachable(f"no hosting node is running for {h.root} (start one with: jtrix host start)")
         warrant_path = Path(warrant_path) if warrant_path else h.admin_warrant

@@ -73,6 +73,55 @@ def apps_view(node, app: str | None = None) -> dict[str, Any]:
     return {"apps": [app_view(node, r) for r in rows if r is not None]}
 
 
+PEER_STATUS_TIMEOUT_S = 3.0
+
+
+def cluster_apps_view(node, app: str | None = None) -> dict[str, Any]:
+    """``apps_view`` of every live member, merged (this node's own first).
+
+    Members are asked in parallel with this node's admin warrant (trusted
+    cluster-wide); the names of those that did not answer are listed under
+    ``unreachable``. A single-node cluster is just ``apps_view``.
+    """
+    view = apps_view(node, app)
+    if not node.membership.clustered:
+        return view
+    from concurrent.futures import ThreadPoolExecutor
+
+    peers = [m for m in node.membership.nodes() if m.name != node.name and m.uri]
+    if not peers or (app is not None and view["apps"]):
+        return view
+    with ThreadPoolExecutor(max_workers=min(16, len(peers))) as pool:
+        answers = list(pool.map(lambda m: (m, _peer_status(node, m.uri, app)), peers))
+    unreachable = []
+    for member, answer in answers:
+        if answer is None:
+            unreachable.append(member.name)
+        else:
+            view["apps"] += answer["apps"]
+    if unreachable:
+        view["unreachable"] = sorted(unreachable)
+    return view
+
+
+def _peer_status(node, uri: str, app: str | None) -> dict[str, Any] | None:
+    """One member's own ``apps_view`` (None if it did not answer; an unknown app is no apps)."""
+    import warrants
+    from hosting.client import HostingClient
+    from warrants.errors import NotFound
+
+    client = HostingClient(uri, node.home.admin_warrant.read_bytes(), warrants.load_private_key(node.home.admin_key),
+                           timeout=PEER_STATUS_TIMEOUT_S)
+    try:
+        return client.call("status", app, "node")
+    except NotFound:
+        return {"apps": []}
+    except JtrixError:
+        return None
+    finally:
+        client.close()
+
+
 def host_view(node) -> dict[str, Any]:
     apps = node.registry.apps()
     live = len(node.supervisor.live)

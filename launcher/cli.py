@@ -17,8 +17,14 @@ from warrants.errors import JtrixError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="jtrix")
-def cli() -> None:
+@click.option("--host", "host", default=None, envvar="JTRIX_HOST", show_envvar=True, metavar="URI",
+              help="Talk to the hosting node at this Pyro URI (any node of a cluster) instead of the one "
+                   "recorded in --home; the home still supplies the warrant unless --warrant is given.")
+def cli(host: str | None) -> None:
     """jtrix: leased hosting for fault-tolerant Python applications."""
+    from launcher import common
+
+    common.target_host = host
 
 
 def _register_subcommands() -> None:

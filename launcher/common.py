@@ -34,14 +34,32 @@ key_option = click.option("--key", "key", type=click.Path(dir_okay=False), defau
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+#: ``jtrix --host URI``: the node to talk to instead of the home's own (set by the group)
+target_host: str | None = None
+
+
+def check_pyro_uri(uri: str, option: str = "--host") -> str:
+    """``uri`` if it parses as a Pyro URI; BadInput (exit 2) naming ``option`` otherwise."""
+    from Pyro5.core import URI
+    from Pyro5.errors import PyroError
+
+    try:
+        URI(uri)
+    except PyroError as err:
+        raise BadInput(f"{option}: {uri!r} is not a Pyro URI ({err})") from None
+    return uri
+
+
 def client_for(home: str | None, warrant: str | None = None, key: str | None = None,
                timeout: float | None = None):
-    """A hosting client of the node of ``home`` (NotFound, exit 3, when none runs)."""
+    """A hosting client of the node of ``home`` — or of ``jtrix --host URI`` — acting with the
+    home's admin warrant or ``warrant`` (NotFound, exit 3, when no node runs)."""
     from hosting import wire
     from hosting.client import HostingClient
 
     return HostingClient.for_home(resolve_home(home), Path(warrant) if warrant else None,
-                                  Path(key) if key else None, timeout=timeout or wire.CALL_TIMEOUT_S)
+                                  Path(key) if key else None, timeout=timeout or wire.CALL_TIMEOUT_S,
+                                  uri=check_pyro_uri(target_host) if target_host else None)
 
 
 def echo_json(data: Any) -> None:

@@ -30,8 +30,8 @@ from typing import Any
 import click
 
 from hosting.client import NodeUnreachable
-from launcher.common import (describe_exit, echo_json, home_option, json_option, key_option, resolve_home,
-                             tail_log, warrant_option)
+from launcher.common import (check_pyro_uri, describe_exit, echo_json, home_option, json_option, key_option,
+                             resolve_home, tail_log, warrant_option)
 from launcher.progress import make_progress
 from warrants.descriptor import MAX_WARRANT_BYTES
 from warrants.errors import BadInput, InsufficientRights, JtrixError, NotFound, WarrantError
@@ -157,13 +157,7 @@ def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key,
 # -- which node ----------------------------------------------------------------
 def remote_target(uri: str, descriptor, warrant: str | None, key: str | None,
                   rights: tuple[str, ...] = ("launch",)) -> Target:
-    from Pyro5.core import URI
-    from Pyro5.errors import PyroError
-
-    try:
-        URI(uri)
-    except PyroError as err:
-        raise BadInput(f"--host: {uri!r} is not a Pyro URI ({err})") from None
+    check_pyro_uri(uri)
     xml, label, key_obj = _choose_warrant(descriptor, warrant, key)
     if xml is None:
         raise BadInput(f"{descriptor.source}: --host needs a warrant: give --warrant FILE or a <warrant> "

@@ -78,7 +78,33 @@ def test_nodes_see_each_other_and_an_app_name_runs_on_one_node(cluster, tmp_path
 
     with pytest.raises(BadInput, match="runs on node n1"):
         launch_kvstore(n2, tmp_path)
-    assert n2.client.call("status")["apps"] == []  # refused before anything was registered
+    assert n2.client.call("status", None, "node")["apps"] == []  # refused before anything was registered
+    # ...while n2's cluster-wide view shows n1's app, and where each netlet runs
+    [seen] = json.loads(n2.jtrix("status", "--json").stdout)["apps"]
+    assert seen["name"] == "kvstore" and {n["node"] for n in seen["netlets"]} == {"n1"}
+
+
+def test_any_nodes_admin_warrant_works_on_every_node_and_outsiders_are_refused(cluster, tmp_path):
+    n1, n2 = cluster("n1"), cluster("n2")
+    launch_kvstore(n1, tmp_path)
+    kvstore_master(n1)
+    # n1's admin warrant and key, pointed at n2 (jtrix --host): n2 trusts every member's warrants
+    at_n2 = n1.jtrix("--host", n2.info["uri"], "host", "status", "--json")
+    assert at_n2.returncode == 0, at_n2.stderr
+    assert json.loads(at_n2.stdout)["name"] == "n2"
+    status = n1.jtrix("--host", n2.info["uri"], "status", "kvstore", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["apps"][0]["name"] == "kvstore"
+    # a node that never joined: its admin warrant is nobody's in this cluster
+    outsider = RunningNode(tmp_path / "outsider", None)
+    start_background(outsider.home)
+    try:
+        refused = outsider.jtrix("--host", n2.info["uri"], "status")
+        assert refused.returncode == 2 and "is not trusted" in refused.stderr, refused.stderr
+    finally:
+        outsider.client = HostingClient.for_home(outsider.home)
+        cleanup_node(outsider)
+    bad = n1.jtrix("--host", "not-a-uri", "status")
+    assert bad.returncode == 2 and "--host: 'not-a-uri' is not a Pyro URI" in bad.stderr
 
 
 def test_a_taken_node_name_is_refused_with_a_one_line_error(cluster, tmp_path):

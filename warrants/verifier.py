@@ -33,6 +33,14 @@ class WarrantVerifier:
         self._cache_size = max(1, int(cache_size))
         self._lock = threading.Lock()
 
+    def add_trusted(self, certs: Iterable[x509.Certificate]) -> None:
+        """Trust more issuers (trust only grows: cached chains stay valid)."""
+        with self._lock:
+            self._trusted = {**self._trusted, **trust_map(certs)}
+
+    def trusted(self, fingerprint: str) -> x509.Certificate | None:
+        return self._trusted.get(fingerprint)
+
     def verify(self, xml: bytes, source: str = "<warrant>") -> Warrant:
         """The verified chain of ``xml`` (cached); its time window is NOT checked here."""
         xml = bytes(xml)
@@ -42,7 +50,7 @@ class WarrantVerifier:
             if warrant is not None:
                 self._cache.move_to_end(key)
                 return warrant
-        warrant = verify_chain(xml, self._trusted, source)
+        warrant = verify_chain(xml, self._trusted, source)  # the map is replaced, never mutated
         with self._lock:
             self._cache[key] = warrant
             self._cache.move_to_end(key)
@@ -58,15 +66,17 @@ class WarrantVerifier:
         proof: bytes | None = None,
         context: bytes = b"",
         now: dt.datetime | None = None,
+        service: str | None = None,
     ) -> Warrant:
-        """Verify ``xml`` (cached) and authorize ``right`` on this service (and ``app``).
+        """Verify ``xml`` (cached) and authorize ``right`` on this service — or on ``service``
+        when the caller has established which one applies — (and ``app``).
 
         A warrant naming a holder additionally needs ``proof`` =
         ``sign_proof(holder_key, context)``. Raises a ``BadInput`` subclass named
         by the cause; returns the verified leaf warrant.
         """
         warrant = self.verify(xml)
-        warrant.authorize(right, self.service, app, now)
+        warrant.authorize(right, service or self.service, app, now)
         if warrant.holder_public_key_der is not None:
             verify_proof(warrant, proof, context)
         return warrant
