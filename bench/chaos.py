@@ -155,18 +155,30 @@ class Clients:
         self.threads = [threading.Thread(target=self._run, args=(c,), name=f"client-{c}", daemon=True)
                         for c in range(n)]
         self.reconnects = collections.Counter()
+        self.in_flight: dict[int, tuple] = {}  # client -> (f, key, value, invoked) of its call in progress
 
     def start(self) -> None:
         for t in self.threads:
             t.start()
 
     def finish(self, timeout: float) -> list[str]:
-        """Stop and join; returns the names of threads still stuck in a call."""
+        """Stop and join; returns the names of threads still stuck in a call.
+
+        A stuck call is recorded as of unknown outcome (it may still take
+        effect), so the checks see its value as written by someone.
+        """
         self.stop.set()
         deadline = time.monotonic() + timeout
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        return [t.name for t in self.threads if t.is_alive()]
+        stuck = [c for c, t in enumerate(self.threads) if t.is_alive()]
+        for c in stuck:
+            pending = self.in_flight.pop(c, None)  # atomic: the call's own thread records it only if
+            if pending is not None:                 # it pops it first
+                f, key, value, invoked = pending
+                self.history.record(c, f, key, value, invoked, time.monotonic(), None, "unknown",
+                                    "still in progress when the run ended")
+        return [self.threads[c].name for c in stuck]
 
     def _connect(self):
         import netlets
@@ -210,6 +222,7 @@ class Clients:
             else:
                 value = token
             call = time.monotonic()
+            self.in_flight[c] = (f, key, value, call)
             try:
                 if f == "get":
                     out = kv.get_latest(key)
@@ -227,6 +240,8 @@ class Clients:
                 if isinstance(err, NotFound):  # the node was unreachable: re-read its address
                     kv = None
             ret = time.monotonic()
+            if self.in_flight.pop(c, None) is None:
+                break  # the run ended without us: finish() recorded this call as unknown
             self.history.record(c, f, key, value, call, ret, out, typ, error)
             if typ == "ok" and not key.startswith("log"):
                 if f == "get":

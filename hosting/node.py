@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import warrants
 from hosting import wire
@@ -37,6 +37,7 @@ from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
+from hosting.trust import EtcdTrust
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
 
@@ -99,6 +100,9 @@ class Node(SupervisorHooks):
                                              on_app_lost=self._on_app_lost,
                                              config=EtcdMembershipConfig(ttl=config.membership_ttl))
         self.arbiter = Arbiter(self.epoch_store)
+        #: called with certificates of other cluster members to trust (set by the hosting API)
+        self.on_trusted_certs: Callable[[list], None] = lambda certs: None
+        self.trust: EtcdTrust | None = None
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost)
         self.elector = Elector(self)
         #: app → epoch of the last master whose promotion completed (this node's run only)
@@ -117,6 +121,8 @@ class Node(SupervisorHooks):
         """Join the cluster, then re-attach to what an earlier run of this node left running."""
         self.membership.info["uri"] = self.uri
         self.membership.join()
+        if self.etcd is not None:
+            self.trust = EtcdTrust(self.etcd, self.node_cert, lambda certs: self.on_trusted_certs(certs))
         self.registry.add_event("node.started", None, None, pid=os.getpid(), name=self.name,
                                 cluster=self.config.cluster)
         for row in self.registry.apps():
@@ -159,6 +165,7 @@ class Node(SupervisorHooks):
         if holder is not None and live is not None and live.netlet_id == holder:
             # The same grant continues (same epoch): nobody else could be elected while we were down.
             self.control.start_timing(app, holder, state.epoch, max(3 * descriptor.lease_ttl, 3.0), event=False)
+            self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
             self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
         else:
             self.elector.control_lost(app)
@@ -177,6 +184,8 @@ class Node(SupervisorHooks):
         self.bootstrapper.shutdown()
         self.elector.close()
         self.membership.close()
+        if self.trust is not None:
+            self.trust.close()
         close_store = getattr(self.epoch_store, "close", None)
         if close_store is not None:
             close_store()
@@ -344,8 +353,10 @@ class Node(SupervisorHooks):
         learns of the next one the moment it can serve, instead of polling).
         ``ready`` says whether the listed master's promotion has completed.
         """
-        if after_epoch is not None and wait_s > 0:
-            self.registry.wait_until(lambda: self.promoted.get(app, after_epoch + 1) > after_epoch, wait_s)
+        if after_epoch is not None and wait_s > 0 and self.descriptor(app).master_type is not None:
+            # Only a completed promotion ends the wait: after a node restart nothing counts as
+            # promoted until the master is re-adopted or a new one wins.
+            self.registry.wait_until(lambda: self.promoted.get(app, 0) > after_epoch, wait_s)
         secret = self.app_secret(app)
         holder = self.control.holder(app)
         netlets = []

@@ -173,7 +173,7 @@ class AppProxy:
         off, then re-resolve. Never waits past ``deadline``. ``NotFound`` (the app
         is gone) propagates; an unreachable node is waited out like a failure.
         """
-        delay = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0)
+        delay = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** min(attempt, 16)) * random.uniform(0.5, 1.0)
         delay = max(0.0, min(delay, deadline - time.monotonic()))
         started = time.monotonic()
         try:
@@ -181,13 +181,16 @@ class AppProxy:
                 access = self._access
                 failed = access.get("epoch", 0) - (0 if access.get("ready", True) else 1)
                 self.refresh(after_epoch=failed, wait_s=delay)
+                if self._access.get("epoch", 0) > failed and self._access.get("ready", True):
+                    return  # a newer master can serve: try it at once
             else:
-                time.sleep(delay)
                 self.refresh()
         except NotFound:
             raise
         except Exception:  # the node itself is unreachable (restarting?): back off and try again later
-            time.sleep(max(0.0, delay - (time.monotonic() - started)))
+            pass
+        # No newer master (or the same one refused again): the full backoff, never a busy loop.
+        time.sleep(max(0.0, delay - (time.monotonic() - started)))
 
     def submit(self, method: str, *args: Any, **kwargs: Any) -> Future:
         """Pipelined ``call``: a future of its result (see ``netlets.pipeline``)."""

@@ -27,6 +27,7 @@ Contracts:
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -42,6 +43,9 @@ from warrants.errors import NotFound, NotMaster, Unavailable
 
 if TYPE_CHECKING:
     from netlets.access import AppProxy
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,15 @@ class Pipeline:
                     break
                 batch.append(call)
             while batch:
-                batch = self._ship(batch)
+                try:
+                    batch = self._ship(batch)
+                except Exception as err:  # noqa: BLE001 -- a bug must not strand every caller's future
+                    log.exception("pipeline to %s: shipping a batch failed", self.proxy.app)
+                    for call in batch:
+                        if not call.future.done():
+                            call.future.set_exception(Unavailable(
+                                f"{self.proxy.app}: {type(err).__name__}: {err}; outcome unknown"))
+                    batch = []
 
     def _ship(self, batch: list[_Call]) -> list[_Call]:
         """Send ``batch`` once; settle what got a final outcome, return what must be re-sent."""
