@@ -28,6 +28,7 @@ import psutil
 
 from hosting import wire
 from hosting.api import HostingAPI
+from hosting.etcd import TLSFiles
 from hosting.home import Home
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
@@ -35,6 +36,11 @@ from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
 OBJECT_ID = "jtrix.hosting"
+
+
+def etcd_tls_of(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | None:
+    """The etcd TLS settings from three optional file paths (None when none is given)."""
+    return TLSFiles(ca, cert, key) if (ca or cert or key) else None
 
 
 def read_node_info(home: Path) -> dict[str, Any] | None:
@@ -110,13 +116,17 @@ def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
 
 
 def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
-                     cluster: str | None = None, name: str | None = None) -> dict[str, Any]:
+                     cluster: str | None = None, name: str | None = None,
+                     etcd_tls: TLSFiles | None = None) -> dict[str, Any]:
     home = Path(home).expanduser().resolve()
     info = node_answers(home)
     if info is not None:
         return info
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     cluster_args = (["--cluster", cluster] if cluster else []) + (["--name", name] if name else [])
+    for flag, value in (("--etcd-ca", etcd_tls and etcd_tls.ca), ("--etcd-cert", etcd_tls and etcd_tls.cert),
+                        ("--etcd-key", etcd_tls and etcd_tls.key)):
+        cluster_args += [flag, str(Path(value).resolve())] if value else []
     with open(Home(home).node_log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hosting.daemon", "--home", str(home),
                                  "--listen", f"{host}:{port}", *cluster_args],
@@ -178,12 +188,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--cluster", default=None, help="etcd URL http://HOST:PORT[/PREFIX]")
     parser.add_argument("--name", default=None)
+    parser.add_argument("--etcd-ca", default=None)
+    parser.add_argument("--etcd-cert", default=None)
+    parser.add_argument("--etcd-key", default=None)
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
-                            cluster=args.cluster, name=args.name)
+                            cluster=args.cluster, name=args.name,
+                            etcd_tls=etcd_tls_of(args.etcd_ca, args.etcd_cert, args.etcd_key))
         serve(config)
     except JtrixError as err:  # the operator's configuration (bad name, taken name, etcd down)
         print(f"jtrix-host: {err}", file=sys.stderr)

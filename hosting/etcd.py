@@ -88,11 +88,19 @@ class WatchEvent:
 
 @dataclass(frozen=True)
 class TLSFiles:
-    """Client TLS for etcd: the cluster CA, and this node's certificate and key."""
+    """Client TLS for etcd (PEM files): the CA that signed etcd's certificate (None: the
+    system's CAs), and this node's client certificate and key (None: no client certificate)."""
 
-    ca: str
-    cert: str
-    key: str
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def requests_options(self) -> dict[str, Any]:
+        """``verify`` and ``cert`` for a requests session."""
+        options: dict[str, Any] = {"verify": self.ca or True}
+        if self.cert and self.key:
+            options["cert"] = (self.cert, self.key)
+        return options
 
 
 class Etcd:
@@ -122,18 +130,20 @@ class Etcd:
     def _client(self) -> etcd3gw.Etcd3Client:
         client = getattr(self._local, "client", None)
         if client is None:
-            tls = self.tls
             client = etcd3gw.Etcd3Client(host=self._host, port=self._port, protocol=self._scheme,
-                                         ca_cert=tls.ca if tls else None, cert_key=tls.key if tls else None,
-                                         cert_cert=tls.cert if tls else None, timeout=self.timeout,
-                                         api_path="/v3/")
+                                         timeout=self.timeout, api_path="/v3/", session=requests.Session())
             self._local.client = client
         return client
+
+    def request_options(self) -> dict[str, Any]:
+        """TLS options passed with every request: set on the session, requests would let
+        ``REQUESTS_CA_BUNDLE`` in the environment override the CA."""
+        return self.tls.requests_options() if self.tls is not None else {}
 
     def _post(self, path: str, body: dict) -> dict:
         client = self._client()
         try:
-            return client.post(client.get_url(path), json=body)
+            return client.post(client.get_url(path), json=body, **self.request_options())
         except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError) as err:
             raise EtcdUnavailable(f"etcd at {self.url} did not answer: {err}") from None
         except etcd_errors.Etcd3Exception as err:
@@ -266,14 +276,13 @@ class Watch:
 
     def _run(self) -> None:
         session = requests.Session()
-        if self._etcd.tls:
-            session.verify, session.cert = self._etcd.tls.ca, (self._etcd.tls.cert, self._etcd.tls.key)
         url = f"{self._etcd.url}/v3/watch"
         while not self._stopped.is_set():
             request = {"create_request": {"key": _encode(self._prefix), "start_revision": self._next,
                                           "range_end": _range_end(self._prefix)}}
             try:
-                self._response = session.post(url, json=request, stream=True, timeout=(self._etcd.timeout, None))
+                self._response = session.post(url, json=request, stream=True, timeout=(self._etcd.timeout, None),
+                                              **self._etcd.request_options())
                 self.connects += 1
                 floor = self._next  # a transaction's events share one revision: skip only older ones
                 for result in self._results(self._response):

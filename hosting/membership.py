@@ -122,13 +122,18 @@ class EtcdMembership:
 
     def __init__(self, etcd: Etcd, name: str, info: dict[str, Any], on_fenced: Callable[[str], None],
                  config: EtcdMembershipConfig = EtcdMembershipConfig(),
-                 on_app_lost: Callable[[str], None] | None = None) -> None:
+                 on_app_lost: Callable[[str], None] | None = None,
+                 on_rejoined: Callable[[], None] | None = None) -> None:
         """``on_fenced(why)``: this node's lease is gone (called before rejoining);
-        ``on_app_lost(app)``: after a rejoin, another node had claimed ``app``."""
+        ``on_app_lost(app)``: after a rejoin, another node had claimed ``app``;
+        ``on_rejoined()``: a member again after a fence (its apps re-claimed)."""
         if not name or "/" in name:
             raise BadInput(f"invalid node name {name!r} (non-empty, no '/')")
         self.etcd, self.name, self.info, self.config = etcd, name, dict(info), config
-        self.on_fenced, self.on_app_lost = on_fenced, on_app_lost
+        self.on_fenced, self.on_app_lost, self.on_rejoined = on_fenced, on_app_lost, on_rejoined
+        # Renewals must fail fast: a keepalive stuck for longer than a third of the ttl
+        # would let the lease lapse unnoticed.
+        self._renewer = Etcd(etcd.url, etcd.prefix, timeout=max(0.5, config.ttl / 3), tls=etcd.tls)
         self.lease = 0
         self.ttl = config.ttl  # as granted (etcd may raise it to its minimum)
         self._apps: set[str] = set()
@@ -173,7 +178,7 @@ class EtcdMembership:
         last_ok = time.monotonic()
         while not self._stop.wait(self.ttl / 3):
             try:
-                alive = self.etcd.keepalive(self.lease) > 0
+                alive = self._renewer.keepalive(self.lease) > 0
             except EtcdUnavailable as err:
                 if time.monotonic() - last_ok < self.ttl:
                     continue
@@ -195,10 +200,16 @@ class EtcdMembership:
         while not self._stop.is_set():
             try:
                 self._join_once()
-                return
             except EtcdUnavailable as err:
                 log.warning("rejoining the cluster failed: %s", err)
                 self._stop.wait(self.ttl / 3)
+                continue
+            if self.on_rejoined is not None:
+                try:
+                    self.on_rejoined()
+                except Exception:  # noqa: BLE001 -- the node's handler failed: stay a member
+                    log.exception("handling the rejoin of node %s failed", self.name)
+            return
 
     # -- apps -------------------------------------------------------------
     def _claim(self, app: str) -> bool:

@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from hosting.bootstrapper import Bootstrapper
 from hosting.codebases import CodebaseStore
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
-from hosting.etcd import Etcd
+from hosting.etcd import Etcd, TLSFiles
 from hosting.etcd_epochs import EtcdEpochStore
 from hosting.home import Home, ensure_home, service_id_of
 from hosting.lessor import Lessor
@@ -61,6 +62,7 @@ class NodeConfig:
     cluster: str | None = None  # etcd URL (http://HOST:PORT[/PREFIX]); None: a single-node cluster
     name: str | None = None  # the node's name in the cluster (default: its service id)
     membership_ttl: int = 3  # seconds without renewing before the cluster declares this node dead
+    etcd_tls: TLSFiles | None = None  # for an https etcd: its CA, and this node's client cert and key
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -72,6 +74,15 @@ class NodeConfig:
                 Etcd(self.cluster)
             except ValueError as err:
                 raise BadInput(str(err)) from None
+        if self.etcd_tls is not None:
+            if self.cluster is None or not self.cluster.startswith("https://"):
+                raise BadInput("etcd TLS files need an https:// --cluster URL")
+            if bool(self.etcd_tls.cert) != bool(self.etcd_tls.key):
+                raise BadInput("an etcd client certificate needs its key, and a key its certificate")
+            for label, path in (("etcd CA", self.etcd_tls.ca), ("etcd client certificate", self.etcd_tls.cert),
+                                ("etcd client key", self.etcd_tls.key)):
+                if path is not None and not os.access(path, os.R_OK):
+                    raise BadInput(f"{label} {path}: not a readable file")
         if self.name is not None and (not self.name or "/" in self.name):
             raise BadInput(f"invalid node name {self.name!r} (non-empty, no '/')")
         EtcdMembershipConfig(ttl=self.membership_ttl)
@@ -89,15 +100,18 @@ class Node(SupervisorHooks):
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
         self.lessor = Lessor(self.timers, self._on_lease_expired)
-        self.etcd = Etcd(config.cluster) if config.cluster else None
+        self.etcd = Etcd(config.cluster, tls=config.etcd_tls) if config.cluster else None
         member_info = {"service": self.service_id, "started": time.time()}
+        #: set while this node may run netlets: always alone, while a member in a cluster
+        self.member = threading.Event()
+        self.member.set()
         if self.etcd is None:
             self.epoch_store: EpochStore = RegistryEpochStore(self.registry)
             self.membership: Membership = LocalMembership(self.name, {**member_info, "pid": os.getpid()})
         else:
             self.epoch_store = EtcdEpochStore(self.etcd)
             self.membership = EtcdMembership(self.etcd, self.name, member_info, on_fenced=self._on_fenced,
-                                             on_app_lost=self._on_app_lost,
+                                             on_app_lost=self._on_app_lost, on_rejoined=self._on_rejoined,
                                              config=EtcdMembershipConfig(ttl=config.membership_ttl))
         self.arbiter = Arbiter(self.epoch_store)
         #: called with certificates of other cluster members to trust (set by the hosting API)
@@ -146,14 +160,16 @@ class Node(SupervisorHooks):
                 self._on_app_lost(row["name"], str(err))
                 continue
             self._recover_control(row["name"], descriptor)
-            for slot in self.registry.slots(row["name"]):
-                # failed: gave up; pending: never started (a custom bootstrap decides when)
-                if slot["state"] in ("failed", "pending"):
-                    continue
-                if self.supervisor.live_in_slot(row["name"], slot["slot"]):
-                    continue
-                delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
-                self.timers.call_later(delay, lambda a=row["name"], s=slot["slot"]: self.supervisor.start_slot(a, s, "replace"))
+            self._start_missing_slots(row["name"])
+
+    def _start_missing_slots(self, app: str) -> None:
+        """Start every slot of ``app`` that should run and has no live netlet (at its backoff time)."""
+        for slot in self.registry.slots(app):
+            # failed: gave up; pending: never started (a custom bootstrap decides when)
+            if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(app, slot["slot"]):
+                continue
+            delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
+            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_slot(app, s, "replace"))
 
     def _recover_control(self, app: str, descriptor: Descriptor) -> None:
         """The master that held the control lease before the node died keeps it if it is still alive."""
@@ -387,6 +403,9 @@ class Node(SupervisorHooks):
             self.control.expired(lease_id.split(":", 1)[1])
 
     # -- supervisor hooks (SupervisorHooks) --------------------------------
+    def may_start(self, app: str, slot: str) -> bool:
+        return self.member.is_set()
+
     def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None:
         self.elector.netlet_spawned(app, slot, netlet_id)
 
@@ -406,8 +425,17 @@ class Node(SupervisorHooks):
         the node rejoins, and replicated apps come back by a warm start (their
         durable state is in their slot directories).
         """
+        self.member.clear()  # first: no replacement may start until the node is a member again
         killed = self.supervisor.kill_all("node fenced")
         self.registry.add_event("node.fenced", None, None, why=why, name=self.name, netlets=len(killed))
+
+    def _on_rejoined(self) -> None:
+        """A member again: run what this node runs (claims of apps lost meanwhile were handled)."""
+        self.member.set()
+        self.registry.add_event("node.rejoined", None, None, name=self.name)
+        for row in self.registry.apps():
+            if row["state"] == "running":
+                self._start_missing_slots(row["name"])
 
     def _on_app_lost(self, app: str, why: str = "claimed by another node while this one was fenced") -> None:
         """Another node runs ``app`` now: stop our copy of it at once."""

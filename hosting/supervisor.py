@@ -61,6 +61,10 @@ class SupervisorHooks:
 
     def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None: ...
 
+    def may_start(self, app: str, slot: str) -> bool:
+        """False while this node must run no netlet (fenced out of its cluster)."""
+        return True
+
 
 @dataclass
 class LiveNetlet:
@@ -157,6 +161,9 @@ class Supervisor:
         with self.lock:
             rt = self.apps.get(app)
             if rt is None or rt.terminating or self.live_in_slot(app, slot) is not None:
+                return None
+            if not self.hooks.may_start(app, slot):
+                log.info("not starting %s/%s: this node may not run netlets now", app, slot)
                 return None
             srt = rt.slots[slot]
             Timers.cancel(srt.restart_timer)

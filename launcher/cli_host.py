@@ -27,11 +27,23 @@ cluster_option = click.option("--cluster", default=None, envvar="JTRIX_CLUSTER",
 name_option = click.option("--name", default=None, help="This node's name in the cluster (default: its service id).")
 
 
-def _node_config(home, listen, cluster, name):
+def etcd_tls_options(f):
+    """``--etcd-ca/--etcd-cert/--etcd-key`` (and ``JTRIX_ETCD_*``): TLS to an https etcd."""
+    for flag, env, what in (("--etcd-key", "JTRIX_ETCD_KEY", "this node's client key for etcd (PEM)"),
+                            ("--etcd-cert", "JTRIX_ETCD_CERT", "this node's client certificate for etcd (PEM)"),
+                            ("--etcd-ca", "JTRIX_ETCD_CA", "CA that signed etcd's certificate (PEM; default: "
+                                                           "the system's)")):
+        f = click.option(flag, default=None, envvar=env, show_envvar=True, metavar="FILE", help=what)(f)
+    return f
+
+
+def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd_key=None):
+    from hosting.daemon import etcd_tls_of
     from hosting.node import NodeConfig
 
     h, p = _split_listen(listen)
-    return NodeConfig(home=resolve_home(home), host=h, port=p, cluster=cluster, name=name)
+    return NodeConfig(home=resolve_home(home), host=h, port=p, cluster=cluster, name=name,
+                      etcd_tls=etcd_tls_of(etcd_ca, etcd_cert, etcd_key))
 
 
 @host.command("run")
@@ -39,12 +51,13 @@ def _node_config(home, listen, cluster, name):
 @listen_option
 @cluster_option
 @name_option
-def run(home, listen, cluster, name) -> None:
+@etcd_tls_options
+def run(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key) -> None:
     """Run the node in the foreground until SIGTERM/SIGINT (netlets keep running after it)."""
     import logging
     from hosting.daemon import serve
 
-    config = _node_config(home, listen, cluster, name)
+    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config)
 
@@ -54,13 +67,15 @@ def run(home, listen, cluster, name) -> None:
 @listen_option
 @cluster_option
 @name_option
+@etcd_tls_options
 @json_option
-def start(home, listen, cluster, name, as_json) -> None:
+def start(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, as_json) -> None:
     """Start the node in the background (no-op if it already runs); returns once it answers."""
     from hosting.daemon import start_background
 
-    config = _node_config(home, listen, cluster, name)  # checked here: bad input exits 2 at once
-    info = start_background(config.home, config.host, config.port, cluster=cluster, name=name)
+    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key)  # bad input: exit 2 now
+    info = start_background(config.home, config.host, config.port, cluster=cluster, name=name,
+                            etcd_tls=config.etcd_tls)
     if as_json:
         echo_json(info)
     else:

@@ -24,7 +24,7 @@ from hosting.daemon import start_background
 from hosting.etcd import Etcd
 from warrants.errors import BadInput
 from etcdutil import unique_prefix
-from nodeutil import RunningNode, cleanup_node, events_of, process_dead, wait_for
+from nodeutil import RunningNode, cleanup_node, descriptor_xml, events_of, process_dead, wait_for
 from test_replication_e2e import KVSTORE, master_of
 
 pytestmark = pytest.mark.timeout(180)
@@ -156,3 +156,60 @@ def test_bad_or_unreachable_cluster_urls_are_one_line_errors(tmp_path):
     down = runner.jtrix("host", "start", "--cluster", f"http://127.0.0.1:{free_port()}", "--name", "x")
     assert down.returncode == 1 and "did not answer" in down.stderr, down.stderr
     assert "Traceback" not in bad.stderr + down.stderr
+
+
+def test_a_node_cut_off_from_etcd_fences_itself_runs_nothing_until_it_rejoins(tmp_path):
+    """etcd stops answering (SIGSTOP: a partition as the node sees it). After one membership
+    TTL without a renewal the node presumes the cluster declared it dead: it kills its netlets
+    and starts none while cut off; when etcd answers again it rejoins and warm-starts the app."""
+    import shutil
+
+    from etcdutil import EtcdServer
+
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not installed (scripts/test.sh installs Debian's etcd-server as root)")
+    (tmp_path / "etcd").mkdir()
+    etcd = EtcdServer(tmp_path / "etcd")
+    etcd.start()
+    home = tmp_path / "n1"
+    node = None
+    try:
+        start_background(home, cluster=etcd.url + "/jtrix/cutoff", name="n1")
+        node = RunningNode(home, HostingClient.for_home(home))
+        launch_kvstore(node, tmp_path)
+        # and an app without replication: nothing but the fence stops its restarts
+        node.launch(descriptor_xml("echo", '  <netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
+        echo = node.wait_running("echo")
+        before = kvstore_master(node)
+        kv = netlets.connect("kvstore", home)
+        written = {f"k{i}": f"v{i}" for i in range(50)}
+        for k, v in written.items():
+            kv.put(k, v)
+        kv.close()
+        os.kill(etcd.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: events_of(node, "node.fenced"), 20, "n1 to fence itself")
+            wait_for(lambda: all(process_dead(n["pid"]) for n in before["netlets"] + echo["netlets"]), 10,
+                     "its netlets dead")
+            # the echo slot would be refilled at once (its first failure): give it the time to
+            # show, by the node's own clock — a renewal attempt every ttl/3 is logged meanwhile
+            wait_for(lambda: "rejoining the cluster failed" in (home / "node.log").read_text(), 20,
+                     "a failed attempt to rejoin")
+        finally:
+            os.kill(etcd.proc.pid, signal.SIGCONT)
+        wait_for(lambda: events_of(node, "node.rejoined"), 30, "n1 to rejoin")
+        after = kvstore_master(node, above_epoch=before["epoch"])
+        events = node.events(0)
+        fenced_at = next(e["index"] for e in events if e["kind"] == "node.fenced")
+        rejoined_at = next(e["index"] for e in events if e["kind"] == "node.rejoined")
+        started_while_out = [e for e in events if e["kind"] == "netlet.started" and fenced_at < e["index"] < rejoined_at]
+        assert started_while_out == [], started_while_out
+        assert "could not renew" in events_of(node, "node.fenced")[0]["detail"]["why"]
+        assert {n["pid"] for n in after["netlets"]}.isdisjoint({n["pid"] for n in before["netlets"]})
+        node.wait_running("echo")  # back too
+        kv = netlets.connect("kvstore", home)
+        assert {k: kv.get_latest(k) for k in written} == written
+    finally:
+        if node is not None:
+            cleanup_node(node)
+        etcd.stop()
