@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import psutil
 
-from hosting.backoff import next_restart
+from hosting.backoff import Decision, next_restart
 from hosting.home import Home
 from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
@@ -80,6 +80,7 @@ class LiveNetlet:
     end_reason: str | None = None  # set when we decided to end it (lease expired, killed by user…)
     kill_timer: Timer | None = None
     ready: bool = False
+    blameless: bool = False  # ended for the node's own reasons: its death is no failure of the netlet
 
 
 @dataclass
@@ -276,12 +277,14 @@ class Supervisor:
             return n.netlet_id
 
     def kill_all(self, reason: str) -> list[str]:
-        """SIGKILL every live netlet's process group now (each is then handled as any death:
-        recorded with ``reason``, its slot restarted); returns their ids."""
+        """SIGKILL every live netlet's process group now; returns their ids. Each death is
+        recorded with ``reason`` and its slot refilled at once, not counted as a failure
+        (the node ended them, for reasons of its own)."""
         with self.lock:
             victims = list(self.live.values())
             for n in victims:
                 n.end_reason = n.end_reason or reason
+                n.blameless = True
                 self.watcher.signal_group(n.netlet_id, signal.SIGKILL)
         return [n.netlet_id for n in victims]
 
@@ -324,7 +327,8 @@ class Supervisor:
 
     def _schedule_restart(self, rt: AppRuntime, n: LiveNetlet, run_seconds: float, exit_record: dict) -> None:
         row = self.registry.slot(n.app, n.slot)
-        decision = next_restart(rt.descriptor.restart, row["failures"], run_seconds)
+        decision = (Decision(row["failures"], 0.0) if n.blameless
+                    else next_restart(rt.descriptor.restart, row["failures"], run_seconds))
         fields = dict(failures=decision.failures, last_exit=json.dumps(exit_record))
         if decision.delay is None:
             self.registry.update_slot(n.app, n.slot, state="failed", **fields)

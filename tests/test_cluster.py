@@ -206,7 +206,8 @@ def test_a_node_cut_off_from_etcd_fences_itself_runs_nothing_until_it_rejoins(tm
         assert started_while_out == [], started_while_out
         assert "could not renew" in events_of(node, "node.fenced")[0]["detail"]["why"]
         assert {n["pid"] for n in after["netlets"]}.isdisjoint({n["pid"] for n in before["netlets"]})
-        node.wait_running("echo")  # back too
+        back = node.wait_running("echo")  # back too, and the fence's kill is no failure of its netlet
+        assert [(n["restarts"], n["failures"]) for n in back["netlets"]] == [(1, 0)]
         kv = netlets.connect("kvstore", home)
         assert {k: kv.get_latest(k) for k in written} == written
     finally:
