@@ -175,8 +175,12 @@ class EtcdMembership:
                 self.on_app_lost(app)
 
     def _renew_loop(self) -> None:
+        """Renew every ttl/3. Membership is counted from when the last successful renewal was
+        *sent* (etcd may have extended the lease any time after), so this node gives itself
+        up no later than etcd does, plus one renewal attempt (ttl/3 wait + ttl/3 timeout)."""
         last_ok = time.monotonic()
         while not self._stop.wait(self.ttl / 3):
+            sent = time.monotonic()
             try:
                 alive = self._renewer.keepalive(self.lease) > 0
             except EtcdUnavailable as err:
@@ -186,7 +190,7 @@ class EtcdMembership:
             else:
                 why = "membership lease expired (node paused or cut off)"
             if alive:
-                last_ok = time.monotonic()
+                last_ok = sent
                 continue
             log.warning("node %s fenced: %s", self.name, why)
             try:
