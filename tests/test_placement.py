@@ -1,0 +1,58 @@
+"""The placement policy (hypothesis): every slot on a live node, kept slots stay, replicas of a
+type spread over distinct nodes whenever there are enough, placements stay balanced."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given, strategies as st
+
+from hosting.placement import place
+
+names = st.sampled_from([f"n{i}" for i in range(8)])
+apps = st.dictionaries(st.sampled_from(["store", "web", "cache"]), st.integers(1, 5), min_size=1).map(
+    lambda counts: {f"{t}/{i}": t for t, n in counts.items() for i in range(n)})
+
+
+def anti_affine(placement, slot_types):
+    return all(v == 1 for v in Counter((slot_types[s], n) for s, n in placement.items()).values())
+
+
+@given(apps, st.sets(names, min_size=1))
+def test_from_nothing_every_slot_lands_spread_and_balanced(slot_types, nodes):
+    placement = place(slot_types, nodes)
+    assert set(placement) == set(slot_types) and set(placement.values()) <= nodes
+    for kind in set(slot_types.values()):
+        replicas = [s for s, t in slot_types.items() if t == kind]
+        on = Counter(placement[s] for s in replicas)
+        assert max(on.values()) - min(on.get(n, 0) for n in nodes) <= 1  # as even as it can be
+        if len(nodes) >= len(replicas):
+            assert max(on.values()) == 1
+    assert place(slot_types, nodes) == placement  # deterministic
+
+
+@given(apps, st.sets(names, min_size=2), st.data())
+def test_after_nodes_die_survivors_keep_their_slots_and_spread_still_holds(slot_types, nodes, data):
+    before = place(slot_types, nodes)
+    dead = data.draw(st.sets(st.sampled_from(sorted(nodes)), max_size=len(nodes) - 1))
+    alive = nodes - dead
+    after = place(slot_types, alive, before)
+    assert set(after.values()) <= alive
+    assert all(after[s] == n for s, n in before.items() if n in alive)  # nothing needlessly moved
+    for kind in set(slot_types.values()):
+        replicas = [s for s, t in slot_types.items() if t == kind]
+        if len(alive) >= len(replicas):
+            assert anti_affine({s: after[s] for s in replicas}, slot_types)
+
+
+def test_three_replicas_on_three_nodes_then_one_dies():
+    slots = {"store/0": "store", "store/1": "store", "store/2": "store"}
+    first = place(slots, ["n1", "n2", "n3"])
+    assert first == {"store/0": "n1", "store/1": "n2", "store/2": "n3"}
+    assert place(slots, ["n1", "n3"], first) == {"store/0": "n1", "store/1": "n1", "store/2": "n3"}
+
+
+def test_no_live_node_is_an_error():
+    with pytest.raises(ValueError, match="no live node"):
+        place({"a/0": "a"}, [])
