@@ -33,6 +33,10 @@ class CodebaseStore:
     def has(self, sha: str) -> bool:
         return self.dir_of(sha).is_dir()
 
+    def archive(self, sha: str) -> bytes:
+        """The archive as uploaded (for nodes that fetch it by hash)."""
+        return (self.root / f"{sha}.tar.gz").read_bytes()
+
     def add(self, data: bytes, expected_sha: str | None = None) -> str:
         """Store an archive (``.tar.gz``); returns its sha256. Idempotent."""
         if len(data) > MAX_CODEBASE_BYTES:

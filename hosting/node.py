@@ -26,6 +26,7 @@ import warrants
 from hosting import wire
 from hosting.arbiter import Arbiter, EpochStore
 from hosting.bootstrapper import Bootstrapper
+from hosting.cluster_store import ClusterStore
 from hosting.codebases import CodebaseStore
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
@@ -101,6 +102,7 @@ class Node(SupervisorHooks):
         self.timers = Timers()
         self.lessor = Lessor(self.timers, self._on_lease_expired)
         self.etcd = Etcd(config.cluster, tls=config.etcd_tls) if config.cluster else None
+        self.cluster_store = ClusterStore(self.etcd) if self.etcd else None
         member_info = {"service": self.service_id, "started": time.time()}
         #: set while this node may run netlets: always alone, while a member in a cluster
         self.member = threading.Event()
@@ -240,7 +242,11 @@ class Node(SupervisorHooks):
             self.terminate(descriptor.name, wait_s=60)
         slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
         self.membership.claim_app(descriptor.name)
-        self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, os.urandom(32), slots)
+        secret = os.urandom(32)
+        if self.cluster_store is not None:  # what any node needs to run (or take over) the app
+            self.cluster_store.put_codebase(codebase_sha, self.codebases.archive(codebase_sha))
+            self.cluster_store.put_app(descriptor.name, descriptor_xml, source, codebase_sha, secret)
+        self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, secret, slots)
         self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
         self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
         self.elector.app_submitted(descriptor.name)
@@ -281,6 +287,8 @@ class Node(SupervisorHooks):
         if done:
             self.lessor.revoke(self.control.lease_id(app))
             self.arbiter.forget(app)
+            if self.cluster_store is not None:
+                self.cluster_store.delete_app(app)
             self.membership.release_app(app)
         return done
 

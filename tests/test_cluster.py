@@ -21,6 +21,7 @@ import pytest
 import netlets
 from hosting.client import HostingClient
 from hosting.daemon import start_background
+from hosting.cluster_store import ClusterStore
 from hosting.etcd import Etcd
 from warrants.errors import BadInput
 from etcdutil import unique_prefix
@@ -75,6 +76,11 @@ def test_nodes_see_each_other_and_an_app_name_runs_on_one_node(cluster, tmp_path
     assert {n["node"] for n in app["netlets"]} == {"n1"}
     arbiter = Etcd(cluster.url).get("apps/kvstore/arbiter").json()
     assert arbiter["epoch"] == app["epoch"] and arbiter["holder"] == app["master"]
+    # what any node would need to run or take over the app: its spec and codebase, by hash
+    store = ClusterStore(Etcd(cluster.url))
+    spec = store.get_app("kvstore")
+    assert spec["secret"] == n1.app_secret("kvstore")
+    assert store.get_codebase(spec["codebase"]) == (n1.home / "codebases" / f"{spec['codebase']}.tar.gz").read_bytes()
 
     with pytest.raises(BadInput, match="runs on node n1"):
         launch_kvstore(n2, tmp_path)
@@ -82,6 +88,11 @@ def test_nodes_see_each_other_and_an_app_name_runs_on_one_node(cluster, tmp_path
     # ...while n2's cluster-wide view shows n1's app, and where each netlet runs
     [seen] = json.loads(n2.jtrix("status", "--json").stdout)["apps"]
     assert seen["name"] == "kvstore" and {n["node"] for n in seen["netlets"]} == {"n1"}
+    # terminated on n1: its claim and spec leave etcd, and the name is free for n2
+    assert n1.client.call("terminate", "kvstore", None, 30)
+    assert ClusterStore(Etcd(cluster.url)).get_app("kvstore") is None
+    launch_kvstore(n2, tmp_path)
+    assert {n["node"] for n in kvstore_master(n2)["netlets"]} == {"n2"}
 
 
 def test_any_nodes_admin_warrant_works_on_every_node_and_outsiders_are_refused(cluster, tmp_path):

@@ -1,0 +1,80 @@
+"""What a node of the cluster needs to run any app, kept in etcd: app specs and codebases.
+
+Contracts:
+  * ``apps/<app>/spec`` holds what the app's owner registered: the descriptor
+    (the exact bytes submitted), its source label, the codebase hash and the
+    app credential. etcd is the cluster's root of trust (whoever can write it
+    can rewrite every epoch), so the credential is no safer anywhere else;
+    run etcd with TLS and client certificates off loopback.
+  * A codebase is stored under its SHA-256, in chunks below etcd's request
+    limit, its index (size, chunk count) written only after every chunk: a
+    reader that finds the index finds the whole codebase. ``get_codebase``
+    returns bytes whose hash it has checked, or raises; it never returns a
+    partial or altered archive.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from hosting.etcd import Etcd
+from warrants.errors import BadInput, NotFound
+
+CHUNK_BYTES = 1024 * 1024  # etcd's default request limit is 1.5 MiB
+
+
+class ClusterStore:
+    def __init__(self, etcd: Etcd) -> None:
+        self.etcd = etcd
+
+    # -- codebases (content-addressed) -------------------------------------
+    def has_codebase(self, sha: str) -> bool:
+        return self.etcd.get(f"codebases/{sha}") is not None
+
+    def put_codebase(self, sha: str, data: bytes) -> None:
+        """Store ``data`` under ``sha`` (BadInput if it does not hash to it); idempotent."""
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise BadInput(f"codebase does not hash to {sha[:12]}")
+        if self.has_codebase(sha):
+            return
+        chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        for i, chunk in enumerate(chunks):
+            self.etcd.put(f"codebases/{sha}/{i}", base64.b64encode(chunk))
+        self.etcd.put(f"codebases/{sha}", json.dumps({"size": len(data), "chunks": len(chunks)}))
+
+    def get_codebase(self, sha: str) -> bytes:
+        """The archive stored under ``sha`` (NotFound if none; JtrixError if it fails its hash)."""
+        index = self.etcd.get(f"codebases/{sha}")
+        if index is None:
+            raise NotFound(f"codebase {sha[:12]} is not in the cluster store")
+        count = int(index.json()["chunks"])
+        parts = []
+        for i in range(count):
+            kv = self.etcd.get(f"codebases/{sha}/{i}")
+            if kv is None:
+                raise NotFound(f"codebase {sha[:12]}: chunk {i} of {count} is missing")
+            parts.append(base64.b64decode(kv.value))
+        data = b"".join(parts)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise BadInput(f"codebase {sha[:12]} in the cluster store does not match its hash")
+        return data
+
+    # -- app specs ------------------------------------------------------------
+    def put_app(self, app: str, descriptor_xml: bytes, source: str, codebase_sha: str, secret: bytes) -> None:
+        self.etcd.put(f"apps/{app}/spec", json.dumps({
+            "descriptor": base64.b64encode(descriptor_xml).decode(), "source": source,
+            "codebase": codebase_sha, "secret": secret.hex()}))
+
+    def get_app(self, app: str) -> dict | None:
+        """``{"descriptor": bytes, "source", "codebase", "secret": bytes}`` or None."""
+        kv = self.etcd.get(f"apps/{app}/spec")
+        if kv is None:
+            return None
+        spec = kv.json()
+        return {"descriptor": base64.b64decode(spec["descriptor"]), "source": spec["source"],
+                "codebase": spec["codebase"], "secret": bytes.fromhex(spec["secret"])}
+
+    def delete_app(self, app: str) -> None:
+        self.etcd.delete(f"apps/{app}/spec")

@@ -1,0 +1,49 @@
+"""App specs and codebases in etcd: round trips, multi-chunk codebases, hashes always checked."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from hosting import cluster_store
+from hosting.cluster_store import ClusterStore
+from warrants.errors import BadInput, NotFound
+
+
+def test_a_codebase_of_several_chunks_comes_back_whole(etcd):
+    store = ClusterStore(etcd)
+    data = os.urandom(int(2.5 * cluster_store.CHUNK_BYTES))
+    sha = hashlib.sha256(data).hexdigest()
+    assert not store.has_codebase(sha)
+    store.put_codebase(sha, data)
+    store.put_codebase(sha, data)  # idempotent
+    assert store.has_codebase(sha) and store.get_codebase(sha) == data
+
+
+def test_a_codebase_is_refused_under_a_wrong_hash_and_an_altered_one_never_returned(etcd):
+    store = ClusterStore(etcd)
+    with pytest.raises(BadInput, match="does not hash"):
+        store.put_codebase("0" * 64, b"code")
+    data = b"print('hi')"
+    sha = hashlib.sha256(data).hexdigest()
+    store.put_codebase(sha, data)
+    etcd.put(f"codebases/{sha}/0", b"YWx0ZXJlZA==")  # someone rewrites the chunk
+    with pytest.raises(BadInput, match="does not match its hash"):
+        store.get_codebase(sha)
+    etcd.delete(f"codebases/{sha}/0")
+    with pytest.raises(NotFound, match="chunk 0 of 1 is missing"):
+        store.get_codebase(sha)
+    with pytest.raises(NotFound, match="not in the cluster store"):
+        store.get_codebase("f" * 64)
+
+
+def test_an_app_spec_round_trips_exactly(etcd):
+    store = ClusterStore(etcd)
+    xml = '<app name="kv">\u00e9</app>'.encode()
+    store.put_app("kv", xml, "bootstrap.xml", "a" * 64, b"\x00secret")
+    assert store.get_app("kv") == {"descriptor": xml, "source": "bootstrap.xml", "codebase": "a" * 64,
+                                   "secret": b"\x00secret"}
+    store.delete_app("kv")
+    assert store.get_app("kv") is None
