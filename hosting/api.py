@@ -134,6 +134,14 @@ class HostingAPI:
         return view
 
     @_guarded
+    def owner_op(self, auth, app: str, op: str, args: list) -> Any:
+        """Node to node: what only an app's owner can answer (``hosting.cluster``)."""
+        self._check(auth, "owner_op", "launch", str(app))
+        if not isinstance(args, list):
+            raise BadInput("owner_op arguments must be a list")
+        return self.node.owner_op(str(app), str(op), args)
+
+    @_guarded
     def host_status(self, auth) -> dict[str, Any]:
         self._check(auth, "host_status", "status")
         return views.host_view(self.node)

@@ -52,7 +52,7 @@ class EpochStore(Protocol):
 
     def load(self, app: str) -> dict | None: ...
 
-    def save(self, app: str, state: dict) -> None: ...
+    def save(self, app: str, state: dict, owner_only: bool = False) -> None: ...
 
 
 class MemoryEpochStore:
@@ -65,7 +65,7 @@ class MemoryEpochStore:
         s = self.data.get(app)
         return _copy(s) if s else None
 
-    def save(self, app: str, state: dict) -> None:
+    def save(self, app: str, state: dict, owner_only: bool = False) -> None:
         self.data[app] = _copy(state)
 
 
@@ -76,6 +76,10 @@ def _copy(state: dict) -> dict:
 class StoreConflict(Exception):
     """The store's copy moved on since this arbiter read it (another node changed it):
     nothing was saved; the arbiter reloads before its next decision."""
+
+
+class OwnershipLost(Exception):
+    """Only the app's owner may make this change, and this node no longer owns it."""
 
 
 class StaleEpoch(Exception):
@@ -111,8 +115,31 @@ def best_position(positions: Mapping[str, Sequence[int]]) -> str | None:
     return min(positions, key=lambda s: (-int(positions[s][0]), -int(positions[s][1]), s))
 
 
+def _retry_on_conflict(method):
+    """Re-run a state change from freshly loaded state when another node saved first.
+
+    Every change is a function of the state it reads, so re-running it on the
+    state as the other node left it is exactly as if it had run after that
+    change (which may now refuse it: a stale epoch, say). Gives up after a few
+    rounds of contention, raising :class:`StoreConflict`.
+    """
+    def run(self, *args, **kwargs):
+        for _ in range(CONFLICT_RETRIES - 1):
+            try:
+                return method(self, *args, **kwargs)
+            except StoreConflict:
+                continue  # _save dropped the cached state: the next round reloads it
+        return method(self, *args, **kwargs)
+    run.__name__, run.__doc__ = method.__name__, method.__doc__
+    return run
+
+
+CONFLICT_RETRIES = 8
+
+
 class Arbiter:
-    """Thread-safe; every state change is saved through the store before returning."""
+    """Thread-safe; every state change is saved through the store before returning
+    (re-run from fresh state if another node saved first: ``_retry_on_conflict``)."""
 
     def __init__(self, store: EpochStore) -> None:
         self.store = store
@@ -130,12 +157,16 @@ class Arbiter:
             self._apps[app] = st
         return st
 
-    def _save(self, app: str, st: AppState) -> None:
-        """Persist ``st``; on :class:`StoreConflict` the cached state is dropped and the error
-        propagates (the in-memory change is discarded with it)."""
+    def _save(self, app: str, st: AppState, owner_only: bool = True) -> None:
+        """Persist ``st``; on :class:`StoreConflict` or :class:`OwnershipLost` the cached state
+        is dropped and the error propagates (the in-memory change is discarded with it).
+
+        ``owner_only``: a change only the app's owner may make (elections, the
+        in-sync set); a process starting or dying may be recorded by any node.
+        """
         try:
-            self.store.save(app, st.to_dict())
-        except StoreConflict:
+            self.store.save(app, st.to_dict(), owner_only=owner_only)
+        except (StoreConflict, OwnershipLost):
             self._apps.pop(app, None)
             raise
 
@@ -152,6 +183,7 @@ class Arbiter:
             return sorted(s for s in live if s in st.isr and s != st.holder)
 
     # --- election ---------------------------------------------------------------
+    @_retry_on_conflict
     def begin_election(self, app: str, candidates: Iterable[str] = ()) -> int:
         """Revoke the holder and return a fresh epoch for ``prepare`` (persisted first)."""
         with self._lock:
@@ -164,6 +196,7 @@ class Arbiter:
             self._save(app, st)
             return st.epoch
 
+    @_retry_on_conflict
     def choose(self, app: str, epoch: int, positions: Mapping[str, Sequence[int]],
                warm: Collection[str] = ()) -> str | None:
         """Grant ``epoch`` to the best of ``positions`` (slots that promised it).
@@ -217,6 +250,7 @@ class Arbiter:
                 return False, st.epoch
             return change(st), st.epoch
 
+    @_retry_on_conflict
     def shrink(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
         """The holder at ``epoch`` drops ``slot`` from the ISR.
 
@@ -232,6 +266,7 @@ class Arbiter:
             return True
         return self._holder_change(app, epoch, change)
 
+    @_retry_on_conflict
     def expand(self, app: str, epoch: int, slot: str,
                incarnation: str | None = None) -> tuple[bool, int]:
         """The holder at ``epoch`` adds a caught-up ``slot`` to the ISR.
@@ -250,6 +285,7 @@ class Arbiter:
             return True
         return self._holder_change(app, epoch, change)
 
+    @_retry_on_conflict
     def netlet_started(self, app: str, slot: str, incarnation: str) -> None:
         """A new process (netlet id ``incarnation``) now runs ``slot``."""
         with self._lock:
@@ -257,8 +293,9 @@ class Arbiter:
             st.incarnations[slot] = incarnation
             if slot != st.holder:
                 st.isr.discard(slot)
-            self._save(app, st)
+            self._save(app, st, owner_only=False)
 
+    @_retry_on_conflict
     def netlet_died(self, app: str, slot: str) -> None:
         """``slot``'s process is gone: it leaves the ISR (a restarted process must
         catch up and be expanded again). The holder stays recorded until the node
@@ -267,7 +304,7 @@ class Arbiter:
             st = self._get(app)
             if slot in st.isr and slot != st.holder:
                 st.isr.discard(slot)
-                self._save(app, st)
+                self._save(app, st, owner_only=False)
 
     def forget(self, app: str) -> None:
         """Drop the cached state (the app was terminated; the store keeps the epoch)."""

@@ -45,6 +45,7 @@ class Elector:
         self._again: set[str] = set()
         self._warming: set[str] = set()  # apps whose warm start was begun
         self._cold: set[str] = set()
+        self._blocked: set[str] = set()  # apps whose warm start would risk acknowledged writes
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="elector")
 
     # -- what the node tells us -------------------------------------------
@@ -86,7 +87,11 @@ class Elector:
 
     # -- elections --------------------------------------------------------
     def request(self, app: str) -> None:
-        """Run an election for ``app`` now (or right after the one in progress)."""
+        """Run an election for ``app`` now (or right after the one in progress); in a
+        cluster only the app's owner runs its elections."""
+        cluster = self.node.cluster
+        if cluster is not None and not cluster.owns(app):
+            return
         with self._lock:
             if app in self._running:
                 self._again.add(app)
@@ -113,16 +118,8 @@ class Elector:
 
     def live_replicas(self, app: str) -> dict[str, tuple[str, str]]:
         """slot → (netlet id, endpoint) of ready netlets of the master type."""
-        mt = self.master_type(app)
-        out = {}
-        for slot in mt.slots:
-            n = self.node.supervisor.live_in_slot(app, slot)
-            if n is None or not n.ready:
-                continue
-            endpoint = self.node.status_cache.get(n.netlet_id, {}).get("endpoint")
-            if endpoint:
-                out[slot] = (n.netlet_id, endpoint)
-        return out
+        slots = set(self.master_type(app).slots)
+        return {slot: replica for slot, replica in self.node.replicas(app).items() if slot in slots}
 
     def _elect(self, app: str) -> bool:
         """One attempt; True when done (a master was promoted, or nothing to do)."""
@@ -136,6 +133,14 @@ class Elector:
         eligible = node.arbiter.eligible(app, live)
         cold = app in self._cold
         warm = not eligible
+        if warm and not cold and node.cluster is not None and node.cluster.warm_start_blocked(app):
+            if app not in self._blocked:
+                self._blocked.add(app)
+                node.registry.add_event("election.blocked", app, None,
+                                        reason="every replica that may hold the newest acknowledged writes was "
+                                               "re-created on another node (its data died with its node)")
+            return True  # re-evaluated at the next readiness or lease event
+        self._blocked.discard(app)
         if warm:
             if not cold and app not in self._warming:
                 self._warming.add(app)

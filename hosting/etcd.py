@@ -178,10 +178,12 @@ class Etcd:
     def delete(self, key: str) -> bool:
         return int(self._post("/kv/deleterange", {"key": self._key(key)}).get("deleted", 0)) > 0
 
-    def swap(self, key: str, value: bytes | str, mod_revision: int, lease: int = 0) -> int | None:
-        """Write ``value`` only if the key's mod_revision is ``mod_revision`` (0: absent).
+    def swap(self, key: str, value: bytes | str, mod_revision: int, lease: int = 0,
+             held: tuple[str, int] | None = None) -> int | None:
+        """Write ``value`` only if the key's mod_revision is ``mod_revision`` (0: absent) — and,
+        with ``held=(other_key, lease_id)``, only while ``other_key`` exists under that lease.
 
-        Returns the new revision, or None if someone else wrote first.
+        Returns the new revision, or None if a condition failed.
         """
         put: dict[str, Any] = {"key": self._key(key), "value": _encode(value)}
         if lease:
@@ -190,7 +192,10 @@ class Etcd:
             compare = {"key": self._key(key), "target": "CREATE", "result": "EQUAL", "create_revision": 0}
         else:
             compare = {"key": self._key(key), "target": "MOD", "result": "EQUAL", "mod_revision": mod_revision}
-        out = self._post("/kv/txn", {"compare": [compare], "success": [{"request_put": put}]})
+        compares = [compare]
+        if held is not None:
+            compares.append({"key": self._key(held[0]), "target": "LEASE", "result": "EQUAL", "lease": held[1]})
+        out = self._post("/kv/txn", {"compare": compares, "success": [{"request_put": put}]})
         return int(out["header"]["revision"]) if out.get("succeeded") else None
 
     def create(self, key: str, value: bytes | str, lease: int = 0) -> int | None:

@@ -6,6 +6,11 @@ Each app's arbiter state (epoch, holder, in-sync set, incarnations) is one key,
     wrote for the app: the epoch counter and the holder move in the same etcd
     transaction, so two nodes can never hand out the same epoch, and of two
     ``choose`` calls for one election only one can win.
+  * Owner-only changes (elections, the in-sync set) carry a second condition
+    in the same transaction: the app's owner key is still held under this
+    node's lease. A node that lost ownership (paused past its lease, say) gets
+    :class:`~hosting.arbiter.OwnershipLost` and changes nothing, however stale
+    its view.
   * A save against a revision someone else has moved past raises
     :class:`~hosting.arbiter.StoreConflict` and changes nothing; the arbiter
     then forgets its cached state (the next call reloads it).
@@ -18,16 +23,20 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Callable
 
-from hosting.arbiter import StoreConflict
+from hosting.arbiter import OwnershipLost, StoreConflict
 from hosting.etcd import Etcd, WatchEvent
 
 SUFFIX = "/arbiter"
 
 
 class EtcdEpochStore:
-    def __init__(self, etcd: Etcd) -> None:
+    def __init__(self, etcd: Etcd, owner_lease: Callable[[], int] | None = None) -> None:
+        """``owner_lease``: this node's membership lease; changes only an app's owner may make
+        (``owner_only``) are saved only while ``apps/<app>/owner`` is held under it."""
         self.etcd = etcd
+        self.owner_lease = owner_lease
         self._revisions: dict[str, int] = {}  # app -> mod_revision last read or written (0: absent)
         self._lock = threading.Lock()
         self._subscribers: list = []
@@ -61,14 +70,19 @@ class EtcdEpochStore:
             self._revisions[app] = kv.mod_revision if kv else 0
         return kv.json() if kv else None
 
-    def save(self, app: str, state: dict) -> None:
+    def save(self, app: str, state: dict, owner_only: bool = False) -> None:
         with self._lock:
             expected = self._revisions.get(app)
         if expected is None:
             raise StoreConflict(f"{app}: arbiter state saved without being loaded first")
-        revision = self.etcd.swap(self.key(app), json.dumps(state, sort_keys=True), expected)
-        with self._lock:
-            if revision is None:
+        held = (f"apps/{app}/owner", self.owner_lease()) if owner_only and self.owner_lease else None
+        revision = self.etcd.swap(self.key(app), json.dumps(state, sort_keys=True), expected, held=held)
+        if revision is None:
+            with self._lock:
                 self._revisions.pop(app, None)
-                raise StoreConflict(f"{app}: arbiter state was changed by another node")
+            owner = self.etcd.get(held[0]) if held else None
+            if held and (owner is None or owner.lease != held[1]):
+                raise OwnershipLost(f"{app}: this node no longer owns it")
+            raise StoreConflict(f"{app}: arbiter state was changed by another node")
+        with self._lock:
             self._revisions[app] = revision

@@ -75,6 +75,8 @@ class Membership(Protocol):
 
     def claim_app(self, app: str) -> None: ...
 
+    def owns(self, app: str) -> bool: ...
+
     def release_app(self, app: str) -> None: ...
 
     def close(self, leave: bool = False) -> None: ...
@@ -96,6 +98,9 @@ class LocalMembership:
 
     def claim_app(self, app: str) -> None:
         pass
+
+    def owns(self, app: str) -> bool:
+        return True
 
     def release_app(self, app: str) -> None:
         pass
@@ -136,6 +141,7 @@ class EtcdMembership:
         self._renewer = Etcd(etcd.url, etcd.prefix, timeout=max(0.5, config.ttl / 3), tls=etcd.tls)
         self.lease = 0
         self.ttl = config.ttl  # as granted (etcd may raise it to its minimum)
+        self._valid_until = 0.0  # monotonic: our lease surely lives until then (from the last renewal sent)
         self._apps: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -152,6 +158,7 @@ class EtcdMembership:
         self._thread.start()
 
     def _join_once(self) -> None:
+        asked = time.monotonic()
         lease, self.ttl = self.etcd.grant(self.config.ttl)
         value = json.dumps({**self.info, "name": self.name, "pid": os.getpid(), "joined": time.time(),
                             "ttl": self.ttl})
@@ -166,6 +173,7 @@ class EtcdMembership:
             # Our own home restarting: its previous key (and claims) go with the old lease.
             self.etcd.revoke(existing.lease)
         self.lease = lease
+        self._valid_until = asked + self.ttl
         with self._lock:
             lost = {app for app in self._apps if not self._claim(app)}
             self._apps -= lost
@@ -190,7 +198,7 @@ class EtcdMembership:
             else:
                 why = "membership lease expired (node paused or cut off)"
             if alive:
-                last_ok = sent
+                last_ok, self._valid_until = sent, sent + self.ttl
                 continue
             log.warning("node %s fenced: %s", self.name, why)
             try:
@@ -230,6 +238,12 @@ class EtcdMembership:
                 owner = self.etcd.get(f"apps/{app}/owner")
                 raise AppClaimed(f"app {app!r} runs on node {owner.value.decode() if owner else '?'}")
             self._apps.add(app)
+
+    def owns(self, app: str) -> bool:
+        """True while this node's claim on ``app`` stands and its lease surely lives, by this
+        node's own clock (a node resumed after a pause stops acting as owner at once, before
+        its next renewal tells it it was fenced)."""
+        return app in self._apps and time.monotonic() < self._valid_until
 
     def release_app(self, app: str) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ import warrants
 from hosting import wire
 from hosting.arbiter import Arbiter, EpochStore
 from hosting.bootstrapper import Bootstrapper
-from hosting.cluster_store import ClusterStore
+from hosting.cluster import ClusterAgent, NotOwner
 from hosting.codebases import CodebaseStore
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
@@ -102,7 +102,6 @@ class Node(SupervisorHooks):
         self.timers = Timers()
         self.lessor = Lessor(self.timers, self._on_lease_expired)
         self.etcd = Etcd(config.cluster, tls=config.etcd_tls) if config.cluster else None
-        self.cluster_store = ClusterStore(self.etcd) if self.etcd else None
         member_info = {"service": self.service_id, "started": time.time()}
         #: set while this node may run netlets: always alone, while a member in a cluster
         self.member = threading.Event()
@@ -111,7 +110,7 @@ class Node(SupervisorHooks):
             self.epoch_store: EpochStore = RegistryEpochStore(self.registry)
             self.membership: Membership = LocalMembership(self.name, {**member_info, "pid": os.getpid()})
         else:
-            self.epoch_store = EtcdEpochStore(self.etcd)
+            self.epoch_store = EtcdEpochStore(self.etcd, owner_lease=lambda: self.membership.lease)
             self.membership = EtcdMembership(self.etcd, self.name, member_info, on_fenced=self._on_fenced,
                                              on_app_lost=self._on_app_lost, on_rejoined=self._on_rejoined,
                                              config=EtcdMembershipConfig(ttl=config.membership_ttl))
@@ -127,6 +126,8 @@ class Node(SupervisorHooks):
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      start_timeout=config.start_timeout, hooks=self)
         self.bootstrapper = Bootstrapper(self)
+        #: the node's duties in a cluster (None when it is a cluster of one)
+        self.cluster: ClusterAgent | None = ClusterAgent(self, self.etcd) if self.etcd else None
         self.status_cache: dict[str, dict[str, Any]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
@@ -156,13 +157,16 @@ class Node(SupervisorHooks):
             if row["state"] == "terminating":
                 self.supervisor.terminate(row["name"], descriptor.grace)
                 continue
-            try:
-                self.membership.claim_app(row["name"])
-            except AppClaimed as err:
-                self._on_app_lost(row["name"], str(err))
-                continue
-            self._recover_control(row["name"], descriptor)
-            self._start_missing_slots(row["name"])
+            if self.cluster is None:
+                self.recover_control(row["name"])
+                self._start_missing_slots(row["name"])
+        if self.cluster is not None:
+            # The cluster says what runs here and who owns what: loading the view hosts the
+            # slots placed here and claims apps whose owner is gone.
+            self.cluster.start()
+            for row in self.registry.apps():
+                if row["state"] != "terminating":
+                    self.cluster.host(row["name"])
 
     def _start_missing_slots(self, app: str) -> None:
         """Start every slot of ``app`` that should run and has no live netlet (at its backoff time)."""
@@ -173,14 +177,16 @@ class Node(SupervisorHooks):
             delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
             self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_slot(app, s, "replace"))
 
-    def _recover_control(self, app: str, descriptor: Descriptor) -> None:
-        """The master that held the control lease before the node died keeps it if it is still alive."""
+    def recover_control(self, app: str) -> None:
+        """The master that held the control lease before this node (or the app's previous
+        owner) died keeps it if it is still alive; otherwise a master is elected."""
+        descriptor = self.descriptor(app)
         if descriptor.master_type is None:
             return
         state = self.arbiter.state(app)
         holder = state.incarnations.get(state.holder) if state.holder else None
-        live = self.supervisor.live_in_slot(app, state.holder) if state.holder else None
-        if holder is not None and live is not None and live.netlet_id == holder:
+        live = self.replicas(app).get(state.holder) if state.holder else None
+        if holder is not None and live is not None and live[0] == holder:
             # The same grant continues (same epoch): nobody else could be elected while we were down.
             self.control.start_timing(app, holder, state.epoch, max(3 * descriptor.lease_ttl, 3.0), event=False)
             self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
@@ -201,6 +207,8 @@ class Node(SupervisorHooks):
         self.supervisor.shutdown()
         self.bootstrapper.shutdown()
         self.elector.close()
+        if self.cluster is not None:
+            self.cluster.close()
         self.membership.close()
         if self.trust is not None:
             self.trust.close()
@@ -224,6 +232,18 @@ class Node(SupervisorHooks):
             raise NotFound(f"no app named {app!r}")
         return descriptor
 
+    def replicas(self, app: str) -> dict[str, tuple[str, str]]:
+        """slot → (netlet id, endpoint) of every ready netlet of ``app`` that serves an endpoint:
+        this node's own, or in a cluster every node's (as published)."""
+        if self.cluster is not None:
+            return {slot: (n.netlet_id, n.endpoint) for slot, n in self.cluster.view.live(app).items()}
+        out = {}
+        for n in list(self.supervisor.live.values()):
+            endpoint = self.status_cache.get(n.netlet_id, {}).get("endpoint")
+            if n.app == app and n.ready and endpoint:
+                out[n.slot] = (n.netlet_id, endpoint)
+        return out
+
     def add_codebase(self, data: bytes, sha: str | None) -> str:
         sha = self.codebases.add(data, sha)
         self.registry.add_codebase(sha, len(data))
@@ -235,24 +255,36 @@ class Node(SupervisorHooks):
         descriptor = warrants.parse_descriptor(descriptor_xml, source, read_files=False)
         if not self.codebases.has(codebase_sha):
             raise BadInput(f"codebase {codebase_sha[:12]} has not been uploaded")
+        owner = self.cluster.view.owner(descriptor.name) if self.cluster is not None else None
+        if owner not in (None, self.name):
+            raise AppClaimed(f"app {descriptor.name!r} runs on node {owner}")
         existing = self.registry.app(descriptor.name)
         if existing is not None:
             if not replace:
                 raise BadInput(f"app {descriptor.name!r} is already running (use --replace)")
             self.terminate(descriptor.name, wait_s=60)
-        slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
         self.membership.claim_app(descriptor.name)
         secret = os.urandom(32)
-        if self.cluster_store is not None:  # what any node needs to run (or take over) the app
-            self.cluster_store.put_codebase(codebase_sha, self.codebases.archive(codebase_sha))
-            self.cluster_store.put_app(descriptor.name, descriptor_xml, source, codebase_sha, secret)
-        self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, secret, slots)
-        self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
+        if self.cluster is not None:  # what any node needs to run (or take over) the app
+            self.cluster.store.put_codebase(codebase_sha, self.codebases.archive(codebase_sha))
+            self.cluster.store.put_app(descriptor.name, descriptor_xml, source, codebase_sha, secret)
+        self.register_app(descriptor_xml, source, codebase_sha, secret)
+        slots = [slot for t in descriptor.netlet_types for slot in t.slots]
         self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
         self.elector.app_submitted(descriptor.name)
+        if self.cluster is not None:
+            self.cluster.place_app(descriptor.name, "launched")
         if start:
             self.bootstrap(descriptor.name, "cold")
-        return {"app": descriptor.name, "slots": [s for s, _, _ in slots]}
+        return {"app": descriptor.name, "slots": slots}
+
+    def register_app(self, descriptor_xml: bytes, source: str, codebase_sha: str, secret: bytes) -> Descriptor:
+        """Record an app (every slot pending) and make it known to the supervisor; starts nothing."""
+        descriptor = warrants.parse_descriptor(descriptor_xml, source, read_files=False)
+        slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
+        self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, secret, slots)
+        self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
+        return descriptor
 
     def bootstrap(self, app: str, mode: str, event: bool = True) -> None:
         """Run the app's custom bootstrap process if its descriptor names one (``hosting.bootstrapper``),
@@ -263,9 +295,11 @@ class Node(SupervisorHooks):
         if descriptor.bootstrap_class:
             self.bootstrapper.start(app, mode)
             return
+        here = None if self.cluster is None else set(self.cluster.placed_here(app))  # others: their nodes
         for ntype in descriptor.netlet_types:
             for slot in ntype.slots:
-                self.supervisor.start_slot(app, slot, mode)
+                if here is None or slot in here:
+                    self.supervisor.start_slot(app, slot, mode)
 
     def run_netlet(self, app: str, slot: str) -> str:
         descriptor = self.descriptor(app)
@@ -277,18 +311,33 @@ class Node(SupervisorHooks):
         return netlet_id
 
     def terminate(self, app: str, grace: float | None = None, wait_s: float = 60.0) -> bool:
-        """Stop every netlet of ``app`` (SIGTERM, grace, SIGKILL); True once all are gone."""
+        """Stop every netlet of ``app`` (SIGTERM, grace, SIGKILL); True once all are gone.
+
+        In a cluster the owner does it (another node forwards the call): it
+        unplaces the app — each node then stops its own netlets of it — and
+        waits until none is published any more.
+        """
+        if self.cluster is not None and not self.cluster.owns(app):
+            return self.cluster.owner_call(app, "terminate", grace, wait_s)
         descriptor = self.descriptor(app)
+        started = time.monotonic()
+        if self.cluster is not None:
+            self.etcd.delete(f"apps/{app}/placement")
         rt = self.supervisor.terminate(app, descriptor.grace if grace is None else grace)
         if rt is None:
             raise NotFound(f"no app named {app!r}")
         self.bootstrapper.kill(app, wait_s)  # after terminate began: no bootstrap can start any more
         done = rt.gone.wait(wait_s)
+        if self.cluster is not None:
+            while done and self.cluster.view.live(app) and time.monotonic() - started < wait_s:
+                time.sleep(0.05)  # other nodes' netlets: their keys go when they are gone
+            done = done and not self.cluster.view.live(app)
         if done:
             self.lessor.revoke(self.control.lease_id(app))
             self.arbiter.forget(app)
-            if self.cluster_store is not None:
-                self.cluster_store.delete_app(app)
+            if self.cluster is not None:
+                self.cluster.store.delete_app(app)
+                self.etcd.delete(f"apps/{app}/moved")
             self.membership.release_app(app)
         return done
 
@@ -346,17 +395,46 @@ class Node(SupervisorHooks):
         self.supervisor.mark_ready(netlet_id)
         answer: dict[str, Any] = {"lease_s": lease.ttl}
         if control_epoch is not None:
-            try:
-                answer["control"] = {"ok": True, "epoch": int(control_epoch),
-                                     "ttl": self.control.renew(app, netlet_id, int(control_epoch))}
-            except Fenced:
-                answer["control"] = {"ok": False, "epoch": self.arbiter.state(app).epoch}
+            control = self.control_renewal(app, netlet_id, int(control_epoch))
+            if control is not None:
+                answer["control"] = control
         return answer
+
+    def control_renewal(self, app: str, netlet_id: str, epoch: int) -> dict[str, Any] | None:
+        """Renew the control lease ``netlet_id`` claims at ``epoch`` (by the app's owner, in a
+        cluster): ``{"ok", "epoch", "ttl"}``; None if the owner could not be asked (the lease
+        is then not renewed, and runs out on the holder's clock)."""
+        if self.cluster is not None and not self.cluster.owns(app):
+            try:
+                return self.cluster.owner_call(app, "renew", netlet_id, epoch)
+            except JtrixError as err:
+                log.info("control renewal of %s not forwarded: %s", netlet_id, err)
+                return None
+        try:
+            return {"ok": True, "epoch": epoch, "ttl": self.control.renew(app, netlet_id, epoch)}
+        except Fenced:
+            return {"ok": False, "epoch": self.arbiter.state(app).epoch}
+
+    def owner_op(self, app: str, op: str, args: list) -> Any:
+        """What another node forwards to the app's owner (``hosting.cluster``)."""
+        if self.cluster is None or not self.cluster.owns(app):
+            raise NotOwner(f"node {self.name} does not own {app!r}")
+        if op == "renew":
+            return self.control_renewal(app, str(args[0]), int(args[1]))
+        if op == "arbiter":
+            return self.arbiter_request(*args)
+        if op == "access":
+            return self.app_access(app, *args)
+        if op == "terminate":
+            return self.terminate(app, *args)
+        raise BadInput(f"unknown owner operation {op!r}")
 
     def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str,
                         incarnation: str | None) -> dict[str, Any]:
         """The master asks to shrink/expand the in-sync set (fenced by epoch and by holding the lease)."""
         app = netlet_id.split("/", 1)[0]
+        if self.cluster is not None and not self.cluster.owns(app):
+            return self.cluster.owner_call(app, "arbiter", netlet_id, kind, epoch, slot, incarnation)
         if self.control.holder(app) != netlet_id:
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
         if kind == "shrink":
@@ -367,6 +445,8 @@ class Node(SupervisorHooks):
             raise BadInput(f"unknown arbiter request {kind!r}")
         if ok:
             self.registry.add_event(f"isr.{kind}", app, slot, epoch=current)
+            if kind == "expand" and self.cluster is not None:
+                self.cluster.caught_up(app, str(slot))
         return {"ok": ok, "epoch": current}
 
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
@@ -377,20 +457,19 @@ class Node(SupervisorHooks):
         learns of the next one the moment it can serve, instead of polling).
         ``ready`` says whether the listed master's promotion has completed.
         """
+        if self.cluster is not None and not self.cluster.owns(app):
+            return self.cluster.owner_call(app, "access", after_epoch, wait_s)
         if after_epoch is not None and wait_s > 0 and self.descriptor(app).master_type is not None:
             # Only a completed promotion ends the wait: after a node restart nothing counts as
             # promoted until the master is re-adopted or a new one wins.
             self.registry.wait_until(lambda: self.promoted.get(app, 0) > after_epoch, wait_s)
         secret = self.app_secret(app)
         holder = self.control.holder(app)
-        netlets = []
-        for slot in self.registry.slots(app):
-            live = self.supervisor.live_in_slot(app, slot["slot"])
-            if live is None or not live.ready:
-                continue
-            status = self.status_cache.get(live.netlet_id, {})
-            netlets.append({"slot": slot["slot"], "type": slot["type"], "endpoint": status.get("endpoint"),
-                            "role": status.get("role")})
+        master = slot_of(holder) if holder else None
+        replicas = self.replicas(app)
+        netlets = [{"slot": slot["slot"], "type": slot["type"], "endpoint": replicas[slot["slot"]][1],
+                    "role": "master" if slot["slot"] == master else "backup"}
+                   for slot in self.registry.slots(app) if slot["slot"] in replicas]
         epoch = self.arbiter.state(app).epoch
         return {"app": app, "secret": secret.hex(), "master": slot_of(holder) if holder else None,
                 "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
@@ -402,6 +481,10 @@ class Node(SupervisorHooks):
         self.status_cache[netlet_id] = new
         if any(old.get(k) != new.get(k) for k in DURABLE_STATUS_KEYS):
             self.registry.update_netlet(netlet_id, status=new)
+        if self.cluster is not None and new.get("endpoint") and new.get("endpoint") != old.get("endpoint"):
+            live = self.supervisor.live.get(netlet_id)
+            if live is not None and live.ready:
+                self.cluster.publish(live.app, live.slot, netlet_id, new["endpoint"])
 
     # -- leases -----------------------------------------------------------
     def _on_lease_expired(self, lease_id: str) -> None:
@@ -418,12 +501,24 @@ class Node(SupervisorHooks):
         self.elector.netlet_spawned(app, slot, netlet_id)
 
     def netlet_ready(self, app: str, slot: str, netlet_id: str) -> None:
-        self.elector.netlet_ready(app, slot, netlet_id)
+        if self.cluster is None:
+            self.elector.netlet_ready(app, slot, netlet_id)
+            return
+        endpoint = self.status_cache.get(netlet_id, {}).get("endpoint")
+        if endpoint:  # else published by report() once it serves one; the owner learns by the view
+            self.cluster.publish(app, slot, netlet_id, endpoint)
 
     def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
         self.status_cache.pop(netlet_id, None)
-        self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")
-        self.elector.netlet_gone(app, slot, netlet_id)
+        if self.cluster is None or self.cluster.owns(app):
+            self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")
+        if self.cluster is None:
+            self.elector.netlet_gone(app, slot, netlet_id)
+            return
+        try:
+            self.cluster.unpublish(app, slot, netlet_id)
+        except JtrixError as err:  # etcd down: the key goes with this node's lease anyway
+            log.warning("unpublishing %s: %s", netlet_id, err)
 
     # -- membership (cluster) ----------------------------------------------
     def _on_fenced(self, why: str) -> None:
@@ -443,12 +538,17 @@ class Node(SupervisorHooks):
         self.registry.add_event("node.rejoined", None, None, name=self.name)
         for row in self.registry.apps():
             if row["state"] == "running":
-                self._start_missing_slots(row["name"])
+                if self.cluster is not None:
+                    self.cluster.host(row["name"])
+                else:
+                    self._start_missing_slots(row["name"])
 
     def _on_app_lost(self, app: str, why: str = "claimed by another node while this one was fenced") -> None:
-        """Another node runs ``app`` now: stop our copy of it at once."""
+        """Another node owns ``app`` now (its elections and control lease); this node goes on
+        hosting whatever slots of it are placed here."""
         self.registry.add_event("app.claimed_elsewhere", app, None, why=why)
-        self.supervisor.terminate(app, 0.0)
+        self.lessor.revoke(self.control.lease_id(app))
+        self.arbiter.forget(app)
 
     def _on_control_lost(self, app: str, holder: str, epoch: int, why: str) -> None:
         log.info("control lease of %s lost by %s at epoch %d (%s)", app, holder, epoch, why)

@@ -283,8 +283,8 @@ class RegistryEpochStore:
     def load(self, app: str) -> dict | None:
         return self.registry.load_arbiter_state(app)
 
-    def save(self, app: str, state: dict) -> None:
-        self.registry.save_arbiter_state(app, state)
+    def save(self, app: str, state: dict, owner_only: bool = False) -> None:
+        self.registry.save_arbiter_state(app, state)  # one node: it owns every app
 
 
 class _Transaction:

@@ -59,8 +59,10 @@ def app_view(node, app_row) -> dict[str, Any]:
     netlets = {(n["slot"], n["incarnation"]): n for n in node.registry.netlets(app)}
     control = node.control.current(app)
     views = []
+    here = None if node.cluster is None else set(node.cluster.placed_here(app))  # others: their nodes
     for slot_row in node.registry.slots(app):
-        views.append(netlet_view(node, slot_row, netlets.get((slot_row["slot"], slot_row["incarnation"]))))
+        if here is None or slot_row["slot"] in here:
+            views.append(netlet_view(node, slot_row, netlets.get((slot_row["slot"], slot_row["incarnation"]))))
     master = None
     if control["holder"]:
         master = control["holder"].split("/", 1)[1].split("#")[0]
@@ -89,19 +91,28 @@ def cluster_apps_view(node, app: str | None = None) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     peers = [m for m in node.membership.nodes() if m.name != node.name and m.uri]
-    if not peers or (app is not None and view["apps"]):
+    if not peers:
         return view
     with ThreadPoolExecutor(max_workers=min(16, len(peers))) as pool:
         answers = list(pool.map(lambda m: (m, _peer_status(node, m.uri, app)), peers))
-    unreachable = []
-    for member, answer in answers:
-        if answer is None:
-            unreachable.append(member.name)
-        else:
-            view["apps"] += answer["apps"]
-    if unreachable:
-        view["unreachable"] = sorted(unreachable)
-    return view
+    unreachable = sorted(member.name for member, answer in answers if answer is None)
+    merged = _merge_apps([view["apps"]] + [answer["apps"] for _, answer in answers if answer is not None])
+    return {"apps": merged, **({"unreachable": unreachable} if unreachable else {})}
+
+
+def _merge_apps(per_node: list[list[dict]]) -> list[dict]:
+    """One entry per app: every node's netlets of it (each node lists the slots placed on
+    it), and the master, epoch and state as the app's owner sees them."""
+    merged: dict[str, dict] = {}
+    for apps in per_node:
+        for a in apps:
+            entry = merged.setdefault(a["name"], {**a, "netlets": []})
+            entry["netlets"] += a["netlets"]
+            if a.get("master"):
+                entry.update(master=a["master"], epoch=a["epoch"], state=a["state"])
+    for entry in merged.values():
+        entry["netlets"].sort(key=lambda n: n["slot"])
+    return [merged[name] for name in sorted(merged)]
 
 
 def _peer_status(node, uri: str, app: str | None) -> dict[str, Any] | None:

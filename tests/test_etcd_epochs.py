@@ -123,3 +123,32 @@ def check_interleaving(etcd, arbiters, steps):
         assert final["epoch"] == (max(begun) if begun else 0)
         if final["holder"] is not None:
             assert granted[final["epoch"]] == final["holder"]
+
+
+def test_only_the_owner_may_change_elections_while_any_node_records_processes(etcd):
+    """Owner-only changes carry "the owner key is held under my lease" in their transaction:
+    a node that lost ownership changes nothing, however stale its view."""
+    from hosting.arbiter import OwnershipLost
+
+    owner_lease, _ = etcd.grant(30)
+    other_lease, _ = etcd.grant(30)
+    etcd.put("apps/kv/owner", "n1", lease=owner_lease)
+    owner_store = EtcdEpochStore(etcd, owner_lease=lambda: owner_lease)
+    other_store = EtcdEpochStore(Etcd(etcd.url, etcd.prefix), owner_lease=lambda: other_lease)
+    owner, other = Arbiter(owner_store), Arbiter(other_store)
+    try:
+        epoch = owner.begin_election("kv")
+        assert owner.choose("kv", epoch, {"s/0": (0, 0)}, warm=["s/0"]) == "s/0"
+        with pytest.raises(OwnershipLost):
+            other.begin_election("kv")
+        with pytest.raises(OwnershipLost):
+            other.shrink("kv", epoch, "s/1")
+        other.netlet_started("kv", "s/1", "kv/s/1#2")  # a host records its new process
+        wait_for(lambda: owner.state("kv").incarnations.get("s/1") == "kv/s/1#2")
+        etcd.revoke(owner_lease)  # the owner's lease lapses (paused, cut off)
+        with pytest.raises(OwnershipLost):
+            owner.begin_election("kv")
+        assert EtcdEpochStore(etcd).load("kv")["epoch"] == epoch  # nothing moved
+    finally:
+        owner_store.close()
+        other_store.close()

@@ -1,0 +1,236 @@
+"""A node's duties in an etcd cluster: placing, hosting, owning and forwarding.
+
+Every app has one *owner* (the node holding ``apps/<app>/owner``, first the
+node it was launched on): it places the app's slots on nodes
+(``hosting.placement``), runs its elections and holds its control lease.
+Every node *hosts* the slots placed on it: it runs their netlets under its own
+supervisor and leases, and publishes each ready one (``apps/<app>/live/<slot>``,
+under its membership lease). What only the owner can answer — a master's
+control-lease renewal, its in-sync-set requests, an access point's question —
+a host forwards to the owner, authorised by cluster trust.
+
+Safety model (on top of the arbiter's epochs, which fence everything):
+  * One owner at a time: the claim is an etcd create under the owner's lease.
+    When the owner dies its claim vanishes with its lease; survivors race to
+    claim it, the winner re-adopts the master if it still runs (same epoch:
+    nobody else could grant one meanwhile) or elects a new one.
+  * A node that dies takes its published netlets with it (their keys share its
+    lease): the owner then treats them as dead — revokes the control lease if
+    the master was among them and elects from the live in-sync backups — and
+    re-places their slots on survivors (``place`` keeps every other slot where
+    its data is). A re-created slot starts from an empty directory and joins
+    as a backup, catching up from the master before it re-enters the ISR.
+  * A warm start needs every slot's durable state; a slot re-created on
+    another node has none, so when the last master's slot was re-created the
+    owner does not warm-start (``election.blocked``): the acknowledged writes
+    it held might be lost. Safety over availability, as on one node.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import warrants
+from hosting.cluster_store import ClusterStore
+from hosting.cluster_view import ClusterView, LiveNetlet, ViewHandlers
+from hosting.etcd import Etcd, EtcdUnavailable
+from hosting.membership import AppClaimed
+from hosting.placement import place
+from warrants.errors import JtrixError, NotFound
+
+log = logging.getLogger(__name__)
+
+FORWARD_TIMEOUT_S = 2.0
+
+
+class NotOwner(NotFound):
+    """This node does not own the app (ownership moved, or the caller's view is behind)."""
+
+
+class ClusterAgent:
+    def __init__(self, node, etcd: Etcd) -> None:
+        self.node, self.etcd = node, etcd
+        self.store = ClusterStore(etcd)
+        self.view = ClusterView(etcd, ViewHandlers(owner=self._owner_changed, placement=self._placement_changed,
+                                                  live=self._live_changed, member=self._member_changed))
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self.view.start()
+
+    def close(self) -> None:
+        self.view.close()
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+    # -- who owns what --------------------------------------------------------
+    def owns(self, app: str) -> bool:
+        return self.node.membership.owns(app)
+
+    def owner_call(self, app: str, op: str, *args: Any) -> Any:
+        """Run ``op`` on the app's owner (NotOwner if none is known; JtrixError if unreachable)."""
+        owner = self.view.owner(app)
+        uri = self.view.member_uri(owner) if owner else None
+        if uri is None:
+            raise NotOwner(f"no owner of {app!r} is known right now")
+        return self._client(uri).call("owner_op", app, op, list(args), timeout=FORWARD_TIMEOUT_S)
+
+    def _client(self, uri: str):
+        from hosting.client import HostingClient
+
+        with self._lock:
+            client = self._clients.get(uri)
+            if client is None:
+                home = self.node.home
+                client = HostingClient(uri, home.admin_warrant.read_bytes(), warrants.load_private_key(home.admin_key),
+                                       timeout=FORWARD_TIMEOUT_S)
+                self._clients[uri] = client
+            return client
+
+    # -- placing (the owner) ---------------------------------------------------
+    def slot_types(self, app: str) -> dict[str, str]:
+        descriptor = self.node.descriptor(app)
+        return {slot: t.name for t in descriptor.netlet_types for slot in t.slots}
+
+    def place_app(self, app: str, why: str) -> dict[str, str]:
+        """(Re)place ``app``'s slots over the live members; returns the placement.
+
+        A compare-and-swap on the placement as read, so a concurrent writer (an
+        owner that was just replaced) is never overwritten unseen. Slots moved
+        off a node are recorded as moved before the new placement is written,
+        so no host can re-create one unmarked.
+        """
+        key = f"apps/{app}/placement"
+        while True:
+            live = [m.name for m in self.node.membership.nodes()]
+            kv = self.etcd.get(key)
+            current = json.loads(kv.value) if kv else {}
+            placement = place(self.slot_types(app), live, current)
+            if placement == current:
+                return placement
+            moved = {s for s, n in placement.items() if current.get(s) not in (None, n)}
+            if moved:
+                self._set_moved(app, self.moved_slots(app) | moved)
+            if self.etcd.swap(key, json.dumps(placement, sort_keys=True), kv.mod_revision if kv else 0) is None:
+                continue  # someone else placed it meanwhile: decide again from theirs
+            self.node.registry.add_event("app.placed", app, None, placement=placement, moved=sorted(moved), why=why)
+            return placement
+
+    def placed_here(self, app: str) -> list[str]:
+        return sorted(s for s, n in (self.view.placement(app) or {}).items() if n == self.node.name)
+
+    def moved_slots(self, app: str) -> set[str]:
+        """Slots re-created on another node that have not caught up since (``apps/<app>/moved``)."""
+        kv = self.etcd.get(f"apps/{app}/moved")
+        return set(kv.json()) if kv else set()
+
+    def _set_moved(self, app: str, slots: set[str]) -> None:
+        self.etcd.put(f"apps/{app}/moved", json.dumps(sorted(slots)))
+
+    def caught_up(self, app: str, slot: str) -> None:
+        """``slot`` re-entered the in-sync set: it holds every acknowledged write again."""
+        moved = self.moved_slots(app)
+        if slot in moved:
+            self._set_moved(app, moved - {slot})
+
+    def warm_start_blocked(self, app: str) -> bool:
+        """True when every slot that may hold the newest acknowledged writes was re-created
+        elsewhere (its data died with its node): electing from the rest could lose them."""
+        moved = self.moved_slots(app)
+        if not moved:
+            return False
+        state = self.node.arbiter.state(app)
+        return not ((state.isr | ({state.holder} if state.holder else set())) - moved)
+
+    # -- hosting (every node) ----------------------------------------------------
+    def host(self, app: str) -> None:
+        """Make this node run exactly the slots of ``app`` placed on it."""
+        node = self.node
+        placement = self.view.placement(app)
+        registered = node.supervisor.descriptor(app) is not None
+        if placement is None:
+            if registered and not self.owns(app) and not node.supervisor.is_terminating(app):
+                node.registry.add_event("app.unplaced", app, None)
+                node.supervisor.terminate(app, node.descriptor(app).grace)
+            return
+        mine = self.placed_here(app)
+        if not mine and not registered:
+            return
+        if not registered:
+            self.register_from_store(app)
+        for netlet in [n for n in list(node.supervisor.live.values()) if n.app == app and n.slot not in mine]:
+            node.supervisor.stop_netlet(netlet.netlet_id, "placed on another node", node.descriptor(app).grace)
+        for slot in mine:
+            row = node.registry.slot(app, slot)
+            if row is not None and row["state"] != "failed" and node.supervisor.live_in_slot(app, slot) is None:
+                node.supervisor.start_slot(app, slot, "cold" if row["incarnation"] == 0 else "replace")
+
+    def register_from_store(self, app: str) -> None:
+        """Register ``app`` here from the cluster store (fetching its codebase by hash)."""
+        spec = self.store.get_app(app)
+        if spec is None:
+            raise NotFound(f"app {app!r} is not in the cluster store")
+        if not self.node.codebases.has(spec["codebase"]):
+            self.node.add_codebase(self.store.get_codebase(spec["codebase"]), spec["codebase"])
+        self.node.register_app(spec["descriptor"], spec["source"], spec["codebase"], spec["secret"])
+
+    def publish(self, app: str, slot: str, netlet_id: str, endpoint: str) -> None:
+        value = json.dumps({"netlet": netlet_id, "node": self.node.name, "endpoint": endpoint})
+        self.etcd.put(f"apps/{app}/live/{slot}", value, lease=self.node.membership.lease)
+
+    def unpublish(self, app: str, slot: str, netlet_id: str) -> None:
+        key = f"apps/{app}/live/{slot}"
+        kv = self.etcd.get(key)
+        if kv is not None and kv.json().get("netlet") == netlet_id:
+            self.etcd.delete_if(key, kv.mod_revision)
+
+    # -- owning -------------------------------------------------------------------
+    def take_over(self, app: str) -> None:
+        """This node just claimed ``app`` (its owner died): carry on its control."""
+        node = self.node
+        if node.supervisor.descriptor(app) is None:
+            self.register_from_store(app)
+        node.registry.add_event("app.taken_over", app, None, placement=self.view.placement(app))
+        node.recover_control(app)
+        self.place_app(app, "owner changed")
+
+    # -- view handlers (on the view's thread) ---------------------------------------
+    def _owner_changed(self, app: str, owner: str | None) -> None:
+        if owner is not None or self.view.placement(app) is None:
+            return
+        try:
+            self.node.membership.claim_app(app)
+        except (AppClaimed, EtcdUnavailable):
+            return  # another survivor was first
+        self.take_over(app)
+
+    def _placement_changed(self, app: str, placement: dict | None) -> None:
+        self.host(app)
+        if placement is not None and self.view.owner(app) is None:
+            self._owner_changed(app, None)
+
+    def _live_changed(self, app: str, slot: str, old: LiveNetlet | None, new: LiveNetlet | None) -> None:
+        if not self.owns(app):
+            return
+        elector = self.node.elector
+        if old is not None and (new is None or new.netlet_id != old.netlet_id):
+            self.node.control.revoke_if_held_by(app, old.netlet_id, "holder gone")
+            elector.netlet_gone(app, slot, old.netlet_id)
+        if new is not None and (old is None or new.netlet_id != old.netlet_id):
+            elector.netlet_ready(app, slot, new.netlet_id)
+
+    def _member_changed(self, name: str, joined: bool) -> None:
+        if joined:
+            return
+        for app, placement in sorted(self.view.placements.items()):
+            if self.owns(app) and name in placement.values():
+                try:
+                    self.place_app(app, f"node {name} died")
+                except (JtrixError, ValueError) as err:
+                    log.warning("re-placing %s after %s died failed: %s", app, name, err)
