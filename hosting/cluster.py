@@ -46,6 +46,13 @@ log = logging.getLogger(__name__)
 FORWARD_TIMEOUT_S = 2.0
 
 
+def warm_start_blocked(moved: set[str], isr: set[str], holder: str | None) -> bool:
+    """True when every slot that may hold the newest acknowledged writes — the in-sync set
+    and the last master — was re-created on another node since (its data died with its
+    node): a warm start choosing among the rest could lose them. Nothing moved: never."""
+    return bool(moved) and not ((set(isr) | ({holder} if holder else set())) - set(moved))
+
+
 class NotOwner(NotFound):
     """This node does not own the app (ownership moved, or the caller's view is behind)."""
 
@@ -140,13 +147,8 @@ class ClusterAgent:
             self._set_moved(app, moved - {slot})
 
     def warm_start_blocked(self, app: str) -> bool:
-        """True when every slot that may hold the newest acknowledged writes was re-created
-        elsewhere (its data died with its node): electing from the rest could lose them."""
-        moved = self.moved_slots(app)
-        if not moved:
-            return False
         state = self.node.arbiter.state(app)
-        return not ((state.isr | ({state.holder} if state.holder else set())) - moved)
+        return warm_start_blocked(self.moved_slots(app), state.isr, state.holder)
 
     # -- hosting (every node) ----------------------------------------------------
     def host(self, app: str) -> None:

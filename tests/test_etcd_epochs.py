@@ -142,7 +142,7 @@ def test_only_the_owner_may_change_elections_while_any_node_records_processes(et
         with pytest.raises(OwnershipLost):
             other.begin_election("kv")
         with pytest.raises(OwnershipLost):
-            other.shrink("kv", epoch, "s/1")
+            other.expand("kv", epoch, "s/1")
         other.netlet_started("kv", "s/1", "kv/s/1#2")  # a host records its new process
         wait_for(lambda: owner.state("kv").incarnations.get("s/1") == "kv/s/1#2")
         etcd.revoke(owner_lease)  # the owner's lease lapses (paused, cut off)

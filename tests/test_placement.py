@@ -56,3 +56,14 @@ def test_three_replicas_on_three_nodes_then_one_dies():
 def test_no_live_node_is_an_error():
     with pytest.raises(ValueError, match="no live node"):
         place({"a/0": "a"}, [])
+
+
+def test_a_warm_start_is_blocked_only_when_every_replica_that_may_hold_acked_writes_moved():
+    from hosting.cluster import warm_start_blocked
+
+    assert not warm_start_blocked(set(), set(), None)  # nothing moved: one node's rule applies
+    assert warm_start_blocked({"s/0"}, set(), "s/0")  # the last master's data died with its node
+    assert warm_start_blocked({"s/0", "s/1"}, {"s/1"}, "s/0")
+    assert not warm_start_blocked({"s/0"}, {"s/1"}, "s/0")  # s/1 still holds every acked write
+    assert not warm_start_blocked({"s/2"}, set(), "s/0")
+    assert warm_start_blocked({"s/2"}, set(), None)  # nobody known to hold them: do not guess
