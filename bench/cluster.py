@@ -1,26 +1,26 @@
-"""A node of a two-node etcd cluster paused past its membership lease: how long until the
-cluster declares it dead, and how long until its fenced app serves writes again.
+"""Node failures in a three-node etcd cluster, seen by a client writing continuously.
 
-Per trial: kvstore runs on node n1 (n2 is the observer); a client writes
-continuously through an access point; n1's daemon gets SIGSTOP. Measured:
-  * declared dead: SIGSTOP → n1's member key gone, as n2 sees it (the
-    membership TTL, 3 s, plus etcd's expiry granularity);
-  * then SIGCONT; fenced: SIGCONT → n1 records ``node.fenced`` (its next
-    keepalive answers "expired");
-  * recovered: SIGCONT → the first write acknowledged after the fence, by the
-    warm-started app (its netlets were SIGKILLed by their fenced node);
-  * longest write gap over the trial. While its node is frozen the master
-    keeps acknowledging (its backups still follow it, and no other master can
-    be elected without a new epoch that they would have to promise first); the
-    gap is the fence and the warm start.
-Every acknowledged write is read back at the end (must be 0 lost).
+examples/kvstore (3 replicas, fsync, TTL 1 s) is placed one replica per node
+(membership TTL 3 s). Each trial finds the node running the master — which is
+also the app's owner in the first trial — and
+  * ``kill``: SIGKILLs that node's daemon and every netlet on it, as a machine
+    dying would; then restarts the node from its home (it rejoins empty);
+  * ``pause``: SIGSTOPs that node's daemon only (its netlets run on) until the
+    others declare it dead, then SIGCONTs it (it finds itself fenced).
+A client writes through another node's access point all along. Measured from
+the fault: the new master (chosen, as recorded in etcd), the first write
+acknowledged after it (for ``kill``; with ``pause`` the old master goes on
+acknowledging until its control lease runs out, so the longest gap between
+acknowledged writes is the figure), and every replica running again with the
+re-created one caught up. Every acknowledged write is read back at the end.
 
-    bench/run.sh cluster [--trials 5]
+    bench/run.sh cluster [--trials 5] [--scenario kill|pause|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -29,17 +29,22 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from harness import KvApp, latency_ms, table, write_json
-from nodeutil import RunningNode, cleanup_node, wait_for
+from nodeutil import RunningNode, cleanup_node, kill_recorded, processes_under, wait_for
 
 from etcdutil import EtcdServer, unique_prefix
 
+NAMES = ("n1", "n2", "n3")
+
 
 class Writer(threading.Thread):
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, prefix: str) -> None:
         super().__init__(daemon=True)
         import netlets
-        self.kv = netlets.connect("kvstore", home, timeout=30)
+        self.kv = netlets.connect("kvstore", home, timeout=60)
+        self.prefix = prefix
         self.acked: dict[str, str] = {}
         self.ack_times: list[float] = []
         self.stop = threading.Event()
@@ -47,7 +52,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         i = 0
         while not self.stop.is_set():
-            key = f"c{i}"
+            key = f"{self.prefix}{i}"
             try:
                 self.kv.put(key, str(i))
                 self.acked[key] = str(i)
@@ -56,73 +61,138 @@ class Writer(threading.Thread):
                 pass
             i += 1
 
-    def first_ack_after(self, t: float) -> float | None:
-        return next((a for a in self.ack_times if a > t), None)
+    def longest_gap(self, start: float, end: float) -> float:
+        window = [t for t in self.ack_times if start - 1 <= t <= end]
+        return max((b - a for a, b in zip(window, window[1:])), default=0.0)
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        from hosting.client import HostingClient
+
+        self.tmp, self.client_of = tmp, HostingClient.for_home
+        self.etcd = EtcdServer(tmp)
+        self.etcd.start()
+        self.url = self.etcd.url + unique_prefix().rstrip("/")
+        self.nodes = {name: self.start(name) for name in NAMES}
+
+    def start(self, name: str) -> RunningNode:
+        from hosting.daemon import start_background
+
+        start_background(self.tmp / name, cluster=self.url, name=name)
+        return RunningNode(self.tmp / name, self.client_of(self.tmp / name))
+
+    def app(self, via: str) -> dict:
+        return self.nodes[via].app("kvstore")
+
+    def elected(self, above: int) -> bool:
+        """A master of an epoch above ``above`` is chosen (read from etcd: status answers wait
+        for a paused node up to their timeout, which would blur the figure)."""
+        from hosting.etcd import Etcd
+
+        kv = Etcd(self.url).get("apps/kvstore/arbiter")
+        state = kv.json() if kv else {}
+        return state.get("epoch", 0) > above and state.get("holder") is not None
+
+    def master_node(self, via: str) -> str:
+        app = self.app(via)
+        return next(n["node"] for n in app["netlets"] if n["slot"] == app["master"])
+
+    def healthy(self, via: str) -> bool:
+        from hosting.etcd import Etcd
+
+        app = self.app(via)
+        moved = Etcd(self.url).get("apps/kvstore/moved")
+        return (len(app["netlets"]) == 3 and all(n["state"] == "running" and n["role"] in ("master", "backup")
+                                                 for n in app["netlets"])
+                and (moved is None or json.loads(moved.value) == []))
+
+    def kill(self, name: str) -> None:
+        node = self.nodes[name]
+        victims = [kill_recorded(node.info["pid"], None)]
+        victims += [kill_recorded(pid, ct) for pid, ct in node.recorded_pids()]
+        victims += [kill_recorded(p.pid, p.create_time()) for p in processes_under(node.home)]
+        psutil.wait_procs([v for v in victims if v is not None], timeout=10)
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            cleanup_node(node)
+        self.etcd.stop()
+
+
+def trial(cluster: Cluster, scenario: str, n: int) -> tuple[dict, dict]:
+    victim = cluster.master_node("n1" if cluster.master_node("n2") != "n1" else "n2")
+    via = next(name for name in NAMES if name != victim)
+    before = cluster.app(via)["epoch"]
+    writer = Writer(cluster.nodes[via].home, f"{scenario}{n}-")
+    writer.start()
+    wait_for(lambda: len(writer.ack_times) > 50, 60, "writes flowing")
+    t0 = time.monotonic()
+    if scenario == "kill":
+        cluster.kill(victim)
+    else:
+        os.kill(cluster.nodes[victim].info["pid"], signal.SIGSTOP)
+    try:
+        wait_for(lambda: cluster.elected(before), 60, "a new master")
+        t_master = time.monotonic()
+        if scenario == "pause":
+            wait_for(lambda: victim not in [m["name"] for m in cluster.nodes[via].client.call("host_status")["nodes"]],
+                     60, "the paused node declared dead")
+    finally:
+        if scenario == "pause":
+            os.kill(cluster.nodes[victim].info["pid"], signal.SIGCONT)
+    t_back = wait_for(lambda: next((t for t in writer.ack_times if t > t_master), None), 60, "writes again")
+    wait_for(lambda: cluster.healthy(via), 90, "every replica running and caught up")
+    t_healthy = time.monotonic()
+    writer.stop.set()
+    writer.join(60)
+    if scenario == "kill":
+        cluster.nodes[victim] = cluster.start(victim)  # the machine comes back: the node rejoins, empty
+    row = {"trial": n, "scenario": scenario, "victim": victim, "via": via,
+           "new_master_ms": round((t_master - t0) * 1000), "writes_back_ms": round((t_back - t0) * 1000),
+           "write_gap_ms": round(writer.longest_gap(t0, t_back) * 1000),
+           "all_replicas_ms": round((t_healthy - t0) * 1000)}
+    print(row, flush=True)
+    return row, writer.acked
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--scenario", choices=["kill", "pause", "both"], default="both")
+    parser.add_argument("--keep", action="store_true", help="keep the nodes' homes (logs, events) afterwards")
     args = parser.parse_args()
-    from hosting.client import HostingClient
-    from hosting.daemon import start_background
-
     tmp = Path(tempfile.mkdtemp(prefix="jtrix-bench-cluster-"))
-    etcd = EtcdServer(tmp)
-    etcd.start()
-    url = etcd.url + unique_prefix().rstrip("/")
-    nodes = []
-    rows, lost = [], 0
+    cluster = Cluster(tmp)
+    rows, acked = [], {}
     try:
-        for name in ("n1", "n2"):
-            start_background(tmp / name, cluster=url, name=name)
-            nodes.append(RunningNode(tmp / name, HostingClient.for_home(tmp / name)))
-        n1, n2 = nodes
-        n1.launch(KvApp.descriptor(3, "fsync", 1.0), tmp)
-        epoch = wait_for(lambda: n1.app("kvstore")["epoch"] if n1.app("kvstore")["master"] else 0, 60, "a master")
-        writer = Writer(n1.home)
-        writer.start()
-        for trial in range(args.trials):
-            wait_for(lambda: len(writer.ack_times) > 50 and writer.ack_times[-1] > time.monotonic() - 0.2, 60,
-                     "writes flowing")
-            fenced_before = len([e for e in n1.events(0) if e["kind"] == "node.fenced"])
-            pid = n1.info["pid"]
-            t_stop = time.monotonic()
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                wait_for(lambda: [n["name"] for n in n2.client.call("host_status")["nodes"]] == ["n2"], 30,
-                         "n1 declared dead")
-                t_dead = time.monotonic()
-            finally:
-                os.kill(pid, signal.SIGCONT)
-            t_cont, wall_cont = time.monotonic(), time.time()
-            fenced = wait_for(lambda: [e for e in n1.events(0) if e["kind"] == "node.fenced"][fenced_before:], 30,
-                              "n1 fenced")
-            epoch = wait_for(lambda: (a := n1.app("kvstore"))["master"] and a["epoch"] > epoch and a["epoch"], 60,
-                             "a new master")
-            t_fenced = t_cont + (fenced[0]["time"] - wall_cont)  # the node's wall clock, mapped to ours
-            first = wait_for(lambda: writer.first_ack_after(t_fenced), 60, "a write acknowledged again")
-            window = [t for t in writer.ack_times if t_stop - 1 <= t <= first]
-            gap = max(b - a for a, b in zip(window, window[1:]))
-            rows.append({"trial": trial + 1, "dead_ms": round((t_dead - t_stop) * 1000),
-                         "fenced_ms": round((fenced[0]["time"] - wall_cont) * 1000),
-                         "recovered_ms": round((first - t_cont) * 1000), "gap_ms": round(gap * 1000)})
-            print(rows[-1], flush=True)
-        writer.stop.set()
-        writer.join(60)
+        cluster.nodes["n1"].launch(KvApp.descriptor(3, "fsync", 1.0), tmp)
+        wait_for(lambda: cluster.healthy("n1") and cluster.app("n1")["master"], 60, "kvstore ready")
+        scenarios = ["kill", "pause"] if args.scenario == "both" else [args.scenario]
+        for scenario in scenarios:
+            for n in range(1, args.trials + 1):
+                row, written = trial(cluster, scenario, n)
+                rows.append(row)
+                acked.update(written)
         import netlets
-        kv = netlets.connect("kvstore", n1.home, timeout=30)
-        lost = sum(1 for k, v in writer.acked.items() if kv.get_latest(k) != v)
-        summary = {k: latency_ms([r[k] / 1000 for r in rows]) for k in ("dead_ms", "fenced_ms", "recovered_ms", "gap_ms")}
-        print(table([{"measure": k, **v} for k, v in summary.items()],
-                    [("measure", "measure"), ("n", "n"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms")]))
-        print(f"acknowledged writes: {len(writer.acked)}, lost: {lost}")
-        write_json("cluster", {"trials": rows, "summary": summary, "acked": len(writer.acked), "lost": lost})
+        kv = netlets.connect("kvstore", cluster.nodes["n2"].home, timeout=60)
+        lost = sum(1 for k, v in acked.items() if kv.get_latest(k) != v)
+        summary = []
+        for scenario in scenarios:
+            mine = [r for r in rows if r["scenario"] == scenario]
+            for measure in ("new_master_ms", "writes_back_ms", "write_gap_ms", "all_replicas_ms"):
+                summary.append({"scenario": scenario, "measure": measure,
+                                **latency_ms([r[measure] / 1000 for r in mine])})
+        print(table(summary, [("scenario", "scenario"), ("measure", "from the fault"), ("n", "n"),
+                              ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms")]))
+        print(f"acknowledged writes: {len(acked)}, lost: {lost}")
+        write_json("cluster", {"trials": rows, "summary": summary, "acked": len(acked), "lost": lost})
     finally:
-        for node in nodes:
-            cleanup_node(node)
-        etcd.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        cluster.close()
+        if args.keep:
+            print(f"homes kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     if lost:
         raise SystemExit(f"{lost} acknowledged writes lost")
 

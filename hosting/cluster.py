@@ -129,8 +129,31 @@ class ClusterAgent:
             self.node.registry.add_event("app.placed", app, None, placement=placement, moved=sorted(moved), why=why)
             return placement
 
-    def placed_here(self, app: str) -> list[str]:
-        return sorted(s for s, n in (self.view.placement(app) or {}).items() if n == self.node.name)
+    def placed_here(self, app: str, fresh: bool = False) -> list[str]:
+        """Slots of ``app`` placed on this node, as the view has it — or, ``fresh``, as etcd has
+        it now (what to act on after a pause, when the view may still be catching up)."""
+        placement = self.view.placement(app)
+        if fresh:
+            kv = self.etcd.get(f"apps/{app}/placement")
+            placement = json.loads(kv.value) if kv else None
+        return sorted(s for s, n in (placement or {}).items() if n == self.node.name)
+
+    def may_run(self, app: str, slot: str) -> bool:
+        """Whether ``slot`` is placed on this node now (False when etcd cannot tell)."""
+        try:
+            return slot in self.placed_here(app, fresh=True)
+        except EtcdUnavailable:
+            return False
+
+    def next_incarnation(self, app: str, slot: str, floor: int) -> int:
+        """A number above every incarnation of ``slot`` started on any node (and >= ``floor``):
+        a counter in etcd, compare-and-swapped, so two nodes never start the same netlet id."""
+        key = f"apps/{app}/incarnations/{slot}"
+        while True:
+            kv = self.etcd.get(key)
+            number = max(floor, int(kv.value) + 1 if kv else 1)
+            if self.etcd.swap(key, str(number), kv.mod_revision if kv else 0) is not None:
+                return number
 
     def moved_slots(self, app: str) -> set[str]:
         """Slots re-created on another node that have not caught up since (``apps/<app>/moved``)."""
@@ -154,20 +177,22 @@ class ClusterAgent:
     def host(self, app: str) -> None:
         """Make this node run exactly the slots of ``app`` placed on it."""
         node = self.node
-        placement = self.view.placement(app)
+        kv = self.etcd.get(f"apps/{app}/placement")
+        placement = json.loads(kv.value) if kv else None
         registered = node.supervisor.descriptor(app) is not None
         if placement is None:
             if registered and not self.owns(app) and not node.supervisor.is_terminating(app):
                 node.registry.add_event("app.unplaced", app, None)
                 node.supervisor.terminate(app, node.descriptor(app).grace)
             return
-        mine = self.placed_here(app)
+        mine = sorted(s for s, n in placement.items() if n == node.name)
         if not mine and not registered:
             return
         if not registered:
             self.register_from_store(app)
         for netlet in [n for n in list(node.supervisor.live.values()) if n.app == app and n.slot not in mine]:
-            node.supervisor.stop_netlet(netlet.netlet_id, "placed on another node", node.descriptor(app).grace)
+            node.supervisor.stop_netlet(netlet.netlet_id, "placed on another node", node.descriptor(app).grace,
+                                        blameless=True)
         for slot in mine:
             row = node.registry.slot(app, slot)
             if row is not None and row["state"] != "failed" and node.supervisor.live_in_slot(app, slot) is None:
@@ -199,8 +224,8 @@ class ClusterAgent:
         if node.supervisor.descriptor(app) is None:
             self.register_from_store(app)
         node.registry.add_event("app.taken_over", app, None, placement=self.view.placement(app))
+        self.place_app(app, "owner changed")  # first: the master is chosen among slots that stay
         node.recover_control(app)
-        self.place_app(app, "owner changed")
 
     # -- view handlers (on the view's thread) ---------------------------------------
     def _owner_changed(self, app: str, owner: str | None) -> None:

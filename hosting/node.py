@@ -495,7 +495,10 @@ class Node(SupervisorHooks):
 
     # -- supervisor hooks (SupervisorHooks) --------------------------------
     def may_start(self, app: str, slot: str) -> bool:
-        return self.member.is_set()
+        return self.member.is_set() and (self.cluster is None or self.cluster.may_run(app, slot))
+
+    def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
+        return local_next if self.cluster is None else self.cluster.next_incarnation(app, slot, local_next)
 
     def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None:
         self.elector.netlet_spawned(app, slot, netlet_id)

@@ -62,8 +62,13 @@ class SupervisorHooks:
     def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None: ...
 
     def may_start(self, app: str, slot: str) -> bool:
-        """False while this node must run no netlet (fenced out of its cluster)."""
+        """False when this node must not run ``slot`` now (fenced, or it is placed elsewhere)."""
         return True
+
+    def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
+        """The incarnation number of the slot's next netlet (never used before for the slot,
+        on any node); ``local_next`` is one above the last this node used."""
+        return local_next
 
 
 @dataclass
@@ -171,7 +176,7 @@ class Supervisor:
             srt.restart_timer, srt.next_attempt_wall = None, None
             row = self.registry.slot(app, slot)
             ntype = rt.descriptor.netlet_type(row["type"])
-            incarnation = row["incarnation"] + 1
+            incarnation = self.hooks.next_incarnation(app, slot, row["incarnation"] + 1)
             recorded, told = bind_resources(ntype, self.home.slot_dir(app, slot),
                                             json.loads(row["resources"]), incarnation)
             netlet_id = netlet_id_of(app, slot, incarnation)
@@ -250,13 +255,15 @@ class Supervisor:
         return True
 
     # -- ending -----------------------------------------------------------
-    def stop_netlet(self, netlet_id: str, reason: str, grace: float) -> None:
-        """SIGTERM the netlet's group now, SIGKILL it after ``grace`` seconds."""
+    def stop_netlet(self, netlet_id: str, reason: str, grace: float, blameless: bool = False) -> None:
+        """SIGTERM the netlet's group now, SIGKILL it after ``grace`` seconds (``blameless``: the
+        node's own decision, not counted as a failure of the netlet)."""
         with self.lock:
             n = self.live.get(netlet_id)
             if n is None:
                 return
             n.end_reason = n.end_reason or reason
+            n.blameless = n.blameless or blameless
             self.registry.update_netlet(netlet_id, state="stopping")
             self.watcher.signal_group(netlet_id, signal.SIGTERM)
             self.watcher.signal_group(netlet_id, signal.SIGCONT)  # a stopped process must see its SIGTERM
