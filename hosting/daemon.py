@@ -117,13 +117,14 @@ def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
 
 def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
                      cluster: str | None = None, name: str | None = None,
-                     etcd_tls: TLSFiles | None = None) -> dict[str, Any]:
+                     etcd_tls: TLSFiles | None = None, membership_ttl: int = 3) -> dict[str, Any]:
     home = Path(home).expanduser().resolve()
     info = node_answers(home)
     if info is not None:
         return info
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cluster_args = (["--cluster", cluster] if cluster else []) + (["--name", name] if name else [])
+    cluster_args = (["--cluster", cluster, "--membership-ttl", str(membership_ttl)] if cluster else []) + \
+        (["--name", name] if name else [])
     for flag, value in (("--etcd-ca", etcd_tls and etcd_tls.ca), ("--etcd-cert", etcd_tls and etcd_tls.cert),
                         ("--etcd-key", etcd_tls and etcd_tls.key)):
         cluster_args += [flag, str(Path(value).resolve())] if value else []
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", default="127.0.0.1:0")
     parser.add_argument("--cluster", default=None, help="etcd URL http://HOST:PORT[/PREFIX]")
     parser.add_argument("--name", default=None)
+    parser.add_argument("--membership-ttl", type=int, default=3)
     parser.add_argument("--etcd-ca", default=None)
     parser.add_argument("--etcd-cert", default=None)
     parser.add_argument("--etcd-key", default=None)
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
-                            cluster=args.cluster, name=args.name,
+                            cluster=args.cluster, name=args.name, membership_ttl=args.membership_ttl,
                             etcd_tls=etcd_tls_of(args.etcd_ca, args.etcd_cert, args.etcd_key))
         serve(config)
     except JtrixError as err:  # the operator's configuration (bad name, taken name, etcd down)

@@ -25,6 +25,9 @@ cluster_option = click.option("--cluster", default=None, envvar="JTRIX_CLUSTER",
                               metavar="URL", help="Join the cluster kept in etcd at URL "
                               "(http://HOST:PORT[/PREFIX]); without it the node is a cluster of one.")
 name_option = click.option("--name", default=None, help="This node's name in the cluster (default: its service id).")
+ttl_option = click.option("--membership-ttl", "membership_ttl", type=int, default=3, show_default=True,
+                          help="Seconds without renewing before the cluster declares this node dead "
+                               "(at least etcd's lease minimum, 2 s by default).")
 
 
 def etcd_tls_options(f):
@@ -37,13 +40,13 @@ def etcd_tls_options(f):
     return f
 
 
-def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd_key=None):
+def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd_key=None, membership_ttl=3):
     from hosting.daemon import etcd_tls_of
     from hosting.node import NodeConfig
 
     h, p = _split_listen(listen)
     return NodeConfig(home=resolve_home(home), host=h, port=p, cluster=cluster, name=name,
-                      etcd_tls=etcd_tls_of(etcd_ca, etcd_cert, etcd_key))
+                      etcd_tls=etcd_tls_of(etcd_ca, etcd_cert, etcd_key), membership_ttl=membership_ttl)
 
 
 @host.command("run")
@@ -51,13 +54,14 @@ def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd
 @listen_option
 @cluster_option
 @name_option
+@ttl_option
 @etcd_tls_options
-def run(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key) -> None:
+def run(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_key) -> None:
     """Run the node in the foreground until SIGTERM/SIGINT (netlets keep running after it)."""
     import logging
     from hosting.daemon import serve
 
-    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key)
+    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, membership_ttl)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config)
 
@@ -67,15 +71,16 @@ def run(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key) -> None:
 @listen_option
 @cluster_option
 @name_option
+@ttl_option
 @etcd_tls_options
 @json_option
-def start(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, as_json) -> None:
+def start(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_key, as_json) -> None:
     """Start the node in the background (no-op if it already runs); returns once it answers."""
     from hosting.daemon import start_background
 
-    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key)  # bad input: exit 2 now
+    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, membership_ttl)  # exit 2 now
     info = start_background(config.home, config.host, config.port, cluster=cluster, name=name,
-                            etcd_tls=config.etcd_tls)
+                            etcd_tls=config.etcd_tls, membership_ttl=membership_ttl)
     if as_json:
         echo_json(info)
     else:

@@ -249,7 +249,9 @@ def test_bad_or_unreachable_cluster_urls_are_one_line_errors(tmp_path):
     assert bad.returncode == 2 and "etcd URL must look like http://HOST:PORT" in bad.stderr, bad.stderr
     down = runner.jtrix("host", "start", "--cluster", f"http://127.0.0.1:{free_port()}", "--name", "x")
     assert down.returncode == 1 and "did not answer" in down.stderr, down.stderr
-    assert "Traceback" not in bad.stderr + down.stderr
+    zero = runner.jtrix("host", "start", "--cluster", f"http://127.0.0.1:{free_port()}", "--membership-ttl", "0")
+    assert zero.returncode == 2 and "membership ttl must be at least 1 s" in zero.stderr, zero.stderr
+    assert "Traceback" not in bad.stderr + down.stderr + zero.stderr
 
 
 def test_a_node_cut_off_from_etcd_fences_itself_runs_nothing_until_it_rejoins(tmp_path):
