@@ -29,10 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 from harness import KvApp, latency_ms, table, write_json
-from nodeutil import RunningNode, cleanup_node, kill_recorded, processes_under, wait_for
+from nodeutil import RunningNode, cleanup_node, kill_node_with_its_netlets, wait_for
 
 from etcdutil import EtcdServer, unique_prefix
 
@@ -107,13 +105,6 @@ class Cluster:
                                                  for n in app["netlets"])
                 and (moved is None or json.loads(moved.value) == []))
 
-    def kill(self, name: str) -> None:
-        node = self.nodes[name]
-        victims = [kill_recorded(node.info["pid"], None)]
-        victims += [kill_recorded(pid, ct) for pid, ct in node.recorded_pids()]
-        victims += [kill_recorded(p.pid, p.create_time()) for p in processes_under(node.home)]
-        psutil.wait_procs([v for v in victims if v is not None], timeout=10)
-
     def close(self) -> None:
         for node in self.nodes.values():
             cleanup_node(node)
@@ -129,7 +120,7 @@ def trial(cluster: Cluster, scenario: str, n: int) -> tuple[dict, dict]:
     wait_for(lambda: len(writer.ack_times) > 50, 60, "writes flowing")
     t0 = time.monotonic()
     if scenario == "kill":
-        cluster.kill(victim)
+        kill_node_with_its_netlets(cluster.nodes[victim])
     else:
         os.kill(cluster.nodes[victim].info["pid"], signal.SIGSTOP)
     try:

@@ -84,6 +84,9 @@ class NodeConfig:
                                 ("etcd client key", self.etcd_tls.key)):
                 if path is not None and not os.access(path, os.R_OK):
                     raise BadInput(f"{label} {path}: not a readable file")
+        if self.cluster is not None and self.host in ("0.0.0.0", "::", ""):
+            raise BadInput("in a cluster, --listen must be this node's address as other nodes reach it"
+                           f" (not {self.host or 'empty'}): netlets serve on it too")
         if self.name is not None and (not self.name or "/" in self.name):
             raise BadInput(f"invalid node name {self.name!r} (non-empty, no '/')")
         EtcdMembershipConfig(ttl=self.membership_ttl)
@@ -369,6 +372,7 @@ class Node(SupervisorHooks):
                                          data=NETLET_WARRANT_PREFIX + netlet_id)
         return {
             "node_uri": self.uri, "node_json": str(self.home.node_json), "service": self.service_id,
+            "listen_host": self.config.host,
             "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
             "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,
             "master_eligible": ntype.master_eligible, "replicated": ntype.master_eligible,

@@ -123,7 +123,9 @@ def main() -> None:
     except Exception:
         log.exception("cannot load netlet class %s", doc.class_ref)
         sys.exit(EXIT_BAD_NETLET)
-    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app))
+    # On the node's own address: in a cluster, replicas on other machines must reach it.
+    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app),
+                                    host=doc.raw.get("listen_host") or "127.0.0.1")
     host.endpoint = uri
     client = doc.client()
     heartbeat = Heartbeat(client, doc.netlet_id, doc.lease_ttl, Path(doc.raw["node_json"]), host.status,

@@ -146,6 +146,14 @@ def cleanup_node(node: RunningNode) -> None:
     node.client.close()
 
 
+def kill_node_with_its_netlets(node: RunningNode) -> None:
+    """SIGKILL a node's daemon and every process it runs, as a machine dying would."""
+    victims = [kill_recorded(node.info["pid"], None)]
+    victims += [kill_recorded(pid, ct) for pid, ct in node.recorded_pids()]
+    victims += [kill_recorded(p.pid, p.create_time()) for p in processes_under(node.home)]
+    psutil.wait_procs([v for v in victims if v is not None], timeout=10)
+
+
 def processes_under(home: Path) -> list[psutil.Process]:
     """Processes whose working directory is inside ``home`` (netlets run in their slot directory).
 

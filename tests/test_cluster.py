@@ -17,7 +17,6 @@ import signal
 import threading
 from pathlib import Path
 
-import psutil
 import pytest
 
 import netlets
@@ -27,8 +26,8 @@ from hosting.cluster_store import ClusterStore
 from hosting.etcd import Etcd
 from warrants.errors import BadInput
 from etcdutil import unique_prefix
-from nodeutil import (RunningNode, cleanup_node, descriptor_xml, events_of, kill_recorded, process_dead,
-                      processes_under, wait_for)
+from nodeutil import (RunningNode, cleanup_node, descriptor_xml, events_of, kill_node_with_its_netlets,
+                      process_dead, wait_for)
 from test_replication_e2e import KVSTORE, master_of
 
 pytestmark = pytest.mark.timeout(180)
@@ -171,14 +170,6 @@ class Writers:
         return dict(self.acked)
 
 
-def kill_node_with_its_netlets(node: RunningNode) -> None:
-    """SIGKILL a node's daemon and every process it runs, as a machine dying would."""
-    victims = [kill_recorded(node.info["pid"], None)]
-    victims += [kill_recorded(pid, ct) for pid, ct in node.recorded_pids()]
-    victims += [kill_recorded(p.pid, p.create_time()) for p in processes_under(node.home)]
-    psutil.wait_procs([v for v in victims if v is not None], timeout=10)
-
-
 def test_a_node_dies_with_the_master_and_the_owner_the_app_serves_on_without_losing_a_write(cluster, tmp_path):
     n1, n2, n3 = cluster("n1"), cluster("n2"), cluster("n3")
     launch_kvstore(n1, tmp_path)
@@ -239,6 +230,25 @@ def test_a_paused_node_is_replaced_and_finds_itself_fenced_when_it_resumes(clust
     kv = netlets.connect("kvstore", n2.home)
     lost = [k for k, v in acked.items() if kv.get_latest(k) != v]
     assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost, e.g. {lost[:3]}"
+
+
+def test_netlets_serve_on_the_nodes_own_address_so_other_machines_reach_them(etcd_url, tmp_path):
+    """A node listening on 127.0.0.2 (any loopback address works on Linux) runs netlets whose
+    endpoints are on 127.0.0.2 too; a wildcard --listen is refused in a cluster."""
+    url = etcd_url + unique_prefix().rstrip("/")
+    node = RunningNode(tmp_path / "n1", None)
+    wildcard = node.jtrix("host", "start", "--cluster", url, "--listen", "0.0.0.0:0")
+    assert wildcard.returncode == 2 and "--listen must be this node's address" in wildcard.stderr
+    start_background(node.home, host="127.0.0.2", cluster=url, name="n1")
+    node.client = HostingClient.for_home(node.home)
+    try:
+        launch_kvstore(node, tmp_path)
+        app = kvstore_master(node)
+        endpoints = {n["endpoint"] for n in app["netlets"]}
+        assert all("@127.0.0.2:" in e for e in endpoints), endpoints
+        assert "@127.0.0.2:" in node.info["uri"]
+    finally:
+        cleanup_node(node)
 
 
 def test_bad_or_unreachable_cluster_urls_are_one_line_errors(tmp_path):
