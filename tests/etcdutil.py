@@ -97,16 +97,17 @@ class EtcdServer:
     certificate signed by that CA.
     """
 
-    def __init__(self, root: Path, tls: dict[str, str] | None = None) -> None:
+    def __init__(self, root: Path, tls: dict[str, str] | None = None, host: str = "127.0.0.1") -> None:
         self.root = root
         self.tls = tls
+        self.host = host
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
     def start(self, attempts: int = 3) -> None:
         for _ in range(attempts):  # a chosen free port can be taken before etcd binds it
             client, peer = free_port(), free_port()
-            self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{client}"
+            self.url = f"{'https' if self.tls else 'http'}://{self.host}:{client}"
             tls_flags = ["--cert-file", self.tls["server_cert"], "--key-file", self.tls["server_key"],
                          "--client-cert-auth", "--trusted-ca-file", self.tls["ca"]] if self.tls else []
             log = open(self.root / "etcd.log", "ab")
