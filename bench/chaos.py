@@ -32,6 +32,15 @@ not heal in time is a violation ("did not recover"); the run goes on:
 
 ``--schedule all`` cycles through the kinds in that order instead of drawing them.
 
+``--cluster N`` (N >= 2) runs the app on N hosting nodes joined on a private
+etcd instead (one replica per node), clients spread over the nodes' access
+points, ``kill-node`` hits a random node, and two machine faults join in:
+
+    kill-machine   SIGKILL a node and every netlet on it, leave it down 0.5-3 s,
+                   restart it (it rejoins empty; its slots were re-created elsewhere)
+    pause-machine  SIGSTOP a node's daemon past its membership lease (3.5-5 s),
+                   then SIGCONT (it finds itself fenced and kills its netlets)
+
 At the end: stop the nemesis, wait for health, stop the clients, read every key
 with get_latest (recorded too), then report and check:
 
@@ -87,6 +96,7 @@ from nodeutil import RunningNode, cleanup_node, kill_recorded, process_dead  # n
 APP = "kvstore"
 REPLICAS = 3
 FAULTS = ["kill-master", "kill-backup", "pause-master", "kill-node", "kill-all"]
+MACHINE_FAULTS = ["kill-machine", "pause-machine"]  # --cluster only
 HEAL_DEADLINE_S = 60.0
 LOG_KEY_PERIOD_S = 10.0
 TOKEN = re.compile(r"\[\d+\.\d+\]")
@@ -148,13 +158,16 @@ class History:
 # --------------------------------------------------------------------- clients
 
 class Clients:
-    def __init__(self, n: int, seed: int, keys: int, home: Path, history: History, timeout: float) -> None:
-        self.n, self.seed, self.home, self.history, self.timeout = n, seed, home, history, timeout
+    def __init__(self, n: int, seed: int, keys: int, homes: list[Path], history: History, timeout: float) -> None:
+        """``homes``: the nodes whose access points clients use (client c starts with node c mod n
+        and moves to the next when its node does not answer)."""
+        self.n, self.seed, self.homes, self.history, self.timeout = n, seed, homes, history, timeout
         self.keys = [f"k{i}" for i in range(keys)]
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(c,), name=f"client-{c}", daemon=True)
                         for c in range(n)]
         self.reconnects = collections.Counter()
+        self.refused = collections.Counter()
         self.in_flight: dict[int, tuple] = {}  # client -> (f, key, value, invoked) of its call in progress
 
     def start(self) -> None:
@@ -180,10 +193,15 @@ class Clients:
                                     "still in progress when the run ended")
         return [self.threads[c].name for c in stuck]
 
-    def _connect(self):
+    def _connect(self, c: int):
         import netlets
 
-        return netlets.connect(APP, self.home, timeout=self.timeout)
+        home = self.homes[(c + self.reconnects[c] + self.refused[c]) % len(self.homes)]
+        try:
+            return netlets.connect(APP, home, timeout=self.timeout)
+        except Exception:
+            self.refused[c] += 1  # try the next node next time
+            raise
 
     def _run(self, c: int) -> None:
         from warrants.errors import CommandFailed, NotFound
@@ -194,7 +212,7 @@ class Clients:
         while not self.stop.is_set():
             if kv is None:
                 try:
-                    kv = self._connect()
+                    kv = self._connect(c)
                 except Exception:
                     self.stop.wait(rng.uniform(0.05, 0.2))  # the node is down: try again shortly
                     continue
@@ -257,6 +275,68 @@ class Clients:
 
 
 # --------------------------------------------------------------------- nemesis
+
+class Fleet:
+    """The nodes of a ``--cluster`` run, seen by the nemesis and the checks as one node:
+    status and in-sync set from the first node that answers (each merges the whole
+    cluster), events of every node merged by time."""
+
+    def __init__(self, tmp: Path, count: int, url: str) -> None:
+        self.url = url
+        self.nodes: list[RunningNode] = []
+        self.paused: set[str] = set()  # homes whose daemon is SIGSTOPped: not asked meanwhile
+        for i in range(1, count + 1):
+            self.nodes.append(self.start(tmp / f"n{i}"))
+
+    def start(self, home: Path) -> RunningNode:
+        from hosting.client import HostingClient
+        from hosting.daemon import start_background
+
+        start_background(home, cluster=self.url, name=home.name)
+        return RunningNode(home, HostingClient.for_home(home))
+
+    def restart(self, node: RunningNode) -> RunningNode:
+        new = self.start(node.home)
+        self.nodes = [new if n.home == node.home else n for n in self.nodes]
+        node.client.close()
+        return new
+
+    @property
+    def home(self) -> Path:
+        return self.nodes[0].home
+
+    def _ask(self, what):
+        last = None
+        for node in self.nodes:
+            if str(node.home) in self.paused:
+                continue
+            try:
+                return what(node)
+            except Exception as err:  # that node is down: ask the next
+                last = err
+        raise last or RuntimeError("no node answers")
+
+    def app(self, app: str) -> dict:
+        return self._ask(lambda node: node.app(app))
+
+    @property
+    def client(self):
+        return self._ask(lambda node: (node.client.call("host_status"), node.client)[1])
+
+    def events(self, since: int = 0, app: str | None = None) -> list[dict]:
+        merged = []
+        for node in self.nodes:
+            if str(node.home) in self.paused:
+                continue
+            try:
+                merged += [dict(e, node=node.home.name) for e in all_events(node)]
+            except Exception:  # a node that is down: its events are read when it is back
+                pass
+        merged.sort(key=lambda e: e["time"])
+        for index, event in enumerate(merged, 1):
+            event["index"] = index
+        return [e for e in merged if e["index"] > since and (app is None or e.get("app") == app)]
+
 
 class Nemesis:
     def __init__(self, node: RunningNode, seed: int, interval: float, schedule: str, t0: float,
@@ -335,8 +415,10 @@ class Nemesis:
         pids = {n["pid"] for n in app["netlets"]}
         victims = set(fault.get("victims", ()))
         replaced = not (victims & pids) and app["epoch"] > fault["epoch_before"]
-        if fault["kind"] in ("kill-master", "kill-all"):
+        if fault["kind"] in ("kill-master", "kill-all") or fault.get("had_master"):
             return app if replaced else None
+        if fault["kind"] in MACHINE_FAULTS:
+            return app if not (victims & pids) else None
         if fault["kind"] == "kill-backup":
             return app if not (victims & pids) else None
         if fault["kind"] == "pause-master" and victims:
@@ -378,6 +460,8 @@ class Nemesis:
         from hosting.client import HostingClient
         from hosting.daemon import is_node_process, read_node_info, start_background
 
+        if isinstance(self.node, Fleet):
+            return self._machine_fault(app, kill_netlets=False)
         home = self.node.home
         pid = (read_node_info(home) or {}).get("pid")
         if not pid or not is_node_process(pid, home):
@@ -395,6 +479,51 @@ class Nemesis:
         old, self.node.client = self.node.client, HostingClient.for_home(home)
         old.close()
         return {"target": f"node pid {pid} -> {info.get('pid')}", "down_s": down}
+
+    def _kill_machine(self, app: dict) -> dict:
+        return self._machine_fault(app, kill_netlets=True)
+
+    def _pause_machine(self, app: dict) -> dict:
+        fleet = self.node
+        node = self.rng.choice(fleet.nodes)
+        pid = node.info["pid"]
+        victims = [n["pid"] for n in app["netlets"] if n["node"] == node.home.name and n["pid"]]
+        pause = round(self.rng.uniform(3.5, 5.0), 3)  # past the 3 s membership lease
+        fleet.paused.add(str(node.home))
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(pause)  # the fault's duration (the nemesis's schedule, not a synchronization)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            fleet.paused.discard(str(node.home))
+        return {"target": f"{node.home.name} daemon pid {pid}", "pause_s": pause, "victims": victims,
+                "had_master": any(n["slot"] == app["master"] for n in app["netlets"] if n["pid"] in victims)}
+
+    def _machine_fault(self, app: dict, kill_netlets: bool) -> dict:
+        """SIGKILL one node of the fleet (with every netlet on it, when ``kill_netlets``), leave it
+        down 0.5-3 s, restart it on its home."""
+        from nodeutil import kill_node_with_its_netlets
+
+        fleet = self.node
+        node = self.rng.choice(fleet.nodes)
+        victims = [n["pid"] for n in app["netlets"] if n["node"] == node.home.name and n["pid"]] if kill_netlets else []
+        pid = node.info["pid"]
+        if kill_netlets:
+            kill_node_with_its_netlets(node)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            if not poll(lambda: process_dead(pid), 10):
+                raise RuntimeError(f"node pid {pid} still alive 10 s after SIGKILL")
+        try:
+            os.waitpid(pid, os.WNOHANG)  # our child (start_background): reap it
+        except ChildProcessError:
+            pass
+        down = round(self.rng.uniform(0.5, 3.0), 3)
+        time.sleep(down)  # the fault's duration
+        new = fleet.restart(node)
+        return {"target": f"{node.home.name} pid {pid} -> {new.info.get('pid')}", "down_s": down,
+                "victims": victims,
+                "had_master": any(n["slot"] == app["master"] for n in app["netlets"] if n["pid"] in victims)}
 
     def _kill_all(self, app: dict) -> dict:
         pids = [n["pid"] for n in app["netlets"] if n["pid"]]
@@ -656,17 +785,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fault-interval", type=float, default=4.0, help="mean seconds between a heal and the next fault")
     p.add_argument("--schedule", choices=["random", "all"], default="random",
                    help="random kinds (seeded), or all: cycle through every kind in order")
-    p.add_argument("--faults", default=",".join(FAULTS), help=f"the kinds to inject (default: all of {FAULTS})")
+    p.add_argument("--faults", default=None, help=f"the kinds to inject (default: all of {FAULTS}, and with "
+                                                  f"--cluster also {MACHINE_FAULTS})")
     p.add_argument("--history", help="JSON-lines history (default bench/results/chaos-STAMP-seedN.jsonl)")
     p.add_argument("--json", help="JSON summary (default: the history's path with .json)")
     p.add_argument("--workdir", help="an empty or new directory for the node's home (default: a fresh temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the home even if the run passes")
     p.add_argument("--check-timeout", type=float, default=900.0, help="seconds for the linearizability check")
     p.add_argument("--client-timeout", type=float, default=30.0, help="an access point's retry budget per call")
+    p.add_argument("--cluster", type=int, default=0, metavar="N",
+                   help="run on N >= 2 nodes joined on a private etcd (adds the machine faults)")
     args = p.parse_args(argv)
-    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
-    if not kinds or any(k not in FAULTS for k in kinds):
-        p.error(f"--faults: choose from {', '.join(FAULTS)}")
+    if args.cluster == 1 or args.cluster < 0:
+        p.error("--cluster: at least 2 nodes (0: one node, no etcd)")
+    allowed = FAULTS + (MACHINE_FAULTS if args.cluster else [])
+    kinds = [k.strip() for k in (args.faults or ",".join(allowed)).split(",") if k.strip()]
+    if not kinds or any(k not in allowed for k in kinds):
+        p.error(f"--faults: choose from {', '.join(allowed)}")
     args.kinds = kinds
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -692,19 +827,31 @@ def main(argv: list[str] | None = None) -> int:
     from hosting.client import HostingClient
     from hosting.daemon import start_background
 
-    node = clients = nemesis = history = None
+    node = clients = nemesis = history = etcd = None
     passed, interrupted = False, False
     try:
-        start_background(home)
-        node = RunningNode(home, HostingClient.for_home(home))
-        node.launch(kvstore_descriptor(), tmp)
+        if args.cluster:
+            from etcdutil import EtcdServer, unique_prefix
+
+            (tmp / "etcd").mkdir()
+            etcd = EtcdServer(tmp / "etcd")
+            etcd.start()
+            node = Fleet(tmp, args.cluster, etcd.url + unique_prefix().rstrip("/"))
+            home = node.home
+            os.environ["JTRIX_HOME"] = str(home)
+            node.nodes[0].launch(kvstore_descriptor(), tmp)
+        else:
+            start_background(home)
+            node = RunningNode(home, HostingClient.for_home(home))
+            node.launch(kvstore_descriptor(), tmp)
         if not poll(lambda: healthy_app(node), HEAL_DEADLINE_S):
             raise SystemExit("kvstore never became healthy after launch")
         t0 = time.monotonic()
         history = History(history_path, t0)
         print(f"chaos: seed {args.seed}, {args.duration:.0f} s, {args.clients} clients, home {home}, "
               f"history {history_path}", flush=True)
-        clients = Clients(args.clients, args.seed, args.keys, home, history, args.client_timeout)
+        homes = [n.home for n in node.nodes] if isinstance(node, Fleet) else [home]
+        clients = Clients(args.clients, args.seed, args.keys, homes, history, args.client_timeout)
         nemesis = Nemesis(node, args.seed, args.fault_interval, args.schedule, t0, kinds,
                           log=lambda s: print(s, flush=True))
         clients.start()
@@ -721,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
         final_ok = True
         import netlets
         try:
-            kv = netlets.connect(APP, home, timeout=60)
+            kv = netlets.connect(APP, node.home if not isinstance(node, Fleet) else node.nodes[-1].home, timeout=60)
         except Exception as err:
             print(f"final reads: cannot connect: {err}", flush=True)
             final_ok, kv = False, None
@@ -735,14 +882,20 @@ def main(argv: list[str] | None = None) -> int:
                 history.record("final", "get", key, None, call, time.monotonic(), None, "unknown",
                                f"{type(err).__name__}: {err}"[:300])
                 final_ok = False
-        events = all_events(node)
+        events = node.events(0, APP) if isinstance(node, Fleet) else all_events(node)
         events_path.write_text(json.dumps(events, indent=1))
         history.close()
         ops = list(history.ops)
         print(f"run over: {len(ops)} operations, {len(nemesis.faults)} faults; checking...", flush=True)
 
         ev_masters, ev_regressions = masters_from_events(events)
-        log_masters, log_regressions, log_files = masters_from_logs(home)
+        log_masters, log_regressions, log_files = collections.defaultdict(set), [], 0
+        for node_home in ([n.home for n in node.nodes] if isinstance(node, Fleet) else [home]):
+            by_epoch, regressions, files = masters_from_logs(node_home)
+            for epoch, who in by_epoch.items():
+                log_masters[epoch] |= who
+            log_regressions += regressions
+            log_files += files
         union: dict[int, set[str]] = collections.defaultdict(set)
         for src in (ev_masters, log_masters):
             for epoch, who in src.items():
@@ -784,8 +937,11 @@ def main(argv: list[str] | None = None) -> int:
             nemesis.thread.join(60)  # a fault in progress: a paused master to resume, a node being restarted
         if node is None:  # the node never answered: clean up by what the home records
             node = RunningNode(home, HostingClient("PYRO:none@127.0.0.1:9", b""))
-        cleanup_node(node)
-        kill_strays(node)
+        for member in (node.nodes if isinstance(node, Fleet) else [node]):
+            cleanup_node(member)
+            kill_strays(member)
+        if etcd is not None:
+            etcd.stop()
         if history is not None and not history.out.closed:
             history.close()
         if passed and not args.keep and not interrupted:
