@@ -21,8 +21,9 @@ Safety model (etcd):
     apps nobody else claimed meanwhile.
   * An app is claimed by one live node at a time (``claim_app`` is a create
     transaction); a name is held by one live node at a time, except that a
-    node restarting from the same home (same service id) takes its own stale
-    key over.
+    node restarting from the same home (same service id) takes its own key
+    over — and, while that key's lease still lives, the lease itself, with the
+    claims and published netlets under it (its netlets outlived its process).
 """
 
 from __future__ import annotations
@@ -170,9 +171,19 @@ class EtcdMembership:
                 self.etcd.revoke(lease)
                 raise BadInput(f"node name {self.name!r} is taken by a live node of another home"
                                f" ({existing.json().get('uri')})")
-            # Our own home restarting: its previous key (and claims) go with the old lease.
+            # Our own home restarting before its lease lapsed: carry on with that lease, so its
+            # claims and published netlets (which outlived the node's process) stay.
+            if self.etcd.keepalive(existing.lease) > 0:
+                self.etcd.revoke(lease)
+                lease = existing.lease
+                self.etcd.put(self._key(), value, lease)
+                break
             self.etcd.revoke(existing.lease)
         self.lease = lease
+        if not self._apps:  # a restart: the claims our lease still holds are ours
+            kvs, _ = self.etcd.get_prefix("apps/")
+            self._apps = {kv.key.split("/")[1] for kv in kvs
+                          if kv.key.endswith("/owner") and kv.lease == lease and kv.value.decode() == self.name}
         self._valid_until = asked + self.ttl
         with self._lock:
             lost = {app for app in self._apps if not self._claim(app)}

@@ -170,6 +170,13 @@ class Node(SupervisorHooks):
             for row in self.registry.apps():
                 if row["state"] != "terminating":
                     self.cluster.host(row["name"])
+            for netlet in list(self.supervisor.live.values()):  # re-adopted: under the node's lease now
+                endpoint = self.status_cache.get(netlet.netlet_id, {}).get("endpoint")
+                if netlet.ready and endpoint:
+                    self.cluster.publish(netlet.app, netlet.slot, netlet.netlet_id, endpoint)
+            for row in self.registry.apps():
+                if self.cluster.owns(row["name"]):  # still ours: our lease outlived our restart
+                    self.recover_control(row["name"])
 
     def _start_missing_slots(self, app: str) -> None:
         """Start every slot of ``app`` that should run and has no live netlet (at its backoff time)."""
