@@ -466,7 +466,19 @@ class Nemesis:
         pid = (read_node_info(home) or {}).get("pid")
         if not pid or not is_node_process(pid, home):
             raise RuntimeError(f"no hosting node process for {home} (node.json pid {pid})")
-        os.kill(pid, signal.SIGKILL)
+        down = self._kill_daemon_for_a_while(pid)
+        info = start_background(home)
+        old, self.node.client = self.node.client, HostingClient.for_home(home)
+        old.close()
+        return {"target": f"node pid {pid} -> {info.get('pid')}", "down_s": down}
+
+    def _kill_daemon_for_a_while(self, pid: int) -> float:
+        """SIGKILL a hosting daemon (if still alive), reap it, and stay down 0.5-3 s; returns the
+        time down (the fault's duration: the app runs without that node meanwhile)."""
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         if not poll(lambda: process_dead(pid), 10):
             raise RuntimeError(f"node pid {pid} still alive 10 s after SIGKILL")
         try:
@@ -474,11 +486,8 @@ class Nemesis:
         except ChildProcessError:
             pass
         down = round(self.rng.uniform(0.5, 3.0), 3)
-        time.sleep(down)  # the fault's duration: the app runs without its node meanwhile
-        info = start_background(home)
-        old, self.node.client = self.node.client, HostingClient.for_home(home)
-        old.close()
-        return {"target": f"node pid {pid} -> {info.get('pid')}", "down_s": down}
+        time.sleep(down)
+        return down
 
     def _kill_machine(self, app: dict) -> dict:
         return self._machine_fault(app, kill_netlets=True)
@@ -510,16 +519,7 @@ class Nemesis:
         pid = node.info["pid"]
         if kill_netlets:
             kill_node_with_its_netlets(node)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            if not poll(lambda: process_dead(pid), 10):
-                raise RuntimeError(f"node pid {pid} still alive 10 s after SIGKILL")
-        try:
-            os.waitpid(pid, os.WNOHANG)  # our child (start_background): reap it
-        except ChildProcessError:
-            pass
-        down = round(self.rng.uniform(0.5, 3.0), 3)
-        time.sleep(down)  # the fault's duration
+        down = self._kill_daemon_for_a_while(pid)
         new = fleet.restart(node)
         return {"target": f"{node.home.name} pid {pid} -> {new.info.get('pid')}", "down_s": down,
                 "victims": victims,
