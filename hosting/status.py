@@ -117,20 +117,14 @@ def _merge_apps(per_node: list[list[dict]]) -> list[dict]:
 
 def _peer_status(node, uri: str, app: str | None) -> dict[str, Any] | None:
     """One member's own ``apps_view`` (None if it did not answer; an unknown app is no apps)."""
-    import warrants
-    from hosting.client import HostingClient
     from warrants.errors import NotFound
 
-    client = HostingClient(uri, node.home.admin_warrant.read_bytes(), warrants.load_private_key(node.home.admin_key),
-                           timeout=PEER_STATUS_TIMEOUT_S)
     try:
-        return client.call("status", app, "node")
+        return node.cluster.client(uri).call("status", app, "node", timeout=PEER_STATUS_TIMEOUT_S)
     except NotFound:
         return {"apps": []}
     except JtrixError:
         return None
-    finally:
-        client.close()
 
 
 def host_view(node) -> dict[str, Any]:
