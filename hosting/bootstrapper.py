@@ -100,7 +100,8 @@ class Bootstrapper:
             doc = {"node_uri": node.uri, "service": node.service_id, "app": app, "mode": mode,
                    "class_ref": descriptor.bootstrap_class,
                    "slots": {t.name: list(t.slots) for t in descriptor.netlet_types},
-                   "warrant": warrant_xml.decode(), "key_pem": _pem(key)}
+                   "warrant": warrant_xml.decode(), "key_pem": _pem(key),
+                   "tls": node.issue_tls(f"bootstrap {app}")}
             cwd = node.home.app_dir(app)
             cwd.mkdir(parents=True, exist_ok=True)
             log_dir = node.home.log_dir(app, LOG_NAME)

@@ -23,7 +23,8 @@ import warrants
 from hosting import wire
 from hosting.auth import make_auth
 from hosting.home import Home, default_home
-from warrants.errors import JtrixError, NotFound
+from hosting.tls import TLSIdentity, client_identity
+from warrants.errors import BadInput, JtrixError, NotFound
 
 IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "host_status", "events", "logs",
                         "renew", "report", "renew_control", "control_state", "app_access"})
@@ -33,17 +34,24 @@ class NodeUnreachable(NotFound):
     """No hosting node answers at the address we know."""
 
 
+class ConnectionRefused(BadInput):
+    """The node refused the connection itself (e.g. it needs TLS with a cluster certificate)."""
+
+
 class CallTimedOut(JtrixError):
     """The node did not answer in time: the call may or may not have taken effect."""
 
 
 class HostingClient:
-    def __init__(self, uri: str, warrant_xml: bytes, key=None, timeout: float = wire.CALL_TIMEOUT_S) -> None:
+    def __init__(self, uri: str, warrant_xml: bytes, key=None, timeout: float = wire.CALL_TIMEOUT_S,
+                 tls: TLSIdentity | None = None) -> None:
         wire.configure()
         self.uri = uri
         self.warrant_xml = warrant_xml
         self.key = key
         self.timeout = timeout
+        #: the TLS identity of every connection made for this client (its node's and its netlets')
+        self.tls = tls
         self._local = threading.local()
         self._service: str | None = None
 
@@ -51,7 +59,8 @@ class HostingClient:
     def for_home(cls, home: Path | None = None, warrant_path: Path | None = None, key_path: Path | None = None,
                  timeout: float = wire.CALL_TIMEOUT_S, uri: str | None = None) -> "HostingClient":
         """A client of the node recorded in ``home`` (or of the node at ``uri``) acting with the
-        home's admin warrant (or the one given)."""
+        home's admin warrant (or the one given), over TLS with the home's client identity when
+        the home's node is a cluster member (``hosting.tls.client_identity``)."""
         from hosting.daemon import read_node_info
 
         h = Home(Path(home) if home else default_home())
@@ -65,7 +74,7 @@ class HostingClient:
         except OSError as err:
             raise NotFound(f"cannot read warrant {warrant_path}: {err.strerror}") from None
         key = warrants.load_private_key(key_path) if key_path else None
-        return cls(info["uri"], warrant_xml, key, timeout)
+        return cls(info["uri"], warrant_xml, key, timeout, tls=client_identity(h.root))
 
     @property
     def service(self) -> str:
@@ -80,7 +89,7 @@ class HostingClient:
             p._pyroRelease()
             p = None
         if p is None:
-            p = wire.proxy(self.uri, self.timeout)
+            p = wire.proxy(self.uri, self.timeout, tls=self.tls)
             self._local.proxy = p
         self._local.used = time.monotonic()
         return p
@@ -104,6 +113,9 @@ class HostingClient:
                                    f"{timeout or self.timeout:g}s (it may still complete)") from None
             except CommunicationError as err:
                 self._drop_proxy()
+                if " rejected: " in str(err):  # Pyro5's words for a handshake the server refused
+                    raise ConnectionRefused(f"hosting node at {self.uri} refused the connection: "
+                                            f"{str(err).split(' rejected: ', 1)[1]}") from None
                 if attempt + 1 < attempts:
                     continue
                 raise NodeUnreachable(f"hosting node at {self.uri} unreachable: {err}") from None

@@ -98,7 +98,7 @@ class ClusterAgent:
             if client is None:
                 home = self.node.home
                 client = HostingClient(uri, home.admin_warrant.read_bytes(), warrants.load_private_key(home.admin_key),
-                                       timeout=FORWARD_TIMEOUT_S)
+                                       timeout=FORWARD_TIMEOUT_S, tls=self.node.tls)
                 self._clients[uri] = client
             return client
 

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import Pyro5.api
 import psutil
 
 from hosting import wire
@@ -32,6 +31,7 @@ from hosting.etcd import TLSFiles
 from hosting.home import Home
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
+from hosting.tls import client_identity
 from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
             candidate = int(last.rsplit(":", 1)[-1])
             if _port_free(config.host, candidate):
                 port = candidate
-    daemon = Pyro5.api.Daemon(host=config.host, port=port)
+    daemon = wire.Daemon(config.host, port, tls=node.tls)
     metrics = NodeMetrics(node) if config.metrics else None
     api = HostingAPI(node, metrics)
     node.uri = str(daemon.register(api, OBJECT_ID))
@@ -108,7 +108,7 @@ def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
         return None
     wire.configure()
     try:
-        with wire.proxy(info["uri"], timeout=timeout) as p:
+        with wire.proxy(info["uri"], timeout=timeout, tls=client_identity(home)) as p:
             p.hello()
         return info
     except Exception:

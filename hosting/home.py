@@ -12,6 +12,8 @@ Layout (everything the node owns lives here; nothing else is written):
     apps/<app>/slots/<type>-<i>/<resource>/    per-slot resource directories
     logs/<app>/<type>-<i>/<stamp>-<incarnation>.log   one file per netlet run
     node.log             the daemon's own log when started in the background
+    tls/                 in a cluster only: ca.crt.pem and the client certificate and key
+                         (client.crt.pem, client.key.pem, 0600) clients acting from this home use
 
 Contract: :func:`ensure_home` is idempotent and never overwrites keys or the
 admin warrant once written; files holding secrets are created 0600.

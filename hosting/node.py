@@ -13,7 +13,9 @@ warrant of every call first). Contracts of the node as a whole:
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
+import shutil
 import logging
 import os
 import threading
@@ -39,6 +41,7 @@ from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
+from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
@@ -84,12 +87,24 @@ class NodeConfig:
                                 ("etcd client key", self.etcd_tls.key)):
                 if path is not None and not os.access(path, os.R_OK):
                     raise BadInput(f"{label} {path}: not a readable file")
+        if self.cluster is None and not is_loopback(self.host):
+            raise BadInput(f"--listen {self.host}: a node without --cluster speaks plain TCP, so it listens on"
+                           " loopback only (127.0.0.1); join a cluster for TLS between machines")
         if self.cluster is not None and self.host in ("0.0.0.0", "::", ""):
             raise BadInput("in a cluster, --listen must be this node's address as other nodes reach it"
                            f" (not {self.host or 'empty'}): netlets serve on it too")
         if self.name is not None and (not self.name or "/" in self.name):
             raise BadInput(f"invalid node name {self.name!r} (non-empty, no '/')")
         EtcdMembershipConfig(ttl=self.membership_ttl)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Node(SupervisorHooks):
@@ -118,6 +133,10 @@ class Node(SupervisorHooks):
                                              on_app_lost=self._on_app_lost, on_rejoined=self._on_rejoined,
                                              config=EtcdMembershipConfig(ttl=config.membership_ttl))
         self.arbiter = Arbiter(self.epoch_store)
+        #: in a cluster: the cluster CA and this node's certificate (every connection is TLS)
+        self.ca: ClusterCA | None = None
+        self.tls: TLSIdentity | None = None
+        self._setup_tls()
         #: called with certificates of other cluster members to trust (set by the hosting API)
         self.on_trusted_certs: Callable[[list], None] = lambda certs: None
         self.trust: EtcdTrust | None = None
@@ -135,6 +154,23 @@ class Node(SupervisorHooks):
         self.started_wall = time.time()
         self.uri: str | None = None
         self.metrics_port: int | None = None
+
+    def _setup_tls(self) -> None:
+        """In a cluster: this run's node certificate, and a client certificate in the home for
+        clients acting from it (``hosting.tls.client_identity``). Alone: no TLS, and no stale
+        client certificate left to make clients try it."""
+        tls_dir = self.home.root / "tls"
+        if self.etcd is None:
+            shutil.rmtree(tls_dir, ignore_errors=True)
+            return
+        self.ca = cluster_ca(self.etcd, self.config.cluster)
+        self.tls = self.ca.issue(f"node {self.name}", (self.config.host,))
+        self.ca.issue(f"client of node {self.name}").save(tls_dir, "client")
+
+    def issue_tls(self, name: str) -> dict[str, str] | None:
+        """A certificate for a process this node starts (netlet, bootstrap), serving on the
+        node's address; None when the node speaks plain TCP."""
+        return self.ca.issue(name, (self.config.host,)).to_json() if self.ca is not None else None
 
     # -- lifecycle --------------------------------------------------------
     def recover(self) -> None:
@@ -387,6 +423,7 @@ class Node(SupervisorHooks):
             "durability": descriptor.durability, "ack": descriptor.ack,
             "warrant": warrant.decode(), "key_pem": _pem(key),
             "app_secret": self.registry.app(app)["secret"].hex(),
+            "tls": self.issue_tls(netlet_id),
         }
 
     def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:

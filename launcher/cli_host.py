@@ -20,7 +20,8 @@ def _split_listen(listen: str) -> tuple[str, int]:
 
 
 listen_option = click.option("--listen", default="127.0.0.1:0", show_default=True,
-                             help="Address to listen on (port 0: reuse the recorded port, else ephemeral).")
+                             help="Address to listen on (port 0: reuse the recorded port, else ephemeral);"
+                                  " loopback only without --cluster.")
 cluster_option = click.option("--cluster", default=None, envvar="JTRIX_CLUSTER", show_envvar=True,
                               metavar="URL", help="Join the cluster kept in etcd at URL "
                               "(http://HOST:PORT[/PREFIX]); without it the node is a cluster of one.")

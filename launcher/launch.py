@@ -60,12 +60,13 @@ class Target:
     warrant_xml: bytes
     key: Any
     where: str  # for messages: "local node (home ...)" or the URI
+    tls: Any = None  # the home's client TLS identity when its node is a cluster member
 
     def client(self, timeout: float | None = None):
         from hosting import wire
         from hosting.client import HostingClient
 
-        return HostingClient(self.uri, self.warrant_xml, self.key, timeout or wire.CALL_TIMEOUT_S)
+        return HostingClient(self.uri, self.warrant_xml, self.key, timeout or wire.CALL_TIMEOUT_S, tls=self.tls)
 
 
 # -- warrants ------------------------------------------------------------------
@@ -156,13 +157,17 @@ def check_warrant_fields(xml: bytes, label: str, service: str, app: str, key,
 
 # -- which node ----------------------------------------------------------------
 def remote_target(uri: str, descriptor, warrant: str | None, key: str | None,
-                  rights: tuple[str, ...] = ("launch",)) -> Target:
+                  rights: tuple[str, ...] = ("launch",), home: str | None = None) -> Target:
+    """The node at ``uri`` — over TLS with the client certificate of ``home`` (a member of the
+    same cluster) when it has one."""
+    from hosting.tls import client_identity
+
     check_pyro_uri(uri)
     xml, label, key_obj = _choose_warrant(descriptor, warrant, key)
     if xml is None:
         raise BadInput(f"{descriptor.source}: --host needs a warrant: give --warrant FILE or a <warrant> "
                        "in the descriptor")
-    target = Target(uri, xml, key_obj, uri)
+    target = Target(uri, xml, key_obj, uri, client_identity(resolve_home(home)))
     service = target.client().service  # hello; NodeUnreachable (exit 3) if nobody answers
     check_warrant_fields(xml, label, service, descriptor.name, key_obj, rights)
     return target
@@ -173,6 +178,7 @@ def local_target(home: str | None, descriptor, warrant: str | None, key: str | N
     import warrants
     from hosting.daemon import start_background
     from hosting.home import ensure_home, service_id_of
+    from hosting.tls import client_identity
 
     root = resolve_home(home)
     xml, label, key_obj = _choose_warrant(descriptor, warrant, key)
@@ -182,7 +188,8 @@ def local_target(home: str | None, descriptor, warrant: str | None, key: str | N
         xml, label, key_obj = h.admin_warrant.read_bytes(), str(h.admin_warrant), warrants.load_private_key(h.admin_key)
     check_warrant_locally(xml, label, [cert], service_id_of(cert), descriptor.name, key_obj, rights)
     info = start_background(root)  # only once the warrant is known to be good
-    return Target(info["uri"], xml, key_obj, f"the local node (pid {info['pid']}, home {root})")
+    return Target(info["uri"], xml, key_obj, f"the local node (pid {info['pid']}, home {root})",
+                  client_identity(root))
 
 
 # -- waiting -------------------------------------------------------------------
@@ -344,7 +351,7 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
     source = str(Path(descriptor).resolve())
     desc_bytes = Path(descriptor).read_bytes()
     rights = ("launch",) if detach else ("launch", "status")  # following the app needs `status`
-    target = (remote_target(host, desc, warrant, key, rights) if host
+    target = (remote_target(host, desc, warrant, key, rights, home) if host
               else local_target(home, desc, warrant, key, rights))
     client = target.client()
     name = desc.name

@@ -117,7 +117,7 @@ class AppProxy:
             proxies = self._local.proxies = {}
         p = proxies.get(endpoint)
         if p is None:
-            p = wire.proxy(endpoint, timeout=self.call_timeout)
+            p = wire.proxy(endpoint, timeout=self.call_timeout, tls=self.hosting.tls)
             p._pyroHandshake = make_handshake(self._secret, self.app)
             proxies[endpoint] = p
         return p

@@ -38,10 +38,12 @@ def make_context(doc: dict[str, Any]):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from hosting.client import HostingClient
+    from hosting.tls import TLSIdentity
     from netlets.bootstrap import BootstrapContext
 
     key = load_pem_private_key(doc["key_pem"].encode(), password=None)
-    client = HostingClient(doc["node_uri"], doc["warrant"].encode(), key)
+    tls = TLSIdentity.from_json(doc["tls"]) if doc.get("tls") else None
+    client = HostingClient(doc["node_uri"], doc["warrant"].encode(), key, tls=tls)
     return BootstrapContext(doc["app"], doc["mode"], doc["slots"], client.call,
                             logging.getLogger(f"bootstrap.{doc['app']}")), client
 

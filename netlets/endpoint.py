@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import threading
 
-import Pyro5.api
-import Pyro5.server
-
 from hosting import wire
+from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
 
 OBJECT_ID = "jtrix.netlet"
 
 
-class AppDaemon(Pyro5.server.Daemon):
-    """A Pyro5 daemon whose every connection must pass the app-credential handshake."""
+class AppDaemon(wire.Daemon):
+    """A Pyro5 daemon whose every connection must pass the app-credential handshake (after
+    TLS with a cluster certificate, in a cluster)."""
 
-    def __init__(self, checker: HandshakeChecker, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host=host, port=port)
+    def __init__(self, checker: HandshakeChecker, host: str = "127.0.0.1", port: int = 0,
+                 tls: TLSIdentity | None = None) -> None:
+        super().__init__(host, port, tls)
         self._checker = checker
 
     def validateHandshake(self, conn, data):
@@ -26,10 +26,10 @@ class AppDaemon(Pyro5.server.Daemon):
 
 
 def serve_endpoint(obj, checker: HandshakeChecker, host: str = "127.0.0.1",
-                   port: int = 0) -> tuple[AppDaemon, str, threading.Thread]:
+                   port: int = 0, tls: TLSIdentity | None = None) -> tuple[AppDaemon, str, threading.Thread]:
     """Register ``obj`` and serve it on a daemon thread; returns (daemon, uri, thread)."""
     wire.configure()
-    daemon = AppDaemon(checker, host, port)
+    daemon = AppDaemon(checker, host, port, tls)
     uri = str(daemon.register(obj, OBJECT_ID))
     thread = threading.Thread(target=daemon.requestLoop, name="netlet-endpoint", daemon=True)
     thread.start()

@@ -88,7 +88,7 @@ class _PeerSender:
             self.queue.put((None, None))  # tells the thread to reconnect before the next message
 
     def _connect(self):
-        p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout)
+        p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
         p._pyroHandshake = make_handshake(self.host.doc.app_secret, self.host.doc.app)
         return p
 

@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from hosting.client import HostingClient
+from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint
 from netlets.heartbeat import Heartbeat
@@ -48,6 +49,8 @@ class StartDocument:
         self.lease_ttl: float = float(raw["lease_ttl"])
         self.mode: str = raw.get("mode", "cold")
         self.app_secret = bytes.fromhex(raw["app_secret"])
+        #: in a cluster: this netlet's certificate, for its endpoint and every connection it makes
+        self.tls: TLSIdentity | None = TLSIdentity.from_json(raw["tls"]) if raw.get("tls") else None
 
     def resource_values(self) -> dict[str, Any]:
         return {name: (Path(r["path"]) if r["kind"] == "directory" else int(r["port"]))
@@ -58,7 +61,7 @@ class StartDocument:
 
     def client(self) -> HostingClient:
         key = load_pem_private_key(self.raw["key_pem"].encode(), password=None)
-        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key)
+        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key, tls=self.tls)
 
 
 def load_class(class_ref: str) -> type:
@@ -125,7 +128,7 @@ def main() -> None:
         sys.exit(EXIT_BAD_NETLET)
     # On the node's own address: in a cluster, replicas on other machines must reach it.
     daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app),
-                                    host=doc.raw.get("listen_host") or "127.0.0.1")
+                                    host=doc.raw.get("listen_host") or "127.0.0.1", tls=doc.tls)
     host.endpoint = uri
     client = doc.client()
     heartbeat = Heartbeat(client, doc.netlet_id, doc.lease_ttl, Path(doc.raw["node_json"]), host.status,

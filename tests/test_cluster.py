@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -116,10 +117,16 @@ def test_any_nodes_admin_warrant_works_on_every_node_and_outsiders_are_refused(c
     assert json.loads(at_n2.stdout)["name"] == "n2"
     status = n1.jtrix("--host", n2.info["uri"], "status", "kvstore", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["apps"][0]["name"] == "kvstore"
-    # a node that never joined: its admin warrant is nobody's in this cluster
+    # a node that never joined: no cluster certificate, so not even a connection
     outsider = RunningNode(tmp_path / "outsider", None)
     start_background(outsider.home)
     try:
+        refused = outsider.jtrix("--host", n2.info["uri"], "status")
+        assert refused.returncode == 2 and "refused the connection: TLS required" in refused.stderr, \
+            refused.stderr
+        # with a cluster certificate (copied from a member's home) but its own admin warrant:
+        # the connection is made, the warrant is nobody's in this cluster
+        shutil.copytree(n1.home / "tls", outsider.home / "tls")
         refused = outsider.jtrix("--host", n2.info["uri"], "status")
         assert refused.returncode == 2 and "is not trusted" in refused.stderr, refused.stderr
     finally:
