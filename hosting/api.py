@@ -147,9 +147,17 @@ class HostingAPI:
         return views.host_view(self.node)
 
     @_guarded
-    def events(self, auth, since: int = 0, app: str | None = None, wait_s: float = 0.0) -> list[dict]:
+    def events(self, auth, since: int = 0, app: str | None = None, wait_s: float = 0.0,
+               scope: str = "node") -> list[dict]:
+        """Events after index ``since``: this node's own log (``scope="node"``, indexes of its
+        registry), or in a cluster every node's (``scope="cluster"``, indexes are etcd revisions,
+        each event names its node). A node alone answers ``cluster`` with its own log."""
         self._check(auth, "events", "status", app)
+        if scope not in ("node", "cluster"):
+            raise BadInput(f"events: scope must be 'node' or 'cluster', not {scope!r}")
         wait = max(0.0, min(float(wait_s), MAX_EVENT_WAIT_S))
+        if scope == "cluster" and self.node.cluster_events is not None:
+            return self.node.cluster_events.read(int(since), app, wait_s=wait)
         found = self.node.registry.wait_events(int(since), wait, app) if wait else \
             self.node.registry.events(int(since), app)
         return [e.as_dict() for e in found]

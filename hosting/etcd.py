@@ -178,6 +178,27 @@ class Etcd:
     def delete(self, key: str) -> bool:
         return int(self._post("/kv/deleterange", {"key": self._key(key)}).get("deleted", 0)) > 0
 
+    def delete_range(self, start: str, end: str) -> int:
+        """Delete every key in [``start``, ``end``); returns how many were deleted."""
+        body = {"key": self._key(start), "range_end": self._key(end)}
+        return int(self._post("/kv/deleterange", body).get("deleted", 0))
+
+    def last_under(self, key_prefix: str) -> KeyValue | None:
+        """The greatest key under ``key_prefix`` (byte order), or None."""
+        full = self.prefix + key_prefix
+        kvs = self._post("/kv/range", {"key": _encode(full), "range_end": _range_end(full), "limit": 1,
+                                       "sort_order": "DESCEND", "sort_target": "KEY"}).get("kvs", [])
+        return self._kv(kvs[0]) if kvs else None
+
+    def changed_since(self, key_prefix: str, revision: int, limit: int) -> tuple[list[KeyValue], int]:
+        """Up to ``limit`` keys under ``key_prefix`` last written after ``revision``, oldest write
+        first, and the store revision they were read at."""
+        full = self.prefix + key_prefix
+        out = self._post("/kv/range", {"key": _encode(full), "range_end": _range_end(full), "limit": limit,
+                                       "min_mod_revision": revision + 1, "sort_order": "ASCEND",
+                                       "sort_target": "MOD"})
+        return [self._kv(kv) for kv in out.get("kvs", [])], int(out["header"]["revision"])
+
     def swap(self, key: str, value: bytes | str, mod_revision: int, lease: int = 0,
              held: tuple[str, int] | None = None) -> int | None:
         """Write ``value`` only if the key's mod_revision is ``mod_revision`` (0: absent) — and,

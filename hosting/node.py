@@ -29,6 +29,7 @@ from hosting import wire
 from hosting.arbiter import Arbiter, EpochStore
 from hosting.bootstrapper import Bootstrapper
 from hosting.cluster import ClusterAgent, NotOwner
+from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
@@ -150,6 +151,9 @@ class Node(SupervisorHooks):
         self.bootstrapper = Bootstrapper(self)
         #: the node's duties in a cluster (None when it is a cluster of one)
         self.cluster: ClusterAgent | None = ClusterAgent(self, self.etcd) if self.etcd else None
+        #: in a cluster: this node's events copied to etcd, and the whole cluster's read from there
+        self.event_shipper = EventShipper(self.etcd, self.name, self.registry) if self.etcd else None
+        self.cluster_events = ClusterEvents(self.etcd) if self.etcd else None
         self.status_cache: dict[str, dict[str, Any]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
@@ -181,6 +185,8 @@ class Node(SupervisorHooks):
             self.trust = EtcdTrust(self.etcd, self.node_cert, lambda certs: self.on_trusted_certs(certs))
         self.registry.add_event("node.started", None, None, pid=os.getpid(), name=self.name,
                                 cluster=self.config.cluster)
+        if self.event_shipper is not None:
+            self.event_shipper.start()
         for row in self.registry.apps():
             descriptor = _parse_stored(row)
             self.supervisor.register_app(descriptor, self.codebases.dir_of(row["codebase_sha"]))
@@ -258,6 +264,9 @@ class Node(SupervisorHooks):
         self.membership.close()
         if self.trust is not None:
             self.trust.close()
+        if self.event_shipper is not None:
+            self.event_shipper.close()
+            self.cluster_events.close()
         close_store = getattr(self.epoch_store, "close", None)
         if close_store is not None:
             close_store()

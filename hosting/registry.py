@@ -150,6 +150,10 @@ class Registry:
             rows = self._rows("SELECT * FROM events WHERE idx>? AND app=? ORDER BY idx LIMIT ?", since, app, limit)
         return [Event(r["idx"], r["ts"], r["app"], r["slot"], r["kind"], json.loads(r["detail"])) for r in rows]
 
+    def newest_event_index(self) -> int:
+        rows = self._rows("SELECT MAX(idx) AS idx FROM events")
+        return int(rows[0]["idx"] or 0) if rows else 0
+
     def wait_events(self, since: int, timeout: float, app: str | None = None) -> list[Event]:
         """Like :meth:`events` but waits up to ``timeout`` seconds for at least one."""
         return self.wait_until(lambda: self.events(since, app), timeout)

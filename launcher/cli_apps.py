@@ -97,7 +97,8 @@ def status(app, home, warrant, key, as_json, watch, interval) -> None:
 def format_event(e: dict) -> str:
     detail = " ".join(f"{k}={v}" for k, v in sorted((e.get("detail") or {}).items()))
     where = "/".join(x for x in (e.get("app"), e.get("slot")) if x) or "-"
-    return f"{clock(e['time'], date=True)}  #{e['index']:<6} {where:<20} {e['kind']:<18} {detail}".rstrip()
+    node = f"{e['node']:<8} " if e.get("node") else ""
+    return f"{clock(e['time'], date=True)}  #{e['index']:<6} {node}{where:<20} {e['kind']:<18} {detail}".rstrip()
 
 
 @click.command("events")
@@ -108,18 +109,22 @@ def format_event(e: dict) -> str:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until Ctrl-C.")
 @click.option("--since", default=0, show_default=True, type=click.IntRange(min=0),
               help="Only events with an index greater than N.", metavar="N")
+@click.option("--node", "node_only", is_flag=True,
+              help="In a cluster: only the asked node's own log (its own indexes).")
 @json_option
-def events(app, home, warrant, key, follow, since, as_json) -> None:
-    """The node's event log (APP: only that app's events), oldest first.
+def events(app, home, warrant, key, follow, since, node_only, as_json) -> None:
+    """The event log (APP: only that app's events), oldest first.
 
-    Each event has an index, time, app, slot, kind and detail; --json prints
-    one JSON object per line (ndjson).
+    In a cluster: every node's events, each naming its node, indexed by etcd
+    revision (--node: only the asked node's). Each event has an index, time,
+    app, slot, kind and detail; --json prints one JSON object per line (ndjson).
     """
     client = client_for(home, warrant, key, timeout=EVENT_POLL_S + 10)
     emit = echo_ndjson if as_json else (lambda e: click.echo(format_event(e)))
+    scope = "node" if node_only else "cluster"
     try:
         while True:  # the backlog, page by page
-            page = client.call("events", since, app, 0.0)
+            page = client.call("events", since, app, 0.0, scope)
             for e in page:
                 emit(e)
             if page:
@@ -127,7 +132,7 @@ def events(app, home, warrant, key, follow, since, as_json) -> None:
             if len(page) < EVENT_PAGE:
                 break
         while follow:
-            for e in client.call("events", since, app, EVENT_POLL_S):
+            for e in client.call("events", since, app, EVENT_POLL_S, scope):
                 emit(e)
                 since = e["index"]
     except KeyboardInterrupt:
