@@ -78,7 +78,7 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
     node.uri = str(daemon.register(api, OBJECT_ID))
     if metrics is not None:
         node.registry.event_listeners.append(metrics.on_event)
-        node.metrics_port = metrics.serve(config.host)
+        node.metrics_port = metrics.serve("127.0.0.1")  # plain HTTP, unauthenticated: loopback only
     stopping = stop or threading.Event()
 
     def on_signal(signum, frame):
