@@ -13,6 +13,17 @@ Contracts (what callers and tests rely on):
     made, replicas of one type are on distinct nodes whenever there are at
     least as many live nodes as replicas of that type.
   * No live node: ValueError (nothing can run).
+
+``rebalance_move(slot_types, nodes, placement, master)`` proposes one slot to
+move when a type's replicas are uneven (a node joined after the app was
+placed, or after a node came back empty):
+  * Only when some node holds at least two more replicas of a type than
+    another live node; never the master's slot; the target is the node with
+    the fewest replicas of that type, then the fewest slots, then by name.
+  * Each move lowers the sum of squares of the per-(type, node) counts, so
+    applying moves until there is none terminates, and ends with every type
+    as even as it can be (per-node counts differ by at most one).
+  * None when there is nothing to improve.
 """
 
 from __future__ import annotations
@@ -38,3 +49,21 @@ def place(slot_types: Mapping[str, str], nodes: Iterable[str], current: Mapping[
         per_type[kind, node] += 1
         per_node[node] += 1
     return placed
+
+
+def rebalance_move(slot_types: Mapping[str, str], nodes: Iterable[str], placement: Mapping[str, str],
+                   master: str | None) -> tuple[str, str] | None:
+    """One (slot, target node) that evens out a type's replicas, or None (module contracts)."""
+    live = sorted(set(nodes))
+    per_type: Counter = Counter((slot_types[s], n) for s, n in placement.items() if s in slot_types)
+    per_node: Counter = Counter(n for s, n in placement.items() if s in slot_types)
+    for kind in sorted(set(slot_types.values())):
+        target = min(live, key=lambda n: (per_type[kind, n], per_node[n], n))
+        for source in sorted(set(placement.values()), key=lambda n: (-per_type[kind, n], n)):
+            if per_type[kind, source] - per_type[kind, target] < 2:
+                break
+            movable = sorted(s for s, n in placement.items()
+                             if n == source and slot_types.get(s) == kind and s != master)
+            if movable:
+                return movable[-1], target
+    return None

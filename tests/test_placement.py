@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from hypothesis import given, strategies as st
 
-from hosting.placement import place
+from hosting.placement import place, rebalance_move
 
 names = st.sampled_from([f"n{i}" for i in range(8)])
 apps = st.dictionaries(st.sampled_from(["store", "web", "cache"]), st.integers(1, 5), min_size=1).map(
@@ -67,3 +67,31 @@ def test_a_warm_start_is_blocked_only_when_every_replica_that_may_hold_acked_wri
     assert not warm_start_blocked({"s/0"}, {"s/1"}, "s/0")  # s/1 still holds every acked write
     assert not warm_start_blocked({"s/2"}, set(), "s/0")
     assert warm_start_blocked({"s/2"}, set(), None)  # nobody known to hold them: do not guess
+
+
+@given(apps, st.sets(names, min_size=1), st.sets(names, min_size=1), st.data())
+def test_rebalancing_after_joins_terminates_spread_and_never_moves_the_master(slot_types, first, joined, data):
+    placement = place(slot_types, first)
+    master = data.draw(st.sampled_from(sorted(slot_types)))
+    nodes = first | joined
+    moves = 0
+    while (move := rebalance_move(slot_types, nodes, placement, master)) is not None:
+        slot, target = move
+        assert slot != master and target in nodes and placement[slot] != target
+        placement = {**placement, slot: target}
+        moves += 1
+        assert moves <= len(slot_types) ** 2  # (the sum of squares strictly falls)
+    for kind in set(slot_types.values()):
+        on = Counter(placement[s] for s, t in slot_types.items() if t == kind)
+        assert max(on.values()) - min(on.get(n, 0) for n in nodes) <= 1
+    if joined <= first:
+        assert moves == 0  # place() already spread them: nothing to improve
+
+
+def test_a_third_node_joining_takes_a_backup_never_the_master():
+    slots = {"store/0": "store", "store/1": "store", "store/2": "store"}
+    stacked = place(slots, ["n1", "n3"])  # store/1 shares n1 with store/0
+    assert stacked == {"store/0": "n1", "store/1": "n3", "store/2": "n1"}
+    assert rebalance_move(slots, ["n1", "n2", "n3"], stacked, master="store/2") == ("store/0", "n2")
+    assert rebalance_move(slots, ["n1", "n2", "n3"], stacked, master="store/0") == ("store/2", "n2")
+    assert rebalance_move(slots, ["n1", "n3"], stacked, master="store/0") is None  # as even as 2 nodes allow
