@@ -31,14 +31,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import warrants
 from hosting.cluster_store import ClusterStore
 from hosting.cluster_view import ClusterView, LiveNetlet, ViewHandlers
 from hosting.etcd import Etcd, EtcdUnavailable
 from hosting.membership import AppClaimed
-from hosting.placement import place
+from hosting.control import slot_of
+from hosting.placement import place, rebalance_move
 from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ClusterAgent:
                                                   live=self._live_changed, member=self._member_changed))
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._rebalancing = threading.Lock()
 
     def start(self) -> None:
         self.view.start()
@@ -108,28 +110,58 @@ class ClusterAgent:
         return {slot: t.name for t in descriptor.netlet_types for slot in t.slots}
 
     def place_app(self, app: str, why: str) -> dict[str, str]:
-        """(Re)place ``app``'s slots over the live members; returns the placement.
+        """(Re)place ``app``'s slots over the live members; returns the placement."""
+        slot_types = self.slot_types(app)
+        return self._replace(app, why, lambda current, live: place(slot_types, live, current))
+
+    def _replace(self, app: str, why: str, decide: Callable[[dict, list], dict[str, str]]) -> dict[str, str]:
+        """Write the placement ``decide(current, live members)`` returns; returns the placement.
 
         A compare-and-swap on the placement as read, so a concurrent writer (an
-        owner that was just replaced) is never overwritten unseen. Slots moved
-        off a node are recorded as moved before the new placement is written,
-        so no host can re-create one unmarked.
+        owner that was just replaced) is never overwritten unseen: on a conflict
+        ``decide`` runs again on theirs. Slots moved off a node are recorded as
+        moved before the new placement is written, so no host can re-create one
+        unmarked; marks added for a write that lost the race are taken back.
         """
         key = f"apps/{app}/placement"
         while True:
             live = [m.name for m in self.node.membership.nodes()]
             kv = self.etcd.get(key)
             current = json.loads(kv.value) if kv else {}
-            placement = place(self.slot_types(app), live, current)
+            placement = decide(current, live)
             if placement == current:
                 return placement
             moved = {s for s, n in placement.items() if current.get(s) not in (None, n)}
-            if moved:
-                self._set_moved(app, self.moved_slots(app) | moved)
+            marked = moved - self.moved_slots(app)
+            if marked:
+                self._set_moved(app, self.moved_slots(app) | marked)
             if self.etcd.swap(key, json.dumps(placement, sort_keys=True), kv.mod_revision if kv else 0) is None:
+                if marked:
+                    self._set_moved(app, self.moved_slots(app) - marked)
                 continue  # someone else placed it meanwhile: decide again from theirs
             self.node.registry.add_event("app.placed", app, None, placement=placement, moved=sorted(moved), why=why)
             return placement
+
+    def maybe_rebalance(self, app: str, why: str) -> None:
+        """The owner moves one backup of ``app``'s master type onto a node short of replicas of
+        that type (``placement.rebalance_move``) — only while the app is whole: a master
+        serving, every replica live and in sync, none still catching up after a move. The
+        next move waits until the moved replica is back in sync (``caught_up``)."""
+        master_type = self.node.descriptor(app).master_type
+        if master_type is None:
+            return
+        replicas = {slot: master_type.name for slot in master_type.slots}
+
+        def decide(current: dict, live: list) -> dict[str, str]:
+            state = self.node.arbiter.state(app)
+            whole = (state.holder is not None and set(replicas) <= state.isr
+                     and set(replicas) <= set(self.view.live(app)) and not self.moved_slots(app))
+            move = rebalance_move(replicas, live, current, slot_of(state.holder)) if whole else None
+            return current if move is None else {**current, move[0]: move[1]}
+
+        with self._rebalancing:  # one move at a time: each decides after the last is marked
+            if self.owns(app):
+                self._replace(app, f"rebalance: {why}", decide)
 
     def placed_here(self, app: str, fresh: bool = False) -> list[str]:
         """Slots of ``app`` placed on this node, as the view has it — or, ``fresh``, as etcd has
@@ -166,10 +198,18 @@ class ClusterAgent:
         self.etcd.put(f"apps/{app}/moved", json.dumps(sorted(slots)))
 
     def caught_up(self, app: str, slot: str) -> None:
-        """``slot`` re-entered the in-sync set: it holds every acknowledged write again."""
+        """``slot`` re-entered the in-sync set: it holds every acknowledged write again (so the
+        owner may take the next rebalancing step)."""
         moved = self.moved_slots(app)
         if slot in moved:
             self._set_moved(app, moved - {slot})
+        self._try_rebalance(app, f"{slot} in sync")
+
+    def _try_rebalance(self, app: str, why: str) -> None:
+        try:
+            self.maybe_rebalance(app, why)
+        except (JtrixError, ValueError) as err:  # an optimisation: never fail the caller
+            log.warning("rebalancing %s failed: %s", app, err)
 
     def warm_start_blocked(self, app: str) -> bool:
         state = self.node.arbiter.state(app)
@@ -256,6 +296,9 @@ class ClusterAgent:
 
     def _member_changed(self, name: str, joined: bool) -> None:
         if joined:
+            for app in sorted(self.view.placements):
+                if self.owns(app):
+                    self._try_rebalance(app, f"node {name} joined")
             return
         for app, placement in sorted(self.view.placements.items()):
             if self.owns(app) and name in placement.values():

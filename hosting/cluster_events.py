@@ -53,7 +53,10 @@ class EventShipper:
         self._thread.start()
 
     def close(self, flush_s: float = 1.0) -> None:
-        """Stop shipping, after giving what is recorded up to now ``flush_s`` to reach etcd."""
+        """Stop shipping, after giving what is recorded up to now ``flush_s`` to reach etcd
+        (nothing to do if it never started)."""
+        if self._thread.ident is None:
+            return
         newest = self.registry.newest_event_index()
         with self._shipped_cond:
             self._shipped_cond.wait_for(lambda: self.shipped >= newest, timeout=flush_s)

@@ -327,3 +327,36 @@ def test_a_node_cut_off_from_etcd_fences_itself_runs_nothing_until_it_rejoins(tm
         if node is not None:
             cleanup_node(node)
         etcd.stop()
+
+
+def test_a_node_joining_later_takes_a_backup_the_writes_go_on_and_nothing_is_lost(cluster, tmp_path):
+    """Three replicas on two nodes (one node holds two); a third node joins: the owner moves one
+    backup — never the master — onto it, the moved replica catches up, and the app ends one
+    replica per node, all in sync, while writes go on through the first node."""
+    n1, n3 = cluster("n1"), cluster("n3")
+    launch_kvstore(n1, tmp_path)
+    before = kvstore_master(n1)
+    nodes_of = lambda app: sorted(n["node"] for n in app["netlets"])  # noqa: E731
+    assert nodes_of(before) == ["n1", "n1", "n3"]
+    etcd = Etcd(cluster.url)
+    writers = Writers(n1.home)
+    try:
+        writers.wait_acked(100)
+        n2 = cluster("n2")
+
+        def spread():
+            app, arbiter, moved = n1.app("kvstore"), etcd.get("apps/kvstore/arbiter"), etcd.get("apps/kvstore/moved")
+            in_sync = set(arbiter.json()["isr"]) == {"store/0", "store/1", "store/2"}
+            caught_up = moved is None or moved.json() == []
+            return app if nodes_of(app) == ["n1", "n2", "n3"] and in_sync and caught_up else None
+        after = wait_for(spread, 60, "one replica per node, all in sync")
+        writers.wait_acked(len(writers.acked) + 100)
+    finally:
+        acked = writers.finish()
+    assert after["master"] == before["master"] and after["epoch"] == before["epoch"]  # no failover
+    placed = [e for e in events_of(n1, "app.placed") if e["detail"]["why"].startswith("rebalance")]
+    assert len(placed) == 1 and placed[0]["detail"]["why"] == "rebalance: node n2 joined"
+    kv = netlets.connect("kvstore", n2.home)
+    lost = [k for k, v in acked.items() if kv.get_latest(k) != v]
+    assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost, e.g. {lost[:3]}"
+    assert n2.jtrix("host", "status").returncode == 0
