@@ -213,9 +213,7 @@ class Node(SupervisorHooks):
                 if row["state"] != "terminating":
                     self.cluster.host(row["name"])
             for netlet in list(self.supervisor.live.values()):  # re-adopted: under the node's lease now
-                endpoint = self.status_cache.get(netlet.netlet_id, {}).get("endpoint")
-                if netlet.ready and endpoint:
-                    self.cluster.publish(netlet.app, netlet.slot, netlet.netlet_id, endpoint)
+                self._publish(netlet)  # (not those host() just stopped: their slots moved meanwhile)
             for row in self.registry.apps():
                 if self.cluster.owns(row["name"]):  # still ours: our lease outlived our restart
                     self.recover_control(row["name"])
@@ -540,8 +538,18 @@ class Node(SupervisorHooks):
             self.registry.update_netlet(netlet_id, status=new)
         if self.cluster is not None and new.get("endpoint") and new.get("endpoint") != old.get("endpoint"):
             live = self.supervisor.live.get(netlet_id)
-            if live is not None and live.ready:
-                self.cluster.publish(live.app, live.slot, netlet_id, new["endpoint"])
+            if live is not None:
+                self._publish(live)
+
+    def _publish(self, netlet) -> None:
+        """Publish a ready netlet of this node's (once its endpoint is known) to the cluster —
+        never one the node is ending. The slot's key is one for the whole cluster: a netlet
+        stopped because its slot was placed on another node (say, re-adopted by a restart after
+        the slot moved) would overwrite its successor's entry, then delete it on exiting
+        (``unpublish``), hiding a running replica from the owner for good."""
+        endpoint = self.status_cache.get(netlet.netlet_id, {}).get("endpoint")
+        if netlet.ready and endpoint and netlet.end_reason is None:
+            self.cluster.publish(netlet.app, netlet.slot, netlet.netlet_id, endpoint)
 
     # -- leases -----------------------------------------------------------
     def _on_lease_expired(self, lease_id: str) -> None:
@@ -564,9 +572,9 @@ class Node(SupervisorHooks):
         if self.cluster is None:
             self.elector.netlet_ready(app, slot, netlet_id)
             return
-        endpoint = self.status_cache.get(netlet_id, {}).get("endpoint")
-        if endpoint:  # else published by report() once it serves one; the owner learns by the view
-            self.cluster.publish(app, slot, netlet_id, endpoint)
+        netlet = self.supervisor.live.get(netlet_id)
+        if netlet is not None:  # without an endpoint yet: published by report() once it serves one
+            self._publish(netlet)  # the owner learns of it by its view
 
     def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
         self.status_cache.pop(netlet_id, None)

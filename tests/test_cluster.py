@@ -360,3 +360,39 @@ def test_a_node_joining_later_takes_a_backup_the_writes_go_on_and_nothing_is_los
     lost = [k for k, v in acked.items() if kv.get_latest(k) != v]
     assert lost == [], f"{len(lost)} of {len(acked)} acknowledged writes lost, e.g. {lost[:3]}"
     assert n2.jtrix("host", "status").returncode == 0
+
+
+def test_a_node_back_after_its_slot_moved_leaves_the_new_replica_published(cluster, tmp_path):
+    """n2's daemon dies (its netlet lives on) and stays down past its membership lease: the owner
+    re-places store/1 on another node, whose new netlet is published as the slot's replica. n2
+    restarting re-adopts its old netlet and stops it (placed on another node) — it must not publish
+    it meanwhile: the slot's key holds the new netlet, and the old one's exit would then delete it
+    (unpublish), leaving a running replica the owner never sees again (found by the cluster chaos
+    run: a later warm start waited for that slot forever)."""
+    n1, n2, n3 = cluster("n1"), cluster("n2"), cluster("n3")
+    launch_kvstore(n1, tmp_path)
+    before = kvstore_master(n1)
+    assert {n["slot"]: n["node"] for n in before["netlets"]} == {"store/0": "n1", "store/1": "n2", "store/2": "n3"}
+    old = n2.slot("kvstore", "store/1")
+    etcd = Etcd(cluster.url)
+    n2_pid = n2.info["pid"]
+    os.kill(n2_pid, signal.SIGKILL)  # the daemon only: its netlet runs on
+    wait_for(lambda: process_dead(n2_pid), 10, "n2's daemon dead")
+
+    def republished():
+        kv = etcd.get("apps/kvstore/live/store/1")
+        live = kv.json() if kv else {}
+        return live if live.get("node") in ("n1", "n3") else None
+    new = wait_for(republished, 30, "store/1 re-placed off n2 and its new netlet published")
+    assert not process_dead(old["pid"])  # the old netlet outlived its node
+
+    start_background(n2.home, cluster=cluster.url, name="n2")
+    n2.client.close()
+    n2.client = HostingClient.for_home(n2.home)
+    stopped = wait_for(lambda: [e for e in events_of(n2, "netlet.exited") if e["detail"]["netlet"] == old["netlet"]],
+                       20, "n2 to stop its old store/1 netlet")
+    assert [e["detail"]["reason"] for e in stopped] == ["placed on another node"]
+    kv = etcd.get("apps/kvstore/live/store/1")
+    assert kv is not None and kv.json() == new, f"store/1's replica unpublished: {kv and kv.json()}"
+    # the owner still sees the new replica, running where the slot is placed
+    assert n1.slot("kvstore", "store/1")["netlet"] == new["netlet"]
