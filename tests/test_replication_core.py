@@ -238,6 +238,33 @@ def test_restarted_backup_incarnation_resets_match():
     assert fresh.log.last_seq == 3
 
 
+
+def test_a_counted_backup_replaced_before_it_lags_is_shrunk_then_expanded_as_its_new_process():
+    """The arbiter takes a slot out of the ISR when a new process starts in it (``netlet_started``).
+    A replacement that answers before the old one was missed long enough to be shrunk for lag
+    (found by the cluster chaos run: a slot re-placed on another node and caught up within
+    the replication timeout) must not stay counted by the master and out of the arbiter's ISR
+    for good: the master asks to shrink it, then to expand it as the new incarnation."""
+    m, b = mk("s/0", replication_timeout=1.0), mk("s/1")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    pump(m, {"s/1": b})
+    m.take_effects()
+    fresh = Replica("s/1", ListNetlet(), None, ReplicationConfig(), incarnation="s/1#2", min_epoch=1)
+    t = m.submit("r2", "y", 0.1)
+    m.flush(0.1)
+    pump(m, {"s/1": fresh}, rounds=6)  # caught up at once: never lagging past the timeout
+    assert [e for e in m.effects if isinstance(e, ArbiterRequest)] == [ArbiterRequest("shrink", 1, "s/1", "s/1#2")]
+    assert completes(m)[t] == {"ok": True, "value": 2}  # still counted until the arbiter confirms: safe
+    m.take_effects()
+    m.on_arbiter_reply("shrink", "s/1", True, 1, 0.2)
+    assert [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [ArbiterRequest("expand", 1, "s/1", "s/1#2")]
+    m.on_arbiter_reply("expand", "s/1", True, 1, 0.3)
+    assert m.master.isr == {"s/0", "s/1"} and m.master.counted == {"s/1"}
+    m.tick(0.4)  # nothing more to ask
+    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]
+
 def test_lagging_backup_gets_snapshot_after_compaction():
     m = mk("s/0", snapshot_every=2)
     m.become_master(1, {"s/0"}, ["s/1"], 0.0)

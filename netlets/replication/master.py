@@ -160,12 +160,19 @@ class MasterRole:
         if inc != p.inc:
             if inc in p.old_incs:
                 return  # a late reply from a previous incarnation
-            if p.inc is not None:  # restarted: forget what the old process held
+            restarted = p.inc is not None
+            if restarted:  # forget what the old process held
                 p.old_incs.add(p.inc)
                 p.match_seq = 0
                 p.reset(p.match_seq + 1, self.next_bid)
                 p.behind_since = now
             p.inc = inc
+            if restarted and p.slot in self.counted and p.slot not in self.pending_shrink:
+                # The arbiter took the slot out of the ISR when the new process started. Counted
+                # on until it confirms (conservative), then expanded again as this incarnation:
+                # a replacement that catches up before it lags would otherwise stay counted
+                # here and out of the arbiter's ISR for good.
+                self._request("shrink", p.slot)
         bid = reply["bid"]
         p.inflight.pop(bid, None)
         t = reply["t"]
@@ -250,6 +257,9 @@ class MasterRole:
                 self.counted.discard(slot)
                 self.isr.discard(slot)
                 self._maybe_commit()
+                p = self.peers.get(slot)
+                if p is not None and p.inc is not None:
+                    self._maybe_expand(p)  # already caught up (a restarted one may be): no need to wait
                 self._ship(now)
         elif kind == "expand":
             self.pending_expand.discard(slot)
