@@ -97,15 +97,24 @@ class AppState:
     isr: set[str] = field(default_factory=set)
     electing: int | None = None  # epoch of the election in progress
     incarnations: dict[str, str] = field(default_factory=dict)  # slot -> current netlet id
+    granted: str | None = None  # the netlet id the holder's epoch was granted to
+
+    def holder_netlet(self) -> str | None:
+        """The process holding the current grant (None: no holder). A newer process started in
+        the holder's slot since (``netlet_started``) is not it: the grant died with its process.
+        (State saved before ``granted`` existed: the slot's current process, as it used to be.)"""
+        if self.holder is None:
+            return None
+        return self.granted if self.granted is not None else self.incarnations.get(self.holder)
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "holder": self.holder, "isr": sorted(self.isr),
-                "electing": self.electing, "incarnations": dict(self.incarnations)}
+                "electing": self.electing, "incarnations": dict(self.incarnations), "granted": self.granted}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> AppState:
         return cls(int(d["epoch"]), d.get("holder"), set(d.get("isr", ())), d.get("electing"),
-                   dict(d.get("incarnations") or {}))
+                   dict(d.get("incarnations") or {}), d.get("granted"))
 
 
 def best_position(positions: Mapping[str, Sequence[int]]) -> str | None:
@@ -174,7 +183,7 @@ class Arbiter:
         """A copy of the app's current state."""
         with self._lock:
             st = self._get(app)
-            return AppState(st.epoch, st.holder, set(st.isr), st.electing, dict(st.incarnations))
+            return AppState(st.epoch, st.holder, set(st.isr), st.electing, dict(st.incarnations), st.granted)
 
     def eligible(self, app: str, live: Iterable[str]) -> list[str]:
         """Live slots that may be elected normally: ISR members, holder excluded."""
@@ -191,7 +200,7 @@ class Arbiter:
             if st.holder is not None:
                 st.isr.discard(st.holder)
             st.epoch += 1
-            st.holder = None
+            st.holder = st.granted = None
             st.electing = st.epoch
             self._save(app, st)
             return st.epoch
@@ -220,6 +229,7 @@ class Arbiter:
             if winner is None:
                 return None
             st.holder = winner
+            st.granted = st.incarnations.get(winner)
             st.electing = None
             st.isr = {winner} if warm else st.isr | {winner}
             self._save(app, st)

@@ -64,7 +64,7 @@ class ControlLeases:
         with self._lock:
             st = self.arbiter.state(app)
             lease = self.lessor.get(self.lease_id(app))
-            holder = st.incarnations.get(st.holder) if (st.holder and lease) else None
+            holder = st.holder_netlet() if lease else None
             return {"epoch": st.epoch, "holder": holder, "isr": sorted(st.isr),
                     "remaining_s": lease.remaining() if lease else 0.0}
 
@@ -111,7 +111,7 @@ class ControlLeases:
         """The holder is gone (pidfd): end its lease at once. True if it held it."""
         with self._lock:
             st = self.arbiter.state(app)
-            if st.holder is None or st.incarnations.get(st.holder) != holder:
+            if st.holder is None or st.holder_netlet() != holder:
                 return False
             self._drop(app, holder, st.epoch, why)
             return True
@@ -122,7 +122,7 @@ class ControlLeases:
             st = self.arbiter.state(app)
             if st.holder is None:
                 return
-            self._drop(app, st.incarnations.get(st.holder, st.holder), st.epoch, "expired", revoke=False)
+            self._drop(app, st.holder_netlet() or st.holder, st.epoch, "expired", revoke=False)
 
     def _drop(self, app: str, holder: str, epoch: int, why: str, revoke: bool = True) -> None:
         if revoke:

@@ -234,7 +234,7 @@ class Node(SupervisorHooks):
         if descriptor.master_type is None:
             return
         state = self.arbiter.state(app)
-        holder = state.incarnations.get(state.holder) if state.holder else None
+        holder = state.holder_netlet()
         live = self.replicas(app).get(state.holder) if state.holder else None
         if holder is not None and live is not None and live[0] == holder:
             # The same grant continues (same epoch): nobody else could be elected while we were down.

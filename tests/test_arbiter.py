@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hosting.arbiter import Arbiter, MemoryEpochStore, StaleEpoch, best_position
+from hosting.arbiter import AppState, Arbiter, MemoryEpochStore, StaleEpoch, best_position
 
 
 def test_best_position_highest_then_lowest_slot():
@@ -84,3 +84,30 @@ def test_died_and_restarted_slots_leave_isr_and_stale_incarnation_refused():
     assert a.expand("app", 1, "s/1", "n2") == (True, 1)
     a.netlet_died("app", "s/0")  # the holder stays until an election
     assert a.state("app").holder == "s/0"
+
+
+def test_a_process_started_in_the_holders_slot_does_not_inherit_the_grant():
+    """A host may restart the holder's slot before the owner acted on the holder's death (in a
+    cluster, while the owner is away): ``incarnations`` then names the newcomer, but the grant
+    stays with the process it was made to — so a node taking the app over elects instead of
+    re-adopting as master a backup nobody promoted (found by the cluster chaos run: a
+    ``control.readopted`` of the newcomer at the old epoch, clients sent to a backup until the
+    lease ran out). A new election ends the grant; the next one names its own process."""
+    store = MemoryEpochStore()
+    a = Arbiter(store)
+    a.netlet_started("app", "s/0", "app/s/0#1")
+    a.netlet_started("app", "s/1", "app/s/1#1")
+    a.bootstrap("app", "s/0")
+    assert a.expand("app", 1, "s/1", "app/s/1#1") == (True, 1)
+    assert a.state("app").holder_netlet() == "app/s/0#1"
+    a.netlet_started("app", "s/0", "app/s/0#2")  # its host refilled the holder's slot
+    for state in (a.state("app"), Arbiter(store).state("app")):  # as cached, and as another node loads it
+        assert state.holder == "s/0" and state.incarnations["s/0"] == "app/s/0#2"
+        assert state.holder_netlet() == "app/s/0#1"
+    epoch = a.begin_election("app", ["s/1"])
+    assert a.state("app").holder_netlet() is None
+    assert a.choose("app", epoch, {"s/1": (1, 5)}) == "s/1"
+    assert a.state("app").holder_netlet() == "app/s/1#1"
+    # a state saved before grants were recorded: the holder slot's process, as before
+    legacy = {"epoch": 3, "holder": "s/1", "isr": ["s/1"], "electing": None, "incarnations": {"s/1": "app/s/1#4"}}
+    assert AppState.from_dict(legacy).holder_netlet() == "app/s/1#4"

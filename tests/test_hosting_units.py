@@ -136,6 +136,30 @@ def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
         timers.stop()
 
 
+
+def test_the_control_lease_stays_with_the_granted_process_when_its_slot_restarts(tmp_path):
+    """A newer process in the holder's slot (started by its host before the holder's death was
+    acted on) neither holds nor renews the lease; revoking the dead holder still finds it."""
+    from hosting.arbiter import Arbiter
+    from hosting.registry import RegistryEpochStore
+
+    reg = Registry(tmp_path / "r.sqlite")
+    timers = Timers()
+    arbiter = Arbiter(RegistryEpochStore(reg))
+    control = ControlLeases(reg, arbiter, Lessor(timers, lambda lease_id: None), lambda *a: None)
+    try:
+        epoch = control.acquire("app", "app/s/0#1", 30)
+        arbiter.netlet_started("app", "s/0", "app/s/0#2")
+        assert control.holder("app") == "app/s/0#1"
+        with pytest.raises(Fenced):
+            control.renew("app", "app/s/0#2", epoch)
+        assert not control.revoke_if_held_by("app", "app/s/0#2", "not the holder")
+        assert control.revoke_if_held_by("app", "app/s/0#1", "holder crashed")
+        assert control.holder("app") is None
+    finally:
+        timers.stop()
+        reg.close()
+
 # -- pid watcher -----------------------------------------------------------
 def test_pidwatch_reports_exit_status_at_once_and_reaps():
     exits = {}
