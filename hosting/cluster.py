@@ -240,6 +240,18 @@ class ClusterAgent:
             if row is not None and row["state"] != "failed" and node.supervisor.live_in_slot(app, slot) is None:
                 node.supervisor.start_slot(app, slot, "cold" if row["incarnation"] == 0 else "replace")
 
+    def stop_superseded(self, app: str) -> None:
+        """Stop this node's netlets of ``app`` whose slot has had a newer incarnation since (started
+        on another node while this one was down): their state predates a replica the arbiter
+        knows, and the in-sync set would never take them back. ``host`` then starts a fresh one
+        if the slot is placed here (again)."""
+        node = self.node
+        for netlet in [n for n in list(node.supervisor.live.values()) if n.app == app]:
+            kv = self.etcd.get(f"apps/{app}/incarnations/{netlet.slot}")
+            if kv is not None and int(kv.value) > netlet.incarnation:
+                node.supervisor.stop_netlet(netlet.netlet_id, "superseded by a newer incarnation on another node",
+                                            node.descriptor(app).grace, blameless=True)
+
     def register_from_store(self, app: str) -> None:
         """Register ``app`` here from the cluster store (fetching its codebase by hash)."""
         spec = self.store.get_app(app)

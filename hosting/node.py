@@ -211,6 +211,7 @@ class Node(SupervisorHooks):
             self.cluster.start()
             for row in self.registry.apps():
                 if row["state"] != "terminating":
+                    self.cluster.stop_superseded(row["name"])
                     self.cluster.host(row["name"])
             for netlet in list(self.supervisor.live.values()):  # re-adopted: under the node's lease now
                 self._publish(netlet)  # (not those host() just stopped: their slots moved meanwhile)
