@@ -301,10 +301,23 @@ class ClusterAgent:
             return
         elector = self.node.elector
         if old is not None and (new is None or new.netlet_id != old.netlet_id):
-            self.node.control.revoke_if_held_by(app, old.netlet_id, "holder gone")
+            if new is not None or self._member_alive(old.node):
+                # Seen dead: its node unpublished it on its exit (or started its successor).
+                self.node.control.revoke_if_held_by(app, old.netlet_id, "holder gone")
+            # Else presumed dead with its node, not seen dead: it may run on (its node's daemon
+            # paused) and believe in its control lease until the lease it was granted here runs
+            # out — so that lease is left to expire (it cannot be renewed through a dead node).
             elector.netlet_gone(app, slot, old.netlet_id)
         if new is not None and (old is None or new.netlet_id != old.netlet_id):
             elector.netlet_ready(app, slot, new.netlet_id)
+
+    def _member_alive(self, name: str) -> bool:
+        """Whether ``name`` is a member as etcd says now (the view may not have applied the
+        member's removal yet: its keys go in the same revision)."""
+        try:
+            return self.etcd.get(f"nodes/{name}") is not None
+        except EtcdUnavailable:
+            return False  # cannot tell: presume it dead (the cautious answer here)
 
     def _member_changed(self, name: str, joined: bool) -> None:
         if joined:

@@ -242,6 +242,14 @@ class Node(SupervisorHooks):
             self.control.start_timing(app, holder, state.epoch, max(3 * descriptor.lease_ttl, 3.0), event=False)
             self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
             self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
+        elif holder is not None and self.cluster is not None:
+            # Presumed dead (its node is gone), not seen dead: it may run on, believing in a lease
+            # granted by the previous owner (whose grants nobody here knows) for up to a lease
+            # TTL — an election before that could give the app two masters serving reads. So it
+            # holds a lease of one TTL here: renewed if it is in fact alive, else it runs out
+            # and the election follows (nothing elects while it is held).
+            self.control.start_timing(app, holder, state.epoch, descriptor.lease_ttl, event=False)
+            self.registry.add_event("control.waiting", app, state.holder, holder=holder, wait_s=descriptor.lease_ttl)
         else:
             self.elector.control_lost(app)
 

@@ -232,6 +232,12 @@ def test_a_paused_node_is_replaced_and_finds_itself_fenced_when_it_resumes(clust
     finally:
         acked = writers.finish()
     assert after["master"] == "store/1"
+    # n2 took the app over with its master presumed dead, not seen dead: it let the master's
+    # lease run out (one TTL) before electing
+    waiting = events_of(n2, "control.waiting", "kvstore")
+    assert [e["slot"] for e in waiting] == ["store/0"]
+    lost_at = [e for e in events_of(n2, "control.lost", "kvstore") if e["detail"]["holder"] == waiting[0]["detail"]["holder"]]
+    assert lost_at and lost_at[0]["detail"]["why"] == "expired" and lost_at[0]["time"] >= waiting[0]["time"] + 0.9
     wait_for(lambda: {n["name"] for n in n2.client.call("host_status")["nodes"]} == {"n1", "n2"}, 20,
              "n1 to rejoin")
     kv = netlets.connect("kvstore", n2.home)
@@ -401,3 +407,34 @@ def test_a_node_back_after_its_slot_moved_leaves_the_new_replica_published(clust
         return live if live and live["netlet"] != old["netlet"] and running["netlet"] == live["netlet"] else None
     assert wait_for(current_published, 30, "store/1's current replica published, as the owner sees it")
     assert int(wait_for(current_published, 1, "")["netlet"].rsplit("#", 1)[1]) >= int(new["netlet"].rsplit("#", 1)[1])
+
+
+def test_a_master_presumed_dead_with_its_node_keeps_its_lease_until_it_runs_out(etcd_url, tmp_path):
+    """The master's node (not the owner) has its daemon paused: the node is declared dead after
+    its membership TTL (1 s) and the master's published key goes with it — but the master runs on
+    and believes in its control lease (4 s here) until it lapses. The owner must not elect before
+    the lease it granted has run out: the lease ends "expired", never revoked as "holder gone"."""
+    url = etcd_url + unique_prefix().rstrip("/")
+    nodes = []
+    try:
+        for name in ("n1", "n2", "n3"):
+            start_background(tmp_path / name, cluster=url, name=name, membership_ttl=1)
+            nodes.append(RunningNode(tmp_path / name, HostingClient.for_home(tmp_path / name)))
+        n1, n2, n3 = nodes
+        xml = (KVSTORE / "bootstrap.xml").read_text().replace('<codebase path="."/>', f'<codebase path="{KVSTORE}"/>')
+        n2.launch(xml.replace('<lease ttl="1.0"', '<lease ttl="4.0"'), tmp_path)  # n2 owns it
+        before = kvstore_master(n2)
+        master = master_of(before)
+        assert master["node"] != "n2", before  # store/0 lands on n1
+        victim = next(n for n in nodes if n.home.name == master["node"])
+        os.kill(victim.info["pid"], signal.SIGSTOP)
+        try:
+            after = kvstore_master(n2, above_epoch=before["epoch"])
+        finally:
+            os.kill(victim.info["pid"], signal.SIGCONT)
+        lost = [e for e in events_of(n2, "control.lost", "kvstore") if e["detail"]["holder"] == master["netlet"]]
+        assert [e["detail"]["why"] for e in lost] == ["expired"], lost
+        assert after["master"] != master["slot"]
+    finally:
+        for node in nodes:
+            cleanup_node(node)
