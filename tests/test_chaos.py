@@ -10,6 +10,7 @@ history. Select it alone with ``-m chaos``.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,6 +87,17 @@ def test_chaos_every_fault_kind_nothing_lost_no_double_master_linearizable(tmp_p
     _run_chaos(tmp_path, RUN_S, ["--clients", "6", "--fault-interval", "2"],
                {"kill-master", "kill-backup", "pause-master", "kill-node", "kill-all"})
 
+
+@pytest.mark.chaos
+@pytest.mark.timeout(RUN_S + 540)
+def test_chaos_on_a_three_node_cluster_with_machine_faults(tmp_path):
+    """--cluster 3: the same checks with the app spread over three nodes on a private etcd,
+    and a node killed with all its netlets and a node paused past its membership lease."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not installed (scripts/test.sh installs Debian's etcd-server as root)")
+    _run_chaos(tmp_path, RUN_S, ["--cluster", "3", "--clients", "4", "--fault-interval", "2"],
+               {"kill-master", "kill-backup", "pause-master", "kill-node", "kill-all", "kill-machine",
+                "pause-machine"})
 
 # ------------------------------------------- the harness's own checks catch violations
 
