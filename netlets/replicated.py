@@ -193,6 +193,7 @@ class ReplicatedHost(NetletHost):
                                       req.incarnation)
         except Exception as err:
             log.warning("arbiter %s of %s failed: %s", req.kind, req.slot, err)
+            self.with_replica(lambda r, now: r.on_arbiter_failed(req.kind, req.slot, now))
             return  # the core asks again on a later tick
         self.with_replica(lambda r, now: r.on_arbiter_reply(req.kind, req.slot, bool(answer["ok"]),
                                                             int(answer["epoch"]), now))

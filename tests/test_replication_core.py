@@ -281,3 +281,38 @@ def test_lagging_backup_gets_snapshot_after_compaction():
     pump(m, {"s/1": b}, rounds=8)
     assert b.sm.netlet.items == [f"v{i}" for i in range(5)]
     assert "r3" in b.sm.dedup
+
+
+def test_arbiter_requests_whose_answer_never_came_are_asked_again_after_the_timeout():
+    """A shrink (of a backup that left) and an expand (of one that caught up) whose answers are
+    lost — the node or the owner unreachable — are asked again once ``replication_timeout`` has
+    passed, not before, and not forever: without that a departed counted backup would stall
+    every commit for good."""
+    m, b = mk("s/0", replication_timeout=1.0), mk("s/1")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    m.take_effects()
+    m.set_peers([], 0.1)  # s/1 left: shrink it
+    assert [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [ArbiterRequest("shrink", 1, "s/1", None)]
+    t = m.submit("r1", "x", 0.1)
+    m.flush(0.1)
+    m.on_arbiter_failed("shrink", "s/1", 0.2)
+    m.tick(0.5)
+    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]  # not before the timeout
+    assert t not in completes(m)  # still counted: commits wait (conservative)
+    m.tick(1.3)
+    assert [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [ArbiterRequest("shrink", 1, "s/1", None)]
+    m.on_arbiter_reply("shrink", "s/1", True, 1, 1.4)
+    assert completes(m)[t] == {"ok": True, "value": 1}
+    # s/1 back and caught up: the expand's answer is lost too
+    m.set_peers(["s/1"], 1.5)
+    pump(m, {"s/1": b}, rounds=6)
+    asked = [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]
+    assert [(e.kind, e.slot) for e in asked] == [("expand", "s/1")]
+    m.on_arbiter_failed("expand", "s/1", 1.6)
+    m.tick(2.0)
+    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]
+    m.tick(2.7)
+    assert [(e.kind, e.slot) for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [("expand", "s/1")]
+    m.on_arbiter_reply("expand", "s/1", True, 1, 2.8)
+    m.tick(4.0)
+    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] and m.master.isr == {"s/0", "s/1"}

@@ -1,7 +1,7 @@
 """Hypothesis state machine: master + backups + arbiter over a faulty network.
 
 Faults: delays and reordering (any in-flight packet may be delivered next),
-drops, duplicates, partitions, master crash (in-memory state lost, durable
+drops, duplicates, partitions, lost arbiter answers, master crash (in-memory state lost, durable
 storage kept), pause/resume (a paused master keeps its state and later sends
 stale messages), backup crash/restart, client retries with the same request id
 across failovers. Invariants are checked after every step (see Cluster.check):
@@ -122,6 +122,11 @@ class ReplicationMachine(RuleBasedStateMachine):
     @rule()
     def heal(self):
         self.c.partitions.clear()
+
+    @rule(modes=st.lists(st.sampled_from(["before", "after"]), min_size=1, max_size=3))
+    def lose_arbiter_answers(self, modes):
+        """The next arbiter requests get no answer: never arrived, or took effect unanswered."""
+        self.c.lost_arbiter_answers = list(modes)
 
     # --- time and timers -------------------------------------------------------
     @rule(dt=st.sampled_from([0.05, 0.2, 0.5]))

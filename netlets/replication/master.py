@@ -66,6 +66,8 @@ class MasterRole:
         self.counted = self.isr - {r.slot}
         self.pending_expand: set[str] = set()
         self.pending_shrink: set[str] = set()
+        #: (kind, slot) → when an arbiter request whose answer never came may be asked again
+        self.retry_at: dict[tuple[str, str], float] = {}
         self.next_bid = 1
         self.waiters: dict[int, list[int]] = {}
         self.pending_req: dict[str, int] = {}
@@ -208,8 +210,15 @@ class MasterRole:
                 p.reset(p.match_seq + 1, self.next_bid)
             if (p.slot in self.counted and p.slot not in self.pending_shrink
                     and p.behind_since is not None
-                    and now - p.behind_since > cfg.replication_timeout):
+                    and now - p.behind_since > cfg.replication_timeout and self._may_ask("shrink", p.slot, now)):
                 self._request("shrink", p.slot)
+        # Counted members whose request failed: a departed one is shrunk, an unconfirmed one expanded.
+        for slot in sorted(self.counted - set(self.peers) - self.pending_shrink):
+            if self._may_ask("shrink", slot, now):
+                self._request("shrink", slot)
+        for slot in sorted((self.counted & set(self.peers)) - self.isr - self.pending_expand - self.pending_shrink):
+            if self._may_ask("expand", slot, now):
+                self._request("expand", slot)
         self.flush(now)
 
     # --- commit ----------------------------------------------------------------
@@ -244,6 +253,17 @@ class MasterRole:
                 and p.match_seq >= self.r.commit_seq):
             self.counted.add(p.slot)  # counted from the request on
             self._request("expand", p.slot)
+
+    def _may_ask(self, kind: str, slot: str, now: float) -> bool:
+        return self.retry_at.get((kind, slot), 0.0) <= now
+
+    def on_arbiter_failed(self, kind: str, slot: str, now: float) -> None:
+        """A request's answer never came (the node or owner unreachable): it may or may not have
+        taken effect. Both requests are idempotent on the arbiter, so ``tick`` asks again after
+        ``replication_timeout`` while it still matters — the slot stays counted meanwhile
+        (conservative: commits wait for it, as for any counted member)."""
+        (self.pending_shrink if kind == "shrink" else self.pending_expand).discard(slot)
+        self.retry_at[kind, slot] = now + self.r.config.replication_timeout
 
     def on_arbiter_reply(self, kind: str, slot: str, ok: bool, epoch: int, now: float) -> None:
         if self.fenced:

@@ -216,6 +216,11 @@ class Replica:
         if self.role == "master":
             self.master.on_arbiter_reply(kind, slot, ok, epoch, now)
 
+    def on_arbiter_failed(self, kind: str, slot: str, now: float) -> None:
+        """The runner got no answer to an ``ArbiterRequest`` (it will be asked again)."""
+        if self.role == "master":
+            self.master.on_arbiter_failed(kind, slot, now)
+
     def set_peers(self, peers: list[str], now: float) -> None:
         if self.role == "master":
             self.master.set_peers(peers, now)

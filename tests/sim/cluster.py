@@ -75,6 +75,9 @@ class Cluster:
         self.arbiter = Arbiter(MemoryEpochStore())
         self.net: list[Packet] = []
         self.partitions: set[frozenset] = set()
+        #: how the next arbiter answers are lost: "before" (the request never arrived) or "after"
+        #: (it took effect, the answer did not come back)
+        self.lost_arbiter_answers: list[str] = []
         self.nodes: dict[str, Node] = {}
         self._inc = itertools.count(1)
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
@@ -233,11 +236,16 @@ class Cluster:
                 elif isinstance(eff, RoleChanged) and eff.role == "master":
                     n.fenced_seen = False  # a new term of this process
                 elif isinstance(eff, ArbiterRequest):
-                    if eff.kind == "expand":
-                        ok, epoch = self.arbiter.expand(APP, eff.epoch, eff.slot, eff.incarnation)
+                    lost = self.lost_arbiter_answers.pop(0) if self.lost_arbiter_answers else None
+                    if lost != "before":
+                        if eff.kind == "expand":
+                            ok, epoch = self.arbiter.expand(APP, eff.epoch, eff.slot, eff.incarnation)
+                        else:
+                            ok, epoch = self.arbiter.shrink(APP, eff.epoch, eff.slot)
+                    if lost is None:
+                        r.on_arbiter_reply(eff.kind, eff.slot, ok, epoch, self.now)
                     else:
-                        ok, epoch = self.arbiter.shrink(APP, eff.epoch, eff.slot)
-                    r.on_arbiter_reply(eff.kind, eff.slot, ok, epoch, self.now)
+                        r.on_arbiter_failed(eff.kind, eff.slot, self.now)
 
     # --- invariants --------------------------------------------------------------
     @staticmethod
