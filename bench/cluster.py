@@ -93,8 +93,12 @@ class Cluster:
         return state.get("epoch", 0) > above and state.get("holder") is not None
 
     def master_node(self, via: str) -> str:
-        app = self.app(via)
-        return next(n["node"] for n in app["netlets"] if n["slot"] == app["master"])
+        """The node running the master (waiting while a member that just rejoined is missing
+        from the merged status)."""
+        def find():
+            app = self.app(via)
+            return next((n["node"] for n in app["netlets"] if n["slot"] == app["master"]), None)
+        return wait_for(find, 30, "the master in the cluster's status")
 
     def healthy(self, via: str) -> bool:
         from hosting.etcd import Etcd

@@ -38,8 +38,7 @@ from hosting.cluster_store import ClusterStore
 from hosting.cluster_view import ClusterView, LiveNetlet, ViewHandlers
 from hosting.etcd import Etcd, EtcdUnavailable
 from hosting.membership import AppClaimed
-from hosting.control import slot_of
-from hosting.placement import place, rebalance_move
+from hosting.placement import place, rebalance_step
 from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -134,10 +133,10 @@ class ClusterAgent:
             moved = {s for s, n in placement.items() if current.get(s) not in (None, n)}
             marked = moved - self.moved_slots(app)
             if marked:
-                self._set_moved(app, self.moved_slots(app) | marked)
+                self.store.update_moved(app, lambda slots: slots | marked)
             if self.etcd.swap(key, json.dumps(placement, sort_keys=True), kv.mod_revision if kv else 0) is None:
                 if marked:
-                    self._set_moved(app, self.moved_slots(app) - marked)
+                    self.store.update_moved(app, lambda slots: slots - marked)
                 continue  # someone else placed it meanwhile: decide again from theirs
             self.node.registry.add_event("app.placed", app, None, placement=placement, moved=sorted(moved), why=why)
             return placement
@@ -153,10 +152,8 @@ class ClusterAgent:
         replicas = {slot: master_type.name for slot in master_type.slots}
 
         def decide(current: dict, live: list) -> dict[str, str]:
-            state = self.node.arbiter.state(app)
-            whole = (state.holder is not None and set(replicas) <= state.isr
-                     and set(replicas) <= set(self.view.live(app)) and not self.moved_slots(app))
-            move = rebalance_move(replicas, live, current, slot_of(state.holder)) if whole else None
+            move = rebalance_step(replicas, live, current, self.node.arbiter.state(app), self.view.live(app),
+                                  self.moved_slots(app))
             return current if move is None else {**current, move[0]: move[1]}
 
         with self._rebalancing:  # one move at a time: each decides after the last is marked
@@ -191,18 +188,12 @@ class ClusterAgent:
 
     def moved_slots(self, app: str) -> set[str]:
         """Slots re-created on another node that have not caught up since (``apps/<app>/moved``)."""
-        kv = self.etcd.get(f"apps/{app}/moved")
-        return set(kv.json()) if kv else set()
-
-    def _set_moved(self, app: str, slots: set[str]) -> None:
-        self.etcd.put(f"apps/{app}/moved", json.dumps(sorted(slots)))
+        return self.store.moved(app)
 
     def caught_up(self, app: str, slot: str) -> None:
         """``slot`` re-entered the in-sync set: it holds every acknowledged write again (so the
         owner may take the next rebalancing step)."""
-        moved = self.moved_slots(app)
-        if slot in moved:
-            self._set_moved(app, moved - {slot})
+        self.store.update_moved(app, lambda slots: slots - {slot})
         self._try_rebalance(app, f"{slot} in sync")
 
     def _try_rebalance(self, app: str, why: str) -> None:

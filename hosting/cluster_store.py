@@ -1,4 +1,5 @@
-"""What a node of the cluster needs to run any app, kept in etcd: app specs and codebases.
+"""What a node of the cluster needs to run any app, kept in etcd: app specs, codebases, and
+which slots were re-created elsewhere and have not caught up yet.
 
 Contracts:
   * ``apps/<app>/spec`` holds what the app's owner registered: the descriptor
@@ -11,6 +12,8 @@ Contracts:
     reader that finds the index finds the whole codebase. ``get_codebase``
     returns bytes whose hash it has checked, or raises; it never returns a
     partial or altered archive.
+  * ``apps/<app>/moved`` is a set of slots changed only by compare-and-swap
+    (``update_moved``): concurrent changes never lose one another.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from typing import Callable
 
 from hosting.etcd import Etcd
 from warrants.errors import BadInput, NotFound
@@ -78,3 +82,20 @@ class ClusterStore:
 
     def delete_app(self, app: str) -> None:
         self.etcd.delete(f"apps/{app}/spec")
+
+    # -- moved slots ------------------------------------------------------------
+    def moved(self, app: str) -> set[str]:
+        """Slots of ``app`` re-created on another node that have not caught up since."""
+        kv = self.etcd.get(f"apps/{app}/moved")
+        return set(kv.json()) if kv else set()
+
+    def update_moved(self, app: str, change: Callable[[set[str]], set[str]]) -> set[str]:
+        """Replace the moved set by ``change(current)``, compare-and-swapped on the revision read
+        (``change`` runs again on a conflict); returns the new set."""
+        key = f"apps/{app}/moved"
+        while True:
+            kv = self.etcd.get(key)
+            current = set(kv.json()) if kv else set()
+            new = change(current)
+            if new == current or self.etcd.swap(key, json.dumps(sorted(new)), kv.mod_revision if kv else 0):
+                return new

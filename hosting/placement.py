@@ -24,6 +24,11 @@ placed, or after a node came back empty):
     applying moves until there is none terminates, and ends with every type
     as even as it can be (per-node counts differ by at most one).
   * None when there is nothing to improve.
+
+``rebalance_step(replicas, nodes, placement, state, live, moved)`` is the
+owner's whole rule: a move only while the app is whole (a master, every
+replica live and in the in-sync set, none still catching up after a move),
+never of the master's slot (``state.holder``).
 """
 
 from __future__ import annotations
@@ -49,6 +54,16 @@ def place(slot_types: Mapping[str, str], nodes: Iterable[str], current: Mapping[
         per_type[kind, node] += 1
         per_node[node] += 1
     return placed
+
+
+def rebalance_step(replicas: Mapping[str, str], nodes: Iterable[str], placement: Mapping[str, str], state,
+                   live: Iterable[str], moved: Iterable[str]) -> tuple[str, str] | None:
+    """``replicas``: slot → type of the master-eligible slots; ``state``: the app's arbiter state
+    (``holder`` slot, ``isr`` slots); ``live``: slots with a published netlet; ``moved``: slots
+    not yet caught up after a move."""
+    whole = (state.holder is not None and set(replicas) <= set(state.isr) and set(replicas) <= set(live)
+             and not set(moved))
+    return rebalance_move(replicas, nodes, placement, state.holder) if whole else None
 
 
 def rebalance_move(slot_types: Mapping[str, str], nodes: Iterable[str], placement: Mapping[str, str],

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 from hypothesis import given, strategies as st
 
-from hosting.placement import place, rebalance_move
+from hosting.arbiter import AppState
+from hosting.placement import place, rebalance_move, rebalance_step
 
 names = st.sampled_from([f"n{i}" for i in range(8)])
 apps = st.dictionaries(st.sampled_from(["store", "web", "cache"]), st.integers(1, 5), min_size=1).map(
@@ -95,3 +96,17 @@ def test_a_third_node_joining_takes_a_backup_never_the_master():
     assert rebalance_move(slots, ["n1", "n2", "n3"], stacked, master="store/2") == ("store/0", "n2")
     assert rebalance_move(slots, ["n1", "n2", "n3"], stacked, master="store/0") == ("store/2", "n2")
     assert rebalance_move(slots, ["n1", "n3"], stacked, master="store/0") is None  # as even as 2 nodes allow
+
+
+def test_the_owners_step_moves_only_a_whole_apps_backups():
+    slots = {"store/0": "store", "store/1": "store", "store/2": "store"}
+    stacked = {"store/0": "n1", "store/1": "n3", "store/2": "n1"}
+    nodes, all_live = ["n1", "n2", "n3"], set(slots)
+    state = AppState(7, "store/2", set(slots), incarnations={"store/2": "kvstore/store/2#4"})
+    assert rebalance_step(slots, nodes, stacked, state, all_live, []) == ("store/0", "n2")  # not the master
+    assert rebalance_step(slots, nodes, stacked, AppState(7, "store/0", set(slots)), all_live, []) == \
+        ("store/2", "n2")
+    assert rebalance_step(slots, nodes, stacked, AppState(7, None, set(slots)), all_live, []) is None  # no master
+    assert rebalance_step(slots, nodes, stacked, AppState(7, "store/2", {"store/2", "store/1"}), all_live, []) is None
+    assert rebalance_step(slots, nodes, stacked, state, all_live - {"store/1"}, []) is None  # one not live
+    assert rebalance_step(slots, nodes, stacked, state, all_live, ["store/1"]) is None  # one still catching up
