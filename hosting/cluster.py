@@ -53,6 +53,10 @@ def warm_start_blocked(moved: set[str], isr: set[str], holder: str | None) -> bo
     return bool(moved) and not ((set(isr) | ({holder} if holder else set())) - set(moved))
 
 
+def _incarnation(netlet_id: str) -> int:
+    return int(netlet_id.rsplit("#", 1)[1])
+
+
 class NotOwner(NotFound):
     """This node does not own the app (ownership moved, or the caller's view is behind)."""
 
@@ -223,9 +227,13 @@ class ClusterAgent:
             return
         if not registered:
             self.register_from_store(app)
-        for netlet in [n for n in list(node.supervisor.live.values()) if n.app == app and n.slot not in mine]:
-            node.supervisor.stop_netlet(netlet.netlet_id, "placed on another node", node.descriptor(app).grace,
-                                        blameless=True)
+        # Under the supervisor's lock: a start in progress (which checked the placement in etcd
+        # before this one was written, then spawned) is either registered already — and stopped
+        # here — or not begun, and will then read this placement and not start.
+        with node.supervisor.lock:
+            for netlet in [n for n in node.supervisor.live.values() if n.app == app and n.slot not in mine]:
+                node.supervisor.stop_netlet(netlet.netlet_id, "placed on another node", node.descriptor(app).grace,
+                                            blameless=True)
         for slot in mine:
             row = node.registry.slot(app, slot)
             if row is not None and row["state"] != "failed" and node.supervisor.live_in_slot(app, slot) is None:
@@ -253,8 +261,17 @@ class ClusterAgent:
         self.node.register_app(spec["descriptor"], spec["source"], spec["codebase"], spec["secret"])
 
     def publish(self, app: str, slot: str, netlet_id: str, endpoint: str) -> None:
+        """Publish a ready netlet as ``slot``'s replica — unless a newer incarnation of the slot
+        (started on another node) is published already: a stale one must never hide it (its
+        exit would then unpublish the slot altogether). Compare-and-swapped."""
+        key = f"apps/{app}/live/{slot}"
         value = json.dumps({"netlet": netlet_id, "node": self.node.name, "endpoint": endpoint})
-        self.etcd.put(f"apps/{app}/live/{slot}", value, lease=self.node.membership.lease)
+        while True:
+            kv = self.etcd.get(key)
+            if kv is not None and _incarnation(kv.json()["netlet"]) > _incarnation(netlet_id):
+                return
+            if self.etcd.swap(key, value, kv.mod_revision if kv else 0, lease=self.node.membership.lease):
+                return
 
     def unpublish(self, app: str, slot: str, netlet_id: str) -> None:
         key = f"apps/{app}/live/{slot}"

@@ -426,6 +426,9 @@ def test_a_master_presumed_dead_with_its_node_keeps_its_lease_until_it_runs_out(
         before = kvstore_master(n2)
         master = master_of(before)
         assert master["node"] != "n2", before  # store/0 lands on n1
+        etcd = Etcd(url)
+        wait_for(lambda: len(etcd.get("apps/kvstore/arbiter").json()["isr"]) == 3, 20,
+                 "every replica in sync (else only the master's node could hold the newest writes)")
         victim = next(n for n in nodes if n.home.name == master["node"])
         os.kill(victim.info["pid"], signal.SIGSTOP)
         try:
