@@ -12,7 +12,12 @@ import warrants
 from hosting.auth import CallRefused, make_auth
 from hosting.client import HostingClient
 
-NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def now() -> dt.datetime:
+    """At the call: a delegation must not start before its parent (the node's admin warrant,
+    made when the test's node started), so no time fixed at import will do."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _admin(node):
@@ -26,8 +31,8 @@ def _delegate(node, rights, not_after=None, holder_key=None, app=None):
     holder_key = holder_key or warrants.generate_key()
     admin_cert = warrants.make_self_signed_cert(admin_key, "admin")
     xml = warrants.issue_warrant(admin_key, admin_cert, rights=rights, service=node.client.service, app=app,
-                                 holder=holder_key.public_key(), not_before=NOW - dt.timedelta(minutes=1),
-                                 not_after=not_after or NOW + dt.timedelta(hours=1), parent_xml=admin_xml)
+                                 holder=holder_key.public_key(), not_before=now() - dt.timedelta(minutes=1),
+                                 not_after=not_after or now() + dt.timedelta(hours=1), parent_xml=admin_xml)
     return xml, holder_key
 
 
@@ -51,8 +56,8 @@ def test_expired_warrant_is_refused(node):
     node_cert = warrants.load_cert(node.home / "node.crt.pem")
     holder = warrants.generate_key()
     xml = warrants.issue_warrant(node_key, node_cert, rights=["status"], service=node.client.service,
-                                 holder=holder.public_key(), not_before=NOW - dt.timedelta(hours=2),
-                                 not_after=NOW - dt.timedelta(hours=1))
+                                 holder=holder.public_key(), not_before=now() - dt.timedelta(hours=2),
+                                 not_after=now() - dt.timedelta(hours=1))
     with pytest.raises(warrants.WarrantExpired):
         HostingClient(node.client.uri, xml, holder).call("status")
 
@@ -61,7 +66,7 @@ def test_untrusted_issuer_is_refused(node):
     rogue = warrants.generate_key()
     rogue_cert = warrants.make_self_signed_cert(rogue, "rogue")
     xml = warrants.issue_warrant(rogue, rogue_cert, rights=sorted(warrants.KNOWN_RIGHTS),
-                                 service=node.client.service, not_after=NOW + dt.timedelta(hours=1))
+                                 service=node.client.service, not_after=now() + dt.timedelta(hours=1))
     with pytest.raises(warrants.UntrustedIssuer):
         HostingClient(node.client.uri, xml, None).call("status")
 
@@ -99,7 +104,7 @@ def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
     node_cert = warrants.load_cert(node.home / "node.crt.pem")
     xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
                                  service=node.client.service, app="pair", holder=netlet_key.public_key(),
-                                 not_after=NOW + dt.timedelta(hours=1), data="netlet:pair/w/9#1")
+                                 not_after=now() + dt.timedelta(hours=1), data="netlet:pair/w/9#1")
     with pytest.raises(warrants.BadInput, match="not pair/w/0#1"):
         HostingClient(node.client.uri, xml, netlet_key).call("renew", "pair/w/0#1", {})
 
