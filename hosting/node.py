@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
-import shutil
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass
