@@ -100,7 +100,7 @@ class Bootstrapper:
             doc = {"node_uri": node.uri, "service": node.service_id, "app": app, "mode": mode,
                    "class_ref": descriptor.bootstrap_class,
                    "slots": {t.name: list(t.slots) for t in descriptor.netlet_types},
-                   "warrant": warrant_xml.decode(), "key_pem": _pem(key),
+                   "warrant": warrant_xml.decode(), "key_pem": warrants.private_key_pem(key).decode(),
                    "tls": node.issue_tls(f"bootstrap {app}")}
             cwd = node.home.app_dir(app)
             cwd.mkdir(parents=True, exist_ok=True)
@@ -151,10 +151,3 @@ class Bootstrapper:
     def shutdown(self) -> None:
         """Stop watching; a running bootstrap keeps running (it is not re-adopted by the next node)."""
         self.watcher.stop()
-
-
-def _pem(key) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()

@@ -437,7 +437,7 @@ class Node(SupervisorHooks):
             "master_eligible": ntype.master_eligible, "replicated": ntype.master_eligible,
             "min_epoch": self.arbiter.state(app).epoch, "lease_ttl": descriptor.lease_ttl,
             "durability": descriptor.durability, "ack": descriptor.ack,
-            "warrant": warrant.decode(), "key_pem": _pem(key),
+            "warrant": warrant.decode(), "key_pem": warrants.private_key_pem(key).decode(),
             "app_secret": self.registry.app(app)["secret"].hex(),
             "tls": self.issue_tls(netlet_id),
         }
@@ -636,12 +636,6 @@ def _parse_stored(row) -> Descriptor:
     """Re-parse a descriptor kept in the registry (never opening files it names)."""
     return warrants.parse_descriptor(row["descriptor"], row["source"], read_files=False)
 
-
-def _pem(key) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 def open_node(home: Path, host: str = "127.0.0.1", port: int = 0) -> Node:

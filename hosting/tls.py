@@ -37,17 +37,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from warrants.errors import BadInput
+from warrants.keys import private_key_pem
 
 CA_KEY = "tls/ca"
 CA_DAYS = 3650
 LEAF_DAYS = 365
 #: how long a server waits for a connecting peer to finish its TLS handshake
 HANDSHAKE_TIMEOUT_S = 5.0
-
-
-def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
 
 
 def _pem_cert(cert: x509.Certificate) -> bytes:
@@ -96,11 +92,6 @@ class TLSIdentity:
     def client_context(self) -> ssl.SSLContext:
         """Checks the server's certificate against the CA and the dialled address."""
         return self._context(ssl.PROTOCOL_TLS_CLIENT)
-
-    @property
-    def subject(self) -> str:
-        cert = x509.load_pem_x509_certificate(self.cert_pem)
-        return cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
 
     def to_json(self) -> dict[str, str]:
         return {"cert": self.cert_pem.decode(), "key": self.key_pem.decode(), "ca": self.ca_pem.decode()}
@@ -153,7 +144,7 @@ class ClusterCA:
         return cls(cert, key)
 
     def to_json(self) -> str:
-        return json.dumps({"cert": self.cert_pem.decode(), "key": _pem_key(self.key).decode()})
+        return json.dumps({"cert": self.cert_pem.decode(), "key": private_key_pem(self.key).decode()})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "ClusterCA":
@@ -182,7 +173,7 @@ class ClusterCA:
             builder = builder.add_extension(x509.SubjectAlternativeName([_alt_name(h) for h in hosts]),
                                             critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        return TLSIdentity(_pem_cert(cert), _pem_key(key), self.cert_pem)
+        return TLSIdentity(_pem_cert(cert), private_key_pem(key), self.cert_pem)
 
 
 def cluster_ca(etcd, cluster: str) -> ClusterCA:

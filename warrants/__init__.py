@@ -30,6 +30,7 @@ from warrants.keys import (
     load_cert,
     load_private_key,
     make_self_signed_cert,
+    private_key_pem,
     public_key_der,
     save_cert,
     save_private_key,

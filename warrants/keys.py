@@ -44,12 +44,15 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
+def private_key_pem(key: PrivateKey) -> bytes:
+    """``key`` as unencrypted PKCS#8 PEM (a secret: write it 0600, or hand it over a pipe)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
 def save_private_key(key: PrivateKey, path: str | os.PathLike) -> None:
     """Write ``key`` as unencrypted PKCS#8 PEM, readable by its owner only (mode 0600)."""
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write_private(Path(path), pem)
+    _write_private(Path(path), private_key_pem(key))
 
 
 def load_private_key(path: str | os.PathLike) -> PrivateKey:
