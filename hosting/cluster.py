@@ -15,10 +15,11 @@ Safety model (on top of the arbiter's epochs, which fence everything):
     claim it, the winner re-adopts the master if it still runs (same epoch:
     nobody else could grant one meanwhile) or elects a new one.
   * A node that dies takes its published netlets with it (their keys share its
-    lease): the owner then treats them as dead — revokes the control lease if
-    the master was among them and elects from the live in-sync backups — and
-    re-places their slots on survivors (``place`` keeps every other slot where
-    its data is). A re-created slot starts from an empty directory and joins
+    lease): the owner then presumes them dead — a master among them keeps the
+    control lease it was granted until that lease runs out (it may still run,
+    its node's daemon merely paused), then the owner elects from the live
+    in-sync backups — and re-places their slots on survivors (``place``
+    keeps every other slot where its data is). A re-created slot starts from an empty directory and joins
     as a backup, catching up from the master before it re-enters the ISR.
   * A warm start needs every slot's durable state; a slot re-created on
     another node has none, so when the last master's slot was re-created the
@@ -164,13 +165,15 @@ class ClusterAgent:
             if self.owns(app):
                 self._replace(app, f"rebalance: {why}", decide)
 
+    def stored_placement(self, app: str) -> dict[str, str] | None:
+        """``app``'s placement as etcd has it now (the view may still be catching up)."""
+        kv = self.etcd.get(f"apps/{app}/placement")
+        return json.loads(kv.value) if kv else None
+
     def placed_here(self, app: str, fresh: bool = False) -> list[str]:
         """Slots of ``app`` placed on this node, as the view has it — or, ``fresh``, as etcd has
         it now (what to act on after a pause, when the view may still be catching up)."""
-        placement = self.view.placement(app)
-        if fresh:
-            kv = self.etcd.get(f"apps/{app}/placement")
-            placement = json.loads(kv.value) if kv else None
+        placement = self.stored_placement(app) if fresh else self.view.placement(app)
         return sorted(s for s, n in (placement or {}).items() if n == self.node.name)
 
     def may_run(self, app: str, slot: str) -> bool:
@@ -214,8 +217,7 @@ class ClusterAgent:
     def host(self, app: str) -> None:
         """Make this node run exactly the slots of ``app`` placed on it."""
         node = self.node
-        kv = self.etcd.get(f"apps/{app}/placement")
-        placement = json.loads(kv.value) if kv else None
+        placement = self.stored_placement(app)
         registered = node.supervisor.descriptor(app) is not None
         if placement is None:
             if registered and not self.owns(app) and not node.supervisor.is_terminating(app):

@@ -57,6 +57,7 @@ class ClusterView:
         self.members: dict[str, dict[str, Any]] = {}
         self._queue: queue.Queue = queue.Queue()
         self._loaded = threading.Event()
+        self._changed = threading.Condition()  # notified after each change is applied
         self._thread = threading.Thread(target=self._dispatch, daemon=True, name="cluster-view")
         self._watches = []
 
@@ -91,6 +92,12 @@ class ClusterView:
     def member_uri(self, name: str) -> str | None:
         return (self.members.get(name) or {}).get("uri")
 
+    def wait_until(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        """Evaluate ``predicate()`` now and after each change the view applies, until it is
+        truthy or ``timeout`` seconds pass; returns its last value."""
+        with self._changed:
+            return self._changed.wait_for(predicate, timeout)
+
     # -- following ----------------------------------------------------------
     def _dispatch(self) -> None:
         while True:
@@ -104,6 +111,8 @@ class ClusterView:
                 self._apply(event)
             except Exception:  # noqa: BLE001 -- one bad key or handler must not stop the view
                 log.exception("cluster view: handling %s %s failed", event.kind, event.key)
+            with self._changed:
+                self._changed.notify_all()
 
     def _apply(self, event: WatchEvent) -> None:
         parts = event.key.split("/")

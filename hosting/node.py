@@ -390,10 +390,9 @@ class Node(SupervisorHooks):
             raise NotFound(f"no app named {app!r}")
         self.bootstrapper.kill(app, wait_s)  # after terminate began: no bootstrap can start any more
         done = rt.gone.wait(wait_s)
-        if self.cluster is not None:
-            while done and self.cluster.view.live(app) and time.monotonic() - started < wait_s:
-                time.sleep(0.05)  # other nodes' netlets: their keys go when they are gone
-            done = done and not self.cluster.view.live(app)
+        if self.cluster is not None and done:  # other nodes' netlets: their keys go when they are gone
+            left = max(0.0, wait_s - (time.monotonic() - started))
+            done = self.cluster.view.wait_until(lambda: not self.cluster.view.live(app), left)
         if done:
             self.lessor.revoke(self.control.lease_id(app))
             self.arbiter.forget(app)
