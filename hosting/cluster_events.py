@@ -88,9 +88,9 @@ class EventShipper:
                         since = None  # written already (an answer was lost): resume from etcd
                         break
                     since = event.idx
-                    self._set_shipped(since)
                     if since % BATCH == 0 and since > KEEP:
                         self.etcd.delete_range(_key(self.node, 0), _key(self.node, since - KEEP + 1))
+                    self._set_shipped(since)  # (after its trim: what ``shipped`` covers is done)
             except EtcdUnavailable as err:
                 log.debug("event shipping paused: %s", err)
                 self._stop.wait(RETRY_S)
