@@ -1,8 +1,25 @@
-"""Shared pytest setup: hypothesis profiles (CI is reproducible and bounded)."""
+"""Shared pytest setup: a hermetic environment, hypothesis profiles (CI is reproducible and bounded).
 
+Hermetic: whatever ``JTRIX_*`` variables the caller exported (a ``JTRIX_HOME``
+pointing at a live home, a ``JTRIX_HOST``, etcd TLS files) are removed before
+any test runs, and ``JTRIX_HOME`` is pointed at a directory that does not
+exist, so a test that forgets to make its own home can never touch the
+caller's ``~/.jtrix``. Only the suite's own knobs (:data:`TEST_KNOBS`) pass.
+"""
+
+import atexit
 import os
+import shutil
+import tempfile
 
 from hypothesis import HealthCheck, settings
+
+TEST_KNOBS = {"JTRIX_TESTDATA", "JTRIX_HYPOTHESIS_EXAMPLES"}
+for _name in [n for n in os.environ if n.startswith("JTRIX_") and n not in TEST_KNOBS]:
+    del os.environ[_name]
+_NO_HOME = tempfile.mkdtemp(prefix="jtrix-no-home-")
+atexit.register(shutil.rmtree, _NO_HOME, True)
+os.environ["JTRIX_HOME"] = os.path.join(_NO_HOME, "absent")
 
 from etcdutil import etcd, etcd_url  # noqa: F401  (a private etcd per test session, a key prefix per test)
 from nodeutil import node  # noqa: F401  (the `node` fixture: a real hosting node in a temp home)
