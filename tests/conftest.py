@@ -35,3 +35,24 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=40, deadline=None)
 settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+#: Fixtures that start real hosting nodes or etcd: a test using one (directly or through another
+#: fixture) is ``slow``, and so is every test of a module that starts nodes by hand.
+SLOW_FIXTURES = {"node", "etcd", "etcd_url"}
+SLOW_MODULES = {"test_chaos", "test_cli_apps", "test_cli_launch", "test_cluster", "test_cluster_netns",
+                "test_etcd_tls", "test_membership", "test_linearizability_kvstore", "test_replication_e2e",
+                "test_bootstrap", "test_hosting_failures", "test_hosting_auth", "test_hosting_status",
+                "test_netlet_api", "test_pipeline"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``-m "not slow"`` is the inner-loop subset: pure logic, parsers, state machines, in-process
+    servers. Everything that starts a node, a netlet or etcd is marked ``slow``."""
+    import pytest
+
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES \
+                or item.get_closest_marker("chaos"):
+            item.add_marker(pytest.mark.slow)
