@@ -67,7 +67,9 @@ def read_lines_until(proc: subprocess.Popen, predicate, timeout: float) -> list[
             lines.append(line.rstrip("\n"))
             if predicate(line):
                 return lines
-    raise AssertionError(f"no matching line within {timeout}s; got {lines}")
+    exited = proc.poll()
+    why = f"it exited {exited}: {proc.stderr.read()[-2000:]}" if exited is not None else "it is still running"
+    raise AssertionError(f"no matching line within {timeout}s; got {lines}; {why}")
 
 
 def interrupt(proc: subprocess.Popen) -> int:
