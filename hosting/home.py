@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from warrants import names
+
 ADMIN_WARRANT_DAYS = 3650
 
 
@@ -73,14 +75,17 @@ class Home:
     def node_log(self) -> Path:
         return self.root / "node.log"
 
+    # Names become paths only through these (``warrants.names``: grammar checked, result under root).
     def slot_dir(self, app: str, slot: str) -> Path:
-        return self.root / "apps" / app / "slots" / slot.replace("/", "-")
+        return names.under(self.root / "apps", names.check_app(app), "slots", names.check_slot(slot).replace("/", "-"))
 
     def app_dir(self, app: str) -> Path:
-        return self.root / "apps" / app
+        return names.under(self.root / "apps", names.check_app(app))
 
     def log_dir(self, app: str, slot: str) -> Path:
-        return self.root / "logs" / app / slot.replace("/", "-")
+        """``slot`` may be ``bootstrap`` (a custom bootstrap's runs)."""
+        return names.under(self.root / "logs", names.check_app(app),
+                           names.check_slot(slot, allow_bootstrap=True).replace("/", "-"))
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -123,7 +128,7 @@ def ensure_home(root: Path) -> Home:
         xml = warrants.issue_warrant(
             node_key,
             node_cert,
-            rights=sorted(warrants.KNOWN_RIGHTS),
+            rights=sorted(warrants.CLIENT_RIGHTS),
             service=service_id_of(node_cert),
             holder=admin_key.public_key(),
             not_before=now - dt.timedelta(minutes=5),
