@@ -106,10 +106,17 @@ def test_a_member_credential_reaches_only_the_app_its_arguments_belong_to(two_ap
 def test_not_owner_reaches_a_client_as_itself(cluster):  # noqa: F811
     n1 = cluster("n1")
     # a fresh client process, which has imported nothing of the node's
-    code = ("import sys; from hosting.client import HostingClient\n"
-            "try:\n    HostingClient.for_home(sys.argv[1]).call('terminate', 'nobody-owns-this', 0.0, 5.0)\n"
-            "except Exception as err:\n    print(type(err).__module__, type(err).__name__, err.exit_code)\n")
+    # (``HostingClient.for_home`` would import the node's modules, and with them the class)
+    code = ("import json, sys\nfrom pathlib import Path\nimport warrants\n"
+            "from hosting.client import HostingClient\nfrom hosting.tls import client_identity\n"
+            "home = Path(sys.argv[1])\nuri = json.loads((home / 'node.json').read_text())['uri']\n"
+            "client = HostingClient(uri, (home / 'admin.warrant.xml').read_bytes(),\n"
+            "                       warrants.load_private_key(home / 'admin.key.pem'), tls=client_identity(home))\n"
+            "try:\n    client.call('terminate', 'nobody-owns-this', 0.0, 5.0)\n"
+            "except Exception as err:\n    print(type(err).__module__, type(err).__name__, getattr(err, 'exit_code', None))\n"
+            "print('node modules imported:', 'hosting.cluster' in sys.modules)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JTRIX_")}
     out = subprocess.run([sys.executable, "-c", code, str(n1.home)], capture_output=True, text=True, timeout=60,
                          env=env)
-    assert out.stdout.split() == ["warrants.errors", "NotOwner", "3"], out.stdout + out.stderr
+    assert out.stdout.split() == ["warrants.errors", "NotOwner", "3", "node", "modules", "imported:", "False"], \
+        out.stdout + out.stderr
