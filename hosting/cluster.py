@@ -103,11 +103,15 @@ def owner_op_args(app: str, op: str, args) -> list:
     return [_number(args[0], "grace", optional=True), _number(args[1], "wait_s")]
 
 
+#: what one member asks another: owner operations, and its node's status (``hosting.status``)
+MEMBER_RIGHTS = ("member", "status")
+
+
 def member_warrant(node_key, node_cert, service: str) -> bytes:
-    """This node's credential for forwarding owner operations: right ``member`` only (not
-    delegable), every app of its own service, held by the node key."""
+    """This node's credential towards other members: ``MEMBER_RIGHTS`` (not delegable), every
+    app of its own service, held by the node key."""
     now = dt.datetime.now(dt.timezone.utc)
-    return warrants.issue_warrant(node_key, node_cert, rights=["member"], service=service,
+    return warrants.issue_warrant(node_key, node_cert, rights=list(MEMBER_RIGHTS), service=service,
                                   holder=node_key.public_key(), not_before=now - dt.timedelta(minutes=5),
                                   not_after=now + dt.timedelta(days=MEMBER_WARRANT_DAYS))
 
