@@ -210,13 +210,13 @@ def test_the_documented_read_only_delegation_works_through_the_cli(node, tmp_pat
 
     node.launch(descriptor_xml("shared", ECHO), tmp_path)
     node.wait_running("shared")
-    made = jtrix("warrant", "keygen", "--out", "colleague.key.pem")
+    made = jtrix("warrant", "keygen", "--out", "colleague.pem")
     assert made.returncode == 0, made.stderr
     given = jtrix("warrant", "delegate", f"{home}/admin.warrant.xml", "--key", f"{home}/admin.key.pem",
-                  "--right", "status", "--expires", "30d", "--holder", "colleague.key.crt.pem",
+                  "--right", "status", "--expires", "30d", "--holder", "colleague.crt.pem",
                   "--out", "colleague.warrant.xml")
     assert given.returncode == 0, given.stderr
-    as_colleague = ("--warrant", "colleague.warrant.xml", "--key", "colleague.key.pem")
+    as_colleague = ("--warrant", "colleague.warrant.xml", "--key", "colleague.pem")
     seen = jtrix("status", *as_colleague)
     assert seen.returncode == 0 and "shared" in seen.stdout, seen.stderr
     refused = jtrix("terminate", "shared", *as_colleague)
