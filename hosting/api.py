@@ -4,6 +4,8 @@ Every method but ``hello`` takes ``auth`` first (see ``hosting.auth``) and
 checks it for the right the operation needs *before* doing anything; a warrant
 scoped to one app only reaches that app. Netlet warrants (issued by the node,
 ``data`` = the netlet id) can only renew and report for their own netlet.
+``owner_op`` is for cluster members only (right ``member``, which no client
+warrant carries). Names that become paths are checked by ``warrants.names``.
 Errors reach the caller as ``JtrixError`` subclasses; anything else is logged
 here and reported as a generic failure (no tracebacks cross the wire).
 """

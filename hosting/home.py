@@ -6,9 +6,10 @@ Layout (everything the node owns lives here; nothing else is written):
     node.key.pem         the node's private key (0600) — signs warrants it issues
     node.crt.pem         the node's self-signed certificate (the trust root)
     admin.key.pem        the admin key (0600)
-    admin.warrant.xml    all rights, holder-bound to admin.key.pem, delegable (0600)
+    admin.warrant.xml    every client right (all but ``member``), holder-bound to admin.key.pem,
+                         delegable (0600); ``jtrix warrant delegate`` needs no certificate for it
     registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL)
-    codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code
+    codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code (``hosting.codebases``)
     apps/<app>/slots/<type>-<i>/<resource>/    per-slot resource directories
     logs/<app>/<type>-<i>/<stamp>-<incarnation>.log   one file per netlet run
     node.log             the daemon's own log when started in the background
