@@ -60,11 +60,13 @@ def _incarnation(netlet_id: str) -> int:
     return int(netlet_id.rsplit("#", 1)[1])
 
 
-#: Owner operations: for each, the right the forwarding node checked on its own caller before
-#: forwarding (``hosting.api``); the owner accepts them only from a member node's credential
-#: (right ``member``, which no client warrant can carry) and checks their arguments
+#: Owner operations and their argument counts. The forwarding node checked its own caller for
+#: the operation's right first (``hosting.api``: ``renew`` and ``arbiter`` come from a netlet
+#: warrant with ``lease`` bound to that netlet, ``access`` needs ``call``, ``terminate``
+#: ``terminate``); the owner accepts them only with a member node's credential (right
+#: ``member``, which no client warrant can carry) and checks their arguments
 #: (:func:`owner_op_args`).
-OWNER_OPS = {"renew": "lease", "arbiter": "lease", "access": "call", "terminate": "terminate"}
+OWNER_OPS = {"renew": 2, "arbiter": 5, "access": 2, "terminate": 2}
 MEMBER_WARRANT_DAYS = 365
 
 
@@ -85,11 +87,10 @@ def _number(value, what: str, optional: bool = False, integer: bool = False):
 def owner_op_args(app: str, op: str, args) -> list:
     """``args`` of owner operation ``op`` on ``app`` if they have its shape and every netlet id
     and slot in them belongs to ``app``; BadInput otherwise (nothing was done)."""
-    if op not in OWNER_OPS:
+    if not isinstance(op, str) or op not in OWNER_OPS:
         raise BadInput(f"unknown owner operation {str(op)[:40]!r}")
-    shapes = {"renew": 2, "arbiter": 5, "access": 2, "terminate": 2}
-    if not isinstance(args, list) or len(args) != shapes[op]:
-        raise BadInput(f"owner operation {op}: expected {shapes[op]} arguments")
+    if not isinstance(args, list) or len(args) != OWNER_OPS[op]:
+        raise BadInput(f"owner operation {op}: expected {OWNER_OPS[op]} arguments")
     if op == "renew":
         return [_netlet_of(app, args[0]), _number(args[1], "epoch", integer=True)]
     if op == "arbiter":

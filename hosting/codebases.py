@@ -8,7 +8,7 @@ what a codebase never needs:
   * the archive is at most ``MAX_CODEBASE_BYTES``; its uncompressed tar stream
     (headers included) at most ``MAX_UNPACKED_BYTES`` — decompression stops there,
     so a small archive cannot fill the disk — and it has at most ``MAX_MEMBERS``
-    members;
+    members — all checked before the first member is written;
   * absolute paths, ``..``, devices and FIFOs (tarfile's ``data`` filter), and
     every link, symbolic or hard, are refused: the whole upload fails.
 Collection (:meth:`CodebaseStore.collect`) removes every codebase not in the
@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 from zlib import error as zlib_error
 
 from warrants import names
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_CODEBASE_BYTES = 64 * 1024 * 1024
 MAX_UNPACKED_BYTES = 128 * 1024 * 1024
-MAX_MEMBERS = 20_000
+MAX_MEMBERS = 10_000
 PIN_S = 3600.0
 _INCOMING = ".incoming-"
 _DECOMPRESSORS = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
@@ -75,30 +76,36 @@ def _tar_stream(data: bytes, cap: int) -> io.BufferedReader:
     return io.BufferedReader(_Capped(inner, cap), buffer_size=64 * 1024)
 
 
-class _MemberFilter:
-    """The extraction filter: counts members and their declared bytes, refuses links, then
-    applies tarfile's ``data`` filter."""
+class _Limits:
+    """Counts members and their declared bytes and refuses links, one header at a time."""
 
     def __init__(self) -> None:
         self.members = self.bytes = 0
 
-    def __call__(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    def check(self, member: tarfile.TarInfo) -> None:
         self.members += 1
         self.bytes += max(0, member.size)
         if self.members > MAX_MEMBERS:
             raise BadInput(f"codebase archive has more than {MAX_MEMBERS} members")
-        if self.bytes > MAX_UNPACKED_BYTES:  # refused before a byte of the member is written
+        if self.bytes > MAX_UNPACKED_BYTES:
             raise BadInput(f"codebase archive unpacks to more than {MAX_UNPACKED_BYTES} bytes")
         if member.issym() or member.islnk():
             raise BadInput(f"codebase archive member {member.name[:200]!r} is a link (links are refused)")
-        return tarfile.data_filter(member, path)
 
 
 def extract(data: bytes, dest: Path) -> None:
-    """Extract archive ``data`` into the empty directory ``dest`` (module contract's limits)."""
+    """Extract archive ``data`` into the empty directory ``dest`` (module contract's limits).
+
+    Two passes over the (capped) stream: the first checks the limits on every header and
+    writes nothing, so an archive over them costs no disk; the second extracts through
+    tarfile's ``data`` filter (a path leaving ``dest`` fails it, and the caller removes ``dest``)."""
     try:
         with tarfile.open(fileobj=_tar_stream(data, MAX_UNPACKED_BYTES), mode="r|") as tar:
-            tar.extractall(dest, filter=_MemberFilter())
+            limits = _Limits()
+            for member in tar:
+                limits.check(member)
+        with tarfile.open(fileobj=_tar_stream(data, MAX_UNPACKED_BYTES), mode="r|") as tar:
+            tar.extractall(dest, filter="data")
     except (tarfile.TarError, OSError, EOFError, zlib_error, lzma.LZMAError) as err:
         raise BadInput(f"codebase archive refused: {err}") from None
 
@@ -161,11 +168,15 @@ class CodebaseStore:
         with self._lock:
             self._pins.pop(sha, None)
 
-    def collect(self, keep: set[str], incoming: bool = False) -> list[str]:
-        """Remove every codebase neither in ``keep`` nor pinned; with ``incoming`` (only when
-        no upload can be running: at start) also half-extracted uploads. Returns the removed ids."""
+    def collect(self, in_use: Callable[[], set[str]], incoming: bool = False) -> list[str]:
+        """Remove every codebase neither in ``in_use()`` nor pinned; with ``incoming`` (only when
+        no upload can be running: at start) also half-extracted uploads. Returns the removed ids.
+
+        ``in_use`` is read under the store's lock, after any ``unpin`` that preceded it: an app
+        registered (then unpinned) concurrently is either in it or still pinned."""
         removed: list[str] = []
         with self._lock:
+            keep = in_use()
             now = time.monotonic()
             self._pins = {sha: t for sha, t in self._pins.items() if now - t < PIN_S}
             for entry in os.scandir(self.root):

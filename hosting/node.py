@@ -314,8 +314,8 @@ class Node(SupervisorHooks):
 
     def collect_codebases(self, at_start: bool = False) -> None:
         """Remove the codebases no registered app uses (``CodebaseStore.collect``)."""
-        keep = {row["codebase_sha"] for row in self.registry.apps()}
-        removed = self.codebases.collect(keep, incoming=at_start)
+        removed = self.codebases.collect(lambda: {row["codebase_sha"] for row in self.registry.apps()},
+                                         incoming=at_start)
         if removed:
             self.registry.remove_codebases(removed)
             self.registry.add_event("codebases.collected", None, None, codebases=removed)

@@ -19,7 +19,7 @@ import warrants
 from hosting.client import HostingClient
 from hosting.cluster import member_warrant
 from hosting.tls import client_identity
-from nodeutil import descriptor_xml, events_of
+from nodeutil import descriptor_xml, events_of, wait_for
 from test_cluster import cluster, kvstore_master, launch_kvstore  # noqa: F401  (cluster: the fixture)
 from warrants.errors import BadInput, InsufficientRights
 
@@ -52,6 +52,7 @@ def two_apps(cluster, tmp_path):  # noqa: F811
     launch_kvstore(n1, tmp_path)
     n1.wait_running("mine")
     kvstore_master(n1)
+    wait_for(lambda: len(n1.client.call("control_state", "kvstore")["isr"]) == 3, 30, "every kvstore replica in sync")
     return n1
 
 
