@@ -4,6 +4,8 @@ Every method but ``hello`` takes ``auth`` first (see ``hosting.auth``) and
 checks it for the right the operation needs *before* doing anything; a warrant
 scoped to one app only reaches that app. Netlet warrants (issued by the node,
 ``data`` = the netlet id) can only renew and report for their own netlet.
+``owner_op`` is for cluster members only (right ``member``, which no client
+warrant carries). Names that become paths are checked by ``warrants.names``.
 Errors reach the caller as ``JtrixError`` subclasses; anything else is logged
 here and reported as a generic failure (no tracebacks cross the wire).
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal as _signal
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,9 @@ import Pyro5.api
 
 from hosting import status as views
 from hosting.auth import ANY_APP, Authorizer
+from hosting.cluster import owner_op_args
 from hosting.node import NETLET_WARRANT_PREFIX, Node
+from warrants import names
 from warrants.errors import BadInput, JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -51,9 +57,7 @@ def _guarded(fn):
 
 
 def _netlet_app(netlet_id: str) -> str:
-    if not isinstance(netlet_id, str) or "/" not in netlet_id:
-        raise BadInput(f"malformed netlet id {netlet_id!r}")
-    return netlet_id.split("/", 1)[0]
+    return names.netlet_app(netlet_id)
 
 
 @Pyro5.api.expose
@@ -84,14 +88,14 @@ class HostingAPI:
     @_guarded
     def has_codebase(self, auth, sha: str) -> bool:
         self._check(auth, "has_codebase", "launch", ANY_APP)
-        return self.node.codebases.has(str(sha))
+        return self.node.codebases.pin(names.check_codebase(sha))  # kept for the submit that follows
 
     @_guarded
     def upload_codebase(self, auth, data: bytes, sha: str | None = None) -> str:
         self._check(auth, "upload_codebase", "launch", ANY_APP)
         if not isinstance(data, bytes):
             raise BadInput("codebase must be bytes")
-        return self.node.add_codebase(data, sha)
+        return self.node.add_codebase(data, None if sha is None else names.check_codebase(sha))
 
     @_guarded
     def submit_app(self, auth, descriptor_xml: bytes, source: str, codebase_sha: str,
@@ -100,7 +104,7 @@ class HostingAPI:
 
         descriptor = warrants.parse_descriptor(bytes(descriptor_xml), str(source), read_files=False)
         self._check(auth, "submit_app", "launch", descriptor.name)
-        return self.node.submit_app(bytes(descriptor_xml), str(source), str(codebase_sha), bool(replace),
+        return self.node.submit_app(bytes(descriptor_xml), str(source), names.check_codebase(codebase_sha), bool(replace),
                                     bool(start))
 
     @_guarded
@@ -135,11 +139,10 @@ class HostingAPI:
 
     @_guarded
     def owner_op(self, auth, app: str, op: str, args: list) -> Any:
-        """Node to node: what only an app's owner can answer (``hosting.cluster``)."""
-        self._check(auth, "owner_op", "launch", str(app))
-        if not isinstance(args, list):
-            raise BadInput("owner_op arguments must be a list")
-        return self.node.owner_op(str(app), str(op), args)
+        """Node to node: what only an app's owner can answer (``hosting.cluster``). Only a member
+        node's credential (right ``member``) is accepted, and only arguments that concern ``app``."""
+        self._check(auth, "owner_op", "member", names.check_app(app))
+        return self.node.owner_op(app, op, owner_op_args(app, op, args))
 
     @_guarded
     def host_status(self, auth) -> dict[str, Any]:
@@ -171,15 +174,24 @@ class HostingAPI:
         "offset", "size"}`` where ``offset`` is where the next read starts.
         """
         self._check(auth, "logs", "status", app)
-        log_dir = self.node.home.log_dir(app, slot)
-        files = sorted(log_dir.glob("*.log")) if log_dir.is_dir() else []
+        log_dir = self.node.home.log_dir(app, slot)  # names checked, under the logs root
+        files = sorted(Path(e.path) for e in os.scandir(log_dir)  # regular files named as logs only
+                       if names.LOG_FILE_RE.fullmatch(e.name) and e.is_file(follow_symlinks=False)) \
+            if log_dir.is_dir() else []
         if not files or (previous and len(files) < 2):
             raise NotFound(f"no {'previous ' if previous else ''}log for {app}/{slot}")
         path: Path = files[-2] if previous else files[-1]
-        size = path.stat().st_size
         max_bytes = max(1, min(int(max_bytes), MAX_LOG_CHUNK))
-        start = max(0, size - max_bytes) if offset < 0 else min(int(offset), size)
-        with open(path, "rb") as f:
+        try:  # nor a link swapped in since
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as err:
+            raise NotFound(f"log {path.name} of {app}/{slot} cannot be opened ({err.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise NotFound(f"log {path.name} of {app}/{slot} is not a regular file")
+            size = st.st_size
+            start = max(0, size - max_bytes) if offset < 0 else min(int(offset), size)
             f.seek(start)
             data = f.read(max_bytes)
         return {"path": str(path), "data": data, "offset": start + len(data), "size": size}

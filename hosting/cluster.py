@@ -29,6 +29,7 @@ Safety model (on top of the arbiter's epochs, which fence everything):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -40,7 +41,8 @@ from hosting.cluster_view import ClusterView, LiveNetlet, ViewHandlers
 from hosting.etcd import Etcd, EtcdUnavailable
 from hosting.membership import AppClaimed
 from hosting.placement import place, rebalance_step
-from warrants.errors import JtrixError, NotFound
+from warrants import names
+from warrants.errors import BadInput, JtrixError, NotFound, NotOwner  # noqa: F401  (NotOwner: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,61 @@ def _incarnation(netlet_id: str) -> int:
     return int(netlet_id.rsplit("#", 1)[1])
 
 
-class NotOwner(NotFound):
-    """This node does not own the app (ownership moved, or the caller's view is behind)."""
+#: Owner operations and their argument counts. The forwarding node checked its own caller for
+#: the operation's right first (``hosting.api``: ``renew`` and ``arbiter`` come from a netlet
+#: warrant with ``lease`` bound to that netlet, ``access`` needs ``call``, ``terminate``
+#: ``terminate``); the owner accepts them only with a member node's credential (right
+#: ``member``, which no client warrant can carry) and checks their arguments
+#: (:func:`owner_op_args`).
+OWNER_OPS = {"renew": 2, "arbiter": 5, "access": 2, "terminate": 2}
+MEMBER_WARRANT_DAYS = 365
+
+
+def _netlet_of(app: str, netlet_id) -> str:
+    if not isinstance(netlet_id, str) or names.netlet_app(netlet_id) != app:
+        raise BadInput(f"netlet {str(netlet_id)[:200]!r} is not a netlet of {app!r}")
+    return netlet_id
+
+
+def _number(value, what: str, optional: bool = False, integer: bool = False):
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise BadInput(f"owner operation: {what} must be a{'n integer' if integer else ' number'}")
+    return value
+
+
+def owner_op_args(app: str, op: str, args) -> list:
+    """``args`` of owner operation ``op`` on ``app`` if they have its shape and every netlet id
+    and slot in them belongs to ``app``; BadInput otherwise (nothing was done)."""
+    if not isinstance(op, str) or op not in OWNER_OPS:
+        raise BadInput(f"unknown owner operation {str(op)[:40]!r}")
+    if not isinstance(args, list) or len(args) != OWNER_OPS[op]:
+        raise BadInput(f"owner operation {op}: expected {OWNER_OPS[op]} arguments")
+    if op == "renew":
+        return [_netlet_of(app, args[0]), _number(args[1], "epoch", integer=True)]
+    if op == "arbiter":
+        netlet_id, kind, epoch, slot, incarnation = args
+        if kind not in ("shrink", "expand"):
+            raise BadInput(f"unknown arbiter request {str(kind)[:40]!r}")
+        return [_netlet_of(app, netlet_id), kind, _number(epoch, "epoch", integer=True), names.check_slot(slot),
+                None if incarnation is None else _netlet_of(app, incarnation)]
+    if op == "access":
+        return [_number(args[0], "after_epoch", optional=True, integer=True), _number(args[1], "wait_s")]
+    return [_number(args[0], "grace", optional=True), _number(args[1], "wait_s")]
+
+
+#: what one member asks another: owner operations, and its node's status (``hosting.status``)
+MEMBER_RIGHTS = ("member", "status")
+
+
+def member_warrant(node_key, node_cert, service: str) -> bytes:
+    """This node's credential towards other members: ``MEMBER_RIGHTS`` (not delegable), every
+    app of its own service, held by the node key."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return warrants.issue_warrant(node_key, node_cert, rights=list(MEMBER_RIGHTS), service=service,
+                                  holder=node_key.public_key(), not_before=now - dt.timedelta(minutes=5),
+                                  not_after=now + dt.timedelta(days=MEMBER_WARRANT_DAYS))
 
 
 class ClusterAgent:
@@ -69,6 +124,7 @@ class ClusterAgent:
         self.view = ClusterView(etcd, ViewHandlers(owner=self._owner_changed, placement=self._placement_changed,
                                                   live=self._live_changed, member=self._member_changed))
         self._clients: dict[str, Any] = {}
+        self._member_warrant = member_warrant(node.node_key, node.node_cert, node.service_id)
         self._lock = threading.Lock()
         self._rebalancing = threading.Lock()
 
@@ -95,15 +151,14 @@ class ClusterAgent:
         return self.client(uri).call("owner_op", app, op, list(args), timeout=FORWARD_TIMEOUT_S)
 
     def client(self, uri: str):
-        """A client of the member at ``uri`` acting with this node's admin warrant (cached per
-        address: each thread keeps its own connection)."""
+        """A client of the member at ``uri`` acting with this node's member credential
+        (:func:`member_warrant`; cached per address: each thread keeps its own connection)."""
         from hosting.client import HostingClient
 
         with self._lock:
             client = self._clients.get(uri)
             if client is None:
-                home = self.node.home
-                client = HostingClient(uri, home.admin_warrant.read_bytes(), warrants.load_private_key(home.admin_key),
+                client = HostingClient(uri, self._member_warrant, self.node.node_key,
                                        timeout=FORWARD_TIMEOUT_S, tls=self.node.tls)
                 self._clients[uri] = client
             return client

@@ -6,9 +6,10 @@ Layout (everything the node owns lives here; nothing else is written):
     node.key.pem         the node's private key (0600) — signs warrants it issues
     node.crt.pem         the node's self-signed certificate (the trust root)
     admin.key.pem        the admin key (0600)
-    admin.warrant.xml    all rights, holder-bound to admin.key.pem, delegable (0600)
+    admin.warrant.xml    every client right (all but ``member``), holder-bound to admin.key.pem,
+                         delegable (0600); ``jtrix warrant delegate`` needs no certificate for it
     registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL)
-    codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code
+    codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code (``hosting.codebases``)
     apps/<app>/slots/<type>-<i>/<resource>/    per-slot resource directories
     logs/<app>/<type>-<i>/<stamp>-<incarnation>.log   one file per netlet run
     node.log             the daemon's own log when started in the background
@@ -25,6 +26,8 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from warrants import names
 
 ADMIN_WARRANT_DAYS = 3650
 
@@ -73,14 +76,17 @@ class Home:
     def node_log(self) -> Path:
         return self.root / "node.log"
 
+    # Names become paths only through these (``warrants.names``: grammar checked, result under root).
     def slot_dir(self, app: str, slot: str) -> Path:
-        return self.root / "apps" / app / "slots" / slot.replace("/", "-")
+        return names.under(self.root / "apps", names.check_app(app), "slots", names.check_slot(slot).replace("/", "-"))
 
     def app_dir(self, app: str) -> Path:
-        return self.root / "apps" / app
+        return names.under(self.root / "apps", names.check_app(app))
 
     def log_dir(self, app: str, slot: str) -> Path:
-        return self.root / "logs" / app / slot.replace("/", "-")
+        """``slot`` may be ``bootstrap`` (a custom bootstrap's runs)."""
+        return names.under(self.root / "logs", names.check_app(app),
+                           names.check_slot(slot, allow_bootstrap=True).replace("/", "-"))
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -123,7 +129,7 @@ def ensure_home(root: Path) -> Home:
         xml = warrants.issue_warrant(
             node_key,
             node_cert,
-            rights=sorted(warrants.KNOWN_RIGHTS),
+            rights=sorted(warrants.CLIENT_RIGHTS),
             service=service_id_of(node_cert),
             holder=admin_key.public_key(),
             not_before=now - dt.timedelta(minutes=5),

@@ -185,6 +185,7 @@ class Node(SupervisorHooks):
             self.trust = EtcdTrust(self.etcd, self.node_cert, lambda certs: self.on_trusted_certs(certs))
         self.registry.add_event("node.started", None, None, pid=os.getpid(), name=self.name,
                                 cluster=self.config.cluster)
+        self.collect_codebases(at_start=True)
         if self.event_shipper is not None:
             self.event_shipper.start()
         for row in self.registry.apps():
@@ -311,11 +312,19 @@ class Node(SupervisorHooks):
         self.registry.add_codebase(sha, len(data))
         return sha
 
+    def collect_codebases(self, at_start: bool = False) -> None:
+        """Remove the codebases no registered app uses (``CodebaseStore.collect``)."""
+        removed = self.codebases.collect(lambda: {row["codebase_sha"] for row in self.registry.apps()},
+                                         incoming=at_start)
+        if removed:
+            self.registry.remove_codebases(removed)
+            self.registry.add_event("codebases.collected", None, None, codebases=removed)
+
     def submit_app(self, descriptor_xml: bytes, source: str, codebase_sha: str, replace: bool = False,
                    start: bool = True) -> dict[str, Any]:
         """Register an app and (unless ``start`` is False) run its default bootstrap (cold start)."""
         descriptor = warrants.parse_descriptor(descriptor_xml, source, read_files=False)
-        if not self.codebases.has(codebase_sha):
+        if not self.codebases.pin(codebase_sha):  # pinned: replacing an app cannot collect it
             raise BadInput(f"codebase {codebase_sha[:12]} has not been uploaded")
         owner = self.cluster.view.owner(descriptor.name) if self.cluster is not None else None
         if owner not in (None, self.name):
@@ -345,6 +354,7 @@ class Node(SupervisorHooks):
         descriptor = warrants.parse_descriptor(descriptor_xml, source, read_files=False)
         slots = [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots]
         self.registry.add_app(descriptor.name, descriptor_xml, source, codebase_sha, secret, slots)
+        self.codebases.unpin(codebase_sha)  # the registry keeps it from here on
         self.supervisor.register_app(descriptor, self.codebases.dir_of(codebase_sha))
         return descriptor
 
@@ -400,6 +410,7 @@ class Node(SupervisorHooks):
                 self.cluster.store.delete_app(app)
                 self.etcd.delete(f"apps/{app}/moved")
             self.membership.release_app(app)
+            self.collect_codebases()
         return done
 
     def app_secret(self, app: str) -> bytes:

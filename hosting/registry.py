@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warrants import names
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS apps (
@@ -179,13 +181,24 @@ class Registry:
         return bool(self._rows("SELECT 1 FROM codebases WHERE sha=?", sha))
 
     def add_codebase(self, sha: str, size: int) -> None:
+        names.check_codebase(sha)
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO codebases(sha, size, added) VALUES(?,?,?)", (sha, size, time.time()))
+
+    def remove_codebases(self, shas: list[str]) -> None:
+        with self._tx() as db:
+            db.executemany("DELETE FROM codebases WHERE sha=?", [(sha,) for sha in shas])
 
     # -- apps -------------------------------------------------------------
     def add_app(self, name: str, descriptor: bytes, source: str, codebase_sha: str, secret: bytes,
                 slots: list[tuple[str, str, dict]]) -> None:
-        """Register an app with its slots ``(slot, type, resources)`` in one transaction."""
+        """Register an app with its slots ``(slot, type, resources)`` in one transaction
+        (every name checked against its grammar, ``warrants.names``)."""
+        names.check_app(name)
+        names.check_codebase(codebase_sha)
+        for slot, type_, _ in slots:
+            names.check_slot(slot)
+            names.check_type(type_)
         with self._tx() as db:
             db.execute("INSERT INTO apps(name, descriptor, source, codebase_sha, state, secret, created)"
                        " VALUES(?,?,?,?,?,?,?)", (name, descriptor, source, codebase_sha, "running", secret, time.time()))

@@ -81,8 +81,8 @@ PEER_STATUS_TIMEOUT_S = 3.0
 def cluster_apps_view(node, app: str | None = None) -> dict[str, Any]:
     """``apps_view`` of every live member, merged (this node's own first).
 
-    Members are asked in parallel with this node's admin warrant (trusted
-    cluster-wide); the names of those that did not answer are listed under
+    Members are asked in parallel with this node's member credential
+    (``hosting.cluster.member_warrant``, trusted cluster-wide); the names of those that did not answer are listed under
     ``unreachable``. A single-node cluster is just ``apps_view``.
     """
     view = apps_view(node, app)

@@ -18,7 +18,7 @@ import click
 from warrants.descriptor import MAX_WARRANT_BYTES
 from warrants.inputs import read_user_file
 from warrants import (
-    KNOWN_RIGHTS,
+    CLIENT_RIGHTS,
     BadInput,
     Warrant,
     cert_fingerprint,
@@ -90,6 +90,19 @@ def _load_signer(key_path: str, cert_path: str | None):
     return key, cert
 
 
+def _delegating_signer(key_path: str, cert_path: str | None, not_after: dt.datetime):
+    """The key signing a delegation and a certificate carrying it: ``cert_path`` or KEY's
+    .crt.pem if there is one, else one made now. A delegated link's certificate is trusted
+    by nobody — it only carries the key the parent names as holder — so any certificate for
+    that key will do, as long as it is valid while the warrant is (the admin key in a
+    node's home has none)."""
+    if cert_path is not None or cert_path_for(key_path).exists():
+        return _load_signer(key_path, cert_path)
+    key = load_private_key(key_path)
+    days = max(1, (not_after - _now()).days + 2)
+    return key, make_self_signed_cert(key, "jtrix delegator", days=days)
+
+
 def _holder(path: str | None):
     return load_cert(path) if path else None
 
@@ -98,6 +111,8 @@ def _rights(values: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     for v in values:
         out.extend(r.strip() for r in v.split(",") if r.strip())
+    if "member" in out:
+        raise BadInput("right 'member' is a cluster node's own credential: no warrant issued here may carry it")
     return out
 
 
@@ -178,7 +193,7 @@ def keygen(out: str, name: str | None, days: int, force: bool) -> None:
     click.echo(f"fingerprint: {cert_fingerprint(cert)}")
 
 
-_RIGHT_HELP = f"a right to grant (repeatable, or comma-separated): {', '.join(sorted(KNOWN_RIGHTS))}"
+_RIGHT_HELP = f"a right to grant (repeatable, or comma-separated): {', '.join(sorted(CLIENT_RIGHTS))}"
 
 
 @warrant.command("issue")
@@ -217,7 +232,8 @@ def issue(key_path, cert_path, rights, expires, app, holder_path, service, data,
 @warrant.command("delegate")
 @click.argument("parent_file")
 @click.option("--key", "key_path", required=True, help="the parent's holder private key (PEM)")
-@click.option("--cert", "cert_path", default=None, help="holder's certificate (default: KEY's .crt.pem)")
+@click.option("--cert", "cert_path", default=None,
+              help="holder's certificate (default: KEY's .crt.pem if there is one; none is needed)")
 @click.option("--right", "rights", multiple=True, required=True, help=_RIGHT_HELP)
 @click.option("--expires", required=True, help="lifetime from now (no later than the parent's expiry)")
 @click.option("--app", default=None, help="narrow to one app (default: the parent's app)")
@@ -227,14 +243,15 @@ def issue(key_path, cert_path, rights, expires, app, holder_path, service, data,
 def delegate(parent_file, key_path, cert_path, rights, expires, app, holder_path, data, out) -> None:
     """Issue a narrower warrant from PARENT_FILE, signed by the parent's holder."""
     parent_xml = read_user_file(parent_file, "warrant file", MAX_WARRANT_BYTES)
-    key, cert = _load_signer(key_path, cert_path)
+    not_after = _now() + parse_duration(expires)
+    key, cert = _delegating_signer(key_path, cert_path, not_after)
     xml = issue_warrant(
         key,
         cert,
         rights=_rights(rights),
         app=app,
         holder=_holder(holder_path),
-        not_after=_now() + parse_duration(expires),
+        not_after=not_after,
         data=data,
         parent_xml=parent_xml,
     )

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from hosting.home import default_home
+from warrants import names
 from warrants.errors import BadInput
 
 # The hosting API's own call timeout is 10 s; blocking calls (terminate, long
@@ -91,12 +92,10 @@ def parse_netlet(target: str, allow_bootstrap: bool = False) -> tuple[str, str]:
     With ``allow_bootstrap``, ``APP/bootstrap`` (a custom bootstrap's log) is accepted too.
     """
     app, sep, slot = target.partition("/")
-    if allow_bootstrap and app and sep and slot == "bootstrap":
-        return app, slot
-    kind, sep2, index = slot.partition("/")
-    if not (app and sep and kind and sep2 and index.isdigit()):
-        raise BadInput(f"expected APP/TYPE/INDEX (e.g. kvstore/store/0), got {target!r}")
-    return app, slot
+    try:
+        return names.check_app(app), names.check_slot(slot, allow_bootstrap=allow_bootstrap)
+    except BadInput:
+        raise BadInput(f"expected APP/TYPE/INDEX (e.g. kvstore/store/0), got {target!r}") from None
 
 
 def describe_exit(last_exit: dict | None) -> str:

@@ -35,7 +35,7 @@ from warrants.keys import (
     save_cert,
     save_private_key,
 )
-from warrants.model import KNOWN_RIGHTS, Warrant
+from warrants.model import CLIENT_RIGHTS, KNOWN_RIGHTS, Warrant
 from warrants.proof import sign_proof, verify_proof
 from warrants.safexml import parse_untrusted, validate
 from warrants.verifier import WarrantVerifier
@@ -55,6 +55,7 @@ __all__ = [
     "cert_fingerprint",
     "public_key_der",
     # warrants
+    "CLIENT_RIGHTS",
     "KNOWN_RIGHTS",
     "Warrant",
     "issue_warrant",

@@ -78,6 +78,13 @@ class HolderProofFailed(WarrantError):
     """The warrant names a holder and the bearer did not prove possession of its key."""
 
 
+class NotOwner(NotFound):
+    """In a cluster: this node does not own the app (ownership moved, or the caller's view is behind).
+
+    Defined here, with the other errors every client registers, so that it crosses the wire as itself.
+    """
+
+
 class NotMaster(JtrixError):
     """The netlet asked is not (or no longer provably) the master: re-resolve and retry.
 

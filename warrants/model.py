@@ -14,10 +14,15 @@ from dataclasses import dataclass
 
 #: Rights a warrant may grant. ``call`` lets the bearer use an app through an
 #: access point (it obtains the app's credential); ``lease`` and ``report`` are
-#: what a netlet needs to renew its leases and publish its status.
+#: what a netlet needs to renew its leases and publish its status; ``member`` is
+#: a cluster node's own credential to forward owner operations to another node
+#: (``hosting.cluster``).
 KNOWN_RIGHTS = frozenset(
-    {"launch", "status", "terminate", "kill", "lease", "report", "call", "delegate"}
+    {"launch", "status", "terminate", "kill", "lease", "report", "call", "delegate", "member"}
 )
+#: Every right but ``member``: what an admin warrant carries, so no client warrant, nor any
+#: warrant delegated from one (delegation only narrows), can carry ``member``.
+CLIENT_RIGHTS = KNOWN_RIGHTS - {"member"}
 
 
 @dataclass(frozen=True)

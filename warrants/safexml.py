@@ -7,6 +7,8 @@ Policy (DESIGN.md, "Bad input"):
   declared, internal or external, and no billion-laughs expansion can start);
 * the parser itself resolves no entities, loads no DTD, touches no network and
   refuses huge trees, as a second line of defence;
+* UTF-8 only: a document declaring any other encoding is refused (the byte scan for DOCTYPE
+  above assumes an ASCII-compatible encoding, and the README promises UTF-8);
 * a nesting limit (``max_depth``);
 * comments and processing instructions are dropped (they are never meaningful).
 
@@ -34,6 +36,8 @@ DEFAULT_MAX_DEPTH = 64
 
 _DOCTYPE = re.compile(rb"<!\s*DOCTYPE", re.IGNORECASE)
 _ENTITY = re.compile(rb"<!\s*ENTITY", re.IGNORECASE)
+#: the encoding an XML declaration names (a BOM may precede it)
+_DECLARED_ENCODING = re.compile(rb"(?:\xef\xbb\xbf)?\s*<\?xml\s[^>]*?\bencoding\s*=\s*[\"']([^\"']*)[\"']")
 _NS_BRACES = re.compile(r"\{(?:urn|https?):[^}]*\}")
 
 _local = threading.local()  # lxml parsers and schemas are used by one thread at a time
@@ -99,6 +103,9 @@ def parse_untrusted(
     if b"\x00" in data[:4] or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         # UTF-16/32 would hide a DOCTYPE from the byte scan above: accept UTF-8 only.
         raise XmlRejected(f"{source}:1: only UTF-8 documents are accepted")
+    declared = _DECLARED_ENCODING.match(data)
+    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+        raise XmlRejected(f"{source}:1: only UTF-8 documents are accepted (the declaration names another encoding)")
     try:
         root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as err:
@@ -109,6 +116,8 @@ def parse_untrusted(
     if root is None:
         raise XmlRejected(f"{source}:1: no root element")
     docinfo = root.getroottree().docinfo
+    if (docinfo.encoding or "UTF-8").lower() not in ("utf-8", "utf8"):  # second line: what libxml2 decoded
+        raise XmlRejected(f"{source}:1: only UTF-8 documents are accepted")
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise XmlRejected(f"{source}:1: DOCTYPE refused (DTDs are not allowed)")
     depth = 0

@@ -30,6 +30,7 @@ from lxml import etree
 
 from warrants.errors import BadInput, WarrantMalformed
 from warrants.model import KNOWN_RIGHTS
+from warrants.names import APP_RE
 
 NS = "urn:jtrix:warrant:1"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
@@ -37,7 +38,6 @@ MAX_CHAIN = 8  # warrants in one delegation chain, root included
 
 SERIAL_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}")
-APP_RE = re.compile(r"[a-z][a-z0-9_\-]{0,62}")
 MAX_DATA = 65536
 
 
