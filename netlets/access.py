@@ -42,7 +42,7 @@ from Pyro5.errors import CommunicationError
 
 from hosting import wire
 from hosting.client import HostingClient
-from netlets.credential import make_handshake
+from netlets.credential import CLIENT, make_handshake
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.pipeline import Pipeline, PipelineConfig
 from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable
@@ -83,7 +83,7 @@ class AppProxy:
                                    timeout=wait_s + self.hosting.timeout)
         with self._lock:
             self._access = access
-            self._secret = bytes.fromhex(access["secret"])
+            self._credential = bytes.fromhex(access["credential"])
         if not self._methods:
             for n in access["netlets"]:
                 if n.get("endpoint"):
@@ -118,7 +118,7 @@ class AppProxy:
         p = proxies.get(endpoint)
         if p is None:
             p = wire.proxy(endpoint, timeout=self.call_timeout, tls=self.hosting.tls)
-            p._pyroHandshake = make_handshake(self._secret, self.app)
+            p._pyroHandshake = make_handshake(self._credential, self.app, CLIENT)
             proxies[endpoint] = p
         return p
 

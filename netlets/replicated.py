@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hosting import wire
-from netlets.credential import make_handshake
+from netlets.credential import replica_handshake
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.outcomes import capture, unwrap
@@ -89,7 +89,10 @@ class _PeerSender:
 
     def _connect(self):
         p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
-        p._pyroHandshake = make_handshake(self.host.doc.app_secret, self.host.doc.app)
+        # The replica credential, and the node's promote grant: the backup's proof that we are
+        # the master the arbiter named for our epoch (``hosting.grants``).
+        p._pyroHandshake = replica_handshake(self.host.doc.app_secret, self.host.doc.app,
+                                             grant=self.host.master_grant)
         return p
 
     def _run(self) -> None:
@@ -143,6 +146,8 @@ class ReplicatedHost(NetletHost):
         self.senders: dict[str, _PeerSender] = {}
         self.endpoints: dict[str, str] = {}
         self.master_epoch: int | None = None
+        #: the node's promote grant for ``master_epoch``
+        self.master_grant: dict | None = None
         self._flush = threading.Event()
         self._stopping = threading.Event()
         self._closed = False  # storage closed: set under the lock, never cleared
@@ -339,7 +344,9 @@ class ReplicatedHost(NetletHost):
     def prepare(self, epoch: int) -> dict:
         return self.with_replica(lambda r, now: r.prepare(int(epoch)))
 
-    def promote(self, epoch: int, isr: list[str], peers: dict[str, str]) -> bool:
+    def promote(self, epoch: int, isr: list[str], peers: dict[str, str], grant: dict) -> bool:
+        """``grant``: the node's, for this promotion (checked by the endpoint); shown to every backup."""
+        self.master_grant = grant  # before any Send: senders connect with it
         self.endpoints.update(peers)
         self.with_replica(lambda r, now: r.become_master(int(epoch), set(isr), sorted(peers), now))
         self._flush.set()

@@ -1,0 +1,208 @@
+"""Grants: a node's signed word that one replication call is the arbiter's decision.
+
+A netlet's replication surface moves authority (who is master, at which
+epoch, replicating to whom), so holding the app's replica credential is not
+enough to use it: each such call carries a *grant*, an ECDSA P-256 signature
+by a node over ``(app, op, epoch, master, digest of the call's arguments)``.
+
+Contracts (what must hold):
+  * Only a node can mint a grant a netlet accepts. Alone, the signing key is
+    the node's own key (``node.key.pem``) and netlets trust exactly its
+    certificate. In a cluster, it is a member node's TLS key and netlets trust
+    any certificate the cluster CA issued *with the grant-signer usage*
+    (:data:`GRANT_SIGNER`), which only node certificates carry — a netlet's
+    own certificate, also from the CA, cannot sign one. Netlets never hold a
+    signing key, so netlet code cannot forge a grant.
+  * A grant is for one exact call: ``prepare(epoch)``, ``promote(epoch, isr,
+    peers)`` or ``peers(epoch, peers)``, checked against the arguments the
+    netlet received (``hosting.digest``); for ``promote``/``peers`` it names
+    the master slot it is addressed to.
+  * A master's ``promote`` grant is also its proof to backups: a backup
+    accepts appends and snapshots at epoch E only on a connection that
+    presented a promote grant for E naming the message's sender.
+  * Epochs fence grants: no expiry is needed, because a grant for an old epoch
+    can only ask for what that epoch's promises already refuse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from hosting.digest import digest
+from warrants.errors import BadInput
+
+DOMAIN = b"jtrix-grant/1\0"
+PREPARE, PROMOTE, PEERS = "prepare", "promote", "peers"
+OPS = (PREPARE, PROMOTE, PEERS)
+#: extended key usage of node certificates in a cluster: "may sign grants" (a jtrix-private OID)
+GRANT_SIGNER = x509.ObjectIdentifier("1.3.6.1.4.1.57264.7.1")
+_ECDSA = ec.ECDSA(hashes.SHA256())
+_CACHE_SIZE = 64
+
+
+class GrantRefused(BadInput):
+    """A replication call came without a grant from a node for exactly this call."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a verified grant says."""
+
+    app: str
+    op: str
+    epoch: int
+    master: str | None  # the master slot it names (promote, peers); None for prepare
+    args: str  # digest of the call's arguments
+
+
+class GrantSigner:
+    """A node's grant-minting key (and, in a cluster, the certificate that vouches for it)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert_pem: bytes | None, trust: dict[str, str]) -> None:
+        self._key, self._cert_pem, self._trust = key, cert_pem, trust
+
+    @classmethod
+    def for_node(cls, node) -> "GrantSigner":
+        if node.tls is not None:
+            key = serialization.load_pem_private_key(node.tls.key_pem, password=None)
+            return cls(key, node.tls.cert_pem, {"mode": "ca", "cert": node.tls.ca_pem.decode()})
+        cert_pem = node.node_cert.public_bytes(serialization.Encoding.PEM)
+        return cls(node.node_key, None, {"mode": "self", "cert": cert_pem.decode()})
+
+    def trust(self) -> dict[str, str]:
+        """What a netlet needs to verify this node's grants (JSON; in its start document)."""
+        return dict(self._trust)
+
+    def mint(self, app: str, op: str, epoch: int, args: list, master: str | None = None) -> dict[str, Any]:
+        if op not in OPS:
+            raise ValueError(f"unknown grant op {op!r}")
+        body = json.dumps({"v": 1, "app": app, "op": op, "epoch": int(epoch), "master": master,
+                           "args": digest(args)}, sort_keys=True, separators=(",", ":")).encode()
+        return {"body": body, "sig": self._key.sign(DOMAIN + body, _ECDSA), "cert": self._cert_pem}
+
+
+_signers_lock = threading.Lock()
+
+
+def signer(node) -> GrantSigner:
+    """The node's signer, made on first use (the node's TLS identity is fixed for its run)."""
+    with _signers_lock:
+        found = node.__dict__.get("_jtrix_grant_signer")
+        if found is None:
+            found = node.__dict__["_jtrix_grant_signer"] = GrantSigner.for_node(node)
+        return found
+
+
+# The call sites of the node's elector: one grant per replication call, for exactly its arguments.
+def for_prepare(node, app: str, epoch: int) -> dict[str, Any]:
+    return signer(node).mint(app, PREPARE, epoch, [epoch])
+
+
+def for_promote(node, app: str, master: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
+    return signer(node).mint(app, PROMOTE, epoch, [epoch, isr, peers], master)
+
+
+def for_peers(node, app: str, master: str, epoch: int, peers: dict) -> dict[str, Any]:
+    return signer(node).mint(app, PEERS, epoch, [epoch, peers], master)
+
+
+class GrantVerifier:
+    """A netlet's check of grants, against the trust its node gave it at start."""
+
+    def __init__(self, trust: dict[str, str]) -> None:
+        anchor = x509.load_pem_x509_certificate(trust["cert"].encode())
+        if trust["mode"] == "self":
+            self._fixed: ec.EllipticCurvePublicKey | None = anchor.public_key()
+            self._ca = None
+        elif trust["mode"] == "ca":
+            self._fixed, self._ca = None, anchor
+        else:
+            raise ValueError(f"unknown grant trust mode {trust['mode']!r}")
+        self._verified: OrderedDict[tuple, Grant] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, grant: Any, app: str) -> Grant:
+        """What ``grant`` says, if a trusted node signed it for ``app``; raises GrantRefused."""
+        if not isinstance(grant, dict) or not isinstance(grant.get("body"), bytes) \
+                or not isinstance(grant.get("sig"), bytes) or not isinstance(grant.get("cert"), (bytes, type(None))):
+            raise GrantRefused("replication call refused: it needs a grant signed by a node")
+        cache_key = (grant["body"], grant["sig"], grant["cert"])
+        with self._lock:
+            found = self._verified.get(cache_key)
+            if found is not None:
+                self._verified.move_to_end(cache_key)
+        if found is None:
+            key = self._signer_key(grant["cert"])
+            try:
+                key.verify(grant["sig"], DOMAIN + grant["body"], _ECDSA)
+            except (InvalidSignature, ValueError, TypeError):
+                raise GrantRefused("replication call refused: the grant's signature does not verify") from None
+            found = _parse_body(grant["body"])
+            with self._lock:
+                self._verified[cache_key] = found
+                while len(self._verified) > _CACHE_SIZE:
+                    self._verified.popitem(last=False)
+        if found.app != app:
+            raise GrantRefused(f"replication call refused: the grant is for app {found.app!r}")
+        return found
+
+    def check_call(self, grant: Any, app: str, op: str, epoch: int, args: list,
+                   master: str | None = None) -> Grant:
+        """``grant`` is a node's grant for exactly this call (op, epoch, arguments, addressee)."""
+        g = self.verify(grant, app)
+        if g.op != op or g.epoch != epoch or g.master != master or g.args != digest(args):
+            raise GrantRefused(f"replication call refused: the grant is for another call "
+                               f"({g.op} at epoch {g.epoch}), not this {op} at epoch {epoch}")
+        return g
+
+    def _signer_key(self, cert_pem: bytes | None) -> ec.EllipticCurvePublicKey:
+        if self._fixed is not None:
+            return self._fixed
+        if cert_pem is None:
+            raise GrantRefused("replication call refused: the grant names no signer certificate")
+        return _ca_vouched_key(self._ca, cert_pem)
+
+
+@functools.lru_cache(maxsize=16)
+def _ca_vouched_key(ca: x509.Certificate, cert_pem: bytes) -> ec.EllipticCurvePublicKey:
+    """The key of ``cert_pem`` if ``ca`` issued it, it is in its validity window (checked
+    once per certificate: node certificates are re-issued at every start) and it carries
+    the grant-signer usage."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise GrantRefused("replication call refused: the grant's signer is not of this cluster") from None
+    now = dt.datetime.now(dt.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise GrantRefused("replication call refused: the grant's signer certificate is not valid now")
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = []
+    if GRANT_SIGNER not in usages:
+        raise GrantRefused("replication call refused: the grant's signer is not a node")
+    key = cert.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise GrantRefused("replication call refused: the grant's signer key is not ECDSA")
+    return key
+
+
+def _parse_body(body: bytes) -> Grant:
+    try:
+        d = json.loads(body)
+        return Grant(str(d["app"]), str(d["op"]), int(d["epoch"]),
+                     None if d["master"] is None else str(d["master"]), str(d["args"]))
+    except (ValueError, KeyError, TypeError):
+        raise GrantRefused("replication call refused: malformed grant") from None
