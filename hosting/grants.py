@@ -19,7 +19,13 @@ Contracts (what must hold):
     the master slot it is addressed to.
   * A master's ``promote`` grant is also its proof to backups: a backup
     accepts appends and snapshots at epoch E only on a connection that
-    presented a promote grant for E naming the message's sender.
+    presented a promote grant for E naming the message's sender, together
+    with a signature (:func:`master_proof`) by the *master key* the grant
+    names, over the backup's slot and the handshake's timestamp and nonce.
+    The node makes that key for this one promotion and hands its private half
+    only to the promoted netlet (in the promote call, never in the grant a
+    backup sees), so a backup that saw the grant cannot replay it to another
+    backup, and a replayed handshake fails the receiver's nonce check.
   * Epochs fence grants: no expiry is needed, because a grant for an old epoch
     can only ask for what that epoch's promises already refuse.
 """
@@ -41,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hosting.digest import digest
 from warrants.errors import BadInput
+from warrants.keys import private_key_pem
 
 DOMAIN = b"jtrix-grant/1\0"
 PREPARE, PROMOTE, PEERS = "prepare", "promote", "peers"
@@ -64,6 +71,7 @@ class Grant:
     epoch: int
     master: str | None  # the master slot it names (promote, peers); None for prepare
     args: str  # digest of the call's arguments
+    master_key: bytes | None = None  # promote: DER public key of the promotion's master key
 
 
 class GrantSigner:
@@ -84,11 +92,13 @@ class GrantSigner:
         """What a netlet needs to verify this node's grants (JSON; in its start document)."""
         return dict(self._trust)
 
-    def mint(self, app: str, op: str, epoch: int, args: list, master: str | None = None) -> dict[str, Any]:
+    def mint(self, app: str, op: str, epoch: int, args: list, master: str | None = None,
+             master_key: bytes | None = None) -> dict[str, Any]:
         if op not in OPS:
             raise ValueError(f"unknown grant op {op!r}")
         body = json.dumps({"v": 1, "app": app, "op": op, "epoch": int(epoch), "master": master,
-                           "args": digest(args)}, sort_keys=True, separators=(",", ":")).encode()
+                           "args": digest(args), "mkey": master_key.hex() if master_key else None},
+                          sort_keys=True, separators=(",", ":")).encode()
         return {"body": body, "sig": self._key.sign(DOMAIN + body, _ECDSA), "cert": self._cert_pem}
 
 
@@ -110,7 +120,44 @@ def for_prepare(node, app: str, epoch: int) -> dict[str, Any]:
 
 
 def for_promote(node, app: str, master: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
-    return signer(node).mint(app, PROMOTE, epoch, [epoch, isr, peers], master)
+    return promote_grant(signer(node), app, master, epoch, isr, peers)
+
+
+def promote_grant(by: GrantSigner, app: str, master: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
+    """The promote grant, plus (``master_key``, for the promoted netlet only) the private half of
+    the promotion's master key; :func:`public` is what the master shows its backups."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {**by.mint(app, PROMOTE, epoch, [epoch, isr, peers], master, der), "master_key": private_key_pem(key)}
+
+
+def public(grant: dict[str, Any]) -> dict[str, Any]:
+    """``grant`` without the private master key (what may be shown to others)."""
+    return {k: v for k, v in grant.items() if k != "master_key"}
+
+
+def _proof_context(app: str, to_slot: str, ts: float, nonce: str) -> bytes:
+    return f"jtrix-master/1\0{app}\0{to_slot}\0{ts!r}\0{nonce}".encode()
+
+
+def master_proof(master_key_pem: bytes, app: str, to_slot: str, ts: float, nonce: str) -> bytes:
+    """The master's signature, for one handshake with the backup in ``to_slot``."""
+    key = serialization.load_pem_private_key(master_key_pem, password=None)
+    return key.sign(DOMAIN + _proof_context(app, to_slot, ts, nonce), _ECDSA)
+
+
+def check_master_proof(grant: Grant, app: str, my_slot: str, handshake: dict) -> None:
+    """``handshake`` (already checked for credential and replay) carries a proof by the master key
+    ``grant`` names, made for this receiver; raises GrantRefused otherwise."""
+    proof, ts, nonce = handshake.get("master_proof"), handshake.get("ts"), handshake.get("nonce")
+    if grant.master_key is None or not isinstance(proof, bytes):
+        raise GrantRefused("a replication connection proves the grant's master key")
+    try:
+        key = serialization.load_der_public_key(grant.master_key)
+        key.verify(proof, DOMAIN + _proof_context(app, my_slot, float(ts), str(nonce)), _ECDSA)
+    except (InvalidSignature, ValueError, TypeError):
+        raise GrantRefused("the replication connection's master proof does not verify") from None
 
 
 def for_peers(node, app: str, master: str, epoch: int, peers: dict) -> dict[str, Any]:
@@ -203,6 +250,7 @@ def _parse_body(body: bytes) -> Grant:
     try:
         d = json.loads(body)
         return Grant(str(d["app"]), str(d["op"]), int(d["epoch"]),
-                     None if d["master"] is None else str(d["master"]), str(d["args"]))
+                     None if d["master"] is None else str(d["master"]), str(d["args"]),
+                     bytes.fromhex(d["mkey"]) if d.get("mkey") else None)
     except (ValueError, KeyError, TypeError):
         raise GrantRefused("replication call refused: malformed grant") from None

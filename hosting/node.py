@@ -169,7 +169,8 @@ class Node(SupervisorHooks):
             shutil.rmtree(tls_dir, ignore_errors=True)
             return
         self.ca = cluster_ca(self.etcd, self.config.cluster)
-        self.tls = self.ca.issue(f"node {self.name}", (self.config.host,), extra_usages=(grants.GRANT_SIGNER,))
+        self.tls = self.ca.issue(f"node {self.name}", (self.config.host,),
+                                 extra_usages=(grants.GRANT_SIGNER,))  # it signs grants (hosting.grants)
         self.ca.issue(f"client of node {self.name}").save(tls_dir, "client")
 
     def issue_tls(self, name: str) -> dict[str, str] | None:
@@ -536,7 +537,8 @@ class Node(SupervisorHooks):
                     "role": "master" if slot["slot"] == master else "backup"}
                    for slot in self.registry.slots(app) if slot["slot"] in replicas]
         epoch = self.arbiter.state(app).epoch
-        return {"app": app, "credential": credential(secret, CLIENT).hex(), "master": slot_of(holder) if holder else None,
+        return {"app": app, "credential": credential(secret, CLIENT).hex(),
+                "master": slot_of(holder) if holder else None,
                 "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
                 "netlets": netlets}
 

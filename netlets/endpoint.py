@@ -3,8 +3,10 @@
 Contract: every connection passes the handshake of ``netlets.credential``
 (after TLS with a cluster certificate, in a cluster), which records its
 ``Peer``: the role it proved and, when it presented a node's promote grant
-(a master connecting to a backup), the (epoch, master slot) the grant names.
-A handshake with a grant that does not verify is refused as a whole.
+(a master connecting to a backup) and proved the grant's master key for this
+netlet's slot (``hosting.grants.check_master_proof``), the (epoch, master slot)
+the grant names. A handshake with a grant or proof that does not verify is
+refused as a whole.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 
 from hosting import wire
-from hosting.grants import PROMOTE, GrantRefused, GrantVerifier
+from hosting.grants import PROMOTE, GrantRefused, GrantVerifier, check_master_proof
 from hosting.tls import TLSIdentity
 from netlets.credential import REPLICA, HandshakeChecker, Peer, set_peer
 
@@ -20,11 +22,12 @@ OBJECT_ID = "jtrix.netlet"
 
 
 class AppDaemon(wire.Daemon):
-    def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, host: str = "127.0.0.1",
+    def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                  port: int = 0, tls: TLSIdentity | None = None) -> None:
         super().__init__(host, port, tls)
         self._checker = checker
         self._grants = grants
+        self._slot = slot
 
     def validateHandshake(self, conn, data):
         role = self._checker.check(data)
@@ -33,16 +36,17 @@ class AppDaemon(wire.Daemon):
             grant = self._grants.verify(data["grant"], self._checker.app)
             if grant.op != PROMOTE or grant.master is None:
                 raise GrantRefused(f"a replication connection presents a promote grant, not {grant.op}")
+            check_master_proof(grant, self._checker.app, self._slot, data)
             master = (grant.epoch, grant.master)
         set_peer(conn, Peer(role, master))
         return "ok"
 
 
-def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, host: str = "127.0.0.1",
+def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                    port: int = 0, tls: TLSIdentity | None = None) -> tuple[AppDaemon, str, threading.Thread]:
-    """Register ``obj`` and serve it on a daemon thread; returns (daemon, uri, thread)."""
+    """Register ``obj`` (the netlet of ``slot``) and serve it on a daemon thread; returns (daemon, uri, thread)."""
     wire.configure()
-    daemon = AppDaemon(checker, grants, host, port, tls)
+    daemon = AppDaemon(checker, grants, slot, host, port, tls)
     uri = str(daemon.register(obj, OBJECT_ID))
     thread = threading.Thread(target=daemon.requestLoop, name="netlet-endpoint", daemon=True)
     thread.start()

@@ -144,6 +144,8 @@ class NetletService:
     def replication_promote(self, epoch: int, isr: list, peers: dict, grant: dict | None = None) -> bool:
         """From a node's elector: become master of ``epoch``."""
         epoch = self._check(grant, PROMOTE, epoch, [epoch, isr, peers], self._host.doc.slot)
+        if not isinstance(grant.get("master_key"), bytes):
+            raise GrantRefused("a promote grant comes with the promotion's master key")
         return self._host.promote(epoch, isr, peers, grant)
 
     def replication_peers(self, epoch: int, peers: dict, grant: dict | None = None) -> bool:

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosting import wire
+from hosting import grants, wire
 from netlets.credential import replica_handshake
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
@@ -89,10 +89,13 @@ class _PeerSender:
 
     def _connect(self):
         p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
-        # The replica credential, and the node's promote grant: the backup's proof that we are
-        # the master the arbiter named for our epoch (``hosting.grants``).
-        p._pyroHandshake = replica_handshake(self.host.doc.app_secret, self.host.doc.app,
-                                             grant=self.host.master_grant)
+        # The replica credential, the node's promote grant and our proof of its master key, for
+        # this backup: that we are the master the arbiter named for our epoch (``hosting.grants``).
+        app = self.host.doc.app
+        handshake = replica_handshake(self.host.doc.app_secret, app, grant=grants.public(self.host.master_grant))
+        handshake["master_proof"] = grants.master_proof(self.host.master_grant["master_key"], app, self.slot,
+                                                        handshake["ts"], handshake["nonce"])
+        p._pyroHandshake = handshake
         return p
 
     def _run(self) -> None:

@@ -13,10 +13,9 @@ import datetime as dt
 import pytest
 from Pyro5.errors import CommunicationError
 
-import hosting.grants  # noqa: F401  (registers GrantRefused on the wire)
 import netlets
 import warrants
-from hosting import wire
+from hosting import grants, wire
 from hosting.grants import GrantSigner
 from netlets.credential import replica_handshake
 from nodeutil import wait_for
@@ -151,27 +150,45 @@ def test_the_replica_credential_alone_does_not_open_replication(node, tmp_path):
     assert node.app("kvstore")["epoch"] == app["epoch"]
 
 
+def _as_master(node, grant: dict, to_slot: str) -> dict:
+    """The handshake a master holding ``grant`` (and its master key) makes for ``to_slot``."""
+    handshake = replica_handshake(node.app_secret("kvstore"), "kvstore", grant=grants.public(grant))
+    handshake["master_proof"] = grants.master_proof(grant["master_key"], "kvstore", to_slot,
+                                                    handshake["ts"], handshake["nonce"])
+    return handshake
+
+
+def _refused_handshake(endpoint: str, handshake: dict, why: str) -> None:
+    with wire.proxy(endpoint) as p:
+        p._pyroHandshake = handshake
+        with pytest.raises(CommunicationError, match=why):
+            p.ping()
+
+
 def test_a_backup_accepts_appends_only_from_the_master_its_grant_names(node, tmp_path):
     launch_kvstore(node, tmp_path)
     app = node.app("kvstore")
     backup, other = _backups(app)[:2]
     epoch = app["epoch"]
-    # A node's promote grant for the real master at this epoch, presented by someone claiming
-    # to be another slot (say, a second backup): refused.
-    grant = _node_signer(node).mint("kvstore", "promote", epoch, [epoch, [], {}], app["master"])
-    with _replica_proxy(node, backup["endpoint"], grant=grant) as p:
+    grant = grants.promote_grant(_node_signer(node), "kvstore", app["master"], epoch, [], {})
+    # A node's promote grant for the master at this epoch, with its master key: still only
+    # messages of that epoch from that master pass.
+    with wire.proxy(backup["endpoint"]) as p:
+        p._pyroHandshake = _as_master(node, grant, backup["slot"])
         forged = _append_after(p.ping(), epoch, other["slot"], {"op": "put", "key": "k", "value": "x"})
         with pytest.raises(JtrixError, match=f"names {app['master']} at epoch {epoch}"):
             p.replication_handle(forged)
         forged = _append_after(p.ping(), epoch + 1, app["master"], {"op": "put", "key": "k", "value": "x"})
         with pytest.raises(JtrixError, match=f"names {app['master']} at epoch {epoch}"):
             p.replication_handle(forged)
-    # A grant the node did not sign makes the whole connection fail its handshake.
-    rogue = GrantSigner(warrants.generate_key(), None, {}).mint("kvstore", "promote", epoch, [epoch, [], {}],
-                                                               other["slot"])
-    with _replica_proxy(node, backup["endpoint"], grant=rogue) as p:
-        with pytest.raises(CommunicationError, match="does not verify"):
-            p.ping()
+    # What a backup sees of its master (the grant, a handshake made for it) opens no other backup.
+    _refused_handshake(backup["endpoint"], replica_handshake(node.app_secret("kvstore"), "kvstore",
+                                                             grant=grants.public(grant)), "master key")
+    _refused_handshake(backup["endpoint"], _as_master(node, grant, other["slot"]), "master proof does not verify")
+    # A grant the node did not sign makes the whole handshake fail.
+    rogue = grants.promote_grant(GrantSigner(warrants.generate_key(), None, {}), "kvstore", other["slot"],
+                                 epoch, [], {})
+    _refused_handshake(backup["endpoint"], _as_master(node, rogue, backup["slot"]), "does not verify")
     # The real master's replication is unaffected.
     kv = netlets.connect("kvstore")
     kv.put("k", "after")
