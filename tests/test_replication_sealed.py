@@ -17,7 +17,7 @@ import netlets
 import warrants
 from hosting import grants, wire
 from hosting.grants import GrantSigner
-from netlets.credential import replica_handshake
+from netlets.credential import REPLICA, make_handshake, replica_handshake
 from nodeutil import wait_for
 from test_replication_e2e import launch_kvstore, master_of, wait_master
 from warrants.errors import JtrixError
@@ -71,6 +71,8 @@ def test_a_call_only_client_cannot_append_to_a_backup(sealed):
     forged = _append_after(p.ping(), app["epoch"], app["master"], {"op": "put", "key": "k", "value": "mallory"})
     with pytest.raises(JtrixError, match="replica credential"):
         p.replication_handle(forged)
+    # claiming the replica role with the client credential fails the handshake itself
+    _refused_handshake(backup["endpoint"], make_handshake(kv._credential, "kvstore", REPLICA), "wrong app credential")
     assert p.invoke("get", ["k"], {}) == "alice"
     assert kv.get_latest("k") == "alice"
 
