@@ -1,7 +1,8 @@
 """Access points: calling a running app by method name, across failovers.
 
 ``connect(app)`` asks the hosting node (with a warrant holding the ``call``
-right: by default the local node's admin warrant) for the app's credential and
+right: by default the local node's admin warrant) for the app's client
+credential (it opens the netlets' client surface only, never replication) and
 endpoints, and returns an :class:`AppProxy`.
 
 Contracts:
