@@ -66,17 +66,10 @@ class NetletHost:
                 "replicated": False}
 
     # Replication RPCs: only a replicated host (netlets.replicated) serves them.
-    def handle(self, msg: dict) -> dict | None:
+    def _not_replicated(self, *args: Any) -> Any:
         raise BadInput(f"{self.doc.slot} is not a replicated netlet")
 
-    def prepare(self, epoch: int) -> dict:
-        return self.handle({})
-
-    def promote(self, epoch: int, isr: list, peers: dict, grant: dict) -> bool:
-        return self.handle({})
-
-    def set_peers(self, epoch: int, peers: dict) -> bool:
-        return self.handle({})
+    handle = prepare = promote = set_peers = _not_replicated
 
     def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
         kind = self.exposed.get(method)

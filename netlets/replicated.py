@@ -149,7 +149,7 @@ class ReplicatedHost(NetletHost):
         self.senders: dict[str, _PeerSender] = {}
         self.endpoints: dict[str, str] = {}
         self.master_epoch: int | None = None
-        #: the node's promote grant for ``master_epoch``
+        #: the node's promote grant for ``master_epoch`` (with its private ``master_key``)
         self.master_grant: dict | None = None
         self._flush = threading.Event()
         self._stopping = threading.Event()
@@ -348,7 +348,8 @@ class ReplicatedHost(NetletHost):
         return self.with_replica(lambda r, now: r.prepare(int(epoch)))
 
     def promote(self, epoch: int, isr: list[str], peers: dict[str, str], grant: dict) -> bool:
-        """``grant``: the node's, for this promotion (checked by the endpoint); shown to every backup."""
+        """``grant``: the node's, for this promotion (checked by the endpoint), with the promotion's
+        private master key; each backup is shown the grant without it, and a proof made with it."""
         self.master_grant = grant  # before any Send: senders connect with it
         self.endpoints.update(peers)
         self.with_replica(lambda r, now: r.become_master(int(epoch), set(isr), sorted(peers), now))

@@ -3,8 +3,8 @@
 Reads its start document (JSON, on stdin, written by the node: identity,
 class, params, resources, warrant and key, app secret), imports the netlet
 class from the app's codebase (on ``PYTHONPATH``), serves the netlet's own RPC
-endpoint (an app credential required; replication also a node's grant), renews its lease every TTL/3 and
-publishes its status.
+endpoint (an app credential required; replication also a node's grant,
+``hosting.grants``), renews its lease every TTL/3 and publishes its status.
 
 Exit codes: 0 stopped on request (SIGTERM/SIGINT, after ``on_stopping``);
 70 the netlet class could not be loaded or started (the log says why);
