@@ -157,7 +157,7 @@ class Elector:
                                 mode="cold" if cold else ("warm" if warm else "failover"))
         secret = node.app_secret(app)
         futures = {slot: self._pool.submit(self._call, live[slot][1], secret, app, "replication_prepare", epoch,
-                                             grants.for_prepare(node, app, epoch))
+                                             grants.for_prepare(node, app, live[slot][0], epoch))
                    for slot in candidates}
         positions = {}
         for slot, fut in futures.items():
@@ -181,7 +181,7 @@ class Elector:
         node.control.start_timing(app, netlet_id, epoch, ttl)
         try:
             self._call(endpoint, secret, app, "replication_promote", epoch, sorted(state.isr), peers,
-                       grants.for_promote(node, app, winner, epoch, sorted(state.isr), peers))
+                       grants.for_promote(node, app, netlet_id, epoch, sorted(state.isr), peers))
         except Exception as err:
             log.warning("election of %s: promoting %s failed: %s", app, winner, err)
             return True  # it will not renew: its control lease expires and we elect again
@@ -206,7 +206,7 @@ class Elector:
         peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
         secret = self.node.app_secret(app)
         self._pool.submit(self._call, live[master_slot][1], secret, app, "replication_peers", epoch, peers,
-                          grants.for_peers(self.node, app, master_slot, epoch, peers))
+                          grants.for_peers(self.node, app, live[master_slot][0], epoch, peers))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

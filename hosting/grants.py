@@ -3,7 +3,7 @@
 A netlet's replication surface moves authority (who is master, at which
 epoch, replicating to whom), so holding the app's replica credential is not
 enough to use it: each such call carries a *grant*, an ECDSA P-256 signature
-by a node over ``(app, op, epoch, master, digest of the call's arguments)``.
+by a node over ``(app, op, epoch, addressee, digest of the call's arguments)``.
 
 Contracts (what must hold):
   * Only a node can mint a grant a netlet accepts. Alone, the signing key is
@@ -14,9 +14,10 @@ Contracts (what must hold):
     own certificate, also from the CA, cannot sign one. Netlets never hold a
     signing key, so netlet code cannot forge a grant.
   * A grant is for one exact call: ``prepare(epoch)``, ``promote(epoch, isr,
-    peers)`` or ``peers(epoch, peers)``, checked against the arguments the
-    netlet received (``hosting.digest``); for ``promote``/``peers`` it names
-    the master slot it is addressed to.
+    peers)`` or ``peers(epoch, peers)`` to one netlet (its id: slot and
+    incarnation, so a new process in the same slot is not the addressee),
+    checked against the arguments the netlet received (``hosting.digest``);
+    ``promote``/``peers`` grants name the addressee's slot as the master.
   * A master's ``promote`` grant is also its proof to backups: a backup
     accepts appends and snapshots at epoch E only on a connection that
     presented a promote grant for E naming the message's sender, together
@@ -45,6 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from hosting.control import slot_of
 from hosting.digest import digest
 from warrants.errors import BadInput
 from warrants.keys import private_key_pem
@@ -69,7 +71,8 @@ class Grant:
     app: str
     op: str
     epoch: int
-    master: str | None  # the master slot it names (promote, peers); None for prepare
+    to: str  # the netlet id it is addressed to
+    master: str | None  # the master slot it names (promote, peers: the addressee's); None for prepare
     args: str  # digest of the call's arguments
     master_key: bytes | None = None  # promote: DER public key of the promotion's master key
 
@@ -92,11 +95,14 @@ class GrantSigner:
         """What a netlet needs to verify this node's grants (JSON; in its start document)."""
         return dict(self._trust)
 
-    def mint(self, app: str, op: str, epoch: int, args: list, master: str | None = None,
+    def mint(self, app: str, op: str, epoch: int, args: list, to: str,
              master_key: bytes | None = None) -> dict[str, Any]:
+        """A grant for ``op(*args)`` at ``epoch`` to the netlet ``to`` (with the promotion's
+        master public key, DER, for ``promote``)."""
         if op not in OPS:
             raise ValueError(f"unknown grant op {op!r}")
-        body = json.dumps({"v": 1, "app": app, "op": op, "epoch": int(epoch), "master": master,
+        master = None if op == PREPARE else slot_of(to)
+        body = json.dumps({"v": 1, "app": app, "op": op, "epoch": int(epoch), "to": to, "master": master,
                            "args": digest(args), "mkey": master_key.hex() if master_key else None},
                           sort_keys=True, separators=(",", ":")).encode()
         return {"body": body, "sig": self._key.sign(DOMAIN + body, _ECDSA), "cert": self._cert_pem}
@@ -115,21 +121,27 @@ def signer(node) -> GrantSigner:
 
 
 # The call sites of the node's elector: one grant per replication call, for exactly its arguments.
-def for_prepare(node, app: str, epoch: int) -> dict[str, Any]:
-    return signer(node).mint(app, PREPARE, epoch, [epoch])
+def for_prepare(node, app: str, netlet_id: str, epoch: int) -> dict[str, Any]:
+    return signer(node).mint(app, PREPARE, epoch, [epoch], netlet_id)
 
 
-def for_promote(node, app: str, master: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
-    return promote_grant(signer(node), app, master, epoch, isr, peers)
+def for_promote(node, app: str, netlet_id: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
+    return promote_grant(signer(node), app, netlet_id, epoch, isr, peers)
 
 
-def promote_grant(by: GrantSigner, app: str, master: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
+def for_peers(node, app: str, netlet_id: str, epoch: int, peers: dict) -> dict[str, Any]:
+    return signer(node).mint(app, PEERS, epoch, [epoch, peers], netlet_id)
+
+
+def promote_grant(by: GrantSigner, app: str, netlet_id: str, epoch: int, isr: list,
+                  peers: dict) -> dict[str, Any]:
     """The promote grant, plus (``master_key``, for the promoted netlet only) the private half of
     the promotion's master key; :func:`public` is what the master shows its backups."""
     key = ec.generate_private_key(ec.SECP256R1())
     der = key.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    return {**by.mint(app, PROMOTE, epoch, [epoch, isr, peers], master, der), "master_key": private_key_pem(key)}
+    return {**by.mint(app, PROMOTE, epoch, [epoch, isr, peers], netlet_id, der),
+            "master_key": private_key_pem(key)}
 
 
 def public(grant: dict[str, Any]) -> dict[str, Any]:
@@ -158,10 +170,6 @@ def check_master_proof(grant: Grant, app: str, my_slot: str, handshake: dict) ->
         key.verify(proof, DOMAIN + _proof_context(app, my_slot, float(ts), str(nonce)), _ECDSA)
     except (InvalidSignature, ValueError, TypeError):
         raise GrantRefused("the replication connection's master proof does not verify") from None
-
-
-def for_peers(node, app: str, master: str, epoch: int, peers: dict) -> dict[str, Any]:
-    return signer(node).mint(app, PEERS, epoch, [epoch, peers], master)
 
 
 class GrantVerifier:
@@ -204,11 +212,10 @@ class GrantVerifier:
             raise GrantRefused(f"replication call refused: the grant is for app {found.app!r}")
         return found
 
-    def check_call(self, grant: Any, app: str, op: str, epoch: int, args: list,
-                   master: str | None = None) -> Grant:
-        """``grant`` is a node's grant for exactly this call (op, epoch, arguments, addressee)."""
+    def check_call(self, grant: Any, app: str, op: str, epoch: int, args: list, to: str) -> Grant:
+        """``grant`` is a node's grant for exactly this call (op, epoch, arguments) to netlet ``to``."""
         g = self.verify(grant, app)
-        if g.op != op or g.epoch != epoch or g.master != master or g.args != digest(args):
+        if g.op != op or g.epoch != epoch or g.to != to or g.args != digest(args):
             raise GrantRefused(f"replication call refused: the grant is for another call "
                                f"({g.op} at epoch {g.epoch}), not this {op} at epoch {epoch}")
         return g
@@ -249,7 +256,7 @@ def _ca_vouched_key(ca: x509.Certificate, cert_pem: bytes) -> ec.EllipticCurvePu
 def _parse_body(body: bytes) -> Grant:
     try:
         d = json.loads(body)
-        return Grant(str(d["app"]), str(d["op"]), int(d["epoch"]),
+        return Grant(str(d["app"]), str(d["op"]), int(d["epoch"]), str(d["to"]),
                      None if d["master"] is None else str(d["master"]), str(d["args"]),
                      bytes.fromhex(d["mkey"]) if d.get("mkey") else None)
     except (ValueError, KeyError, TypeError):

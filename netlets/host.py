@@ -116,9 +116,10 @@ class NetletService:
         """The methods this netlet exposes and where each runs (``command``, ``query``, ``master_query``)."""
         return self._host.describe()
 
-    def _check(self, grant: Any, op: str, epoch: Any, args: list, master: str | None) -> int:
+    def _check(self, grant: Any, op: str, epoch: Any, args: list) -> int:
         _replica_peer()
-        self._host.doc.grants.check_call(grant, self._host.doc.app, op, epoch, args, master)
+        doc = self._host.doc
+        doc.grants.check_call(grant, doc.app, op, epoch, args, doc.netlet_id)
         return int(epoch)
 
     def replication_handle(self, msg: dict) -> dict | None:
@@ -132,18 +133,18 @@ class NetletService:
 
     def replication_prepare(self, epoch: int, grant: dict | None = None) -> dict:
         """From a node's elector: promise ``epoch``, report the position."""
-        return self._host.prepare(self._check(grant, PREPARE, epoch, [epoch], None))
+        return self._host.prepare(self._check(grant, PREPARE, epoch, [epoch]))
 
     def replication_promote(self, epoch: int, isr: list, peers: dict, grant: dict | None = None) -> bool:
         """From a node's elector: become master of ``epoch``."""
-        epoch = self._check(grant, PROMOTE, epoch, [epoch, isr, peers], self._host.doc.slot)
+        epoch = self._check(grant, PROMOTE, epoch, [epoch, isr, peers])
         if not isinstance(grant.get("master_key"), bytes):
             raise GrantRefused("a promote grant comes with the promotion's master key")
         return self._host.promote(epoch, isr, peers, grant)
 
     def replication_peers(self, epoch: int, peers: dict, grant: dict | None = None) -> bool:
         """From a node: the backups' current endpoints (joins and departures)."""
-        return self._host.set_peers(self._check(grant, PEERS, epoch, [epoch, peers], self._host.doc.slot), peers)
+        return self._host.set_peers(self._check(grant, PEERS, epoch, [epoch, peers]), peers)
 
     def invoke(self, method: str, args: list | None = None, kwargs: dict | None = None,
                req_id: str | None = None) -> Any:

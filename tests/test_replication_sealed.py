@@ -132,22 +132,27 @@ def test_the_replica_credential_alone_does_not_open_replication(node, tmp_path):
         with pytest.raises(JtrixError, match="needs a grant"):
             p.replication_prepare(10**15)
         with pytest.raises(JtrixError, match="does not verify"):
-            p.replication_prepare(10**15, rogue.mint("kvstore", "prepare", 10**15, [10**15]))
+            p.replication_prepare(10**15, rogue.mint("kvstore", "prepare", 10**15, [10**15], backup["netlet"]))
         # a node's grant for another epoch, another op or another addressee is not this call's
         node_signer = _node_signer(node)
         with pytest.raises(JtrixError, match="another call"):
-            p.replication_prepare(10**15, node_signer.mint("kvstore", "prepare", 10**15 - 1, [10**15 - 1]))
+            p.replication_prepare(10**15, node_signer.mint("kvstore", "prepare", 10**15 - 1, [10**15 - 1],
+                                                           backup["netlet"]))
         with pytest.raises(JtrixError, match="another call"):
             p.replication_promote(10**15, [backup["slot"]], {},
-                                  node_signer.mint("kvstore", "promote", 10**15, [10**15, [], {}], backup["slot"]))
+                                  node_signer.mint("kvstore", "promote", 10**15, [10**15, [], {}], backup["netlet"]))
         with pytest.raises(JtrixError, match="another call"):
             p.replication_peers(app["epoch"], {}, node_signer.mint("kvstore", "peers", app["epoch"],
-                                                                   [app["epoch"], {}], app["master"]))
+                                                                   [app["epoch"], {}], master_of(app)["netlet"]))
         # no promote grant on this connection: no append is accepted, whoever it claims to be from
         forged = _append_after(p.ping(), app["epoch"], app["master"], {"op": "put", "key": "k", "value": "x"})
         with pytest.raises(JtrixError, match="grant names no master"):
             p.replication_handle(forged)
         assert p.ping()["epoch"] == app["epoch"] and p.ping()["role"] == "backup"
+        # the control: the node's grant for exactly this call (the epoch already promised) is taken
+        current = app["epoch"]
+        assert p.replication_prepare(current, node_signer.mint("kvstore", "prepare", current, [current],
+                                                               backup["netlet"]))["ok"]
     wait_master(node)
     assert node.app("kvstore")["epoch"] == app["epoch"]
 
@@ -172,7 +177,7 @@ def test_a_backup_accepts_appends_only_from_the_master_its_grant_names(node, tmp
     app = node.app("kvstore")
     backup, other = _backups(app)[:2]
     epoch = app["epoch"]
-    grant = grants.promote_grant(_node_signer(node), "kvstore", app["master"], epoch, [], {})
+    grant = grants.promote_grant(_node_signer(node), "kvstore", master_of(app)["netlet"], epoch, [], {})
     # A node's promote grant for the master at this epoch, with its master key: still only
     # messages of that epoch from that master pass.
     with wire.proxy(backup["endpoint"]) as p:
@@ -188,7 +193,7 @@ def test_a_backup_accepts_appends_only_from_the_master_its_grant_names(node, tmp
                                                              grant=grants.public(grant)), "master key")
     _refused_handshake(backup["endpoint"], _as_master(node, grant, other["slot"]), "master proof does not verify")
     # A grant the node did not sign makes the whole handshake fail.
-    rogue = grants.promote_grant(GrantSigner(warrants.generate_key(), None, {}), "kvstore", other["slot"],
+    rogue = grants.promote_grant(GrantSigner(warrants.generate_key(), None, {}), "kvstore", other["netlet"],
                                  epoch, [], {})
     _refused_handshake(backup["endpoint"], _as_master(node, rogue, backup["slot"]), "does not verify")
     # The real master's replication is unaffected.
