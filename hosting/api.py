@@ -12,6 +12,7 @@ here and reported as a generic failure (no tracebacks cross the wire).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -24,8 +25,9 @@ from typing import Any
 import Pyro5.api
 
 from hosting import status as views
-from hosting.auth import ANY_APP, Authorizer
+from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
 from hosting.cluster import owner_op_args
+from hosting.digest import call_digest
 from hosting.node import NETLET_WARRANT_PREFIX, Node
 from warrants import names
 from warrants.errors import BadInput, JtrixError, NotFound
@@ -38,11 +40,17 @@ USER_SIGNALS = {"KILL": _signal.SIGKILL, "TERM": _signal.SIGTERM, "STOP": _signa
                 "CONT": _signal.SIGCONT, "INT": _signal.SIGINT, "HUP": _signal.SIGHUP}
 
 
+#: the ``call_digest`` of the arguments (after ``auth``) of the call this thread serves
+_CALL_ARGS: contextvars.ContextVar[str] = contextvars.ContextVar("jtrix_call_args")
+
+
 def _guarded(fn):
-    """Turn unexpected exceptions into a one-line JtrixError (and log them here)."""
+    """Turn unexpected exceptions into a one-line JtrixError (and log them here); records the
+    digest of the call's arguments as received, which the holder proof must cover."""
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         started = time.perf_counter()
+        token = _CALL_ARGS.set(call_digest(args[1:], kwargs) if args else EMPTY_ARGS)
         try:
             return fn(self, *args, **kwargs)
         except JtrixError:
@@ -51,6 +59,7 @@ def _guarded(fn):
             log.exception("hosting call %s failed", fn.__name__)
             raise JtrixError(f"internal error in {fn.__name__}: {type(err).__name__}: {err}") from None
         finally:
+            _CALL_ARGS.reset(token)
             if self.metrics is not None:
                 self.metrics.observe_call(fn.__name__, time.perf_counter() - started)
     return wrapper
@@ -69,7 +78,7 @@ class HostingAPI:
         node.on_trusted_certs = self.auth.trust
 
     def _check(self, auth, method: str, right: str, app: str | None = None):
-        return self.auth.check(auth, method, right, app)
+        return self.auth.check(auth, method, right, app, _CALL_ARGS.get())
 
     def _check_netlet(self, auth, method: str, right: str, netlet_id: str):
         """A netlet warrant (data ``netlet:<id>``) only acts for its own netlet."""

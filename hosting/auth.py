@@ -2,8 +2,10 @@
 
 Every hosting call carries ``auth = {"warrant": str, "ts": float, "nonce": str,
 "proof": bytes|None}``. The proof is the holder's signature over
-:func:`call_context` — service id, method, timestamp and nonce — so a captured
-proof is useless for another method, another node, or after the replay window.
+:func:`call_context` — service id, method, timestamp, nonce and the digest of
+the call's arguments (``hosting.digest.call_digest``) — so a captured or relayed
+proof is useless for another method, other arguments, another node, or after
+the replay window.
 
 Contracts:
   * :meth:`Authorizer.check` returns the verified warrant only if its chain is
@@ -21,6 +23,7 @@ import time
 from typing import Any
 
 import warrants
+from hosting.digest import call_digest
 from hosting.trust import service_for
 from warrants.replay import NonceCache
 from warrants.errors import BadInput
@@ -29,21 +32,27 @@ REPLAY_WINDOW_S = 120.0
 #: ``app`` for operations that concern no particular app (content-addressed
 #: uploads): a warrant scoped to any one app is enough.
 ANY_APP = object()
+#: the digest of a call with no arguments besides ``auth``
+EMPTY_ARGS = call_digest((), None)
 
 
 class CallRefused(BadInput):
     """The call's authentication envelope is missing, stale or replayed."""
 
 
-def call_context(service: str, method: str, ts: float, nonce: str) -> bytes:
-    """The bytes a holder signs to prove possession for one call."""
-    return f"jtrix-call/1\0{service}\0{method}\0{ts!r}\0{nonce}".encode()
+def call_context(service: str, method: str, ts: float, nonce: str, args_digest: str) -> bytes:
+    """The bytes a holder signs to prove possession for one call with these arguments."""
+    return f"jtrix-call/2\0{service}\0{method}\0{ts!r}\0{nonce}\0{args_digest}".encode()
 
 
-def make_auth(warrant_xml: bytes, key, service: str, method: str) -> dict[str, Any]:
-    """Client side: the ``auth`` argument for one call (``key`` may be None for bearer warrants)."""
+def make_auth(warrant_xml: bytes, key, service: str, method: str, args: tuple | list = (),
+              kwargs: dict | None = None) -> dict[str, Any]:
+    """Client side: the ``auth`` argument for one call of ``method(auth, *args, **kwargs)``
+    (``key`` may be None for bearer warrants)."""
     ts, nonce = time.time(), os.urandom(16).hex()
-    proof = warrants.sign_proof(key, call_context(service, method, ts, nonce)) if key is not None else None
+    proof = None
+    if key is not None:
+        proof = warrants.sign_proof(key, call_context(service, method, ts, nonce, call_digest(args, kwargs)))
     return {"warrant": warrant_xml.decode() if isinstance(warrant_xml, bytes) else warrant_xml,
             "ts": ts, "nonce": nonce, "proof": proof}
 
@@ -65,7 +74,9 @@ class Authorizer:
     def trust(self, certs) -> None:
         self._verifier.add_trusted(certs)
 
-    def check(self, auth: Any, method: str, right: str, app: str | None = None):
+    def check(self, auth: Any, method: str, right: str, app: str | None = None,
+              args_digest: str = EMPTY_ARGS):
+        """``args_digest``: ``call_digest`` of the arguments the call arrived with (after ``auth``)."""
         if not isinstance(auth, dict) or not isinstance(auth.get("warrant"), str):
             raise CallRefused("call refused: no warrant presented")
         ts, nonce = auth.get("ts"), auth.get("nonce")
@@ -74,7 +85,7 @@ class Authorizer:
         if not self._nonces.in_window(float(ts)):
             raise CallRefused("call refused: timestamp outside the replay window (clock skew?)")
         proof = auth.get("proof")
-        context = call_context(self.service, method, float(ts), nonce)
+        context = call_context(self.service, method, float(ts), nonce, args_digest)
         xml = auth["warrant"].encode()
         verified = self._verifier.verify(xml)  # cached; the full check follows
         if app is ANY_APP:

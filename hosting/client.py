@@ -1,7 +1,8 @@
 """Calling a hosting node: the client side of ``hosting.api``.
 
 Contracts:
-  * Every call carries a fresh auth envelope (warrant, timestamp, nonce, proof).
+  * Every call carries a fresh auth envelope (warrant, timestamp, nonce, proof over
+    those and the call's arguments).
   * A proxy belongs to one thread: each thread gets its own.
   * Retries are explicit and only for idempotent methods (``IDEMPOTENT``): a
     connection failure of any other call is reported, because it may or may
@@ -102,7 +103,7 @@ class HostingClient:
             proxy._pyroTimeout = timeout or self.timeout
             try:
                 if authed:
-                    auth = make_auth(self.warrant_xml, self.key, self.service, method)
+                    auth = make_auth(self.warrant_xml, self.key, self.service, method, args, kwargs)
                     return getattr(proxy, method)(auth, *args, **kwargs)
                 return getattr(proxy, method)(*args, **kwargs)
             except CallTimeout:

@@ -27,9 +27,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from hosting import wire
+from hosting import grants, wire
 from hosting.arbiter import StaleEpoch
-from netlets.credential import make_handshake
+from netlets.credential import replica_handshake
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ class Elector:
         node.registry.add_event("election.started", app, None, epoch=epoch, candidates=candidates,
                                 mode="cold" if cold else ("warm" if warm else "failover"))
         secret = node.app_secret(app)
-        futures = {slot: self._pool.submit(self._call, live[slot][1], secret, app, "replication_prepare", epoch)
+        futures = {slot: self._pool.submit(self._call, live[slot][1], secret, app, "replication_prepare", epoch,
+                                             grants.for_prepare(node, app, live[slot][0], epoch))
                    for slot in candidates}
         positions = {}
         for slot, fut in futures.items():
@@ -179,7 +180,8 @@ class Elector:
         ttl = node.descriptor(app).lease_ttl
         node.control.start_timing(app, netlet_id, epoch, ttl)
         try:
-            self._call(endpoint, secret, app, "replication_promote", epoch, sorted(state.isr), peers)
+            self._call(endpoint, secret, app, "replication_promote", epoch, sorted(state.isr), peers,
+                       grants.for_promote(node, app, netlet_id, epoch, sorted(state.isr), peers))
         except Exception as err:
             log.warning("election of %s: promoting %s failed: %s", app, winner, err)
             return True  # it will not renew: its control lease expires and we elect again
@@ -203,13 +205,14 @@ class Elector:
         epoch = self.node.arbiter.state(app).epoch
         peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
         secret = self.node.app_secret(app)
-        self._pool.submit(self._call, live[master_slot][1], secret, app, "replication_peers", epoch, peers)
+        self._pool.submit(self._call, live[master_slot][1], secret, app, "replication_peers", epoch, peers,
+                          grants.for_peers(self.node, app, live[master_slot][0], epoch, peers))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _call(self, endpoint: str, secret: bytes, app: str, method: str, *args: Any) -> Any:
-        """One RPC to a netlet endpoint with the app credential (node → netlet)."""
+        """One RPC to a netlet endpoint with the replica credential (node → netlet)."""
         with wire.proxy(endpoint, timeout=PREPARE_TIMEOUT_S, tls=self.node.tls) as p:
-            p._pyroHandshake = make_handshake(secret, app)
+            p._pyroHandshake = replica_handshake(secret, app)
             return getattr(p, method)(*args)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import wire
+from hosting import grants, wire
 from hosting.arbiter import Arbiter, EpochStore
 from hosting.bootstrapper import Bootstrapper
 from hosting.cluster import ClusterAgent, NotOwner
@@ -44,6 +44,7 @@ from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks,
 from hosting.timers import Timers
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
+from netlets.credential import CLIENT, credential
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
 
@@ -168,7 +169,8 @@ class Node(SupervisorHooks):
             shutil.rmtree(tls_dir, ignore_errors=True)
             return
         self.ca = cluster_ca(self.etcd, self.config.cluster)
-        self.tls = self.ca.issue(f"node {self.name}", (self.config.host,))
+        self.tls = self.ca.issue(f"node {self.name}", (self.config.host,),
+                                 extra_usages=(grants.GRANT_SIGNER,))  # it signs grants (hosting.grants)
         self.ca.issue(f"client of node {self.name}").save(tls_dir, "client")
 
     def issue_tls(self, name: str) -> dict[str, str] | None:
@@ -449,7 +451,7 @@ class Node(SupervisorHooks):
             "durability": descriptor.durability, "ack": descriptor.ack,
             "warrant": warrant.decode(), "key_pem": warrants.private_key_pem(key).decode(),
             "app_secret": self.registry.app(app)["secret"].hex(),
-            "tls": self.issue_tls(netlet_id),
+            "tls": self.issue_tls(netlet_id), "grant_trust": grants.signer(self).trust(),
         }
 
     def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:
@@ -524,7 +526,8 @@ class Node(SupervisorHooks):
         return {"ok": ok, "epoch": current}
 
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
-        """What an access point needs: the app credential, its netlets' endpoints and the master.
+        """What an access point needs: the app's client credential (``netlets.credential``: it opens
+        the client surface of the netlets, never replication), its netlets' endpoints and the master.
 
         With ``after_epoch``: first waits up to ``wait_s`` until a master of a
         higher epoch has been promoted (an access point that lost its master
@@ -545,7 +548,8 @@ class Node(SupervisorHooks):
                     "role": "master" if slot["slot"] == master else "backup"}
                    for slot in self.registry.slots(app) if slot["slot"] in replicas]
         epoch = self.arbiter.state(app).epoch
-        return {"app": app, "secret": secret.hex(), "master": slot_of(holder) if holder else None,
+        return {"app": app, "credential": credential(secret, CLIENT).hex(),
+                "master": slot_of(holder) if holder else None,
                 "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
                 "netlets": netlets}
 

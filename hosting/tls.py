@@ -152,14 +152,17 @@ class ClusterCA:
         return cls(x509.load_pem_x509_certificate(data["cert"].encode()),
                    serialization.load_pem_private_key(data["key"].encode(), password=None))
 
-    def issue(self, name: str, hosts: tuple[str, ...] = (), days: int = LEAF_DAYS) -> TLSIdentity:
+    def issue(self, name: str, hosts: tuple[str, ...] = (), days: int = LEAF_DAYS,
+              extra_usages: tuple[x509.ObjectIdentifier, ...] = ()) -> TLSIdentity:
         """A new key and a certificate for ``name`` (its common name, cut to 64 characters),
-        good for serving on ``hosts`` and for connecting; without hosts it can only connect."""
+        good for serving on ``hosts`` and for connecting; without hosts it can only connect.
+        ``extra_usages``: further extended key usages (a node's: ``hosting.grants.GRANT_SIGNER``)."""
         if not name:
             raise BadInput("a TLS certificate needs a name")
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if hosts else [])
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if hosts else []) \
+            + list(extra_usages)
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])]))
                    .issuer_name(self.cert.subject).public_key(key.public_key())

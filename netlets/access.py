@@ -1,7 +1,8 @@
 """Access points: calling a running app by method name, across failovers.
 
 ``connect(app)`` asks the hosting node (with a warrant holding the ``call``
-right: by default the local node's admin warrant) for the app's credential and
+right: by default the local node's admin warrant) for the app's client
+credential (it opens the netlets' client surface only, never replication) and
 endpoints, and returns an :class:`AppProxy`.
 
 Contracts:
@@ -42,7 +43,7 @@ from Pyro5.errors import CommunicationError
 
 from hosting import wire
 from hosting.client import HostingClient
-from netlets.credential import make_handshake
+from netlets.credential import CLIENT, make_handshake
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.pipeline import Pipeline, PipelineConfig
 from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable
@@ -83,7 +84,7 @@ class AppProxy:
                                    timeout=wait_s + self.hosting.timeout)
         with self._lock:
             self._access = access
-            self._secret = bytes.fromhex(access["secret"])
+            self._credential = bytes.fromhex(access["credential"])
         if not self._methods:
             for n in access["netlets"]:
                 if n.get("endpoint"):
@@ -118,7 +119,7 @@ class AppProxy:
         p = proxies.get(endpoint)
         if p is None:
             p = wire.proxy(endpoint, timeout=self.call_timeout, tls=self.hosting.tls)
-            p._pyroHandshake = make_handshake(self._secret, self.app)
+            p._pyroHandshake = make_handshake(self._credential, self.app, CLIENT)
             proxies[endpoint] = p
         return p
 

@@ -1,35 +1,52 @@
-"""A netlet's own RPC endpoint (Pyro5), open only to holders of the app credential."""
+"""A netlet's own RPC endpoint (Pyro5), open only to holders of an app credential.
+
+Contract: every connection passes the handshake of ``netlets.credential``
+(after TLS with a cluster certificate, in a cluster), which records its
+``Peer``: the role it proved and, when it presented a node's promote grant
+(a master connecting to a backup) and proved the grant's master key for this
+netlet's slot (``hosting.grants.check_master_proof``), the (epoch, master slot)
+the grant names. A handshake with a grant or proof that does not verify is
+refused as a whole.
+"""
 
 from __future__ import annotations
 
 import threading
 
 from hosting import wire
+from hosting.grants import PROMOTE, GrantRefused, GrantVerifier, check_master_proof
 from hosting.tls import TLSIdentity
-from netlets.credential import HandshakeChecker
+from netlets.credential import REPLICA, HandshakeChecker, Peer, set_peer
 
 OBJECT_ID = "jtrix.netlet"
 
 
 class AppDaemon(wire.Daemon):
-    """A Pyro5 daemon whose every connection must pass the app-credential handshake (after
-    TLS with a cluster certificate, in a cluster)."""
-
-    def __init__(self, checker: HandshakeChecker, host: str = "127.0.0.1", port: int = 0,
-                 tls: TLSIdentity | None = None) -> None:
+    def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
+                 port: int = 0, tls: TLSIdentity | None = None) -> None:
         super().__init__(host, port, tls)
         self._checker = checker
+        self._grants = grants
+        self._slot = slot
 
     def validateHandshake(self, conn, data):
-        self._checker.check(data)
+        role = self._checker.check(data)
+        master = None
+        if role == REPLICA and data.get("grant") is not None:
+            grant = self._grants.verify(data["grant"], self._checker.app)
+            if grant.op != PROMOTE or grant.master is None:
+                raise GrantRefused(f"a replication connection presents a promote grant, not {grant.op}")
+            check_master_proof(grant, self._checker.app, self._slot, data)
+            master = (grant.epoch, grant.master)
+        set_peer(conn, Peer(role, master))
         return "ok"
 
 
-def serve_endpoint(obj, checker: HandshakeChecker, host: str = "127.0.0.1",
+def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                    port: int = 0, tls: TLSIdentity | None = None) -> tuple[AppDaemon, str, threading.Thread]:
-    """Register ``obj`` and serve it on a daemon thread; returns (daemon, uri, thread)."""
+    """Register ``obj`` (the netlet of ``slot``) and serve it on a daemon thread; returns (daemon, uri, thread)."""
     wire.configure()
-    daemon = AppDaemon(checker, host, port, tls)
+    daemon = AppDaemon(checker, grants, slot, host, port, tls)
     uri = str(daemon.register(obj, OBJECT_ID))
     thread = threading.Thread(target=daemon.requestLoop, name="netlet-endpoint", daemon=True)
     thread.start()

@@ -17,6 +17,8 @@ from typing import Any
 
 import Pyro5.api
 
+from hosting.grants import PEERS, PREPARE, PROMOTE, GrantRefused
+from netlets.credential import REPLICA, CredentialRefused, Peer, current_peer
 from netlets.outcomes import capture
 from warrants.errors import BadInput, JtrixError, NotFound
 
@@ -64,10 +66,10 @@ class NetletHost:
                 "replicated": False}
 
     # Replication RPCs: only a replicated host (netlets.replicated) serves them.
-    def handle(self, msg: dict) -> dict | None:
+    def _not_replicated(self, *args: Any) -> Any:
         raise BadInput(f"{self.doc.slot} is not a replicated netlet")
 
-    prepare = promote = set_peers = handle
+    handle = prepare = promote = set_peers = _not_replicated
 
     def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
         kind = self.exposed.get(method)
@@ -82,9 +84,27 @@ class NetletHost:
         return [capture(lambda c=c: self.invoke(*c)) for c in calls]
 
 
+def _replica_peer() -> Peer:
+    """The calling connection's peer, if it proved the replica credential."""
+    peer = current_peer()
+    if peer is None or peer.role != REPLICA:
+        raise CredentialRefused("replication calls need the app's replica credential "
+                                "(a client credential opens only ping, describe, invoke, invoke_batch)")
+    return peer
+
+
 @Pyro5.api.expose
 class NetletService:
-    """What a netlet serves to holders of its app credential."""
+    """What a netlet serves. Contracts (README, Security):
+
+    * ``ping``, ``describe``, ``invoke``, ``invoke_batch``: any connection that
+      proved an app credential (client or replica).
+    * ``replication_*``: only connections that proved the replica credential,
+      and each only with a node's grant (``hosting.grants``): ``prepare``,
+      ``promote`` and ``peers`` carry one for exactly their arguments;
+      ``replication_handle`` is accepted only for the epoch and sender that the
+      connection's promote grant named at its handshake.
+    """
 
     def __init__(self, host: NetletHost) -> None:
         self._host = host
@@ -96,21 +116,35 @@ class NetletService:
         """The methods this netlet exposes and where each runs (``command``, ``query``, ``master_query``)."""
         return self._host.describe()
 
+    def _check(self, grant: Any, op: str, epoch: Any, args: list) -> int:
+        _replica_peer()
+        doc = self._host.doc
+        doc.grants.check_call(grant, doc.app, op, epoch, args, doc.netlet_id)
+        return int(epoch)
+
     def replication_handle(self, msg: dict) -> dict | None:
-        """From the master: an ``append`` or ``snapshot`` message; returns the reply."""
+        """From the master the arbiter named for the message's epoch: an ``append`` or
+        ``snapshot`` message; returns the reply."""
+        peer = _replica_peer()
+        if not isinstance(msg, dict) or peer.master != (msg.get("epoch"), msg.get("from")):
+            named = f"{peer.master[1]} at epoch {peer.master[0]}" if peer.master else "no master"
+            raise GrantRefused(f"replication message refused: this connection's grant names {named}")
         return self._host.handle(msg)
 
-    def replication_prepare(self, epoch: int) -> dict:
-        """From the node's elector: promise ``epoch``, report the position."""
-        return self._host.prepare(epoch)
+    def replication_prepare(self, epoch: int, grant: dict | None = None) -> dict:
+        """From a node's elector: promise ``epoch``, report the position."""
+        return self._host.prepare(self._check(grant, PREPARE, epoch, [epoch]))
 
-    def replication_promote(self, epoch: int, isr: list, peers: dict) -> bool:
-        """From the node's elector: become master of ``epoch``."""
-        return self._host.promote(epoch, isr, peers)
+    def replication_promote(self, epoch: int, isr: list, peers: dict, grant: dict | None = None) -> bool:
+        """From a node's elector: become master of ``epoch``."""
+        epoch = self._check(grant, PROMOTE, epoch, [epoch, isr, peers])
+        if not isinstance(grant.get("master_key"), bytes):
+            raise GrantRefused("a promote grant comes with the promotion's master key")
+        return self._host.promote(epoch, isr, peers, grant)
 
-    def replication_peers(self, epoch: int, peers: dict) -> bool:
-        """From the node: the backups' current endpoints (joins and departures)."""
-        return self._host.set_peers(epoch, peers)
+    def replication_peers(self, epoch: int, peers: dict, grant: dict | None = None) -> bool:
+        """From a node: the backups' current endpoints (joins and departures)."""
+        return self._host.set_peers(self._check(grant, PEERS, epoch, [epoch, peers]), peers)
 
     def invoke(self, method: str, args: list | None = None, kwargs: dict | None = None,
                req_id: str | None = None) -> Any:

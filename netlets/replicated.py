@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosting import wire
-from netlets.credential import make_handshake
+from hosting import grants, wire
+from netlets.credential import replica_handshake
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.outcomes import capture, unwrap
@@ -89,7 +89,13 @@ class _PeerSender:
 
     def _connect(self):
         p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
-        p._pyroHandshake = make_handshake(self.host.doc.app_secret, self.host.doc.app)
+        # The replica credential, the node's promote grant and our proof of its master key, for
+        # this backup: that we are the master the arbiter named for our epoch (``hosting.grants``).
+        app = self.host.doc.app
+        handshake = replica_handshake(self.host.doc.app_secret, app, grant=grants.public(self.host.master_grant))
+        handshake["master_proof"] = grants.master_proof(self.host.master_grant["master_key"], app, self.slot,
+                                                        handshake["ts"], handshake["nonce"])
+        p._pyroHandshake = handshake
         return p
 
     def _run(self) -> None:
@@ -143,6 +149,8 @@ class ReplicatedHost(NetletHost):
         self.senders: dict[str, _PeerSender] = {}
         self.endpoints: dict[str, str] = {}
         self.master_epoch: int | None = None
+        #: the node's promote grant for ``master_epoch`` (with its private ``master_key``)
+        self.master_grant: dict | None = None
         self._flush = threading.Event()
         self._stopping = threading.Event()
         self._closed = False  # storage closed: set under the lock, never cleared
@@ -339,7 +347,10 @@ class ReplicatedHost(NetletHost):
     def prepare(self, epoch: int) -> dict:
         return self.with_replica(lambda r, now: r.prepare(int(epoch)))
 
-    def promote(self, epoch: int, isr: list[str], peers: dict[str, str]) -> bool:
+    def promote(self, epoch: int, isr: list[str], peers: dict[str, str], grant: dict) -> bool:
+        """``grant``: the node's, for this promotion (checked by the endpoint), with the promotion's
+        private master key; each backup is shown the grant without it, and a proof made with it."""
+        self.master_grant = grant  # before any Send: senders connect with it
         self.endpoints.update(peers)
         self.with_replica(lambda r, now: r.become_master(int(epoch), set(isr), sorted(peers), now))
         self._flush.set()

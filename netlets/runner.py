@@ -3,8 +3,8 @@
 Reads its start document (JSON, on stdin, written by the node: identity,
 class, params, resources, warrant and key, app secret), imports the netlet
 class from the app's codebase (on ``PYTHONPATH``), serves the netlet's own RPC
-endpoint (app credential required), renews its lease every TTL/3 and
-publishes its status.
+endpoint (an app credential required; replication also a node's grant,
+``hosting.grants``), renews its lease every TTL/3 and publishes its status.
 
 Exit codes: 0 stopped on request (SIGTERM/SIGINT, after ``on_stopping``);
 70 the netlet class could not be loaded or started (the log says why);
@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from hosting.client import HostingClient
+from hosting.grants import GrantVerifier
 from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint
@@ -51,6 +52,8 @@ class StartDocument:
         self.app_secret = bytes.fromhex(raw["app_secret"])
         #: in a cluster: this netlet's certificate, for its endpoint and every connection it makes
         self.tls: TLSIdentity | None = TLSIdentity.from_json(raw["tls"]) if raw.get("tls") else None
+        #: checks the grants of replication calls against the node(s) this netlet trusts
+        self.grants = GrantVerifier(raw["grant_trust"])
 
     def resource_values(self) -> dict[str, Any]:
         return {name: (Path(r["path"]) if r["kind"] == "directory" else int(r["port"]))
@@ -127,7 +130,7 @@ def main() -> None:
         log.exception("cannot load netlet class %s", doc.class_ref)
         sys.exit(EXIT_BAD_NETLET)
     # On the node's own address: in a cluster, replicas on other machines must reach it.
-    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app),
+    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app), doc.grants, doc.slot,
                                     host=doc.raw.get("listen_host") or "127.0.0.1", tls=doc.tls)
     host.endpoint = uri
     client = doc.client()

@@ -34,7 +34,7 @@ ISOLATED_WRITER = """
 import json, sys, time
 from hosting import wire
 from hosting.tls import client_identity
-from netlets.credential import make_handshake
+from netlets.credential import client_handshake
 endpoint, secret, app, seconds, prefix = (sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], float(sys.argv[4]),
                                           sys.argv[5])
 tls = client_identity(sys.argv[6])  # the victim node's home: the machine's own cluster certificate
@@ -44,7 +44,7 @@ while time.monotonic() < deadline:
     i += 1
     try:
         with wire.proxy(endpoint, timeout=1.0, tls=tls) as p:
-            p._pyroHandshake = make_handshake(secret, app)
+            p._pyroHandshake = client_handshake(secret, app)
             p.invoke("put", [f"{prefix}-{i}", "x"], {}, f"{prefix}-client:{i}")
         acked += 1
     except Exception as err:

@@ -138,3 +138,24 @@ def test_app_scoped_launch_warrant_uploads_and_launches_only_its_app(node, tmp_p
     with pytest.raises(warrants.InsufficientRights):
         client.call("submit_app", other.encode(), str(desc), sha)
     assert [a["name"] for a in node.client.call("status")["apps"]] == ["mine"]
+
+
+def test_a_relayed_envelope_is_refused_with_other_arguments(node, tmp_path):
+    """The proof covers the arguments: whoever relays a signed call cannot change what it asks."""
+    from hosting import wire
+    from nodeutil import descriptor_xml, process_gone
+    node.launch(descriptor_xml("relay", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
+    node.wait_running("relay")
+    pid = node.slot("relay", "w/0")["pid"]
+    admin_key, admin_xml, _ = _admin(node)
+    auth = make_auth(admin_xml, admin_key, node.client.service, "signal", ("relay", "w/0", "CONT"))
+    with wire.proxy(node.client.uri) as p:
+        with pytest.raises(warrants.HolderProofFailed):
+            p.signal(auth, "relay", "w/0", "KILL")  # the relay swaps the signal
+        with pytest.raises(warrants.HolderProofFailed):
+            p.signal(auth, "relay", "w/0", signame="CONT")  # same values, but not as they were signed
+        assert not process_gone(pid) and node.slot("relay", "w/0")["pid"] == pid
+        # the refused attempts did not consume the nonce: the call as signed goes through once
+        p.signal(auth, "relay", "w/0", "CONT")
+        with pytest.raises(CallRefused, match="replayed"):
+            p.signal(auth, "relay", "w/0", "CONT")

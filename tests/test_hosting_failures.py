@@ -20,11 +20,11 @@ ECHO2 = """  <netlet type="w" class="workers:Echo" replicas="2">
 def call_netlet(node, app, slot, method, *args, endpoint=None):
     """Call a netlet's endpoint directly, with the app credential (read from the registry)."""
     from hosting import wire
-    from netlets.credential import make_handshake
+    from netlets.credential import client_handshake
 
     endpoint = endpoint or node.slot(app, slot)["endpoint"]
     with wire.proxy(endpoint) as p:
-        p._pyroHandshake = make_handshake(node.app_secret(app), app)
+        p._pyroHandshake = client_handshake(node.app_secret(app), app)
         return p.invoke(method, list(args), {})
 
 

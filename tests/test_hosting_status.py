@@ -11,7 +11,7 @@ from Pyro5.errors import CommunicationError
 
 import netlets
 from hosting import wire
-from netlets.credential import make_handshake
+from netlets.credential import client_handshake
 from nodeutil import descriptor_xml, wait_for
 from warrants.errors import NotFound
 
@@ -48,13 +48,13 @@ def test_prometheus_metrics_count_netlets_restarts_and_calls(node, tmp_path):
 def test_netlet_endpoints_refuse_callers_without_the_app_credential(node, tmp_path):
     node.launch(descriptor_xml("cred", ECHO), tmp_path)
     endpoint = node.wait_running("cred")["netlets"][0]["endpoint"]
-    for handshake in ("hello", make_handshake(os.urandom(32), "cred"),
-                      make_handshake(node.app_secret("cred"), "other-app")):
+    for handshake in ("hello", client_handshake(os.urandom(32), "cred"),
+                      client_handshake(node.app_secret("cred"), "other-app")):
         with wire.proxy(endpoint) as p:
             p._pyroHandshake = handshake
             with pytest.raises(CommunicationError, match="credential"):
                 p.ping()
-    good = make_handshake(node.app_secret("cred"), "cred")
+    good = client_handshake(node.app_secret("cred"), "cred")
     with wire.proxy(endpoint) as p:
         p._pyroHandshake = good
         assert p.invoke("echo", ["x"], {}) == "x"

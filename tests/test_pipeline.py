@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import netlets
 from hosting import wire
-from netlets.credential import make_handshake
+from netlets.credential import client_handshake
 from netlets.host import MAX_BATCH
 from netlets.outcomes import capture, unwrap
 from netlets.pipeline import PipelineConfig
@@ -114,7 +114,7 @@ def test_malformed_batches_are_refused(node, tmp_path):
     launch_kvstore(node, tmp_path, durability="memory")
     app = node.app("kvstore")
     proxy = wire.proxy(master_of(app)["endpoint"])
-    proxy._pyroHandshake = make_handshake(node.app_secret("kvstore"), "kvstore")
+    proxy._pyroHandshake = client_handshake(node.app_secret("kvstore"), "kvstore")
     try:
         with pytest.raises(BadInput):
             proxy.invoke_batch([["put", ["k", "v"], {}, "r1"]] * (MAX_BATCH + 1))

@@ -16,7 +16,7 @@ import pytest
 
 import netlets
 from hosting import wire
-from netlets.credential import make_handshake
+from netlets.credential import client_handshake
 from nodeutil import events_of, process_dead, wait_for
 from warrants.errors import NotMaster
 
@@ -116,7 +116,7 @@ def test_paused_master_is_fenced_when_it_resumes(node, tmp_path):
     old = master_of(before)
     secret = node.app_secret("kvstore")
     stale = wire.proxy(old["endpoint"], timeout=5)
-    stale._pyroHandshake = make_handshake(secret, "kvstore")
+    stale._pyroHandshake = client_handshake(secret, "kvstore")
     stale.ping()  # connect now, while it still runs
     os.kill(old["pid"], signal.SIGSTOP)
     paused_at = time.monotonic()
@@ -145,7 +145,7 @@ def test_paused_master_is_fenced_when_it_resumes(node, tmp_path):
     with pytest.raises(NotMaster):
         try:
             stale._pyroRelease()
-            stale._pyroHandshake = make_handshake(secret, "kvstore")
+            stale._pyroHandshake = client_handshake(secret, "kvstore")
             stale.invoke("get_latest", ["k"], {})
         except NotMaster:
             raise
