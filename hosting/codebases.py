@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from hosting.home import make_private
 from warrants.errors import BadInput
 
 MAX_CODEBASE_BYTES = 64 * 1024 * 1024
@@ -51,6 +52,7 @@ class CodebaseStore:
             try:
                 with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
                     tar.extractall(tmp, filter="data")
+                make_private(tmp)  # the archive's modes (0644…) must not open it to other users
             except (tarfile.TarError, OSError, EOFError) as err:
                 raise BadInput(f"codebase archive is not a valid tar archive: {err}") from None
             (self.root / f"{sha}.tar.gz").write_bytes(data)

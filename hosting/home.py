@@ -7,7 +7,8 @@ Layout (everything the node owns lives here; nothing else is written):
     node.crt.pem         the node's self-signed certificate (the trust root)
     admin.key.pem        the admin key (0600)
     admin.warrant.xml    all rights, holder-bound to admin.key.pem, delegable (0600)
-    registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL)
+    registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL); app secrets sealed
+    secrets.key          the key sealing app secrets in the registry (0600, hosting.secretbox)
     codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code
     apps/<app>/slots/<type>-<i>/<resource>/    per-slot resource directories
     logs/<app>/<type>-<i>/<stamp>-<incarnation>.log   one file per netlet run
@@ -16,17 +17,26 @@ Layout (everything the node owns lives here; nothing else is written):
                          (client.crt.pem, client.key.pem, 0600) clients acting from this home use
 
 Contract: :func:`ensure_home` is idempotent and never overwrites keys or the
-admin warrant once written; files holding secrets are created 0600.
+admin warrant once written; files holding secrets are created 0600. It
+refuses a home owned by another user and takes every group/other right off
+an existing home's entries (a home made 0755 beforehand, files written under a
+lax umask); only :mod:`hosting.confine` grants rights to netlets again, and
+only those it needs (see there).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from warrants.errors import BadInput
+
 ADMIN_WARRANT_DAYS = 3650
+log = logging.getLogger(__name__)
 
 
 def default_home() -> Path:
@@ -66,6 +76,10 @@ class Home:
         return self.root / "registry.sqlite"
 
     @property
+    def secrets_key(self) -> Path:
+        return self.root / "secrets.key"
+
+    @property
     def codebases(self) -> Path:
         return self.root / "codebases"
 
@@ -95,6 +109,48 @@ def write_secret(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class HomeNotOwned(BadInput):
+    """The home belongs to another user (the operator's mistake: wrong --home or wrong user)."""
+
+
+def secure_home(root: Path) -> int:
+    """Refuse a home not owned by this user; :func:`make_private` everything in it.
+    Returns how many entries were tightened."""
+    st = os.lstat(root)
+    if st.st_uid != os.geteuid():
+        raise HomeNotOwned(f"home {root} is owned by uid {st.st_uid}, not by this node's user {os.geteuid()}")
+    return make_private(root)
+
+
+def make_private(root: Path) -> int:
+    """Take group and other rights off ``root`` and every entry under it (no link followed),
+    except the group rights :mod:`hosting.confine` granted to a netlet gid (read and search at
+    most). Returns how many entries were changed; HomeNotOwned for one this user cannot change."""
+    from hosting.confine import ID_RANGE
+
+    tightened = 0
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        for name in [*filenames, *dirnames, None]:
+            entry = os.stat(name, dir_fd=dirfd, follow_symlinks=False) if name else os.fstat(dirfd)
+            if stat.S_ISLNK(entry.st_mode):
+                continue
+            keep = 0o750 if entry.st_gid in ID_RANGE else 0o700
+            mode = stat.S_IMODE(entry.st_mode)
+            if not mode & ~keep & 0o777:
+                continue
+            try:
+                if name:
+                    os.chmod(name, mode & keep, dir_fd=dirfd, follow_symlinks=False)
+                else:
+                    os.chmod(dirfd, mode & keep)
+            except PermissionError:
+                where = os.path.join(dirpath, name or "")
+                raise HomeNotOwned(f"{where} is owned by uid {entry.st_uid}: this node's user "
+                                   f"{os.geteuid()} cannot make it private") from None
+            tightened += 1
+    return tightened
+
+
 def service_id_of(cert) -> str:
     """The hosting service id named in warrants: derived from the node certificate."""
     from warrants import cert_fingerprint
@@ -108,6 +164,10 @@ def ensure_home(root: Path) -> Home:
 
     home = Home(Path(root).expanduser().resolve())
     home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tightened = secure_home(home.root)
+    if tightened:
+        log.warning("home %s was accessible to other users: took group/other rights off %d entries",
+                    home.root, tightened)
     for sub in (home.codebases, home.root / "apps", home.root / "logs"):
         sub.mkdir(exist_ok=True)
     if not home.node_key.exists() or not home.node_cert.exists():
