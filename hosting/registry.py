@@ -112,6 +112,8 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        if sealer is not None:
+            self._db.execute("PRAGMA secure_delete=ON")  # a replaced secret leaves no copy in a free page
         self._db.executescript(SCHEMA)
         if sealer is not None:
             self._seal_plain_secrets()
@@ -220,6 +222,8 @@ class Registry:
                 if not self._sealer.is_sealed(row["secret"]):
                     db.execute("UPDATE apps SET secret=? WHERE name=?",
                                (self._sealer.seal(row["name"], row["secret"]), row["name"]))
+        with self._lock:  # the old pages (clear secrets) leave the WAL too
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def app(self, name: str) -> sqlite3.Row | None:
         rows = self._rows("SELECT * FROM apps WHERE name=?", name)

@@ -11,6 +11,8 @@ Safety model (what must hold, whatever the interleaving):
     started again; the app leaves the registry only after its last process is
     gone. A user's ``kill`` is answered like a crash (the slot is refilled).
   * A netlet is signalled only through its pidfd (never a reused pid).
+  * Every netlet starts confined as ``hosting.confine`` prepared it; an app's
+    uid is released only once the app's last netlet is gone.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
