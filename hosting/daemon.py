@@ -133,7 +133,7 @@ def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout
     for flag, value in (("--etcd-ca", etcd_tls and etcd_tls.ca), ("--etcd-cert", etcd_tls and etcd_tls.cert),
                         ("--etcd-key", etcd_tls and etcd_tls.key)):
         cluster_args += [flag, str(Path(value).resolve())] if value else []
-    with open(Home(home).node_log, "ab") as out:
+    with open(os.open(Home(home).node_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hosting.daemon", "--home", str(home),
                                  "--listen", f"{host}:{port}", *cluster_args],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

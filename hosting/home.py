@@ -113,19 +113,26 @@ class HomeNotOwned(BadInput):
     """The home belongs to another user (the operator's mistake: wrong --home or wrong user)."""
 
 
+#: the most other users may have on an entry of the home: ``node.json`` is readable (netlets
+#: re-read the node's address from it); the home, ``apps/`` and ``codebases/`` searchable but
+#: not listable (netlets under their own uid reach their own entries by name, hosting.confine)
+OPEN_TO_OTHERS = {"node.json": 0o644, ".": 0o711, "apps": 0o711, "codebases": 0o711}
+
+
 def secure_home(root: Path) -> int:
-    """Refuse a home not owned by this user; :func:`make_private` everything in it.
-    Returns how many entries were tightened."""
+    """Refuse a home not owned by this user; :func:`make_private` everything in it beyond
+    :data:`OPEN_TO_OTHERS`. Returns how many entries were tightened."""
     st = os.lstat(root)
     if st.st_uid != os.geteuid():
         raise HomeNotOwned(f"home {root} is owned by uid {st.st_uid}, not by this node's user {os.geteuid()}")
-    return make_private(root)
+    return make_private(root, {(root / name).resolve(): mode for name, mode in OPEN_TO_OTHERS.items()})
 
 
-def make_private(root: Path) -> int:
+def make_private(root: Path, at_most: dict[Path, int] | None = None) -> int:
     """Take group and other rights off ``root`` and every entry under it (no link followed),
     except the group rights :mod:`hosting.confine` granted to a netlet gid (read and search at
-    most). Returns how many entries were changed; HomeNotOwned for one this user cannot change."""
+    most); an entry of ``at_most`` keeps at most the mode given there. Returns how many entries
+    were changed; HomeNotOwned for one this user cannot change."""
     from hosting.confine import ID_RANGE
 
     tightened = 0
@@ -135,6 +142,7 @@ def make_private(root: Path) -> int:
             if stat.S_ISLNK(entry.st_mode):
                 continue
             keep = 0o750 if entry.st_gid in ID_RANGE else 0o700
+            keep = (at_most or {}).get(Path(dirpath, name) if name else Path(dirpath), keep)
             mode = stat.S_IMODE(entry.st_mode)
             if not mode & ~keep & 0o777:
                 continue
@@ -164,6 +172,16 @@ def ensure_home(root: Path) -> Home:
 
     home = Home(Path(root).expanduser().resolve())
     home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    previous_umask = os.umask(0o077)  # also when a client (jtrix-launch) makes the home
+    try:
+        return _fill_home(home)
+    finally:
+        os.umask(previous_umask)
+
+
+def _fill_home(home: Home) -> Home:
+    import warrants
+
     tightened = secure_home(home.root)
     if tightened:
         log.warning("home %s was accessible to other users: took group/other rights off %d entries",

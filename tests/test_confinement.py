@@ -27,6 +27,7 @@ import pytest
 from hosting.client import HostingClient
 from hosting.confine import ID_RANGE, runtime_paths, unreachable
 from hosting.daemon import node_answers
+from hosting.home import ensure_home
 from netlets import landlock
 from nodeutil import APPS, RunningNode, cleanup_node, descriptor_xml, start_node, wait_for
 
@@ -173,6 +174,9 @@ def test_hostile_netlet_under_its_own_uid_reaches_nothing_of_the_node_or_other_a
         assert status["mode"] == "uid", status
         victim_uid = os.stat(open_home / "apps" / "victim").st_uid
         assert victim_uid in ID_RANGE and victim_uid != seen["own"]["uid"]
+        ensure_home(open_home)  # what jtrix-launch does on the same home: must not lock the netlets out
+        assert [stat.S_IMODE(os.stat(open_home / p).st_mode) for p in (".", "apps", "codebases", "node.json")] == \
+            [0o711, 0o711, 0o711, 0o644]
     finally:
         cleanup_node(node)
 
