@@ -5,12 +5,14 @@ Modes (``Confinement.mode``), chosen once per node run:
     (every ancestor searchable) and so is the Python installation (the
     interpreter, its standard library, jtrix and its dependencies): each app gets its own uid = gid from
     :data:`ID_RANGE` (like systemd's DynamicUser), recorded in the registry
-    and released when the app is terminated. The app's directory
-    ``apps/<app>`` is owned by it (0700); every other entry of the home is
-    the node's and 0600/0700, so the netlet can reach only its own app
-    directory, its codebase (group-readable by a gid allocated for that
-    codebase, which only its apps' netlets hold) and ``node.json``. A
-    different uid cannot signal the node or another app's processes.
+    and released when the app is terminated. Its slot directories are owned
+    by it (0700), the directories above them are the node's and searchable by
+    the app's gid only (0710); every other entry of the home is the node's
+    and 0600/0700 (the home, ``apps/`` and ``codebases/``: 0711), so the
+    netlet can reach only its own slots, its codebase (group-readable by a
+    gid allocated for that codebase, which only its apps' netlets hold) and
+    ``node.json``. A different uid cannot signal the node or another app's
+    processes.
   * ``landlock`` — otherwise (not root, or the home or Python below a directory
     other users cannot search, such as ``/root``): netlets run as the node's user, and Landlock limits
     their file access to the slot directory, the codebase, ``node.json`` and
@@ -163,24 +165,35 @@ class Confinement:
 
     # -- per process ------------------------------------------------------
     def prepare(self, app: str, codebase_dir: Path, work_dir: Path, writable: list[Path]) -> Sandbox:
-        """Make ``work_dir`` (and the ``writable`` directories, all inside the app's directory)
-        usable by the app's next process running ``codebase_dir`` (``codebases/<sha>``); returns
-        how to start it."""
+        """Make ``work_dir`` (a slot directory, or the app directory for a bootstrap) and the
+        ``writable`` directories inside it usable by the app's next process running
+        ``codebase_dir`` (``codebases/<sha>``); returns how to start it.
+
+        The directories *above* a slot directory (``apps/<app>``, ``apps/<app>/slots``) stay the
+        node's (0710, group = the app's gid: searchable by the app only), so no netlet can
+        replace a sibling slot directory by a link that the node would then chown through or
+        open to Landlock. Landlock opens ``work_dir`` alone read-write; what is inside it is the
+        netlet's, links included."""
         tmpdir = work_dir / TMP_NAME
         for d in (work_dir, tmpdir, *writable):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         spec = {"codebase": str(codebase_dir), "home": str(self.home.root), "tmpdir": str(tmpdir),
                 "landlock": self.landlock_abi > 0 and self.mode != "none",
                 "read_only": [str(codebase_dir), str(self.home.node_json)],
-                "read_write": [str(work_dir), *map(str, writable)]}
+                "read_write": [str(work_dir)]}
         if self.mode != "uid":
             return Sandbox(None, None, (), spec)
         app_id = self.registry.allocate_id(f"app:{app}", ID_RANGE)
         code_gid = self.registry.allocate_id(f"codebase:{codebase_dir.name}", ID_RANGE)
         app_dir = self.home.app_dir(app)
-        if os.lstat(app_dir).st_uid != app_id:
-            _chown_tree(app_dir, app_id, app_id)  # first start (or a home used unconfined before)
-        for d in (work_dir, tmpdir, *writable):
+        for d in (app_dir, app_dir / "slots"):
+            d.mkdir(exist_ok=True, mode=0o700)
+            os.chown(d, self.node_uid, app_id, follow_symlinks=False)
+            os.chmod(d, 0o710, follow_symlinks=False)
+        owned = [tmpdir] if work_dir == app_dir else [work_dir, tmpdir, *writable]
+        if os.lstat(owned[0]).st_uid != app_id:
+            _chown_tree(owned[0], app_id, app_id)  # first start (or a home used unconfined before)
+        for d in owned:
             os.chown(d, app_id, app_id, follow_symlinks=False)
         if os.lstat(codebase_dir).st_gid != code_gid:
             _chown_tree(codebase_dir, self.node_uid, code_gid, dir_mode=0o750, file_bits=0o040)

@@ -172,8 +172,11 @@ def test_hostile_netlet_under_its_own_uid_reaches_nothing_of_the_node_or_other_a
         assert seen["own"]["uid"] in ID_RANGE
         status = node.client.call("host_status")["confinement"]
         assert status["mode"] == "uid", status
-        victim_uid = os.stat(open_home / "apps" / "victim").st_uid
+        victim_uid = os.stat(open_home / "apps" / "victim" / "slots" / "probe-0").st_uid
         assert victim_uid in ID_RANGE and victim_uid != seen["own"]["uid"]
+        for above in (open_home / "apps" / "mallory", open_home / "apps" / "mallory" / "slots"):
+            st = os.stat(above)  # the node's: no netlet can swap a slot directory for a link
+            assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, seen["own"]["uid"], 0o710), above
         ensure_home(open_home)  # what jtrix-launch does on the same home: must not lock the netlets out
         assert [stat.S_IMODE(os.stat(open_home / p).st_mode) for p in (".", "apps", "codebases", "node.json")] == \
             [0o711, 0o711, 0o711, 0o644]
