@@ -177,15 +177,17 @@ class Confinement:
         tmpdir = work_dir / TMP_NAME
         for d in (work_dir, tmpdir, *writable):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        app_dir = self.home.app_dir(app)
+        # a bootstrap (work_dir = the app directory) writes only its TMPDIR: with the app directory
+        # it could swap a slot directory for a link that the slot's next netlet would be opened to
         spec = {"codebase": str(codebase_dir), "home": str(self.home.root), "tmpdir": str(tmpdir),
                 "landlock": self.landlock_abi > 0 and self.mode != "none",
                 "read_only": [str(codebase_dir), str(self.home.node_json)],
-                "read_write": [str(work_dir)]}
+                "read_write": [str(tmpdir if work_dir == app_dir else work_dir)]}
         if self.mode != "uid":
             return Sandbox(None, None, (), spec)
         app_id = self.registry.allocate_id(f"app:{app}", ID_RANGE)
         code_gid = self.registry.allocate_id(f"codebase:{codebase_dir.name}", ID_RANGE)
-        app_dir = self.home.app_dir(app)
         for d in (app_dir, app_dir / "slots"):
             d.mkdir(exist_ok=True, mode=0o700)
             os.chown(d, self.node_uid, app_id, follow_symlinks=False)

@@ -35,7 +35,8 @@ NOBODY = 65534
 HOSTILE = APPS / "hostile"
 
 
-def netlets_xml(name: str, read: str = "", listing: str = "", signal: str = "", escape: str = "0") -> str:
+def netlets_xml(name: str, read: str = "", listing: str = "", signal: str = "", escape: str = "0",
+                plant: str = "") -> str:
     return descriptor_xml(name, f"""
   <netlet type="probe" class="hostile:Prober" replicas="1">
     <resource kind="directory" name="data"/>
@@ -43,6 +44,7 @@ def netlets_xml(name: str, read: str = "", listing: str = "", signal: str = "", 
     <param name="list">{listing}</param>
     <param name="signal">{signal}</param>
     <param name="escape">{escape}</param>
+    <param name="plant">{plant}</param>
   </netlet>""", codebase=HOSTILE)
 
 
@@ -217,6 +219,36 @@ def test_hostile_netlet_with_the_nodes_uid_is_held_by_landlock(open_home, tmp_pa
         assert seen["own"]["uid"] == NOBODY
         status = node.client.call("host_status")["confinement"]
         assert status["mode"] == "landlock" and status["landlock"] == f"landlock ABI {landlock.abi()}", status
+    finally:
+        cleanup_node(node)
+
+
+@pytest.mark.skipif(landlock.abi() == 0, reason="landlock unavailable")
+@pytest.mark.skipif(os.geteuid() != 0, reason="the node is started as nobody through setpriv (needs root)")
+def test_a_link_a_netlet_leaves_in_its_slot_opens_nothing_to_its_next_incarnation(open_home, tmp_path,
+                                                                                  python_for_others):
+    node = start_node_as_nobody(open_home, python_for_others)
+    try:
+        through_link = open_home / "apps" / "planter" / "slots" / "probe-0" / "data" / "admin.key.pem"
+        node.launch(netlets_xml("planter", read=str(through_link), plant=str(open_home)), tmp_path)
+        seen = published(node, "planter")
+        assert (through_link.parent).is_symlink()  # the second incarnation did start with the link
+        assert seen["probes"] == {f"read {through_link}": "denied: PermissionError"}, seen["probes"]
+    finally:
+        cleanup_node(node)
+
+
+@pytest.mark.skipif(landlock.abi() == 0, reason="landlock unavailable")
+@pytest.mark.skipif(os.geteuid() != 0, reason="the node is started as nobody through setpriv (needs root)")
+def test_a_bootstrap_cannot_swap_a_slot_directory_for_a_link(open_home, tmp_path, python_for_others):
+    node = start_node_as_nobody(open_home, python_for_others)
+    try:
+        xml = netlets_xml("swapper", read=str(open_home / "admin.key.pem")).replace(
+            "</app>", '  <bootstrap class="hostile:SwapSlot"/>\n</app>')
+        node.launch(xml, tmp_path)
+        seen = published(node, "swapper")
+        assert not (open_home / "apps" / "swapper" / "slots" / "probe-0").is_symlink()
+        assert seen["probes"] == {f"read {open_home / 'admin.key.pem'}": "denied: PermissionError"}, seen["probes"]
     finally:
         cleanup_node(node)
 

@@ -3,14 +3,18 @@ what happened to each attempt (``probes``), next to what it must still be able t
 
 Params (``|``-separated): ``read`` files to read, ``list`` directories to list, ``signal`` pids
 to send SIGCONT (harmless if it arrives, but it proves the netlet could send SIGKILL as well),
-``escape`` = "1" to leave a detached process behind (double fork, own session) that sleeps.
+``escape`` = "1" to leave a detached process behind (double fork, own session) that sleeps;
+``plant`` = a directory: the first run replaces its ``data`` resource by a link to it and
+crashes, so the next incarnation starts with that link in its slot.
 """
 
 import os
 import signal
 import tempfile
 import time
+from pathlib import Path
 
+from netlets import Bootstrap
 from netlets.netlet import Netlet, query
 
 
@@ -55,6 +59,11 @@ def leave_escapee() -> int:
 class Prober(Netlet):
     def on_started(self, inherited):
         data = self.resources["data"]
+        plant = self.config.get("plant")
+        if plant and not data.is_symlink():  # first run: leave a link for the next incarnation, crash
+            os.rename(data, data.with_name("data.old"))
+            data.symlink_to(plant)
+            os._exit(3)
         with tempfile.NamedTemporaryFile(prefix="probe-") as tmp:
             own = {"write data": attempt(lambda: (data / "mine").write_text("x")),
                    "read own code": attempt(lambda: _read(__file__)),
@@ -65,3 +74,17 @@ class Prober(Netlet):
     @query
     def ping(self):
         return "pong"
+
+
+class SwapSlot(Bootstrap):
+    """A hostile bootstrap (cwd: the app directory): tries to make the slot directory of
+    ``probe/0`` a link to the node's home before the node starts it there, then starts it."""
+
+    def run(self, ctx):
+        try:
+            (Path.cwd() / "slots").mkdir(exist_ok=True)
+            (Path.cwd() / "slots" / "probe-0").symlink_to(Path.cwd().parent.parent)
+        except OSError:
+            pass  # confined: start the netlet anyway, it must find nothing open
+        ctx.run_netlet("probe/0")
+        ctx.wait_running(["probe/0"], timeout=15)
