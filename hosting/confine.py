@@ -151,10 +151,10 @@ class Confinement:
         self._open_home()
 
     def _open_home(self) -> None:
-        """In ``uid`` mode the home, ``apps/`` and ``codebases/`` are searchable but not listable by
+        """In ``uid`` mode the home, ``apps/``, ``codebases/`` and ``run/`` are searchable but not listable by
         others (0711): a netlet reaches only entries it can name and whose own mode lets it in."""
         mode = 0o711 if self.mode == "uid" else 0o700
-        for d in (self.home.root, self.home.root / "apps", self.home.codebases):
+        for d in (self.home.root, self.home.root / "apps", self.home.codebases, self.home.netlet_node_json.parent):
             os.chmod(d, mode)
 
     def landlock_status(self) -> str:
@@ -182,7 +182,7 @@ class Confinement:
         # it could swap a slot directory for a link that the slot's next netlet would be opened to
         spec = {"codebase": str(codebase_dir), "home": str(self.home.root), "tmpdir": str(tmpdir),
                 "landlock": self.landlock_abi > 0 and self.mode != "none",
-                "read_only": [str(codebase_dir), str(self.home.node_json)],
+                "read_only": [str(codebase_dir), str(self.home.netlet_node_json.parent)],
                 "read_write": [str(tmpdir if work_dir == app_dir else work_dir)]}
         if self.mode != "uid":
             return Sandbox(None, None, (), spec)

@@ -3,6 +3,8 @@
 Layout (everything the node owns lives here; nothing else is written):
 
     node.json            address, pid, metrics port of the running node (0644)
+    run/node.json        the same, for netlets (0644 in a 0711 directory: a Landlock rule on the
+                         directory survives the file being replaced, one on the file would not)
     node.key.pem         the node's private key (0600) — signs warrants it issues
     node.crt.pem         the node's self-signed certificate (the trust root)
     admin.key.pem        the admin key (0600)
@@ -76,6 +78,10 @@ class Home:
         return self.root / "registry.sqlite"
 
     @property
+    def netlet_node_json(self) -> Path:
+        return self.root / "run" / "node.json"
+
+    @property
     def secrets_key(self) -> Path:
         return self.root / "secrets.key"
 
@@ -116,7 +122,8 @@ class HomeNotOwned(BadInput):
 #: the most other users may have on an entry of the home: ``node.json`` is readable (netlets
 #: re-read the node's address from it); the home, ``apps/`` and ``codebases/`` searchable but
 #: not listable (netlets under their own uid reach their own entries by name, hosting.confine)
-OPEN_TO_OTHERS = {"node.json": 0o644, ".": 0o711, "apps": 0o711, "codebases": 0o711}
+OPEN_TO_OTHERS = {"node.json": 0o644, ".": 0o711, "apps": 0o711, "codebases": 0o711, "run": 0o711,
+                  "run/node.json": 0o644}
 
 
 def secure_home(root: Path) -> int:
@@ -186,7 +193,7 @@ def _fill_home(home: Home) -> Home:
     if tightened:
         log.warning("home %s was accessible to other users: took group/other rights off %d entries",
                     home.root, tightened)
-    for sub in (home.codebases, home.root / "apps", home.root / "logs"):
+    for sub in (home.codebases, home.root / "apps", home.root / "logs", home.netlet_node_json.parent):
         sub.mkdir(exist_ok=True)
     if not home.node_key.exists() or not home.node_cert.exists():
         key = warrants.generate_key()

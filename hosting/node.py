@@ -261,10 +261,11 @@ class Node(SupervisorHooks):
     def write_node_json(self) -> None:
         info = {"pid": os.getpid(), "uri": self.uri, "service": self.service_id,
                 "metrics_port": self.metrics_port, "started": self.started_wall}
-        tmp = self.home.node_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        os.chmod(tmp, 0o644)  # netlets re-read the node's address from it (hosting.confine)
-        os.replace(tmp, self.home.node_json)
+        for path in (self.home.node_json, self.home.netlet_node_json):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(info))
+            os.chmod(tmp, 0o644)  # netlets re-read the node's address from it (hosting.confine)
+            os.replace(tmp, path)
 
     def shutdown(self) -> None:
         """Stop the node's threads; netlets keep running and will re-attach later."""
@@ -288,6 +289,7 @@ class Node(SupervisorHooks):
             info = json.loads(self.home.node_json.read_text())
             if info.get("pid") == os.getpid():
                 self.home.node_json.unlink()
+                self.home.netlet_node_json.unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
         self.registry.close()
@@ -435,7 +437,7 @@ class Node(SupervisorHooks):
                                          not_after=now + dt.timedelta(days=365),
                                          data=NETLET_WARRANT_PREFIX + netlet_id)
         return {
-            "node_uri": self.uri, "node_json": str(self.home.node_json), "service": self.service_id,
+            "node_uri": self.uri, "node_json": str(self.home.netlet_node_json), "service": self.service_id,
             "listen_host": self.config.host,
             "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
             "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,

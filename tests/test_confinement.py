@@ -26,7 +26,7 @@ import pytest
 
 from hosting.client import HostingClient
 from hosting.confine import ID_RANGE, runtime_paths, unreachable
-from hosting.daemon import node_answers
+from hosting.daemon import node_answers, stop
 from hosting.home import ensure_home
 from netlets import landlock
 from nodeutil import APPS, RunningNode, cleanup_node, descriptor_xml, start_node, wait_for
@@ -210,6 +210,30 @@ def test_terminate_kills_what_escaped_under_the_apps_uid_and_gives_the_uid_back(
         cleanup_node(node)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="uid confinement needs the node to run as root")
+def test_a_confined_netlet_outlives_its_node_and_is_adopted_by_the_next(open_home, tmp_path, monkeypatch,
+                                                                         python_for_others):
+    monkeypatch.setenv("JTRIX_HOME", str(open_home))
+    node = start_node_as_root(open_home, python_for_others)
+    try:
+        node.launch(netlets_xml("lasting"), tmp_path)
+        published(node, "lasting")
+        pid = node.slot("lasting", "probe/0")["pid"]
+        stop(open_home)
+        node.client.close()
+        restarted = start_node_as_root(open_home, python_for_others)
+        node.extra_pids += restarted.extra_pids
+        node.client = restarted.client
+        wait_for(lambda: any(e["kind"] == "netlet.adopted" for e in node.events(0, "lasting")), 20, "adoption")
+        before = len(node.events(0, "lasting"))
+        # an adopted netlet's first lease is 3 s: running past it means it renews with the new node
+        wait_for(lambda: node.client.call("host_status")["uptime_s"] > 4.0, 20, "the adoption lease to run out")
+        assert node.slot("lasting", "probe/0")["pid"] == pid and psutil.pid_exists(pid)
+        assert not [e for e in node.events(0, "lasting")[before:] if e["kind"] == "netlet.exited"]
+    finally:
+        cleanup_node(node)
+
+
 @pytest.mark.skipif(landlock.abi() < 6, reason="landlock unavailable (or ABI < 6: no signal scoping)")
 @pytest.mark.skipif(os.geteuid() != 0, reason="the node is started as nobody through setpriv (needs root)")
 def test_hostile_netlet_with_the_nodes_uid_is_held_by_landlock(open_home, tmp_path, python_for_others):
@@ -267,7 +291,7 @@ def test_a_home_open_to_others_is_closed(tmp_path, monkeypatch):
         exposed = []
         for path in [home, *home.rglob("*")]:
             st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode) or path == home / "node.json":
+            if stat.S_ISLNK(st.st_mode) or path in (home / "node.json", home / "run" / "node.json"):
                 continue
             if st.st_mode & 0o077 and st.st_gid not in ID_RANGE:
                 exposed.append(f"{path.relative_to(home)} {stat.filemode(st.st_mode)}")
