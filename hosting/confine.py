@@ -25,7 +25,8 @@ Every mode: ``PR_SET_NO_NEW_PRIVS``, a private ``TMPDIR`` in the slot, umask
 077, the codebase added to ``sys.path`` only after the confinement is entered
 (``netlets.sandbox``), and Landlock on top of the uid whenever the kernel has it.
 
-Invariants: an id is owned by at most one app or codebase at a time; an app's
+Invariants: an id is owned by at most one app or codebase at a time, and never
+by a user or group the system knows (``unknown_to_system``); an app's
 id is released only after its last process is gone, after every process
 still running under it has been killed and its directory given back to the
 node (a later app given the same id finds nothing of it). Ownership changes
@@ -186,8 +187,8 @@ class Confinement:
                 "read_write": [str(tmpdir if work_dir == app_dir else work_dir)]}
         if self.mode != "uid":
             return Sandbox(None, None, (), spec)
-        app_id = self.registry.allocate_id(f"app:{app}", ID_RANGE)
-        code_gid = self.registry.allocate_id(f"codebase:{codebase_dir.name}", ID_RANGE)
+        app_id = self.registry.allocate_id(f"app:{app}", ID_RANGE, unknown_to_system)
+        code_gid = self.registry.allocate_id(f"codebase:{codebase_dir.name}", ID_RANGE, unknown_to_system)
         for d in (app_dir, app_dir / "slots"):
             d.mkdir(exist_ok=True, mode=0o700)
             os.chown(d, self.node_uid, app_id, follow_symlinks=False)
@@ -213,6 +214,21 @@ class Confinement:
             os.chown(app_dir, self.node_uid, self.node_gid, follow_symlinks=False)
             os.chmod(app_dir, 0o700, follow_symlinks=False)
         self.registry.release_id(f"app:{app}")
+
+
+def unknown_to_system(i: int) -> bool:
+    """No user or group of the system (``/etc/passwd``, systemd's own dynamic users through NSS)
+    has id ``i``: giving it to an app shares nothing with anyone."""
+    import grp
+    import pwd
+
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(i)
+            return False
+        except KeyError:
+            pass
+    return True
 
 
 def kill_uid(uid: int, timeout: float = 5.0) -> None:

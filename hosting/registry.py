@@ -245,16 +245,16 @@ class Registry:
             db.execute("UPDATE control SET state='{}' WHERE app=?", (name,))
 
     # -- uids/gids of confined apps and codebases (hosting.confine) ---------
-    def allocate_id(self, owner: str, id_range: range) -> int:
-        """``owner``'s id, allocating the lowest free one of ``id_range`` if it has none.
-        Invariant: one owner per id, one id per owner (the table's keys)."""
+    def allocate_id(self, owner: str, id_range: range, usable=lambda i: True) -> int:
+        """``owner``'s id, allocating the lowest free one of ``id_range`` for which ``usable`` holds
+        if it has none. Invariant: one owner per id, one id per owner (the table's keys)."""
         with self._tx() as db:
             row = db.execute("SELECT id FROM ids WHERE owner=?", (owner,)).fetchone()
             if row is not None:
                 return int(row["id"])
             taken = {r["id"] for r in db.execute("SELECT id FROM ids WHERE id>=? AND id<?",
                                                   (id_range.start, id_range.stop))}
-            free = next((i for i in id_range if i not in taken), None)
+            free = next((i for i in id_range if i not in taken and usable(i)), None)
             if free is None:
                 raise RuntimeError(f"every id of {id_range.start}-{id_range.stop - 1} is in use")
             db.execute("INSERT INTO ids(id, owner) VALUES(?, ?)", (free, owner))

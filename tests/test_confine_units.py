@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from hosting.confine import ConfinementError, choose_mode
+from hosting.confine import ID_RANGE, ConfinementError, choose_mode, unknown_to_system
 from hosting.home import make_private
 from hosting.registry import Registry
 from hosting.secretbox import SecretBox
@@ -100,6 +100,15 @@ class IdAllocation(RuleBasedStateMachine):
 
 TestIdAllocation = IdAllocation.TestCase
 TestIdAllocation.settings = settings(max_examples=20, stateful_step_count=25, deadline=None)
+
+
+def test_ids_the_system_knows_are_never_given(tmp_path):
+    reg = Registry(tmp_path / "r.sqlite")
+    with pytest.raises(RuntimeError, match="in use"):  # root, daemon, bin: every system has them
+        reg.allocate_id("app:a", range(0, 3), unknown_to_system)
+    given = reg.allocate_id("app:a", ID_RANGE, unknown_to_system)
+    assert unknown_to_system(given) and not unknown_to_system(0)
+    reg.close()
 
 
 # -- choosing the mode --------------------------------------------------------------
