@@ -243,6 +243,8 @@ def test_hostile_netlet_with_the_nodes_uid_is_held_by_landlock(open_home, tmp_pa
         assert seen["own"]["uid"] == NOBODY
         status = node.client.call("host_status")["confinement"]
         assert status["mode"] == "landlock" and status["landlock"] == f"landlock ABI {landlock.abi()}", status
+        shown = node.jtrix("host", "status")
+        assert f" confinement: landlock (not root; landlock ABI {landlock.abi()})" in shown.stdout, shown
     finally:
         cleanup_node(node)
 
