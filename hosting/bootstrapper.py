@@ -107,7 +107,9 @@ class Bootstrapper:
             log_dir = node.home.log_dir(app, LOG_NAME)
             run_no = len(list(log_dir.glob("*.log"))) + 1 if log_dir.is_dir() else 1
             row = node.registry.app(app)
-            spawned = spawn_netlet(cwd=cwd, codebase_dir=node.codebases.dir_of(row["codebase_sha"]),
+            sandbox = node.supervisor.confinement.prepare(app, node.codebases.dir_of(row["codebase_sha"]),
+                                                          cwd, [])
+            spawned = spawn_netlet(cwd=cwd, sandbox=sandbox,
                                    log_dir=log_dir, incarnation=run_no, module=BOOTSTRAP_MODULE,
                                    env_extra={"JTRIX_APP": app, "JTRIX_BOOTSTRAP": mode}, secrets=doc)
             run = BootstrapRun(app, mode, spawned.pid, spawned.popen, spawned.log_path, time.monotonic())

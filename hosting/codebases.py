@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable
 from zlib import error as zlib_error
 
+from hosting.home import make_private
 from warrants import names
 from warrants.errors import BadInput
 
@@ -143,6 +144,7 @@ class CodebaseStore:
         tmp = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=self.root))
         try:
             extract(data, tmp)
+            make_private(tmp)  # the archive's modes (0644…) must not open it to other users
             with self._lock:
                 self._archive_path(sha).write_bytes(data)
                 try:

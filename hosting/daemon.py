@@ -8,12 +8,15 @@ Contracts:
     process is that home's node; netlets keep running.
   * A node reuses the port recorded in its home when free, so netlets that
     outlived it find it again at the same address.
+  * A node runs with umask 077: nothing it creates in its home is readable by
+    other users unless :mod:`hosting.confine` grants it to a netlet.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -62,6 +65,7 @@ def _port_free(host: str, port: int) -> bool:
 
 def serve(config: NodeConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
+    os.umask(0o077)
     wire.configure()
     node = Node(config)
     port = config.port
@@ -117,18 +121,19 @@ def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
 
 def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
                      cluster: str | None = None, name: str | None = None,
-                     etcd_tls: TLSFiles | None = None, membership_ttl: int = 3) -> dict[str, Any]:
+                     etcd_tls: TLSFiles | None = None, membership_ttl: int = 3,
+                     confine: str = "auto") -> dict[str, Any]:
     home = Path(home).expanduser().resolve()
     info = node_answers(home)
     if info is not None:
         return info
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     cluster_args = (["--cluster", cluster, "--membership-ttl", str(membership_ttl)] if cluster else []) + \
-        (["--name", name] if name else [])
+        (["--name", name] if name else []) + ["--confine", confine]
     for flag, value in (("--etcd-ca", etcd_tls and etcd_tls.ca), ("--etcd-cert", etcd_tls and etcd_tls.cert),
                         ("--etcd-key", etcd_tls and etcd_tls.key)):
         cluster_args += [flag, str(Path(value).resolve())] if value else []
-    with open(Home(home).node_log, "ab") as out:
+    with open(os.open(Home(home).node_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hosting.daemon", "--home", str(home),
                                  "--listen", f"{host}:{port}", *cluster_args],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -193,13 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--etcd-ca", default=None)
     parser.add_argument("--etcd-cert", default=None)
     parser.add_argument("--etcd-key", default=None)
+    parser.add_argument("--confine", default="auto", help="auto, uid, landlock or none (hosting.confine)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
                             cluster=args.cluster, name=args.name, membership_ttl=args.membership_ttl,
-                            etcd_tls=etcd_tls_of(args.etcd_ca, args.etcd_cert, args.etcd_key))
+                            etcd_tls=etcd_tls_of(args.etcd_ca, args.etcd_cert, args.etcd_key),
+                            confine=args.confine)
         serve(config)
     except JtrixError as err:  # the operator's configuration (bad name, taken name, etcd down)
         print(f"jtrix-host: {err}", file=sys.stderr)

@@ -3,12 +3,15 @@
 Layout (everything the node owns lives here; nothing else is written):
 
     node.json            address, pid, metrics port of the running node (0644)
+    run/node.json        the same, for netlets (0644 in a 0711 directory: a Landlock rule on the
+                         directory survives the file being replaced, one on the file would not)
     node.key.pem         the node's private key (0600) — signs warrants it issues
     node.crt.pem         the node's self-signed certificate (the trust root)
     admin.key.pem        the admin key (0600)
     admin.warrant.xml    every client right (all but ``member``), holder-bound to admin.key.pem,
                          delegable (0600); ``jtrix warrant delegate`` needs no certificate for it
-    registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL)
+    registry.sqlite      apps, slots, netlets, leases, epochs, events (WAL); app secrets sealed
+    secrets.key          the key sealing app secrets in the registry (0600, hosting.secretbox)
     codebases/<sha>.tar.gz, codebases/<sha>/   content-addressed app code (``hosting.codebases``)
     apps/<app>/slots/<type>-<i>/<resource>/    per-slot resource directories
     logs/<app>/<type>-<i>/<stamp>-<incarnation>.log   one file per netlet run
@@ -17,19 +20,27 @@ Layout (everything the node owns lives here; nothing else is written):
                          (client.crt.pem, client.key.pem, 0600) clients acting from this home use
 
 Contract: :func:`ensure_home` is idempotent and never overwrites keys or the
-admin warrant once written; files holding secrets are created 0600.
+admin warrant once written; files holding secrets are created 0600. It
+refuses a home owned by another user and takes every group/other right off
+an existing home's entries (a home made 0755 beforehand, files written under a
+lax umask); only :mod:`hosting.confine` grants rights to netlets again, and
+only those it needs (see there).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from warrants import names
+from warrants.errors import BadInput
 
 ADMIN_WARRANT_DAYS = 3650
+log = logging.getLogger(__name__)
 
 
 def default_home() -> Path:
@@ -69,6 +80,14 @@ class Home:
         return self.root / "registry.sqlite"
 
     @property
+    def netlet_node_json(self) -> Path:
+        return self.root / "run" / "node.json"
+
+    @property
+    def secrets_key(self) -> Path:
+        return self.root / "secrets.key"
+
+    @property
     def codebases(self) -> Path:
         return self.root / "codebases"
 
@@ -101,6 +120,57 @@ def write_secret(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class HomeNotOwned(BadInput):
+    """The home belongs to another user (the operator's mistake: wrong --home or wrong user)."""
+
+
+#: the most other users may have on an entry of the home: ``node.json`` is readable (netlets
+#: re-read the node's address from it); the home, ``apps/`` and ``codebases/`` searchable but
+#: not listable (netlets under their own uid reach their own entries by name, hosting.confine)
+OPEN_TO_OTHERS = {"node.json": 0o644, ".": 0o711, "apps": 0o711, "codebases": 0o711, "run": 0o711,
+                  "run/node.json": 0o644}
+
+
+def secure_home(root: Path) -> int:
+    """Refuse a home not owned by this user; :func:`make_private` everything in it beyond
+    :data:`OPEN_TO_OTHERS`. Returns how many entries were tightened."""
+    st = os.lstat(root)
+    if st.st_uid != os.geteuid():
+        raise HomeNotOwned(f"home {root} is owned by uid {st.st_uid}, not by this node's user {os.geteuid()}")
+    return make_private(root, {(root / name).resolve(): mode for name, mode in OPEN_TO_OTHERS.items()})
+
+
+def make_private(root: Path, at_most: dict[Path, int] | None = None) -> int:
+    """Take group and other rights off ``root`` and every entry under it (no link followed),
+    except the group rights :mod:`hosting.confine` granted to a netlet gid (read and search at
+    most); an entry of ``at_most`` keeps at most the mode given there. Returns how many entries
+    were changed; HomeNotOwned for one this user cannot change."""
+    from hosting.confine import ID_RANGE
+
+    tightened = 0
+    for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        for name in [*filenames, *dirnames, None]:
+            entry = os.stat(name, dir_fd=dirfd, follow_symlinks=False) if name else os.fstat(dirfd)
+            if stat.S_ISLNK(entry.st_mode):
+                continue
+            keep = 0o750 if entry.st_gid in ID_RANGE else 0o700
+            keep = (at_most or {}).get(Path(dirpath, name) if name else Path(dirpath), keep)
+            mode = stat.S_IMODE(entry.st_mode)
+            if not mode & ~keep & 0o777:
+                continue
+            try:
+                if name:
+                    os.chmod(name, mode & keep, dir_fd=dirfd, follow_symlinks=False)
+                else:
+                    os.chmod(dirfd, mode & keep)
+            except PermissionError:
+                where = os.path.join(dirpath, name or "")
+                raise HomeNotOwned(f"{where} is owned by uid {entry.st_uid}: this node's user "
+                                   f"{os.geteuid()} cannot make it private") from None
+            tightened += 1
+    return tightened
+
+
 def service_id_of(cert) -> str:
     """The hosting service id named in warrants: derived from the node certificate."""
     from warrants import cert_fingerprint
@@ -114,7 +184,21 @@ def ensure_home(root: Path) -> Home:
 
     home = Home(Path(root).expanduser().resolve())
     home.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    for sub in (home.codebases, home.root / "apps", home.root / "logs"):
+    previous_umask = os.umask(0o077)  # also when a client (jtrix-launch) makes the home
+    try:
+        return _fill_home(home)
+    finally:
+        os.umask(previous_umask)
+
+
+def _fill_home(home: Home) -> Home:
+    import warrants
+
+    tightened = secure_home(home.root)
+    if tightened:
+        log.warning("home %s was accessible to other users: took group/other rights off %d entries",
+                    home.root, tightened)
+    for sub in (home.codebases, home.root / "apps", home.root / "logs", home.netlet_node_json.parent):
         sub.mkdir(exist_ok=True)
     if not home.node_key.exists() or not home.node_cert.exists():
         key = warrants.generate_key()

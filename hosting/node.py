@@ -31,11 +31,13 @@ from hosting.bootstrapper import Bootstrapper
 from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
+from hosting.confine import Confinement
 from hosting.control import ControlLeases, Fenced, slot_of
 from hosting.election import Elector
 from hosting.etcd import Etcd, TLSFiles
 from hosting.etcd_epochs import EtcdEpochStore
 from hosting.home import Home, ensure_home, service_id_of
+from hosting.secretbox import SecretBox
 from hosting.lessor import Lessor
 from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
@@ -69,6 +71,7 @@ class NodeConfig:
     name: str | None = None  # the node's name in the cluster (default: its service id)
     membership_ttl: int = 3  # seconds without renewing before the cluster declares this node dead
     etcd_tls: TLSFiles | None = None  # for an https etcd: its CA, and this node's client cert and key
+    confine: str = "auto"  # how netlets are confined: auto, uid, landlock, none (hosting.confine)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -117,7 +120,8 @@ class Node(SupervisorHooks):
         self.node_cert = warrants.load_cert(self.home.node_cert)
         self.service_id = service_id_of(self.node_cert)
         self.name = config.name or self.service_id
-        self.registry = Registry(self.home.registry)
+        self.registry = Registry(self.home.registry, SecretBox(self.home.secrets_key))
+        self.confinement = Confinement(self.home, self.registry, config.confine)
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
         self.lessor = Lessor(self.timers, self._on_lease_expired)
@@ -148,6 +152,7 @@ class Node(SupervisorHooks):
         self.promoted: dict[str, int] = {}
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
+                                     confinement=self.confinement,
                                      start_timeout=config.start_timeout, hooks=self)
         self.bootstrapper = Bootstrapper(self)
         #: the node's duties in a cluster (None when it is a cluster of one)
@@ -259,9 +264,11 @@ class Node(SupervisorHooks):
     def write_node_json(self) -> None:
         info = {"pid": os.getpid(), "uri": self.uri, "service": self.service_id,
                 "metrics_port": self.metrics_port, "started": self.started_wall}
-        tmp = self.home.node_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, self.home.node_json)
+        for path in (self.home.node_json, self.home.netlet_node_json):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(info))
+            os.chmod(tmp, 0o644)  # netlets re-read the node's address from it (hosting.confine)
+            os.replace(tmp, path)
 
     def shutdown(self) -> None:
         """Stop the node's threads; netlets keep running and will re-attach later."""
@@ -285,6 +292,7 @@ class Node(SupervisorHooks):
             info = json.loads(self.home.node_json.read_text())
             if info.get("pid") == os.getpid():
                 self.home.node_json.unlink()
+                self.home.netlet_node_json.unlink(missing_ok=True)
         except (OSError, ValueError):
             pass
         self.registry.close()
@@ -416,10 +424,10 @@ class Node(SupervisorHooks):
         return done
 
     def app_secret(self, app: str) -> bytes:
-        row = self.registry.app(app)
-        if row is None:
+        secret = self.registry.app_secret(app)
+        if secret is None:
             raise NotFound(f"no app named {app!r}")
-        return row["secret"]
+        return secret
 
     def signal(self, app: str, slot: str, sig: int) -> str:
         self.descriptor(app)
@@ -442,7 +450,7 @@ class Node(SupervisorHooks):
                                          not_after=now + dt.timedelta(days=365),
                                          data=NETLET_WARRANT_PREFIX + netlet_id)
         return {
-            "node_uri": self.uri, "node_json": str(self.home.node_json), "service": self.service_id,
+            "node_uri": self.uri, "node_json": str(self.home.netlet_node_json), "service": self.service_id,
             "listen_host": self.config.host,
             "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
             "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,
@@ -450,7 +458,7 @@ class Node(SupervisorHooks):
             "min_epoch": self.arbiter.state(app).epoch, "lease_ttl": descriptor.lease_ttl,
             "durability": descriptor.durability, "ack": descriptor.ack,
             "warrant": warrant.decode(), "key_pem": warrants.private_key_pem(key).decode(),
-            "app_secret": self.registry.app(app)["secret"].hex(),
+            "app_secret": self.registry.app_secret(app).hex(),
             "tls": self.issue_tls(netlet_id), "grant_trust": grants.signer(self).trust(),
         }
 

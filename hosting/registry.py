@@ -11,6 +11,9 @@ Contracts:
     before, across restarts (the counter is committed before it is returned).
   * A netlet row is never deleted while its process may be alive: rows leave
     only with their app, after the app's processes are gone.
+  * With a sealer (the node always gives one) no app secret is ever stored in
+    clear: ``apps.secret`` holds it sealed under the home's ``secrets.key``
+    (``hosting.secretbox``); clear ones of an older registry are sealed on open.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hosting.secretbox import SecretBox
 
 from warrants import names
 
@@ -68,6 +74,7 @@ CREATE TABLE IF NOT EXISTS control (
     epoch INTEGER NOT NULL,
     state TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS ids (id INTEGER PRIMARY KEY, owner TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS events (
     idx INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -98,14 +105,20 @@ class Event:
 class Registry:
     """SQLite-backed registry (see module docstring for the contracts)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sealer: "SecretBox | None" = None) -> None:
+        #: seals app secrets at rest (None: stored as given — unit tests of other parts)
+        self._sealer = sealer
         self._lock = threading.RLock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        if sealer is not None:
+            self._db.execute("PRAGMA secure_delete=ON")  # a replaced secret leaves no copy in a free page
         self._db.executescript(SCHEMA)
+        if sealer is not None:
+            self._seal_plain_secrets()
         self._event_cond = threading.Condition(self._lock)
         #: called as ``listener(kind, app, detail)`` after each event is committed
         self.event_listeners: list = []
@@ -193,18 +206,37 @@ class Registry:
     def add_app(self, name: str, descriptor: bytes, source: str, codebase_sha: str, secret: bytes,
                 slots: list[tuple[str, str, dict]]) -> None:
         """Register an app with its slots ``(slot, type, resources)`` in one transaction
-        (every name checked against its grammar, ``warrants.names``)."""
+        (every name checked against its grammar, ``warrants.names``; the secret sealed)."""
         names.check_app(name)
         names.check_codebase(codebase_sha)
         for slot, type_, _ in slots:
             names.check_slot(slot)
             names.check_type(type_)
+        if self._sealer is not None:
+            secret = self._sealer.seal(name, secret)
         with self._tx() as db:
             db.execute("INSERT INTO apps(name, descriptor, source, codebase_sha, state, secret, created)"
                        " VALUES(?,?,?,?,?,?,?)", (name, descriptor, source, codebase_sha, "running", secret, time.time()))
             for slot, type_, resources in slots:
                 db.execute("INSERT INTO slots(app, slot, type, resources, state) VALUES(?,?,?,?,?)",
                            (name, slot, type_, json.dumps(resources), "pending"))
+
+    def app_secret(self, name: str) -> bytes | None:
+        """The app's secret in clear (None if no such app)."""
+        row = self.app(name)
+        if row is None:
+            return None
+        return self._sealer.open(name, row["secret"]) if self._sealer is not None else row["secret"]
+
+    def _seal_plain_secrets(self) -> None:
+        """Seal secrets a registry of an earlier version stored in clear (idempotent)."""
+        with self._tx() as db:
+            for row in db.execute("SELECT name, secret FROM apps").fetchall():
+                if not self._sealer.is_sealed(row["secret"]):
+                    db.execute("UPDATE apps SET secret=? WHERE name=?",
+                               (self._sealer.seal(row["name"], row["secret"]), row["name"]))
+        with self._lock:  # the old pages (clear secrets) leave the WAL too
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def app(self, name: str) -> sqlite3.Row | None:
         rows = self._rows("SELECT * FROM apps WHERE name=?", name)
@@ -224,6 +256,30 @@ class Registry:
                 db.execute(f"DELETE FROM {table} WHERE app=?", (name,))
             db.execute("DELETE FROM apps WHERE name=?", (name,))
             db.execute("UPDATE control SET state='{}' WHERE app=?", (name,))
+
+    # -- uids/gids of confined apps and codebases (hosting.confine) ---------
+    def allocate_id(self, owner: str, id_range: range, usable=lambda i: True) -> int:
+        """``owner``'s id, allocating the lowest free one of ``id_range`` for which ``usable`` holds
+        if it has none. Invariant: one owner per id, one id per owner (the table's keys)."""
+        with self._tx() as db:
+            row = db.execute("SELECT id FROM ids WHERE owner=?", (owner,)).fetchone()
+            if row is not None:
+                return int(row["id"])
+            taken = {r["id"] for r in db.execute("SELECT id FROM ids WHERE id>=? AND id<?",
+                                                  (id_range.start, id_range.stop))}
+            free = next((i for i in id_range if i not in taken and usable(i)), None)
+            if free is None:
+                raise RuntimeError(f"every id of {id_range.start}-{id_range.stop - 1} is in use")
+            db.execute("INSERT INTO ids(id, owner) VALUES(?, ?)", (free, owner))
+            return free
+
+    def id_of(self, owner: str) -> int | None:
+        rows = self._rows("SELECT id FROM ids WHERE owner=?", owner)
+        return int(rows[0]["id"]) if rows else None
+
+    def release_id(self, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM ids WHERE owner=?", (owner,))
 
     # -- slots ------------------------------------------------------------
     def slots(self, app: str) -> list[sqlite3.Row]:

@@ -133,7 +133,7 @@ def host_view(node) -> dict[str, Any]:
     return {"pid": os.getpid(), "address": node.uri, "service": node.service_id, "name": node.name,
             "cluster": node.config.cluster, "uptime_s": round(time.time() - node.started_wall, 3),
             "apps": len(apps), "netlets": live, "metrics_port": node.metrics_port, "home": str(node.home.root),
-            "nodes": nodes_view(node)}
+            "confinement": node.confinement.status(), "nodes": nodes_view(node)}
 
 
 def nodes_view(node) -> list[dict[str, Any]] | dict[str, str]:

@@ -11,6 +11,8 @@ Safety model (what must hold, whatever the interleaving):
     started again; the app leaves the registry only after its last process is
     gone. A user's ``kill`` is answered like a crash (the slot is refilled).
   * A netlet is signalled only through its pidfd (never a reused pid).
+  * Every netlet starts confined as ``hosting.confine`` prepared it; an app's
+    uid is released only once the app's last netlet is gone.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
@@ -25,11 +27,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import psutil
 
 from hosting.backoff import Decision, next_restart
+from hosting.confine import Confinement
 from hosting.home import Home
 from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
@@ -107,9 +111,10 @@ class Supervisor:
     """Process lifecycle of every slot of every app on this node."""
 
     def __init__(self, *, home: Home, registry: Registry, timers: Timers, lessor: Lessor,
-                 make_secrets: Callable[[str, str, str, int, dict], dict],
+                 make_secrets: Callable[[str, str, str, int, dict], dict], confinement: Confinement,
                  start_timeout: float = 15.0, hooks: SupervisorHooks | None = None) -> None:
         self.home = home
+        self.confinement = confinement
         self.registry = registry
         self.timers = timers
         self.lessor = lessor
@@ -187,8 +192,9 @@ class Supervisor:
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
             secrets["mode"] = mode
             slot_dir = self.home.slot_dir(app, slot)
-            slot_dir.mkdir(parents=True, exist_ok=True)
-            spawned = spawn_netlet(cwd=slot_dir, codebase_dir=rt.codebase_dir,
+            sandbox = self.confinement.prepare(app, Path(rt.codebase_dir), slot_dir,
+                                               [Path(r["path"]) for r in told.values() if r["kind"] == "directory"])
+            spawned = spawn_netlet(cwd=slot_dir, sandbox=sandbox,
                                    log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
                                    env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
             try:
@@ -388,6 +394,7 @@ class Supervisor:
         if any(n.app == app for n in self.live.values()):
             return
         self.apps.pop(app, None)
+        self.confinement.released(app)
         self.registry.remove_app(app)
         self.registry.add_event("app.terminated", app)
         rt.gone.set()

@@ -31,6 +31,11 @@ ttl_option = click.option("--membership-ttl", "membership_ttl", type=int, defaul
                                "(at least etcd's lease minimum, 2 s by default).")
 
 
+confine_option = click.option("--confine", type=click.Choice(["auto", "uid", "landlock", "none"]), default="auto",
+                              show_default=True, help="How netlets are confined: auto = a uid per app as root, "
+                              "else Landlock (see README, Security).")
+
+
 def etcd_tls_options(f):
     """``--etcd-ca/--etcd-cert/--etcd-key`` (and ``JTRIX_ETCD_*``): TLS to an https etcd."""
     for flag, env, what in (("--etcd-key", "JTRIX_ETCD_KEY", "this node's client key for etcd (PEM)"),
@@ -41,13 +46,15 @@ def etcd_tls_options(f):
     return f
 
 
-def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd_key=None, membership_ttl=3):
+def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd_key=None, membership_ttl=3,
+                 confine="auto"):
     from hosting.daemon import etcd_tls_of
     from hosting.node import NodeConfig
 
     h, p = _split_listen(listen)
     return NodeConfig(home=resolve_home(home), host=h, port=p, cluster=cluster, name=name,
-                      etcd_tls=etcd_tls_of(etcd_ca, etcd_cert, etcd_key), membership_ttl=membership_ttl)
+                      etcd_tls=etcd_tls_of(etcd_ca, etcd_cert, etcd_key), membership_ttl=membership_ttl,
+                      confine=confine)
 
 
 @host.command("run")
@@ -57,12 +64,13 @@ def _node_config(home, listen, cluster, name, etcd_ca=None, etcd_cert=None, etcd
 @name_option
 @ttl_option
 @etcd_tls_options
-def run(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_key) -> None:
+@confine_option
+def run(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_key, confine) -> None:
     """Run the node in the foreground until SIGTERM/SIGINT (netlets keep running after it)."""
     import logging
     from hosting.daemon import serve
 
-    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, membership_ttl)
+    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, membership_ttl, confine)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(config)
 
@@ -74,14 +82,16 @@ def run(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_ke
 @name_option
 @ttl_option
 @etcd_tls_options
+@confine_option
 @json_option
-def start(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_key, as_json) -> None:
+def start(home, listen, cluster, name, membership_ttl, etcd_ca, etcd_cert, etcd_key, confine, as_json) -> None:
     """Start the node in the background (no-op if it already runs); returns once it answers."""
     from hosting.daemon import start_background
 
-    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, membership_ttl)  # exit 2 now
+    config = _node_config(home, listen, cluster, name, etcd_ca, etcd_cert, etcd_key, membership_ttl,
+                          confine)  # exit 2 now
     info = start_background(config.home, config.host, config.port, cluster=cluster, name=name,
-                            etcd_tls=config.etcd_tls, membership_ttl=membership_ttl)
+                            etcd_tls=config.etcd_tls, membership_ttl=membership_ttl, confine=confine)
     if as_json:
         echo_json(info)
     else:
@@ -110,6 +120,10 @@ def status(home, as_json) -> None:
     for key in ("name", "pid", "address", "service", "cluster", "uptime_s", "apps", "netlets", "metrics_port",
                 "home"):
         click.echo(f"{key:>12}: {info.get(key)}")
+    confinement = info.get("confinement") or {}
+    if confinement:
+        click.echo(f"{'confinement':>12}: {confinement.get('mode')} ({confinement.get('why')}; "
+                   f"{confinement.get('landlock')})")
     nodes = info.get("nodes") or []
     if isinstance(nodes, dict):
         click.echo(f"{'nodes':>12}: unknown ({nodes.get('error')})")

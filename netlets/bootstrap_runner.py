@@ -2,8 +2,8 @@
 
 Reads its start document (JSON, on stdin, written by the node: node URI,
 warrant and key, app, mode, slots per type, class reference), imports the
-:class:`~netlets.bootstrap.Bootstrap` subclass from the app's codebase (on
-``PYTHONPATH``), and calls its ``run`` with a
+:class:`~netlets.bootstrap.Bootstrap` subclass from the app's codebase (added
+to ``sys.path`` once confined, ``netlets.sandbox``), and calls its ``run`` with a
 :class:`~netlets.bootstrap.BootstrapContext` that acts through the hosting API
 with the node-issued warrant.
 
@@ -18,6 +18,8 @@ import logging
 import os
 import sys
 from typing import Any
+
+from netlets import sandbox
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_CLASS = 0, 1, 70
 log = logging.getLogger("netlets.bootstrap_runner")
@@ -53,6 +55,7 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     doc = json.loads(sys.stdin.read())
     sys.stdin.close()
+    sandbox.enter(doc.get("sandbox"))  # before any code of the app is imported
     log.info("bootstrap of %s starting (pid %d, mode %s, class %s)", doc["app"], os.getpid(), doc["mode"],
              doc["class_ref"])
     try:

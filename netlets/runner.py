@@ -2,9 +2,10 @@
 
 Reads its start document (JSON, on stdin, written by the node: identity,
 class, params, resources, warrant and key, app secret), imports the netlet
-class from the app's codebase (on ``PYTHONPATH``), serves the netlet's own RPC
-endpoint (an app credential required; replication also a node's grant,
-``hosting.grants``), renews its lease every TTL/3 and publishes its status.
+class from the app's codebase (put on ``sys.path`` only once confined, by
+``netlets.sandbox``), serves the netlet's own RPC endpoint (an app credential
+required; replication also a node's grant, ``hosting.grants``), renews its
+lease every TTL/3 and publishes its status.
 
 Exit codes: 0 stopped on request (SIGTERM/SIGINT, after ``on_stopping``);
 70 the netlet class could not be loaded or started (the log says why);
@@ -30,6 +31,7 @@ from hosting.grants import GrantVerifier
 from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint
+from netlets import sandbox
 from netlets.heartbeat import Heartbeat
 
 EXIT_STOPPED, EXIT_BAD_NETLET, EXIT_ABANDONED = 0, 70, 75
@@ -107,7 +109,9 @@ def main() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     doc = StartDocument(json.loads(sys.stdin.read()))
     sys.stdin.close()
-    log.info("netlet %s starting (pid %d, mode %s, class %s)", doc.netlet_id, os.getpid(), doc.mode, doc.class_ref)
+    confined = sandbox.enter(doc.raw.get("sandbox"))  # before any code of the app is imported
+    log.info("netlet %s starting (pid %d, uid %d, mode %s, class %s; %s)", doc.netlet_id, os.getpid(),
+             os.getuid(), doc.mode, doc.class_ref, confined)
     stop = threading.Event()
     exit_code = [EXIT_STOPPED]
 

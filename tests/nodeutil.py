@@ -105,11 +105,15 @@ class RunningNode:
             db.close()
 
     def app_secret(self, app: str) -> bytes:
+        """The app's secret, opened from the registry with the home's key (it is sealed there)."""
+        from hosting.secretbox import SecretBox
+
         db = sqlite3.connect(str(self.home / "registry.sqlite"))
         try:
-            return db.execute("SELECT secret FROM apps WHERE name=?", (app,)).fetchone()[0]
+            sealed = db.execute("SELECT secret FROM apps WHERE name=?", (app,)).fetchone()[0]
         finally:
             db.close()
+        return SecretBox(self.home / "secrets.key").open(app, sealed)
 
 
 def kill_recorded(pid: int, create_time: float | None) -> psutil.Process | None:
