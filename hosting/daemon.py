@@ -32,6 +32,7 @@ from hosting.home import Home
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
 from hosting.tls import client_identity
+from hosting.wire_gate import RefusalEvents
 from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,11 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
             candidate = int(last.rsplit(":", 1)[-1])
             if _port_free(config.host, candidate):
                 port = candidate
-    daemon = wire.Daemon(config.host, port, tls=node.tls)
+    daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
+                         observer=RefusalEvents(node.registry.add_event))
     metrics = NodeMetrics(node) if config.metrics else None
+    if metrics is not None:
+        metrics.watch_gate(daemon.gate)
     api = HostingAPI(node, metrics)
     node.uri = str(daemon.register(api, OBJECT_ID))
     if metrics is not None:

@@ -17,7 +17,7 @@ class AppDaemon(wire.Daemon):
 
     def __init__(self, checker: HandshakeChecker, host: str = "127.0.0.1", port: int = 0,
                  tls: TLSIdentity | None = None) -> None:
-        super().__init__(host, port, tls)
+        super().__init__(host, port, tls, limits=wire.NETLET_LIMITS)
         self._checker = checker
 
     def validateHandshake(self, conn, data):
