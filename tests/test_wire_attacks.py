@@ -211,3 +211,66 @@ def test_hundreds_of_dripping_connections_hold_up_no_client_no_netlet_and_no_rep
     finally:
         for d in drips:
             d.close()
+
+
+@pytest.fixture
+def echo_daemon():
+    """A real wire.Daemon on loopback serving an echo object; shut down after the test."""
+    import Pyro5.api
+
+    from hosting import wire
+
+    @Pyro5.api.expose
+    class Echo:
+        def echo(self, x):
+            return x
+
+    wire.configure()
+    daemon = wire.Daemon("127.0.0.1", 0)
+    uri = str(daemon.register(Echo(), "jtrix.hosting"))
+    thread = threading.Thread(target=daemon.requestLoop, daemon=True)
+    thread.start()
+    yield uri
+    daemon.shutdown()
+    thread.join(timeout=10)
+
+
+def drip_until_closed(sock: socket.socket, data: bytes, every_s: float, limit_s: float) -> float:
+    """Send ``data`` a byte every ``every_s`` s until the server answers or closes; seconds it took
+    (fails after ``limit_s``). The message is never complete before then: its last byte is never sent."""
+    started = time.monotonic()
+    for i in range(len(data) - 1):
+        try:
+            sock.sendall(data[i:i + 1])
+        except OSError:
+            return time.monotonic() - started
+        if time.monotonic() - started > limit_s:
+            break
+        sock.settimeout(every_s)
+        try:
+            sock.recv(1)  # an answer (the refusal) or the end of the connection
+            return time.monotonic() - started
+        except socket.timeout:
+            pass
+        except OSError:
+            return time.monotonic() - started
+    raise AssertionError(f"the server still read a dripping peer after {limit_s}s")
+
+
+def test_the_first_message_has_a_total_deadline_that_dripping_does_not_extend(echo_daemon, monkeypatch):
+    from hosting import wire
+    monkeypatch.setattr(wire, "FIRST_MESSAGE_S", 1.5, raising=False)
+    with socket.create_connection(address(echo_daemon), timeout=5) as s:
+        took = drip_until_closed(s, pyro_message(protocol.MSG_CONNECT, connect_data()), every_s=0.3, limit_s=6)
+    assert took < 1.5 + 1.5
+
+
+def test_a_later_message_must_complete_once_started_however_slowly_it_drips(echo_daemon, monkeypatch):
+    from hosting import wire_guard
+    monkeypatch.setattr(wire_guard, "HEADER_S", 1.5, raising=False)
+    with socket.create_connection(address(echo_daemon), timeout=5) as s:
+        s.sendall(pyro_message(protocol.MSG_CONNECT, connect_data()))
+        assert read_reply(s)[0] == protocol.MSG_CONNECTOK
+        call = msgpack.packb(("jtrix.hosting", "echo", [1], {}), use_bin_type=True)
+        took = drip_until_closed(s, pyro_message(protocol.MSG_INVOKE, call, seq=2), every_s=0.3, limit_s=6)
+    assert took < 1.5 + 1.5
