@@ -95,7 +95,7 @@ def send_and_drain(uri: str, data: bytes) -> None:
         raise AssertionError("the server kept a connection open after its peer stopped sending")
 
 
-json_like = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+json_like = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats() | st.text(max_size=20)
                          | st.binary(max_size=20),
                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                                       max_size=4), max_leaves=12)
