@@ -2,20 +2,30 @@
 
 Contracts (see DESIGN.md, "Pitfalls"): msgpack only (never pickle); no
 automatic retries (``MAX_RETRIES = 0``: a retry must be explicit and
-idempotent); explicit timeouts; a thread pool sized for many connections,
-with idle/silent connections dropped after ``SERVER_IDLE_TIMEOUT_S`` so that a
-client that connects and sends nothing cannot hold a worker forever.
-``JtrixError`` subclasses raised by a server arrive as the same class.
+idempotent); explicit timeouts. ``JtrixError`` subclasses raised by a server
+arrive as the same class.
+
+Hostile peers (``Daemon``): every message is read whole by
+``wire_guard.read_message`` before Pyro5 sees it — never decompressed, held to
+the limit of what it is (``NODE_LIMITS``, ``NETLET_LIMITS``: the first message
+of a connection a few KB, a call the limit of its method) before its body is
+read, the first message due ``FIRST_MESSAGE_S`` after accept in total (TLS
+handshake included), a later one due once started. Connections are admitted
+through a ``wire_gate.ConnectionGate``: connections still waiting for their
+first message are bounded per peer address and overall, the oldest evicted,
+so they never hold more than ``wire_gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
+workers. What stays open to a peer that completes its first message: one
+worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls.
 
 TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
-connection, bounded by ``tls.HANDSHAKE_TIMEOUT_S`` — a peer that stalls its
-handshake holds one worker, never the accept loop; clients (``proxy(...,
-tls=identity)``) handshake while connecting, bounded by the call timeout.
-Pyro5's own SSL support is not used: its settings are process-wide and it
-handshakes on the accept thread. Pyro5 makes client sockets through
-``socketutil.create_socket``; ``configure`` wraps that function once so a
-connection made for a jtrix TLS proxy gets that proxy's context.
+connection — a peer that stalls its handshake holds one worker, never the
+accept loop; clients (``proxy(..., tls=identity)``) handshake while
+connecting, bounded by the call timeout. Pyro5's own SSL support is not used:
+its settings are process-wide and it handshakes on the accept thread. Pyro5
+makes client sockets through ``socketutil.create_socket``; ``configure`` wraps
+that function once so a connection made for a jtrix TLS proxy gets that
+proxy's context.
 """
 
 from __future__ import annotations
