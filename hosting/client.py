@@ -113,6 +113,8 @@ class HostingClient:
                                    f"{timeout or self.timeout:g}s (it may still complete)") from None
             except CommunicationError as err:
                 self._drop_proxy()
+                if str(err).startswith("message too large"):  # Pyro5's words, over wire.MAX_MESSAGE_SIZE
+                    raise BadInput(f"{method}: {err}") from None
                 if " rejected: " in str(err):  # Pyro5's words for a handshake the server refused
                     raise ConnectionRefused(f"hosting node at {self.uri} refused the connection: "
                                             f"{str(err).split(' rejected: ', 1)[1]}") from None

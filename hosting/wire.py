@@ -46,7 +46,7 @@ from Pyro5.serializers import SerializerBase
 from hosting.codebases import MAX_CODEBASE_BYTES
 from hosting.tls import TLSIdentity
 from hosting.wire_gate import ConnectionGate
-from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, read_message
+from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
 from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
 from warrants.errors import JtrixError
 
@@ -290,6 +290,7 @@ class Daemon(Pyro5.server.Daemon):
             with contextlib.suppress(OSError, errors.PyroError):
                 conn.sock.settimeout(1.0)
                 self._sendExceptionResponse(conn, err.seq, MSGPACK_ID, err, None)
+            discard(conn.sock, err.unread)
             raise errors.SecurityError(str(err)) from None  # ends the connection (Pyro5's job loop)
         conn.sock.settimeout(config.COMMTIMEOUT)
         return super().handleRequest(conn)

@@ -24,6 +24,7 @@ closed after the refusal is answered (the rest of the message is never read).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Mapping
 import msgpack
 from Pyro5 import errors, protocol
 
-from warrants.errors import JtrixError
+from warrants.errors import BadInput
 
 MSGPACK_ID = 4  # Pyro5's serializer id of msgpack (serializers.MsgpackSerializer.serializer_id)
 HEADER_SIZE = protocol._header_size  # 40 bytes, fixed by the wire protocol
@@ -46,14 +47,17 @@ FIRST_MESSAGE_S = 5.0
 #: once a message's first byte arrived: time for the header, plus the body at MIN_RATE
 HEADER_S = 5.0
 MIN_RATE = 256 * 1024  # bytes/s
+#: how long a refused call's rest is read and dropped so that its sender sees the refusal
+LINGER_S = 1.0
 
 
-class MessageRefused(JtrixError):
+class MessageRefused(BadInput):
     """The peer sent a message this endpoint does not take (too large, compressed, late, malformed)."""
 
-    def __init__(self, reason: str, kind: str = "malformed", seq: int = 0) -> None:
+    def __init__(self, reason: str, kind: str = "malformed", seq: int = 0, unread: int = 0) -> None:
         super().__init__(reason)
-        self.kind, self.seq = kind, seq  # kind: a metric label; seq: to answer the refused message
+        # kind: a metric label; seq: to answer the refused message; unread: bytes of it not read
+        self.kind, self.seq, self.unread = kind, seq, unread
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int
     limit = limits.first if first else limits.largest if msg.type == protocol.MSG_INVOKE else limits.default
     if size > limit:
         raise MessageRefused(f"message of {size} bytes, more than the {limit} this endpoint takes"
-                             + (" before authentication" if first else ""), "too_large", msg.seq)
+                             + (" before authentication" if first else ""), "too_large", msg.seq, size)
     if not first:
         deadline += size / MIN_RATE
     payload = bytearray(size)
@@ -162,6 +166,20 @@ def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int
         allowed = limits.for_method(method)
         if size > allowed:
             raise MessageRefused(f"{method}: message of {size} bytes, more than the {allowed} it takes",
-                                 "too_large", msg.seq)
+                                 "too_large", msg.seq, size - head)
     _recv_into(sock, pview[head:], deadline, late)
     return bytes(header), payload
+
+
+def discard(sock: socket.socket, unread: int, seconds: float = LINGER_S) -> None:
+    """Read and drop up to ``unread`` bytes for at most ``seconds`` (a lingering close): a client
+    still sending a refused message can finish and read the refusal instead of a broken pipe.
+    Costs a fixed buffer, never the message's size."""
+    deadline, scratch = time.monotonic() + seconds, bytearray(64 * 1024)
+    with contextlib.suppress(OSError):
+        while unread > 0 and (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            n = sock.recv_into(scratch, min(len(scratch), unread))
+            if n == 0:
+                return
+            unread -= n

@@ -274,3 +274,14 @@ def test_a_later_message_must_complete_once_started_however_slowly_it_drips(echo
         call = msgpack.packb(("jtrix.hosting", "echo", [1], {}), use_bin_type=True)
         took = drip_until_closed(s, pyro_message(protocol.MSG_INVOKE, call, seq=2), every_s=0.3, limit_s=6)
     assert took < 1.5 + 1.5
+
+
+def test_a_client_sending_an_oversize_call_is_told_why(node):
+    from warrants.errors import BadInput
+    # 30 MiB for `status`: refused from its first bytes; the rest is read and dropped for a moment
+    # (never buffered) so that the sender gets the refusal, not a broken pipe
+    with pytest.raises(BadInput, match=r"status: message of \d+ bytes, more than the \d+ it takes"):
+        node.client.call("status", "x" * (30 << 20))
+    with pytest.raises(BadInput, match="message too large"):  # over any endpoint's limit: not even sent
+        node.client.call("upload_codebase", bytes(70 << 20), None)
+    assert node.client.call("host_status")["pid"] == node.info["pid"]
