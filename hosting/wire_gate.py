@@ -53,16 +53,16 @@ class ConnectionGate:
         """Register a new connection as pending, evicting the oldest pending ones over the bounds."""
         evicted = []
         with self._lock:
-            mine = self._by_peer.setdefault(peer, OrderedDict())
+            mine = self._by_peer.get(peer, ())
             if len(mine) >= self.per_peer_pending:
                 evicted.append((next(iter(mine)), "evicted_peer"))
             elif len(self._pending) >= self.max_pending:
                 evicted.append((next(iter(self._pending)), "evicted_pending"))
             for old, _ in evicted:
                 self._shut(old)
-                self._forget(old)
+                self._forget(old)  # may drop the peer's (now empty) entry: look it up again below
             self._pending[conn] = (peer, sock.fileno(), sock.family)
-            mine[conn] = None
+            self._by_peer.setdefault(peer, OrderedDict())[conn] = None
         for old, reason in evicted:
             self.refuse(reason, peer)
 
