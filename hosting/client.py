@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from Pyro5.errors import CommunicationError
 from Pyro5.errors import TimeoutError as CallTimeout
@@ -44,8 +44,10 @@ class CallTimedOut(JtrixError):
 
 class HostingClient:
     def __init__(self, uri: str, warrant_xml: bytes, key=None, timeout: float = wire.CALL_TIMEOUT_S,
-                 tls: TLSIdentity | None = None) -> None:
+                 tls: TLSIdentity | None = None, handshake: Callable[[], Any] | None = None) -> None:
         wire.configure()
+        #: makes the first message's handshake data of each new connection (a node's netlets: proof)
+        self.handshake = handshake
         self.uri = uri
         self.warrant_xml = warrant_xml
         self.key = key
@@ -90,6 +92,8 @@ class HostingClient:
             p = None
         if p is None:
             p = wire.proxy(self.uri, self.timeout, tls=self.tls)
+            if self.handshake is not None:
+                p._pyroHandshake = self.handshake()
             self._local.proxy = p
         self._local.used = time.monotonic()
         return p

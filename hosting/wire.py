@@ -45,7 +45,7 @@ from Pyro5.serializers import SerializerBase
 
 from hosting.codebases import MAX_CODEBASE_BYTES
 from hosting.tls import TLSIdentity
-from hosting.wire_gate import ConnectionGate
+from hosting.wire_gate import MAX_OPEN, ConnectionGate
 from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
 from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
 from warrants.errors import JtrixError
@@ -216,8 +216,12 @@ class Daemon(Pyro5.server.Daemon):
 
     def __init__(self, host: str, port: int = 0, tls: TLSIdentity | None = None,
                  limits: MessageLimits = DEFAULT_LIMITS,
-                 observer: Callable[[str, str], None] | None = None) -> None:
-        self.gate = ConnectionGate(observer=observer)
+                 observer: Callable[[str, str], None] | None = None,
+                 own_netlet: Callable[[object], bool] | None = None) -> None:
+        # own_netlet(handshake data): the peer proved it is one of this node's netlets; given, the
+        # gate reserves capacity for them (wire_gate: at most MAX_OPEN other established connections)
+        self.gate = ConnectionGate(observer=observer, max_open=MAX_OPEN if own_netlet else None)
+        self.own_netlet = own_netlet
         self.limits = limits
         super().__init__(host=host, port=port)
         self.transportServer.__class__ = _GatedServer  # a subclass adding behaviour only, no state
@@ -280,6 +284,14 @@ class Daemon(Pyro5.server.Daemon):
             self.gate.established(conn)
             return True
         return False
+
+    def validateHandshake(self, conn, data):
+        reserved = self.own_netlet is not None and self.own_netlet(data)
+        if not self.gate.established(conn, reserved):
+            self.gate.refuse("open_full", _peer(conn))
+            raise errors.SecurityError(f"more than {self.gate.max_open} connections are open; the rest of"
+                                       " this node's capacity is reserved for its netlets")
+        return "hello"
 
     def handleRequest(self, conn):
         try:

@@ -12,6 +12,11 @@ Safety model (what must hold):
     refused because of them: a client that sends its first message promptly
     is only evicted if ``per_peer_pending`` newer connections from its own
     address arrive before it has.
+  * Capacity for the node's own netlets: a connection whose first message
+    proves it is one (``reserved``) is always established; any other is
+    established only while fewer than ``max_open`` such are, so with at most
+    ``max_pending`` pending, ``pool - max_pending - max_open`` workers are left
+    to the node's netlets whatever everyone else does.
   * Every refusal (an eviction, a full pool, a refused first message) is
     counted by reason and reported to ``observer(reason, peer)`` so that
     exhaustion is visible (the node turns it into a metric and an event).
@@ -34,11 +39,16 @@ log = logging.getLogger(__name__)
 
 PER_PEER_PENDING = 32
 MAX_PENDING = 128
+#: established connections that are not the node's own netlets (None: no limit, no reservation)
+MAX_OPEN = 256
+#: the name under which a node's netlets prove, in their first message, that they are its own
+#: (``netlets.credential.make_handshake`` with the node's per-process door key)
+OWN_NETLETS = "jtrix/own-netlets"
 
 
 class ConnectionGate:
     def __init__(self, per_peer_pending: int = PER_PEER_PENDING, max_pending: int = MAX_PENDING,
-                 observer: Callable[[str, str], None] | None = None) -> None:
+                 observer: Callable[[str, str], None] | None = None, max_open: int | None = None) -> None:
         if not 1 <= per_peer_pending <= max_pending:
             raise ValueError("a gate needs 1 <= per_peer_pending <= max_pending")
         self.per_peer_pending, self.max_pending = per_peer_pending, max_pending
@@ -46,7 +56,8 @@ class ConnectionGate:
         self._lock = threading.Lock()
         self._pending: OrderedDict[object, tuple[str, int, int]] = OrderedDict()  # conn -> (peer, fd, family)
         self._by_peer: dict[str, OrderedDict[object, None]] = {}
-        self._established: set = set()
+        self._established: dict[object, bool] = {}  # conn -> reserved
+        self.max_open = max_open
         self.refused: Counter[str] = Counter()
 
     def admit(self, conn, peer: str, sock: socket.socket) -> None:
@@ -66,16 +77,23 @@ class ConnectionGate:
         for old, reason in evicted:
             self.refuse(reason, peer)
 
-    def established(self, conn) -> None:
+    def established(self, conn, reserved: bool = False) -> bool:
+        """Move a pending connection to established; False (and nothing changes) when it is not
+        ``reserved`` and ``max_open`` others already are (the caller refuses it)."""
         with self._lock:
-            if conn in self._pending:
-                self._forget(conn)
-                self._established.add(conn)
+            if conn not in self._pending:
+                return conn in self._established
+            if not reserved and self.max_open is not None and \
+                    sum(1 for r in self._established.values() if not r) >= self.max_open:
+                return False
+            self._forget(conn)
+            self._established[conn] = reserved
+            return True
 
     def closed(self, conn) -> None:
         with self._lock:
             self._forget(conn)
-            self._established.discard(conn)
+            self._established.pop(conn, None)
 
     def refuse(self, reason: str, peer: str) -> None:
         with self._lock:
@@ -89,7 +107,9 @@ class ConnectionGate:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {"pending": len(self._pending), "established": len(self._established)}
+            reserved = sum(self._established.values())
+            return {"pending": len(self._pending), "established": len(self._established) - reserved,
+                    "reserved": reserved}
 
     def _forget(self, conn) -> None:
         entry = self._pending.pop(conn, None)

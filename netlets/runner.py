@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from hosting.client import HostingClient
 from hosting.tls import TLSIdentity
-from netlets.credential import HandshakeChecker
+from hosting.wire_gate import OWN_NETLETS
+from netlets.credential import HandshakeChecker, make_handshake
 from netlets.endpoint import serve_endpoint
 from netlets.heartbeat import Heartbeat
 
@@ -61,7 +62,9 @@ class StartDocument:
 
     def client(self) -> HostingClient:
         key = load_pem_private_key(self.raw["key_pem"].encode(), password=None)
-        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key, tls=self.tls)
+        door = bytes.fromhex(self.raw["node_door"]) if self.raw.get("node_door") else None
+        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key, tls=self.tls,
+                             handshake=(lambda: make_handshake(door, OWN_NETLETS)) if door else None)
 
 
 def load_class(class_ref: str) -> type:

@@ -285,3 +285,52 @@ def test_a_client_sending_an_oversize_call_is_told_why(node):
     with pytest.raises(BadInput, match="message too large"):  # over any endpoint's limit: not even sent
         node.client.call("upload_codebase", bytes(70 << 20), None)
     assert node.client.call("host_status")["pid"] == node.info["pid"]
+
+
+def test_connections_that_complete_their_handshake_cannot_take_the_capacity_of_the_nodes_netlets(node, tmp_path):
+    # The node's API authenticates per call, so anyone on loopback can complete the first message and
+    # hold a worker; the node's own netlets prove themselves in theirs and keep capacity reserved.
+    # The attacker is greedy: it holds every connection it gets and keeps trying for more, so a
+    # worker freed by the killed netlet goes to whoever asks first unless capacity is reserved.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    launch_echo(node, tmp_path, "held", 2)
+    held, refused, stop = [], [0], threading.Event()
+
+    def grab() -> bool:
+        s = socket.create_connection(address(node.client.uri), timeout=10)
+        s.sendall(pyro_message(protocol.MSG_CONNECT, connect_data()))
+        try:
+            if read_reply(s)[0] == protocol.MSG_CONNECTOK:
+                held.append(s)
+                return True
+        except (ConnectionError, OSError):
+            pass
+        refused[0] += 1
+        s.close()
+        return False
+
+    def greedy() -> None:
+        while not stop.is_set() and len(held) < 600:
+            if not grab():
+                stop.wait(0.01)  # the attacker's pace, not a synchronization
+
+    for _ in range(520):
+        grab()
+    attacker = threading.Thread(target=greedy, daemon=True)
+    attacker.start()
+    try:
+        assert refused[0] > 0, "520 connections held open: nothing is left for the node's netlets"
+        old = node.slot("held", "w/1")["pid"]
+        import os
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: node.slot("held", "w/1")["pid"] not in (None, old), 15, "a replacement netlet")
+        node.wait_running("held", timeout=20)
+        assert call_netlet(node, "held", "w/1")["pid"] != old
+        assert refused_metric(node, "open_full") > 0
+    finally:
+        stop.set()
+        attacker.join(timeout=30)
+        for s in held:
+            s.close()

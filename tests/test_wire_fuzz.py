@@ -159,5 +159,5 @@ def test_no_envelope_crashes_or_wedges_the_server(servers, kind):
     finally:
         pyro_log.removeHandler(unhandled)
     assert not unhandled.records, [r.getMessage() for r in unhandled.records][:3]
-    wait_for(lambda: daemon.gate.counts() == {"pending": 0, "established": 0}, 10,
+    wait_for(lambda: daemon.gate.counts() == {"pending": 0, "established": 0, "reserved": 0}, 10,
              "the gate to forget every closed connection")

@@ -1,7 +1,8 @@
 """The connection gate (hosting/wire_gate.py) as a state machine over real socket pairs.
 
 Invariants checked after every step: at most ``per_peer_pending`` pending connections per
-peer and ``max_pending`` in all; a connection the gate evicted has its socket shut down (its
+peer and ``max_pending`` in all; at most ``max_open`` established that are not reserved, while
+reserved ones (the node's netlets) are always admitted; a connection the gate evicted has its socket shut down (its
 peer reads EOF) and is no longer counted; established and closed connections are never
 touched; every eviction is counted and reported once.
 """
@@ -41,10 +42,11 @@ class GateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.reports: list[tuple[str, str]] = []
-        self.gate = ConnectionGate(per_peer_pending=3, max_pending=5,
+        self.gate = ConnectionGate(per_peer_pending=3, max_pending=5, max_open=2,
                                    observer=lambda reason, peer: self.reports.append((reason, peer)))
         self.pending: dict[_Conn, str] = {}  # the model: conn -> peer, oldest first
         self.established: list[_Conn] = []
+        self.reserved: set[_Conn] = set()  # established by the node's own netlets
         self.evicted: list[_Conn] = []
         self.closed: list[_Conn] = []
 
@@ -60,12 +62,16 @@ class GateMachine(RuleBasedStateMachine):
         self.pending[conn] = peer
 
     @precondition(lambda self: self.pending)
-    @rule(i=st.integers(0, 10))
-    def establish(self, i):
+    @rule(i=st.integers(0, 10), reserved=st.booleans())
+    def establish(self, i, reserved):
         conn = list(self.pending)[i % len(self.pending)]
-        self.gate.established(conn)
-        del self.pending[conn]
-        self.established.append(conn)
+        room = reserved or len(self.established) - len(self.reserved) < 2
+        assert self.gate.established(conn, reserved) is room
+        if room:
+            del self.pending[conn]
+            self.established.append(conn)
+            if reserved:
+                self.reserved.add(conn)
 
     @precondition(lambda self: self.pending or self.established)
     @rule(i=st.integers(0, 10), from_pending=st.booleans())
@@ -76,12 +82,14 @@ class GateMachine(RuleBasedStateMachine):
         self.pending.pop(conn, None)
         if conn in self.established:
             self.established.remove(conn)
+            self.reserved.discard(conn)
         conn.server.close()
         self.closed.append(conn)
 
     @invariant()
     def bounds_and_counts(self):
-        assert self.gate.counts() == {"pending": len(self.pending), "established": len(self.established)}
+        assert self.gate.counts() == {"pending": len(self.pending), "reserved": len(self.reserved),
+                                      "established": len(self.established) - len(self.reserved)}
         for peer in PEERS:
             assert sum(p == peer for p in self.pending.values()) <= 3
         assert len(self.pending) <= 5
