@@ -15,7 +15,10 @@ through a ``wire_gate.ConnectionGate``: connections still waiting for their
 first message are bounded per peer address and overall, the oldest evicted,
 so they never hold more than ``wire_gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
 workers. What stays open to a peer that completes its first message: one
-worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls.
+worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls —
+except that a daemon given ``own_netlet`` (the node's) establishes at most
+``wire_gate.MAX_OPEN`` connections that do not prove they are its netlets, so
+the rest of the pool stays theirs.
 
 TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
