@@ -68,9 +68,11 @@ NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
     "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
     "upload_codebase": MAX_WARRANT_BYTES + MAX_CODEBASE_BYTES + _ENVELOPE,
 })
-#: a netlet's endpoint: app calls and replication carry app data; the rest is small
+#: a netlet's endpoint: app calls carry app data; replication also whole snapshots of the app's
+#: state (one message: the largest state a replicated app can have); the rest is small
 NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")})
+    "replication_handle": 256 * 1024 * 1024,
+    **{name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}})
 #: limits of an endpoint that declares none
 DEFAULT_LIMITS = MessageLimits(default=1024 * 1024)
 #: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
