@@ -48,7 +48,7 @@ from Pyro5.serializers import SerializerBase
 
 from hosting.codebases import MAX_CODEBASE_BYTES
 from hosting.tls import TLSIdentity
-from hosting.wire_gate import MAX_OPEN, ConnectionGate
+from hosting.wire_gate import MAX_OPEN, ConnectionGate, RefusalEvents
 from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
 from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
 from warrants.errors import JtrixError
@@ -225,7 +225,9 @@ class Daemon(Pyro5.server.Daemon):
                  own_netlet: Callable[[object], bool] | None = None) -> None:
         # own_netlet(handshake data): the peer proved it is one of this node's netlets; given, the
         # gate reserves capacity for them (wire_gate: at most MAX_OPEN other established connections)
-        self.gate = ConnectionGate(observer=observer, max_open=MAX_OPEN if own_netlet else None)
+        # refusals are reported throttled (a flood must not flood the log): as events, or logged
+        self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals),
+                                   max_open=MAX_OPEN if own_netlet else None)
         self.own_netlet = own_netlet
         self.limits = limits
         super().__init__(host=host, port=port)
@@ -311,6 +313,10 @@ class Daemon(Pyro5.server.Daemon):
             raise errors.SecurityError(str(err)) from None  # ends the connection (Pyro5's job loop)
         conn.sock.settimeout(config.COMMTIMEOUT)
         return super().handleRequest(conn)
+
+
+def _log_refusals(kind: str, **detail) -> None:
+    log.warning("%s: %s", kind, detail)
 
 
 def _peer(conn) -> str:

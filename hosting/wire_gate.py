@@ -98,7 +98,7 @@ class ConnectionGate:
     def refuse(self, reason: str, peer: str) -> None:
         with self._lock:
             self.refused[reason] += 1
-        log.warning("connection from %s refused: %s", peer, reason)
+        log.debug("connection from %s refused: %s", peer, reason)  # the observer reports, throttled
         if self.observer is not None:
             try:
                 self.observer(reason, peer)
