@@ -141,4 +141,15 @@ class HostingClient:
         self._drop_proxy()
 
 
+def own_process_handshake(start_doc: dict) -> Callable[[], Any] | None:
+    """For a process the node started (a netlet, a bootstrap): the handshake proving it is one,
+    from the door key in its start document (``hosting.wire_gate``: reserved capacity); None
+    when the document has none."""
+    from hosting.wire_gate import OWN_NETLETS
+    from netlets.credential import make_handshake
+
+    door = bytes.fromhex(start_doc["node_door"]) if start_doc.get("node_door") else None
+    return (lambda: make_handshake(door, OWN_NETLETS)) if door else None
+
+
 __all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]

@@ -25,10 +25,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from hosting.client import HostingClient
+from hosting.client import HostingClient, own_process_handshake
 from hosting.tls import TLSIdentity
-from hosting.wire_gate import OWN_NETLETS
-from netlets.credential import HandshakeChecker, make_handshake
+from netlets.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint
 from netlets.heartbeat import Heartbeat
 
@@ -62,9 +61,8 @@ class StartDocument:
 
     def client(self) -> HostingClient:
         key = load_pem_private_key(self.raw["key_pem"].encode(), password=None)
-        door = bytes.fromhex(self.raw["node_door"]) if self.raw.get("node_door") else None
         return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key, tls=self.tls,
-                             handshake=(lambda: make_handshake(door, OWN_NETLETS)) if door else None)
+                             handshake=own_process_handshake(self.raw))
 
 
 def load_class(class_ref: str) -> type:
