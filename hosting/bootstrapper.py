@@ -97,7 +97,8 @@ class Bootstrapper:
                                         reason=f"a bootstrap is still running (pid {self.runs[app].pid})")
                 return None
             warrant_xml, key = bootstrap_warrant(node.node_key, node.node_cert, node.service_id, app)
-            doc = {"node_uri": node.uri, "service": node.service_id, "app": app, "mode": mode,
+            doc = {"node_uri": node.uri, "node_door": node.netlet_door_key.hex(),
+                   "service": node.service_id, "app": app, "mode": mode,
                    "class_ref": descriptor.bootstrap_class,
                    "slots": {t.name: list(t.slots) for t in descriptor.netlet_types},
                    "warrant": warrant_xml.decode(), "key_pem": warrants.private_key_pem(key).decode(),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from Pyro5.errors import CommunicationError
 from Pyro5.errors import TimeoutError as CallTimeout
@@ -45,8 +45,10 @@ class CallTimedOut(JtrixError):
 
 class HostingClient:
     def __init__(self, uri: str, warrant_xml: bytes, key=None, timeout: float = wire.CALL_TIMEOUT_S,
-                 tls: TLSIdentity | None = None) -> None:
+                 tls: TLSIdentity | None = None, handshake: Callable[[], Any] | None = None) -> None:
         wire.configure()
+        #: makes the first message's handshake data of each new connection (a node's netlets: proof)
+        self.handshake = handshake
         self.uri = uri
         self.warrant_xml = warrant_xml
         self.key = key
@@ -91,6 +93,8 @@ class HostingClient:
             p = None
         if p is None:
             p = wire.proxy(self.uri, self.timeout, tls=self.tls)
+            if self.handshake is not None:
+                p._pyroHandshake = self.handshake()
             self._local.proxy = p
         self._local.used = time.monotonic()
         return p
@@ -114,6 +118,8 @@ class HostingClient:
                                    f"{timeout or self.timeout:g}s (it may still complete)") from None
             except CommunicationError as err:
                 self._drop_proxy()
+                if str(err).startswith("message too large"):  # Pyro5's words, over wire.MAX_MESSAGE_SIZE
+                    raise BadInput(f"{method}: {err}") from None
                 if " rejected: " in str(err):  # Pyro5's words for a handshake the server refused
                     raise ConnectionRefused(f"hosting node at {self.uri} refused the connection: "
                                             f"{str(err).split(' rejected: ', 1)[1]}") from None
@@ -134,6 +140,17 @@ class HostingClient:
 
     def close(self) -> None:
         self._drop_proxy()
+
+
+def own_process_handshake(start_doc: dict) -> Callable[[], Any] | None:
+    """For a process the node started (a netlet, a bootstrap): the handshake proving it is one,
+    from the door key in its start document (``hosting.wire_gate``: reserved capacity); None
+    when the document has none."""
+    from hosting.wire_gate import OWN_NETLETS
+    from netlets.credential import make_handshake
+
+    door = bytes.fromhex(start_doc["node_door"]) if start_doc.get("node_door") else None
+    return (lambda: make_handshake(door, OWN_NETLETS)) if door else None
 
 
 __all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]

@@ -35,7 +35,9 @@ from hosting.home import Home
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
 from hosting.tls import client_identity
-from warrants.errors import JtrixError, NotFound
+from hosting.wire_gate import OWN_NETLETS, RefusalEvents
+from netlets.credential import HandshakeChecker
+from warrants.errors import BadInput, JtrixError, NotFound
 
 log = logging.getLogger(__name__)
 OBJECT_ID = "jtrix.hosting"
@@ -63,6 +65,21 @@ def _port_free(host: str, port: int) -> bool:
             return False
 
 
+def own_netlet_check(door_key: bytes):
+    """Whether a connection's handshake data proves the peer is one of this node's netlets
+    (given ``door_key`` in its start document): they get the capacity the gate reserves."""
+    checker = HandshakeChecker(door_key, OWN_NETLETS)
+
+    def check(data) -> bool:
+        try:
+            checker.check(data)
+            return True
+        except BadInput:
+            return False
+
+    return check
+
+
 def serve(config: NodeConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
     """Run a node until SIGTERM/SIGINT (or ``stop`` is set)."""
     os.umask(0o077)
@@ -76,8 +93,12 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
             candidate = int(last.rsplit(":", 1)[-1])
             if _port_free(config.host, candidate):
                 port = candidate
-    daemon = wire.Daemon(config.host, port, tls=node.tls)
+    daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
+                         observer=RefusalEvents(node.registry.add_event),
+                         own_netlet=own_netlet_check(node.netlet_door_key))
     metrics = NodeMetrics(node) if config.metrics else None
+    if metrics is not None:
+        metrics.watch_gate(daemon.gate)
     api = HostingAPI(node, metrics)
     node.uri = str(daemon.register(api, OBJECT_ID))
     if metrics is not None:

@@ -7,7 +7,7 @@ state are computed at scrape time from the supervisor (never stale).
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
 class NodeMetrics:
@@ -40,6 +40,10 @@ class NodeMetrics:
         elif kind == "control.granted" and detail.get("epoch", 0) > 1:
             self.failovers.labels(app).inc()
 
+    def watch_gate(self, gate) -> None:
+        """Export a ``wire_gate.ConnectionGate``'s connections and refusals (read at scrape time)."""
+        self.registry.register(_GateState(gate))
+
     def serve(self, host: str = "127.0.0.1") -> int:
         self.server, _ = start_http_server(0, addr=host, registry=self.registry)
         return self.server.server_port
@@ -63,3 +67,20 @@ class _NetletStates:
         for (app, state), n in sorted(counts.items()):
             family.add_metric([app, state], n)
         yield family
+
+
+class _GateState:
+    def __init__(self, gate) -> None:
+        self.gate = gate
+
+    def collect(self):
+        connections = GaugeMetricFamily("jtrix_api_connections", "Connections to the node's API by state",
+                                        labels=["state"])
+        for state, n in sorted(self.gate.counts().items()):
+            connections.add_metric([state], n)
+        yield connections
+        refused = CounterMetricFamily("jtrix_api_connections_refused",
+                                      "Connections to the node's API refused or cut, by reason", labels=["reason"])
+        for reason, n in sorted(dict(self.gate.refused).items()):
+            refused.add_metric([reason], n)
+        yield refused

@@ -163,6 +163,8 @@ class Node(SupervisorHooks):
         self.status_cache: dict[str, dict[str, Any]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
+        #: netlets prove with it that they are this node's (hosting.wire_gate reserves capacity for them)
+        self.netlet_door_key = os.urandom(32)
         self.metrics_port: int | None = None
 
     def _setup_tls(self) -> None:
@@ -451,6 +453,7 @@ class Node(SupervisorHooks):
                                          data=NETLET_WARRANT_PREFIX + netlet_id)
         return {
             "node_uri": self.uri, "node_json": str(self.home.netlet_node_json), "service": self.service_id,
+            "node_door": self.netlet_door_key.hex(),
             "listen_host": self.config.host,
             "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
             "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,

@@ -42,8 +42,6 @@ from warrants.keys import private_key_pem
 CA_KEY = "tls/ca"
 CA_DAYS = 3650
 LEAF_DAYS = 365
-#: how long a server waits for a connecting peer to finish its TLS handshake
-HANDSHAKE_TIMEOUT_S = 5.0
 
 
 def _pem_cert(cert: x509.Certificate) -> bytes:

@@ -2,35 +2,55 @@
 
 Contracts (see DESIGN.md, "Pitfalls"): msgpack only (never pickle); no
 automatic retries (``MAX_RETRIES = 0``: a retry must be explicit and
-idempotent); explicit timeouts; a thread pool sized for many connections,
-with idle/silent connections dropped after ``SERVER_IDLE_TIMEOUT_S`` so that a
-client that connects and sends nothing cannot hold a worker forever.
-``JtrixError`` subclasses raised by a server arrive as the same class.
+idempotent); explicit timeouts. ``JtrixError`` subclasses raised by a server
+arrive as the same class.
+
+Hostile peers (``Daemon``): every message is read whole by
+``wire_guard.read_message`` before Pyro5 sees it — never decompressed, held to
+the limit of what it is (``NODE_LIMITS``, ``NETLET_LIMITS``: the first message
+of a connection a few KB, a call the limit of its method) before its body is
+read, the first message due ``FIRST_MESSAGE_S`` after accept in total (TLS
+handshake included), a later one due once started. Connections are admitted
+through a ``wire_gate.ConnectionGate``: connections still waiting for their
+first message are bounded per peer address and overall, the oldest evicted,
+so they never hold more than ``wire_gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
+workers. What stays open to a peer that completes its first message: one
+worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls —
+except that a daemon given ``own_netlet`` (the node's) establishes at most
+``wire_gate.MAX_OPEN`` connections that do not prove they are its netlets, so
+the rest of the pool stays theirs.
 
 TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
-connection, bounded by ``tls.HANDSHAKE_TIMEOUT_S`` — a peer that stalls its
-handshake holds one worker, never the accept loop; clients (``proxy(...,
-tls=identity)``) handshake while connecting, bounded by the call timeout.
-Pyro5's own SSL support is not used: its settings are process-wide and it
-handshakes on the accept thread. Pyro5 makes client sockets through
-``socketutil.create_socket``; ``configure`` wraps that function once so a
-connection made for a jtrix TLS proxy gets that proxy's context.
+connection — a peer that stalls its handshake holds one worker, never the
+accept loop; clients (``proxy(..., tls=identity)``) handshake while
+connecting, bounded by the call timeout. Pyro5's own SSL support is not used:
+its settings are process-wide and it handshakes on the accept thread. Pyro5
+makes client sockets through ``socketutil.create_socket``; ``configure`` wraps
+that function once so a connection made for a jtrix TLS proxy gets that
+proxy's context.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
 import threading
+import time
+from typing import Callable
 
 import Pyro5.api
 import Pyro5.server
-from Pyro5 import config, socketutil
+from Pyro5 import config, errors, protocol, serializers, socketutil, svr_threads
 from Pyro5.serializers import SerializerBase
 
-from hosting.tls import HANDSHAKE_TIMEOUT_S, TLSIdentity
+from hosting.codebases import MAX_CODEBASE_BYTES
+from hosting.tls import TLSIdentity
+from hosting.wire_gate import MAX_OPEN, ConnectionGate, RefusalEvents
+from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
+from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
 from warrants.errors import JtrixError
 
 log = logging.getLogger(__name__)
@@ -42,6 +62,21 @@ PLAIN_REFUSED = ("TLS required: this endpoint is a cluster member; connect with 
 SERVER_IDLE_TIMEOUT_S = 30.0
 THREADPOOL_SIZE = 512
 CALL_TIMEOUT_S = 10.0
+_ENVELOPE = 64 * 1024  # a call's own names and small arguments, besides what it carries
+#: the node's API: every call carries a warrant (auth); submit_app a descriptor too; an upload its archive
+NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
+    "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
+    "upload_codebase": MAX_WARRANT_BYTES + MAX_CODEBASE_BYTES + _ENVELOPE,
+})
+#: a netlet's endpoint: app calls carry app data; replication also whole snapshots of the app's
+#: state (one message: the largest state a replicated app can have); the rest is small
+NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
+    "replication_handle": 256 * 1024 * 1024,
+    **{name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}})
+#: limits of an endpoint that declares none
+DEFAULT_LIMITS = MessageLimits(default=1024 * 1024)
+#: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
+MAX_MESSAGE_SIZE = max(NODE_LIMITS.largest, NETLET_LIMITS.largest)
 
 
 def configure() -> None:
@@ -54,7 +89,7 @@ def configure() -> None:
     config.MAX_RETRIES = 0
     config.SOCK_NODELAY = True
     config.DETAILED_TRACEBACK = False
-    config.MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+    config.MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
     config.SSL = False  # TLS is ours (module contracts), never Pyro5's process-wide one
     register_error_classes()
     if socketutil.create_socket is not _create_socket:
@@ -118,16 +153,112 @@ def proxy(uri: str, timeout: float = CALL_TIMEOUT_S, tls: TLSIdentity | None = N
     return p
 
 
+class GuardedConnection(socketutil.SocketConnection):
+    """A served connection whose messages are read whole by ``wire_guard.read_message`` first;
+    Pyro5's reader then takes them from here. Leaves its gate before its socket closes."""
+
+    def __init__(self, sock: socket.socket, gate: ConnectionGate) -> None:
+        super().__init__(sock)
+        self.accepted = time.monotonic()
+        self.gate = gate
+        self._chunks: list = []
+
+    def preload(self, message: tuple[bytes, bytearray]) -> None:
+        header, payload = message
+        self._chunks = [header[:6], header[6:], payload]
+
+    def recv(self, size: int):
+        if not self._chunks:
+            raise errors.ProtocolError("no message read")  # Pyro5 reads only what read_message returned
+        chunk = self._chunks.pop(0)
+        if len(chunk) != size:
+            raise errors.ProtocolError("message read does not match Pyro5's reads")
+        return chunk
+
+    def close(self) -> None:
+        self.gate.closed(self)
+        super().close()
+
+
+class _GuardedJob(svr_threads.ClientConnectionJob):
+    def __init__(self, sock, addr, daemon: "Daemon") -> None:
+        # not super().__init__: the SocketConnection it makes would close the socket when collected
+        self.csock = GuardedConnection(sock, daemon.gate)
+        self.caddr = addr
+        self.daemon = daemon
+
+
+class _GatedServer(svr_threads.SocketServer_Threadpool):
+    """Pyro5's thread-pool server with each accepted connection admitted through the daemon's gate
+    (``wire_gate``); a full pool is a counted refusal, decided without reading from the socket."""
+
+    def events(self, eventsockets):
+        with contextlib.suppress(socket.timeout):
+            if not self._selector.select(config.POLLTIMEOUT):
+                return
+            csock, caddr = self.sock.accept()
+            if self.shutting_down:
+                csock.close()
+                return
+            peer = caddr[0] if isinstance(caddr, tuple) else "unix"
+            job = _GuardedJob(csock, caddr, self.daemon)
+            self.daemon.gate.admit(job.csock, peer, csock)
+            try:
+                self.pool.process(job)
+            except svr_threads.NoFreeWorkersError:
+                job.csock.close()
+                self.daemon.gate.refuse("pool_full", peer)
+
+
 class Daemon(Pyro5.server.Daemon):
-    """A Pyro5 daemon serving TLS with ``tls`` when given (plain TCP otherwise).
+    """A Pyro5 daemon serving TLS with ``tls`` when given (plain TCP otherwise), admitting
+    connections through a ``ConnectionGate`` and reading every message under ``limits``
+    (``wire_guard``).
 
-    The handshake runs in the connection's worker thread (module contracts); a
-    peer that fails it (no certificate, another CA, plain TCP, silence) is
-    dropped without reaching the Pyro5 handshake."""
+    The TLS handshake runs in the connection's worker thread (module contracts) and, with the
+    first message, must be done within ``FIRST_MESSAGE_S`` of accept; a peer that fails it (no
+    certificate, another CA, plain TCP, silence, dripping) is dropped without reaching Pyro5."""
 
-    def __init__(self, host: str, port: int = 0, tls: TLSIdentity | None = None) -> None:
+    def __init__(self, host: str, port: int = 0, tls: TLSIdentity | None = None,
+                 limits: MessageLimits = DEFAULT_LIMITS,
+                 observer: Callable[[str, str], None] | None = None,
+                 own_netlet: Callable[[object], bool] | None = None) -> None:
+        # own_netlet(handshake data): the peer proved it is one of this node's netlets; given, the
+        # gate reserves capacity for them (wire_gate: at most MAX_OPEN other established connections)
+        # refusals are reported throttled (a flood must not flood the log): as events, or logged
+        self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals),
+                                   max_open=MAX_OPEN if own_netlet else None)
+        self.own_netlet = own_netlet
+        self.limits = limits
         super().__init__(host=host, port=port)
+        self.transportServer.__class__ = _GatedServer  # a subclass adding behaviour only, no state
         self.tls = tls
+
+    def _refuse_first(self, conn, reason: str, seq: int = 0) -> bool:
+        """Answer a refused first message with Pyro5's connect failure (best effort), and close."""
+        data = serializers.serializers_by_id[MSGPACK_ID].dumps(reason)
+        with contextlib.suppress(OSError, errors.PyroError):
+            conn.sock.settimeout(1.0)
+            conn.send(protocol.SendingMessage(protocol.MSG_CONNECTFAIL, 0, seq, MSGPACK_ID, data).data)
+        conn.close()
+        return False
+
+    def _accept_tls(self, conn, deadline: float) -> bool | None:
+        """Replace ``conn.sock`` by its TLS socket; False: dropped; None: a plain Pyro5 client."""
+        raw = conn.sock
+        try:
+            raw.settimeout(max(deadline - time.monotonic(), 0.001))
+            if raw.recv(len(PYRO_MAGIC), socket.MSG_PEEK) == PYRO_MAGIC:
+                return None
+            conn.sock = self.tls.server_context.wrap_socket(raw, server_side=True,
+                                                            do_handshake_on_connect=False)
+            conn.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            conn.sock.do_handshake()  # CPython bounds the whole handshake by the timeout (a deadline)
+            return True
+        except (ssl.SSLError, OSError, ValueError) as err:
+            log.debug("TLS handshake failed: %s", err)
+            conn.close()
+            return False
 
     def _handshake(self, conn, denied_reason=None):
         if denied_reason is not None:
@@ -135,17 +266,62 @@ class Daemon(Pyro5.server.Daemon):
             log.warning("connection refused: %s", denied_reason)
             conn.close()
             return False
+        deadline = conn.accepted + FIRST_MESSAGE_S
+        plain_refused = False
         if self.tls is not None:
-            raw = conn.sock
-            raw.settimeout(HANDSHAKE_TIMEOUT_S)
-            try:
-                if raw.recv(len(PYRO_MAGIC), socket.MSG_PEEK) == PYRO_MAGIC:
-                    # A plain-TCP Pyro client: tell it why instead of resetting the connection.
-                    return super()._handshake(conn, denied_reason=PLAIN_REFUSED)
-                conn.sock = self.tls.server_context.wrap_socket(raw, server_side=True)
-            except (ssl.SSLError, OSError) as err:
-                log.debug("TLS handshake failed: %s", err)
-                raw.close()
+            outcome = self._accept_tls(conn, deadline)
+            if outcome is False:
                 return False
-            conn.sock.settimeout(config.COMMTIMEOUT)
-        return super()._handshake(conn)
+            plain_refused = outcome is None
+        peer = _peer(conn)
+        try:
+            conn.preload(read_message(conn.sock, self.limits, (protocol.MSG_CONNECT,), first=True,
+                                      deadline=deadline))
+        except MessageRefused as err:
+            self.gate.refuse(f"first_{err.kind}", peer)
+            return self._refuse_first(conn, str(err), err.seq)
+        except errors.CommunicationError:
+            conn.close()
+            return False
+        if plain_refused:
+            # A plain-TCP Pyro client: tell it why instead of resetting the connection.
+            return super()._handshake(conn, denied_reason=PLAIN_REFUSED)
+        conn.sock.settimeout(config.COMMTIMEOUT)
+        if super()._handshake(conn):
+            self.gate.established(conn)
+            return True
+        return False
+
+    def validateHandshake(self, conn, data):
+        reserved = self.own_netlet is not None and self.own_netlet(data)
+        if not self.gate.established(conn, reserved):
+            self.gate.refuse("open_full", _peer(conn))
+            raise errors.SecurityError(f"more than {self.gate.max_open} connections are open; the rest of"
+                                       " this node's capacity is reserved for its netlets")
+        return "hello"
+
+    def handleRequest(self, conn):
+        try:
+            conn.preload(read_message(conn.sock, self.limits, (protocol.MSG_INVOKE, protocol.MSG_PING),
+                                      first=False, deadline=time.monotonic() + SERVER_IDLE_TIMEOUT_S))
+        except MessageRefused as err:
+            self.gate.refuse(err.kind, _peer(conn))
+            with contextlib.suppress(OSError, errors.PyroError):
+                conn.sock.settimeout(1.0)
+                self._sendExceptionResponse(conn, err.seq, MSGPACK_ID, err, None)
+            discard(conn.sock, err.unread)
+            raise errors.SecurityError(str(err)) from None  # ends the connection (Pyro5's job loop)
+        conn.sock.settimeout(config.COMMTIMEOUT)
+        return super().handleRequest(conn)
+
+
+def _log_refusals(kind: str, **detail) -> None:
+    log.warning("%s: %s", kind, detail)
+
+
+def _peer(conn) -> str:
+    try:
+        addr = conn.sock.getpeername()
+    except OSError:
+        return "?"
+    return addr[0] if isinstance(addr, tuple) else "unix"

@@ -39,13 +39,14 @@ def load_bootstrap(class_ref: str):
 def make_context(doc: dict[str, Any]):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from hosting.client import HostingClient
+    from hosting.client import HostingClient, own_process_handshake
     from hosting.tls import TLSIdentity
     from netlets.bootstrap import BootstrapContext
 
     key = load_pem_private_key(doc["key_pem"].encode(), password=None)
     tls = TLSIdentity.from_json(doc["tls"]) if doc.get("tls") else None
-    client = HostingClient(doc["node_uri"], doc["warrant"].encode(), key, tls=tls)
+    client = HostingClient(doc["node_uri"], doc["warrant"].encode(), key, tls=tls,
+                           handshake=own_process_handshake(doc))
     return BootstrapContext(doc["app"], doc["mode"], doc["slots"], client.call,
                             logging.getLogger(f"bootstrap.{doc['app']}")), client
 

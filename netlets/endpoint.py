@@ -22,9 +22,12 @@ OBJECT_ID = "jtrix.netlet"
 
 
 class AppDaemon(wire.Daemon):
+    """A Pyro5 daemon whose every connection must pass an app-credential handshake (after
+    TLS with a cluster certificate, in a cluster); replication connections also a grant."""
+
     def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                  port: int = 0, tls: TLSIdentity | None = None) -> None:
-        super().__init__(host, port, tls)
+        super().__init__(host, port, tls, limits=wire.NETLET_LIMITS)
         self._checker = checker
         self._grants = grants
         self._slot = slot

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from hosting.client import HostingClient
+from hosting.client import HostingClient, own_process_handshake
 from hosting.grants import GrantVerifier
 from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
@@ -66,7 +66,8 @@ class StartDocument:
 
     def client(self) -> HostingClient:
         key = load_pem_private_key(self.raw["key_pem"].encode(), password=None)
-        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key, tls=self.tls)
+        return HostingClient(self.raw["node_uri"], self.raw["warrant"].encode(), key, tls=self.tls,
+                             handshake=own_process_handshake(self.raw))
 
 
 def load_class(class_ref: str) -> type:

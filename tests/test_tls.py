@@ -123,7 +123,7 @@ def test_a_plain_server_is_not_reached_by_a_tls_client(ca, serve):
 def test_stalled_handshakes_do_not_block_other_clients(ca, serve, monkeypatch):
     # Handshakes may take a minute here: a good call answered within its 5 s timeout while 40
     # connections stall (silent, or half a ClientHello) shows they hold nobody up.
-    monkeypatch.setattr(wire, "HANDSHAKE_TIMEOUT_S", 60.0)
+    monkeypatch.setattr(wire, "FIRST_MESSAGE_S", 60.0)
     _, uri = serve(ca.issue("server", ("127.0.0.1",)))
     stalled = [socket.create_connection(("127.0.0.1", _port(uri)), timeout=5) for _ in range(40)]
     try:
@@ -139,7 +139,7 @@ def test_stalled_handshakes_do_not_block_other_clients(ca, serve, monkeypatch):
 
 
 def test_a_stalled_handshake_is_dropped_after_the_handshake_timeout(ca, serve, monkeypatch):
-    monkeypatch.setattr(wire, "HANDSHAKE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(wire, "FIRST_MESSAGE_S", 0.5)
     _, uri = serve(ca.issue("server", ("127.0.0.1",)))
     with socket.create_connection(("127.0.0.1", _port(uri)), timeout=10) as silent:
         assert silent.recv(1) == b""  # the server closed it (the recv timeout bounds the wait)
