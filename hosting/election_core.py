@@ -281,7 +281,8 @@ class ElectionCore:
     def _gathered(self, app: str, st: AppElection, a: Attempt, f: Facts) -> list[Action]:
         if not (f.registered and f.owner and f.slots) or f.terminating or f.held:
             return self._finish(app, st, retry=False)
-        warm = not f.eligible
+        eligible = tuple(s for s in f.eligible if s in f.live)
+        warm = not eligible
         out: list[Action] = []
         if warm and not st.cold and f.warm_blocked:
             if not st.blocked:
@@ -297,7 +298,7 @@ class ElectionCore:
                 return out + self._finish(app, st, retry=True)  # wait until every slot restored its state
             candidates = tuple(sorted(f.live))
         else:
-            candidates = tuple(f.eligible)
+            candidates = eligible
         a.mode = "cold" if st.cold else ("warm" if warm else "failover")
         a.live = dict(f.live)
         a.candidates = candidates
