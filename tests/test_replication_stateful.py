@@ -186,6 +186,17 @@ class ReplicationMachine(RuleBasedStateMachine):
         if st_.holder is None or self.c.lease_expired():
             self.c.elect()
 
+    @rule(lost=st.lists(st.sampled_from(["before", "after"]), min_size=1, max_size=3))
+    def elect_losing_prepares(self, lost):
+        """An election whose first prepare RPCs fail (the real election core skips them)."""
+        st_ = self.c.arbiter.state("app")
+        if st_.holder is None or self.c.lease_expired():
+            self.c.lost_prepares = list(lost)
+            try:
+                self.c.elect()
+            finally:
+                self.c.lost_prepares = []
+
     @rule()
     def warm_start(self):
         c = self.c

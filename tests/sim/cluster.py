@@ -92,6 +92,13 @@ class SimElectionHost:
         if not c.alive(action.slot):
             reply(None)
             return
+        if c.lost_prepares:  # the RPC fails: before it arrived, or after the promise (its answer lost)
+            lost = c.lost_prepares.pop(0)
+            if lost == "after":
+                c.nodes[action.slot].replica.prepare(action.epoch)
+                c._drain(action.slot)
+            reply(None)
+            return
         answer = c.nodes[action.slot].replica.prepare(action.epoch)
         c._drain(action.slot)
         reply(tuple(answer["position"]) if answer["ok"] else None)
@@ -137,6 +144,8 @@ class Cluster:
         #: how the next arbiter answers are lost: "before" (the request never arrived) or "after"
         #: (it took effect, the answer did not come back)
         self.lost_arbiter_answers: list[str] = []
+        #: how the next election prepare RPCs fail: "before" (never arrived) or "after" (promised, answer lost)
+        self.lost_prepares: list[str] = []
         self.nodes: dict[str, Node] = {}
         self._inc = itertools.count(1)
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
