@@ -5,8 +5,7 @@ Contracts:
     status with each renewal (one RPC per period).
   * When the node is unreachable (it died or restarts) or refuses the renewal
     (e.g. another node now listens at that address), keeps retrying with
-    jittered exponential backoff (tenacity, capped at ``ttl``; a ``poke`` retries
-    at once), re-reading the
+    jittered exponential backoff (tenacity, capped at ``ttl``), re-reading the
     node's address from its home; once no renewal has succeeded for
     ``orphan_timeout`` seconds it calls ``on_orphaned``. A restarted node
     re-adopts the netlet on its first successful renewal.
@@ -86,12 +85,6 @@ class Heartbeat:
             self.client.uri = uri
             self.client.close()
 
-    def _backoff(self, seconds: float) -> None:
-        """Wait between failed renewals; a ``poke`` (say, this netlet was just promoted and must
-        claim its control lease within one TTL) cuts the wait short once."""
-        self._wake.wait(seconds)
-        self._wake.clear()
-
     def _run(self) -> None:
         period = self.ttl / 3
         while not self._stop.is_set():
@@ -102,8 +95,7 @@ class Heartbeat:
                                         | retry_if_exception_type(BadInput),
                                         wait=wait_exponential_jitter(multiplier=period / 2, max=self.ttl,
                                                                    jitter=period / 2),
-                                        stop=stop_after_delay(max(0.0, left)), sleep=self._backoff,
-                                        reraise=False):
+                                        stop=stop_after_delay(max(0.0, left)), reraise=False):
                     with attempt:
                         if self._stop.is_set():
                             return
