@@ -17,6 +17,7 @@ from typing import Any
 
 from hosting.arbiter import Arbiter, MemoryEpochStore, StaleEpoch
 from hosting.election_core import ElectionRunner, Facts
+from netlets.replicated import LEASE_SAFETY
 from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
 
@@ -136,6 +137,11 @@ class Cluster:
     root: Path | None  # None: memory durability
     config: ReplicationConfig = field(default_factory=ReplicationConfig)
     now: float = 0.0
+    #: the app's one control-lease length: every grant and renewal, whoever owns the app
+    lease_ttl: float = TTL
+    #: what renewals answer (None: ``lease_ttl``, the rule); set only to show the checks catch a
+    #: longer renewal than a new owner's wait (the node before issue 13's finding 3)
+    renewal_ttl: float | None = None
 
     def __post_init__(self) -> None:
         self.arbiter = Arbiter(MemoryEpochStore())
@@ -225,10 +231,23 @@ class Cluster:
         n = self.nodes[slot]
         st = self.arbiter.state(APP)
         n.replica.become_master(epoch, st.isr, [s for s in self.slots if s != slot], self.now)
-        n.lease_expiry = self.now + TTL
-        n.replica.lease_valid_until = self.now + TTL * 0.9
+        self._lease_from_now(n, self.lease_ttl)
         self._drain(slot)
         self.check_master_has_acked(slot)
+
+    def _lease_from_now(self, n: Node, ttl: float) -> None:
+        """A grant or renewal answered now: the node's side ends ``ttl`` from now, the holder's
+        ``ttl·(1-ε)`` from now (it counts from sending the renewal, which is now here)."""
+        n.lease_expiry = self.now + ttl
+        n.replica.lease_valid_until = self.now + ttl * (1 - LEASE_SAFETY)
+
+    def owner_change(self) -> None:
+        """Another node takes the app over (the old owner died): it shares the arbiter's state
+        but none of the old owner's lease timing, so it waits one lease length for a holder it
+        cannot see dead (``control.waiting`` / re-adoption), then elects if it was not renewed."""
+        st = self.arbiter.state(APP)
+        if st.holder is not None and self.nodes[st.holder].replica is not None:
+            self.nodes[st.holder].lease_expiry = self.now + self.lease_ttl
 
     def lease_expired(self) -> bool:
         st = self.arbiter.state(APP)
@@ -243,8 +262,7 @@ class Cluster:
         if r.role == "master":  # lease renewal by the runner
             st = self.arbiter.state(APP)
             if st.holder == slot and st.epoch == r.master.epoch and self.now < n.lease_expiry:
-                n.lease_expiry = self.now + TTL
-                r.lease_valid_until = self.now + TTL * 0.9
+                self._lease_from_now(n, self.lease_ttl if self.renewal_ttl is None else self.renewal_ttl)
             elif st.epoch > r.master.epoch:
                 r.fence(st.epoch)
         r.tick(self.now)
