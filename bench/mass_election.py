@@ -98,7 +98,8 @@ def main() -> None:
         names = launch_many(node, tmp, args.apps, args.replicas, args.ttl)
         print(f"{args.apps} apps x {args.replicas} replicas in sync after {time.monotonic() - started:.1f} s")
         crash = kill_masters(node, names)
-        print_timeline("every master SIGKILLed (s after the kill):", crash["timeline"], ["lost_s", "started_s", "elected_s", "written_s"])
+        print_timeline("every master SIGKILLed (s after the kill):", crash["timeline"],
+                       ["lost_s", "started_s", "elected_s", "written_s"])
         for name in names:
             wait_in_sync(node, name, args.replicas)
         restart = kill_replicas(node, names)
