@@ -29,6 +29,10 @@ not heal in time is a violation ("did not recover"); the run goes on:
     kill-node      SIGKILL the hosting daemon, leave it down 0.5-3 s, restart it
                    on the same home (netlets keep running and re-attach)
     kill-all       SIGKILL every replica at once (warm start)
+    delay-arbiter  SIGSTOP a backup for 0.5-3 s and, while it is stopped, the hosting
+                   daemon for 0.2-3 s: the master's in-sync-set requests (shrink
+                   the stalled backup, expand it again) and its lease renewals are
+                   answered late, in whatever order the node resumes them
 
 ``--schedule all`` cycles through the kinds in that order instead of drawing them.
 
@@ -95,7 +99,7 @@ from nodeutil import RunningNode, cleanup_node, kill_recorded, process_dead  # n
 
 APP = "kvstore"
 REPLICAS = 3
-FAULTS = ["kill-master", "kill-backup", "pause-master", "kill-node", "kill-all"]
+FAULTS = ["kill-master", "kill-backup", "pause-master", "kill-node", "kill-all", "delay-arbiter"]
 MACHINE_FAULTS = ["kill-machine", "pause-machine"]  # --cluster only
 HEAL_DEADLINE_S = 60.0
 LOG_KEY_PERIOD_S = 10.0
@@ -524,6 +528,38 @@ class Nemesis:
         return {"target": f"{node.home.name} pid {pid} -> {new.info.get('pid')}", "down_s": down,
                 "victims": victims,
                 "had_master": any(n["slot"] == app["master"] for n in app["netlets"] if n["pid"] in victims)}
+
+    def _delay_arbiter(self, app: dict) -> dict:
+        """Delay the arbiter's answers while they matter most: a backup stalls (the master
+        asks to shrink it, later to expand it again) and the daemon holding the arbiter stops
+        answering for a while in the middle of that; both are resumed, the daemon first."""
+        backups = [n for n in app["netlets"] if n["slot"] != app["master"] and n["pid"]]
+        backup = psutil.Process(self.rng.choice(backups)["pid"])
+        daemons = self.node.nodes if isinstance(self.node, Fleet) else [self.node]
+        daemon_node = self.rng.choice(daemons)
+        daemon = psutil.Process(daemon_node.info["pid"])
+        backup_s, lead_s = round(self.rng.uniform(0.5, 3.0), 3), round(self.rng.uniform(0.0, 0.5), 3)
+        daemon_s = round(self.rng.uniform(0.2, 3.0), 3)
+        if isinstance(self.node, Fleet):
+            self.node.paused.add(str(daemon_node.home))
+        backup.suspend()
+        try:
+            time.sleep(lead_s)  # the fault's schedule (not a synchronization): the master notices the stall
+            daemon.suspend()
+            try:
+                time.sleep(daemon_s)  # the fault's duration
+            finally:
+                daemon.resume()
+                if isinstance(self.node, Fleet):
+                    self.node.paused.discard(str(daemon_node.home))
+            time.sleep(max(0.0, backup_s - lead_s - daemon_s))  # the rest of the backup's stall
+        finally:
+            try:
+                backup.resume()
+            except psutil.NoSuchProcess:  # the node replaced it meanwhile (its lease ran out)
+                pass
+        return {"target": f"backup pid {backup.pid} {backup_s} s, daemon pid {daemon.pid} {daemon_s} s",
+                "pause_s": backup_s, "daemon_pause_s": daemon_s}
 
     def _kill_all(self, app: dict) -> dict:
         pids = [n["pid"] for n in app["netlets"] if n["pid"]]

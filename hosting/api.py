@@ -247,7 +247,8 @@ class HostingAPI:
     @_guarded
     def renew_control(self, auth, netlet_id: str, epoch: int) -> dict[str, Any]:
         self._check_netlet(auth, "renew_control", "lease", netlet_id)
-        return {"ttl": self.node.control.renew(_netlet_app(netlet_id), netlet_id, int(epoch))}
+        app = _netlet_app(netlet_id)
+        return {"ttl": self.node.control.renew(app, netlet_id, int(epoch), self.node.descriptor(app).lease_ttl)}
 
     @_guarded
     def release_control(self, auth, netlet_id: str, epoch: int) -> None:

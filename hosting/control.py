@@ -15,6 +15,16 @@ Safety model:
   * The holder treats its lease as ending ``ttl·(1-ε)`` after it *sent* the
     renewal (its own monotonic clock), never later than the node's view; so
     it stops acting as master before anyone else can be elected.
+  * One lease length per app: every renewal answers the app's ``lease_ttl``,
+    whoever grants it (a re-adopting node, a new owner, an election), so no
+    holder ever believes in a longer grant than one ``lease_ttl`` from its
+    last renewal *sent*. A node or owner that cannot know the last grant
+    (it restarted, or took the app over) therefore waits one ``lease_ttl``
+    for a holder it cannot see dead before electing another.
+  * Leases granted before the node serves (during recovery) cannot be renewed
+    yet, so their node-side timing starts when it serves (``start_serving``):
+    a slow recovery never expires a lease its holder had no chance to renew.
+    (Only the node's side waits longer; the holder's own view is unchanged.)
 
 Mechanism only: what a lost lease means (elect, warm start) is the
 ``on_lost(app, holder_netlet, epoch, why)`` policy's business.
@@ -31,6 +41,8 @@ from hosting.registry import Registry
 from warrants.errors import JtrixError
 
 CONTROL_LEASE_PREFIX = "control:"
+#: node-side length of a lease granted before the node serves (re-granted at its ttl on serving)
+UNTIL_SERVING_S = 24 * 3600.0
 
 
 class Fenced(JtrixError):
@@ -44,12 +56,16 @@ def slot_of(netlet_id: str) -> str:
 
 class ControlLeases:
     def __init__(self, registry: Registry, arbiter: Arbiter, lessor: Lessor,
-                 on_lost: Callable[[str, str, int, str], None]) -> None:
+                 on_lost: Callable[[str, str, int, str], None], serving: bool = True) -> None:
+        """``serving`` False: renewals cannot arrive yet (the node is recovering) until
+        :meth:`start_serving`."""
         self.registry = registry
         self.arbiter = arbiter
         self.lessor = lessor
         self.on_lost = on_lost
         self._lock = threading.RLock()
+        self._serving = serving
+        self._before_serving: dict[str, float] = {}  # app -> ttl of a lease granted before serving
 
     @staticmethod
     def lease_id(app: str) -> str:
@@ -69,11 +85,25 @@ class ControlLeases:
                     "remaining_s": lease.remaining() if lease else 0.0}
 
     def start_timing(self, app: str, holder: str, epoch: int, ttl: float, event: bool = True) -> None:
-        """The arbiter granted ``epoch`` to ``holder``: its lease runs from now."""
+        """The arbiter granted ``epoch`` to ``holder``: its lease runs from now (from serving, if
+        the node does not serve yet)."""
         with self._lock:
-            self.lessor.grant(self.lease_id(app), ttl)
+            if self._serving:
+                self.lessor.grant(self.lease_id(app), ttl)
+            else:
+                self._before_serving[app] = ttl
+                self.lessor.grant(self.lease_id(app), UNTIL_SERVING_S)
             if event:
                 self.registry.add_event("control.granted", app, slot_of(holder), holder=holder, epoch=epoch)
+
+    def start_serving(self) -> None:
+        """The node answers renewals from now: leases granted before run their ttl from now."""
+        with self._lock:
+            self._serving = True
+            pending, self._before_serving = self._before_serving, {}
+            for app, ttl in pending.items():
+                if self.lessor.get(self.lease_id(app)) is not None:  # not revoked meanwhile
+                    self.lessor.grant(self.lease_id(app), ttl)
 
     def acquire(self, app: str, holder: str, ttl: float) -> int:
         """For non-replicated apps: take the lease if free; returns the epoch."""
@@ -82,24 +112,25 @@ class ControlLeases:
             if cur["holder"] is not None and cur["holder"] != holder:
                 raise Fenced(f"control lease of {app} is held by {cur['holder']} (epoch {cur['epoch']})")
             if cur["holder"] == holder:
-                self.lessor.renew(self.lease_id(app))
+                self.lessor.grant(self.lease_id(app), ttl)
                 return cur["epoch"]
             self.arbiter.netlet_started(app, slot_of(holder), holder)
             epoch = self.arbiter.bootstrap(app, slot_of(holder))
             self.start_timing(app, holder, epoch, ttl)
             return epoch
 
-    def renew(self, app: str, holder: str, epoch: int) -> float:
-        """Renew; returns the ttl. Fenced (naming the current epoch) unless ``holder`` holds it at ``epoch``."""
+    def renew(self, app: str, holder: str, epoch: int, ttl: float) -> float:
+        """Renew for the app's lease length ``ttl`` from now, and return it. Fenced (naming the
+        current epoch) unless ``holder`` holds the live lease at ``epoch``."""
         with self._lock:
             cur = self.current(app)
             if cur["holder"] != holder or cur["epoch"] != epoch:
                 raise Fenced(f"{holder} does not hold the control lease of {app} at epoch {epoch}"
                              f" (current epoch {cur['epoch']})")
-            lease = self.lessor.renew(self.lease_id(app))
-            if lease is None:
+            if self.lessor.get(self.lease_id(app)) is None:
                 raise Fenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
-            return lease.ttl
+            self.lessor.grant(self.lease_id(app), ttl)
+            return ttl
 
     def release(self, app: str, holder: str, epoch: int) -> None:
         with self._lock:

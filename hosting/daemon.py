@@ -114,6 +114,7 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
         signal.signal(signal.SIGINT, on_signal)
     try:
         node.recover()
+        node.start_serving()
         node.write_node_json()
         log.info("jtrix hosting node %s (%s) listening at %s", node.name, node.service_id, node.uri)
         if ready is not None:

@@ -1,62 +1,56 @@
-"""Electing each replicated app's master: the node's policy on top of the arbiter.
+"""Electing each replicated app's master on the hosting node: the node as an election host.
 
-Safety model (the arbiter holds the invariants; this module only sequences):
-  * An election begins by revoking the holder and persisting a new epoch
-    (``Arbiter.begin_election``); every candidate then *promises* that epoch
-    (``prepare``) before reporting its position, so positions cannot grow
-    under the old master afterwards.
-  * Normal election: candidates are the live in-sync backups; the best
-    position wins (ties → lowest slot). Non-answering candidates are skipped:
-    every ISR member holds every acknowledged command.
-  * Warm start (no live in-sync backup): every slot of the master type is
-    (re)started and the election waits until *all* of them have restored their
-    durable state — choosing from a subset could miss acknowledged commands.
-    If some slot never comes up, no master is elected (safety over availability).
-  * The winner's control lease starts only when it is promoted; until it is
-    promoted and renews, nobody is master.
+The policy is ``hosting.election_core`` (no I/O: the simulator runs the same
+code); this module gives it the node's facts and carries out its actions:
+arbiter calls, the ``replication_prepare``/``replication_promote`` RPCs
+(``_rpc``, the one place a node calls a netlet), control-lease timing and events.
+
+Concurrency (why many simultaneous elections do not starve each other): every
+task on the pool is bounded by its own RPC timeout and none waits on another
+pool task — prepares are separate tasks whose answers are fed back to the
+core, and the last answer chooses. So N elections need no more than N·(1 + candidates)
+short tasks, whatever the pool size.
 
 Events: ``election.started``, ``election.won`` (epoch, winner, positions,
-mode), ``app.bootstrap`` (mode ``warm``) and ``netlet.join`` (a backup joining
-a running master).
+mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
+``netlet.join`` (a backup joining a running master).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from hosting import grants, wire
 from hosting.arbiter import StaleEpoch
+from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
+                                   Retry, WarmStart, Won)
 from netlets.credential import replica_handshake
+from warrants.errors import NotFound
 
 log = logging.getLogger(__name__)
 
 PREPARE_TIMEOUT_S = 1.0
-RETRY_DELAY_S = 0.2
+POOL_THREADS = 32
 
 
 class Elector:
     def __init__(self, node) -> None:
         self.node = node
-        self._lock = threading.Lock()
-        self._running: set[str] = set()
-        self._again: set[str] = set()
-        self._warming: set[str] = set()  # apps whose warm start was begun
-        self._cold: set[str] = set()
-        self._blocked: set[str] = set()  # apps whose warm start would risk acknowledged writes
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="elector")
+        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="elector")
+        self.runner = ElectionRunner(self)
 
     # -- what the node tells us -------------------------------------------
     def master_type(self, app: str):
+        """The app's replicated netlet type; None if it has none or the app is unknown."""
         try:
             return self.node.descriptor(app).master_type
-        except Exception:
+        except NotFound:
             return None
 
     def app_submitted(self, app: str) -> None:
-        self._cold.add(app)
+        self.runner.submitted(app)
 
     def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None:
         mt = self.master_type(app)
@@ -85,113 +79,19 @@ class Elector:
         if self.master_type(app) is not None and self.node.registry.app(app) is not None:
             self.request(app)
 
-    # -- elections --------------------------------------------------------
     def request(self, app: str) -> None:
         """Run an election for ``app`` now (or right after the one in progress); in a
         cluster only the app's owner runs its elections."""
         cluster = self.node.cluster
         if cluster is not None and not cluster.owns(app):
             return
-        with self._lock:
-            if app in self._running:
-                self._again.add(app)
-                return
-            self._running.add(app)
-        self._pool.submit(self._run, app)
-
-    def _run(self, app: str) -> None:
-        retry = False
-        try:
-            retry = not self._elect(app)
-        except Exception:
-            log.exception("election of %s failed", app)
-            retry = True
-        finally:
-            with self._lock:
-                self._running.discard(app)
-                again = app in self._again
-                self._again.discard(app)
-        if again:
-            self.request(app)
-        elif retry and self.node.registry.app(app) is not None:
-            self.node.timers.call_later(RETRY_DELAY_S, lambda: self.control_lost(app))
+        self.runner.request(app)
 
     def live_replicas(self, app: str) -> dict[str, tuple[str, str]]:
         """slot → (netlet id, endpoint) of ready netlets of the master type."""
-        slots = set(self.master_type(app).slots)
-        return {slot: replica for slot, replica in self.node.replicas(app).items() if slot in slots}
-
-    def _elect(self, app: str) -> bool:
-        """One attempt; True when done (a master was promoted, or nothing to do)."""
-        node = self.node
-        if node.registry.app(app) is None or node.supervisor.is_terminating(app):
-            return True
-        if node.control.holder(app) is not None:
-            return True
         mt = self.master_type(app)
-        live = self.live_replicas(app)
-        eligible = node.arbiter.eligible(app, live)
-        cold = app in self._cold
-        warm = not eligible
-        if warm and not cold and node.cluster is not None and node.cluster.warm_start_blocked(app):
-            if app not in self._blocked:
-                self._blocked.add(app)
-                node.registry.add_event("election.blocked", app, None,
-                                        reason="every replica that may hold the newest acknowledged writes was "
-                                               "re-created on another node (its data died with its node)")
-            return True  # re-evaluated at the next readiness or lease event
-        self._blocked.discard(app)
-        if warm:
-            if not cold and app not in self._warming:
-                self._warming.add(app)
-                node.registry.add_event("app.bootstrap", app, None, mode="warm",
-                                        reason="control lease lost with no live in-sync backup")
-                node.bootstrap(app, "warm", event=False)
-            if set(live) != set(mt.slots):
-                return False  # wait until every slot has restored its state
-            candidates = sorted(live)
-        else:
-            candidates = eligible
-        epoch = node.arbiter.begin_election(app, candidates)
-        node.registry.add_event("election.started", app, None, epoch=epoch, candidates=candidates,
-                                mode="cold" if cold else ("warm" if warm else "failover"))
-        secret = node.app_secret(app)
-        futures = {slot: self._pool.submit(self._call, live[slot][1], secret, app, "replication_prepare", epoch,
-                                             grants.for_prepare(node, app, live[slot][0], epoch))
-                   for slot in candidates}
-        positions = {}
-        for slot, fut in futures.items():
-            try:
-                promise = fut.result(timeout=PREPARE_TIMEOUT_S + 1)
-            except Exception as err:
-                log.info("election of %s: %s did not promise: %s", app, slot, err)
-                continue
-            if promise.get("ok"):
-                positions[slot] = tuple(promise["position"])
-        try:
-            winner = node.arbiter.choose(app, epoch, positions, warm=mt.slots if warm else ())
-        except StaleEpoch:
-            return False
-        if winner is None:
-            return False
-        state = node.arbiter.state(app)
-        netlet_id, endpoint = live[winner]
-        peers = {s: ep for s, (_, ep) in self.live_replicas(app).items() if s != winner}
-        ttl = node.descriptor(app).lease_ttl
-        node.control.start_timing(app, netlet_id, epoch, ttl)
-        try:
-            self._call(endpoint, secret, app, "replication_promote", epoch, sorted(state.isr), peers,
-                       grants.for_promote(node, app, netlet_id, epoch, sorted(state.isr), peers))
-        except Exception as err:
-            log.warning("election of %s: promoting %s failed: %s", app, winner, err)
-            return True  # it will not renew: its control lease expires and we elect again
-        node.promoted[app] = epoch  # before the event: its notification wakes waiting access points
-        node.registry.add_event("election.won", app, winner, epoch=epoch, netlet=netlet_id,
-                                positions={s: list(p) for s, p in positions.items()},
-                                mode="cold" if cold else ("warm" if warm else "failover"))
-        self._cold.discard(app)
-        self._warming.discard(app)
-        return True
+        slots = set(mt.slots) if mt is not None else set()
+        return {slot: replica for slot, replica in self.node.replicas(app).items() if slot in slots}
 
     def update_peers(self, app: str) -> None:
         """Tell the master which backups exist now (joins and departures)."""
@@ -204,15 +104,96 @@ class Elector:
             return
         epoch = self.node.arbiter.state(app).epoch
         peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
-        secret = self.node.app_secret(app)
-        self._pool.submit(self._call, live[master_slot][1], secret, app, "replication_peers", epoch, peers,
+        self._pool.submit(self._rpc_logged, live[master_slot][1], app, "replication_peers", epoch, peers,
                           grants.for_peers(self.node, app, live[master_slot][0], epoch, peers))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _call(self, endpoint: str, secret: bytes, app: str, method: str, *args: Any) -> Any:
-        """One RPC to a netlet endpoint with the replica credential (node → netlet)."""
+    # -- ElectionHost ----------------------------------------------------------
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._pool.submit(fn)
+
+    def gather(self, app: str) -> Facts:
+        node = self.node
+        mt = self.master_type(app)
+        registered = node.registry.app(app) is not None and mt is not None
+        if not registered:
+            return Facts(registered=False)
+        live = self.live_replicas(app)
+        cluster = node.cluster
+        return Facts(registered=True, terminating=node.supervisor.is_terminating(app),
+                     owner=cluster is None or cluster.owns(app), held=node.control.holder(app) is not None,
+                     slots=tuple(mt.slots), live=live, eligible=tuple(node.arbiter.eligible(app, live)),
+                     warm_blocked=cluster is not None and cluster.warm_start_blocked(app))
+
+    def begin(self, action: Begin) -> int:
+        epoch = self.node.arbiter.begin_election(action.app, action.candidates)
+        self.node.registry.add_event("election.started", action.app, None, epoch=epoch,
+                                     candidates=list(action.candidates), mode=action.mode)
+        return epoch
+
+    def prepare(self, action: Prepare, reply: Callable[[Position | None], None]) -> None:
+        def call() -> None:
+            position = None
+            try:
+                promise = self._rpc(action.endpoint, action.app, "replication_prepare", action.epoch,
+                                    grants.for_prepare(self.node, action.app, action.netlet, action.epoch))
+                if promise.get("ok"):
+                    position = tuple(promise["position"])
+            except Exception as err:  # whatever the candidate or the network did: no promise
+                log.info("election of %s: %s did not promise: %s", action.app, action.slot, err)
+            reply(position)
+        self._pool.submit(call)
+
+    def choose(self, action: Choose) -> str | None:
+        try:
+            return self.node.arbiter.choose(action.app, action.epoch, action.positions, warm=action.warm)
+        except StaleEpoch:
+            return None
+
+    def promote(self, action: Promote) -> bool:
+        node = self.node
+        state = node.arbiter.state(action.app)
+        peers = {s: ep for s, (_, ep) in self.live_replicas(action.app).items() if s != action.slot}
+        node.control.start_timing(action.app, action.netlet, action.epoch, node.descriptor(action.app).lease_ttl)
+        try:
+            isr = sorted(state.isr)
+            self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers,
+                      grants.for_promote(node, action.app, action.netlet, action.epoch, isr, peers))
+        except Exception as err:  # it will not renew: its control lease expires and we elect again
+            log.warning("election of %s: promoting %s failed: %s", action.app, action.slot, err)
+            return False
+        return True
+
+    def won(self, action: Won) -> None:
+        self.node.promoted[action.app] = action.epoch  # before the event: it wakes waiting access points
+        self.node.registry.add_event("election.won", action.app, action.slot, epoch=action.epoch,
+                                     netlet=action.netlet,
+                                     positions={s: list(p) for s, p in action.positions.items()}, mode=action.mode)
+
+    def warm_start(self, action: WarmStart) -> None:
+        self.node.registry.add_event("app.bootstrap", action.app, None, mode="warm",
+                                     reason="control lease lost with no live in-sync backup")
+        self.node.bootstrap(action.app, "warm", event=False)
+
+    def blocked(self, action: Blocked) -> None:
+        self.node.registry.add_event("election.blocked", action.app, None, reason=action.reason)
+
+    def retry(self, action: Retry) -> None:
+        if self.node.registry.app(action.app) is not None:
+            self.node.timers.call_later(action.delay, lambda: self.control_lost(action.app))
+
+    # -- RPCs ----------------------------------------------------------------------
+    def _rpc(self, endpoint: str, app: str, method: str, *args: Any) -> Any:
+        """One RPC to a netlet endpoint with the replica credential (node → netlet); every election
+        RPC goes through here, each carrying the node's grant for exactly that call."""
         with wire.proxy(endpoint, timeout=PREPARE_TIMEOUT_S, tls=self.node.tls) as p:
-            p._pyroHandshake = replica_handshake(secret, app)
+            p._pyroHandshake = replica_handshake(self.node.app_secret(app), app)
             return getattr(p, method)(*args)
+
+    def _rpc_logged(self, endpoint: str, app: str, method: str, *args: Any) -> None:
+        try:
+            self._rpc(endpoint, app, method, *args)
+        except Exception as err:  # the master learns of peers again at the next change
+            log.info("%s of %s at %s failed: %s", method, app, endpoint, err)

@@ -146,7 +146,8 @@ class Node(SupervisorHooks):
         #: called with certificates of other cluster members to trust (set by the hosting API)
         self.on_trusted_certs: Callable[[list], None] = lambda certs: None
         self.trust: EtcdTrust | None = None
-        self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost)
+        self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost,
+                                     serving=False)  # until start_serving
         self.elector = Elector(self)
         #: app → epoch of the last master whose promotion completed (this node's run only)
         self.promoted: dict[str, int] = {}
@@ -249,7 +250,9 @@ class Node(SupervisorHooks):
         live = self.replicas(app).get(state.holder) if state.holder else None
         if holder is not None and live is not None and live[0] == holder:
             # The same grant continues (same epoch): nobody else could be elected while we were down.
-            self.control.start_timing(app, holder, state.epoch, max(3 * descriptor.lease_ttl, 3.0), event=False)
+            # One lease length everywhere (``hosting.control``): whoever renews it next answers
+            # lease_ttl, as any owner would, so a later owner's one-TTL wait covers it.
+            self.control.start_timing(app, holder, state.epoch, descriptor.lease_ttl, event=False)
             self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
             self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
         elif holder is not None and self.cluster is not None:
@@ -262,6 +265,11 @@ class Node(SupervisorHooks):
             self.registry.add_event("control.waiting", app, state.holder, holder=holder, wait_s=descriptor.lease_ttl)
         else:
             self.elector.control_lost(app)
+
+    def start_serving(self) -> None:
+        """The API answers from now (called by the daemon after ``recover``): control leases
+        granted during recovery, which nobody could renew yet, run their ttl from now."""
+        self.control.start_serving()
 
     def write_node_json(self) -> None:
         info = {"pid": os.getpid(), "uri": self.uri, "service": self.service_id,
@@ -498,7 +506,8 @@ class Node(SupervisorHooks):
                 log.info("control renewal of %s not forwarded: %s", netlet_id, err)
                 return None
         try:
-            return {"ok": True, "epoch": epoch, "ttl": self.control.renew(app, netlet_id, epoch)}
+            return {"ok": True, "epoch": epoch,
+                    "ttl": self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)}
         except Fenced:
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
 

@@ -2,7 +2,8 @@
 
 60 s of load with every fault kind injected at least once (``--schedule all``
 cycles through them: SIGKILL of the master, of a backup, SIGSTOP of the master,
-SIGKILL + restart of the hosting node, SIGKILL of every replica); the harness
+SIGKILL + restart of the hosting node, SIGKILL of every replica, SIGSTOP of the
+hosting daemon while a backup is stopped: late arbiter answers); the harness
 must exit 0 with nothing lost, no epoch with two masters and a linearizable
 history. Select it alone with ``-m chaos``.
 """
@@ -85,7 +86,7 @@ def _run_chaos(tmp_path, run_s: int, extra: list[str], kinds: set[str]) -> None:
 @pytest.mark.timeout(RUN_S + 540)
 def test_chaos_every_fault_kind_nothing_lost_no_double_master_linearizable(tmp_path):
     _run_chaos(tmp_path, RUN_S, ["--clients", "6", "--fault-interval", "2"],
-               {"kill-master", "kill-backup", "pause-master", "kill-node", "kill-all"})
+               {"kill-master", "kill-backup", "pause-master", "kill-node", "kill-all", "delay-arbiter"})
 
 
 @pytest.mark.chaos
@@ -96,8 +97,8 @@ def test_chaos_on_a_three_node_cluster_with_machine_faults(tmp_path):
     if shutil.which("etcd") is None:
         pytest.skip("etcd not installed (scripts/test.sh installs Debian's etcd-server as root)")
     _run_chaos(tmp_path, RUN_S, ["--cluster", "3", "--clients", "4", "--fault-interval", "2"],
-               {"kill-master", "kill-backup", "pause-master", "kill-node", "kill-all", "kill-machine",
-                "pause-machine"})
+               {"kill-master", "kill-backup", "pause-master", "kill-node", "kill-all", "delay-arbiter",
+                "kill-machine", "pause-machine"})
 
 # ------------------------------------------- the harness's own checks catch violations
 

@@ -121,10 +121,10 @@ def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
         e1 = control.acquire("app", "app/s/0#1", 0.2)
         with pytest.raises(Fenced):
             control.acquire("app", "app/s/1#1", 0.2)
-        assert control.renew("app", "app/s/0#1", e1) == 0.2
+        assert control.renew("app", "app/s/0#1", e1, 0.2) == 0.2
         wait_for(lambda: lost, 3, "the control lease to expire")
         with pytest.raises(Fenced):
-            control.renew("app", "app/s/0#1", e1)
+            control.renew("app", "app/s/0#1", e1, 0.2)
         e2 = control.acquire("app", "app/s/1#1", 0.2)
         assert e2 > e1
         assert control.revoke_if_held_by("app", "app/s/1#1", "holder crashed")
@@ -152,7 +152,7 @@ def test_the_control_lease_stays_with_the_granted_process_when_its_slot_restarts
         arbiter.netlet_started("app", "s/0", "app/s/0#2")
         assert control.holder("app") == "app/s/0#1"
         with pytest.raises(Fenced):
-            control.renew("app", "app/s/0#2", epoch)
+            control.renew("app", "app/s/0#2", epoch, 30)
         assert not control.revoke_if_held_by("app", "app/s/0#2", "not the holder")
         assert control.revoke_if_held_by("app", "app/s/0#1", "holder crashed")
         assert control.holder("app") is None

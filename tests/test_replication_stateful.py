@@ -45,13 +45,14 @@ class ReplicationMachine(RuleBasedStateMachine):
 
     @initialize(n=st.integers(min_value=3, max_value=4),
                 durable=st.booleans(),
-                snapshot_every=st.sampled_from([3, 5, 1000]))
-    def setup(self, n, durable, snapshot_every):
+                snapshot_every=st.sampled_from([3, 5, 1000]),
+                lease_ttl=st.sampled_from([0.5, 1.0, 3.0]))
+    def setup(self, n, durable, snapshot_every, lease_ttl):
         self.tmp = Path(tempfile.mkdtemp(prefix="jtrix-repl-"))
         cfg = ReplicationConfig(batch_max=3, window=2, retransmit_timeout=0.3,
                                 replication_timeout=0.8, snapshot_every=snapshot_every)
         self.durable = durable
-        self.c = Cluster([f"s/{i}" for i in range(n)], self.tmp if durable else None, cfg)
+        self.c = Cluster([f"s/{i}" for i in range(n)], self.tmp if durable else None, cfg, lease_ttl=lease_ttl)
 
     def teardown(self) -> None:
         if self.c is not None:
@@ -133,6 +134,11 @@ class ReplicationMachine(RuleBasedStateMachine):
     def advance(self, dt):
         self.c.now += dt
 
+    @rule()
+    def owner_change(self):
+        """Another node takes the app over, knowing none of the old owner's lease timing."""
+        self.c.owner_change()
+
     @rule(i=st.integers(0, 3))
     def tick(self, i):
         self.c.tick(self.slot(i))
@@ -185,6 +191,17 @@ class ReplicationMachine(RuleBasedStateMachine):
         st_ = self.c.arbiter.state("app")
         if st_.holder is None or self.c.lease_expired():
             self.c.elect()
+
+    @rule(lost=st.lists(st.sampled_from(["before", "after"]), min_size=1, max_size=3))
+    def elect_losing_prepares(self, lost):
+        """An election whose first prepare RPCs fail (the real election core skips them)."""
+        st_ = self.c.arbiter.state("app")
+        if st_.holder is None or self.c.lease_expired():
+            self.c.lost_prepares = list(lost)
+            try:
+                self.c.elect()
+            finally:
+                self.c.lost_prepares = []
 
     @rule()
     def warm_start(self):

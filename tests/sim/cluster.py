@@ -3,8 +3,9 @@
 Everything is driven explicitly (no threads, no sleeps, a virtual clock), so
 hypothesis can choose the interleaving: which in-flight packet is delivered,
 duplicated or dropped, who crashes, pauses, is partitioned or is elected.
-The node logic here (elections on crash or lease expiry, restarts, lease
-renewal) is a miniature of what the hosting node does around the core.
+Elections run the hosting node's own election core and arbiter
+(``hosting.election_core``, ``hosting.arbiter``) with this cluster as their
+host; restarts and lease renewal are a miniature of what the node does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hosting.arbiter import Arbiter, MemoryEpochStore
+from hosting.arbiter import Arbiter, MemoryEpochStore, StaleEpoch
+from hosting.election_core import ElectionRunner, Facts
+from netlets.replicated import LEASE_SAFETY
 from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
 
@@ -64,12 +67,81 @@ class InvariantError(AssertionError):
     pass
 
 
+class SimElectionHost:
+    """The simulated node as an ``ElectionHost``: facts from the cluster, the arbiter called
+    directly, ``prepare`` answered synchronously by the candidate's replica (endpoint = slot)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+        self.winner: str | None = None
+        self.retries = 0
+
+    def submit(self, fn) -> None:
+        fn()
+
+    def gather(self, app: str) -> Facts:
+        c = self.c
+        live = {s: (c.nodes[s].replica.incarnation, s) for s in c.slots if c.alive(s)}
+        return Facts(registered=True, held=c.held(), slots=tuple(c.slots), live=live,
+                     eligible=tuple(c.arbiter.eligible(app, live)))
+
+    def begin(self, action) -> int:
+        return self.c.arbiter.begin_election(action.app, action.candidates)
+
+    def prepare(self, action, reply) -> None:
+        c = self.c
+        if not c.alive(action.slot):
+            reply(None)
+            return
+        if c.lost_prepares:  # the RPC fails: before it arrived, or after the promise (its answer lost)
+            lost = c.lost_prepares.pop(0)
+            if lost == "after":
+                c.nodes[action.slot].replica.prepare(action.epoch)
+                c._drain(action.slot)
+            reply(None)
+            return
+        answer = c.nodes[action.slot].replica.prepare(action.epoch)
+        c._drain(action.slot)
+        reply(tuple(answer["position"]) if answer["ok"] else None)
+
+    def choose(self, action) -> str | None:
+        try:
+            return self.c.arbiter.choose(action.app, action.epoch, action.positions, warm=action.warm)
+        except StaleEpoch:
+            return None
+
+    def promote(self, action) -> bool:
+        if self.c.nodes[action.slot].replica is None:
+            return False
+        self.c._grant(action.slot, action.epoch)
+        return True
+
+    def won(self, action) -> None:
+        self.winner = action.slot
+
+    def warm_start(self, action) -> None:
+        for s in self.c.slots:  # as the node's warm bootstrap: (re)start every slot not running
+            if self.c.nodes[s].replica is None:
+                self.c.start(s)
+
+    def blocked(self, action) -> None:
+        raise InvariantError(f"the simulated node has no cluster to block a warm start: {action}")
+
+    def retry(self, action) -> None:
+        self.retries += 1  # the simulation's rules request the next election themselves
+
+
 @dataclass
 class Cluster:
     slots: list[str]
     root: Path | None  # None: memory durability
     config: ReplicationConfig = field(default_factory=ReplicationConfig)
     now: float = 0.0
+    #: the app's one control-lease length: every grant and renewal, whoever owns the app
+    lease_ttl: float = TTL
+    #: what renewals answer (None: ``lease_ttl``, the rule); set only to show the checks catch a
+    #: longer renewal than a new owner's wait (the node before issue 13's finding 3)
+    renewal_ttl: float | None = None
 
     def __post_init__(self) -> None:
         self.arbiter = Arbiter(MemoryEpochStore())
@@ -78,6 +150,8 @@ class Cluster:
         #: how the next arbiter answers are lost: "before" (the request never arrived) or "after"
         #: (it took effect, the answer did not come back)
         self.lost_arbiter_answers: list[str] = []
+        #: how the next election prepare RPCs fail: "before" (never arrived) or "after" (promised, answer lost)
+        self.lost_prepares: list[str] = []
         self.nodes: dict[str, Node] = {}
         self._inc = itertools.count(1)
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
@@ -88,6 +162,8 @@ class Cluster:
             d = None if self.root is None else self.root / s.replace("/", "_")
             self.nodes[s] = Node(s, d)
             self.start(s)
+        self.election_host = SimElectionHost(self)
+        self.elector = ElectionRunner(self.election_host)
         epoch = self.arbiter.bootstrap(APP, self.slots[0])
         self._grant(self.slots[0], epoch)
 
@@ -127,23 +203,26 @@ class Cluster:
             if n.replica is not None:
                 n.replica.storage.close(sync=False)
 
-    # --- the node's election -----------------------------------------------------
+    # --- the node's election (the real election core, this cluster as its host) ----
     def elect(self, warm: bool = False) -> str | None:
+        """Request an election from the node's real election core (``ElectionRunner``) and
+        return the slot it promoted, if any. Everything runs synchronously: ``prepare`` is
+        answered at once by live candidates. ``warm``: a warm start may be chosen (every
+        slot live); without it, an app with no live in-sync backup is left alone, as the
+        caller decides when a warm start is safe in its model (never with memory durability)."""
         live = [s for s in self.slots if self.alive(s)]
-        candidates = live if warm else self.arbiter.eligible(APP, live)
-        if not candidates:
+        if not warm and not self.arbiter.eligible(APP, live):
             return None
-        epoch = self.arbiter.begin_election(APP, candidates)
-        positions = {}
-        for s in candidates:
-            rep = self.nodes[s].replica.prepare(epoch)
-            self._drain(s)
-            if rep["ok"]:
-                positions[s] = rep["position"]
-        winner = self.arbiter.choose(APP, epoch, positions, warm=self.slots if warm else ())
-        if winner is not None:
-            self._grant(winner, epoch)
-        return winner
+        self.election_host.winner = None
+        self.elector.request(APP)
+        return self.election_host.winner
+
+    def held(self) -> bool:
+        """Somebody holds the control lease: the recorded holder runs and its lease has not run out
+        (a crashed holder's lease ends at once: the node sees the death, as by pidfd)."""
+        st = self.arbiter.state(APP)
+        return (st.holder is not None and self.nodes[st.holder].replica is not None
+                and self.now < self.nodes[st.holder].lease_expiry)
 
     def _grant(self, slot: str, epoch: int) -> None:
         if epoch in self.master_epochs:
@@ -152,10 +231,23 @@ class Cluster:
         n = self.nodes[slot]
         st = self.arbiter.state(APP)
         n.replica.become_master(epoch, st.isr, [s for s in self.slots if s != slot], self.now)
-        n.lease_expiry = self.now + TTL
-        n.replica.lease_valid_until = self.now + TTL * 0.9
+        self._lease_from_now(n, self.lease_ttl)
         self._drain(slot)
         self.check_master_has_acked(slot)
+
+    def _lease_from_now(self, n: Node, ttl: float) -> None:
+        """A grant or renewal answered now: the node's side ends ``ttl`` from now, the holder's
+        ``ttl·(1-ε)`` from now (it counts from sending the renewal, which is now here)."""
+        n.lease_expiry = self.now + ttl
+        n.replica.lease_valid_until = self.now + ttl * (1 - LEASE_SAFETY)
+
+    def owner_change(self) -> None:
+        """Another node takes the app over (the old owner died): it shares the arbiter's state
+        but none of the old owner's lease timing, so it waits one lease length for a holder it
+        cannot see dead (``control.waiting`` / re-adoption), then elects if it was not renewed."""
+        st = self.arbiter.state(APP)
+        if st.holder is not None and self.nodes[st.holder].replica is not None:
+            self.nodes[st.holder].lease_expiry = self.now + self.lease_ttl
 
     def lease_expired(self) -> bool:
         st = self.arbiter.state(APP)
@@ -170,8 +262,7 @@ class Cluster:
         if r.role == "master":  # lease renewal by the runner
             st = self.arbiter.state(APP)
             if st.holder == slot and st.epoch == r.master.epoch and self.now < n.lease_expiry:
-                n.lease_expiry = self.now + TTL
-                r.lease_valid_until = self.now + TTL * 0.9
+                self._lease_from_now(n, self.lease_ttl if self.renewal_ttl is None else self.renewal_ttl)
             elif st.epoch > r.master.epoch:
                 r.fence(st.epoch)
         r.tick(self.now)
