@@ -85,10 +85,10 @@ def launch_echo(node, tmp_path, app: str, replicas: int) -> None:
 
 def call_netlet(node, app: str, slot: str, method: str = "info"):
     from hosting import wire
-    from netlets.credential import make_handshake
+    from netlets.credential import client_handshake
 
     with wire.proxy(node.slot(app, slot)["endpoint"], timeout=5) as p:
-        p._pyroHandshake = make_handshake(node.app_secret(app), app)
+        p._pyroHandshake = client_handshake(node.app_secret(app), app)
         return p.invoke(method, [], {})
 
 

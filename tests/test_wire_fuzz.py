@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from Pyro5 import protocol
 
 from hosting import wire
-from netlets.credential import HandshakeChecker, make_handshake
+from hosting.grants import GrantSigner, GrantVerifier
+from netlets.credential import HandshakeChecker, client_handshake
 from netlets.endpoint import AppDaemon
 from nodeutil import wait_for
 
@@ -50,12 +51,23 @@ def valid_exchange(obj: str, handshake) -> bytes:
     return message(protocol.MSG_CONNECT, connect) + message(protocol.MSG_INVOKE, call, seq=2)
 
 
+def _grant_signer() -> GrantSigner:
+    """A lone node's grant signer (the netlet endpoint verifies grants with what it trusts)."""
+    from types import SimpleNamespace
+
+    import warrants
+
+    key = warrants.generate_key()
+    return GrantSigner.for_node(SimpleNamespace(tls=None, node_key=key,
+                                                node_cert=warrants.make_self_signed_cert(key, "node")))
+
+
 @pytest.fixture(scope="module")
 def servers():
     wire.configure()
     plain = wire.Daemon("127.0.0.1", 0)
     plain_uri = str(plain.register(Echo(), "jtrix.hosting"))
-    netlet = AppDaemon(HandshakeChecker(SECRET, APP))
+    netlet = AppDaemon(HandshakeChecker(SECRET, APP), GrantVerifier(_grant_signer().trust()), "w/0")
     netlet_uri = str(netlet.register(Echo(), "jtrix.netlet"))
     threads = [threading.Thread(target=d.requestLoop, daemon=True) for d in (plain, netlet)]
     for t in threads:
@@ -70,7 +82,7 @@ def servers():
 def well_behaved_call(kind: str, uri: str) -> None:
     with wire.proxy(uri, timeout=5) as p:
         if kind == "netlet":
-            p._pyroHandshake = make_handshake(SECRET, APP)
+            p._pyroHandshake = client_handshake(SECRET, APP)
         assert p.echo(7) == 7
 
 
@@ -116,7 +128,7 @@ def envelopes(draw, obj: str):
         fields[0] = draw(st.sampled_from([protocol.PROTOCOL_VERSION, fields[0]]))
         head = struct.pack("!4sHBBHHII16sHH", b"PYRO", *fields, b"\0" * 16, 0, 0x4DC5)
         return head + draw(st.binary(max_size=200))
-    data = bytearray(valid_exchange(obj, make_handshake(SECRET, APP)))
+    data = bytearray(valid_exchange(obj, client_handshake(SECRET, APP)))
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["flip", "cut", "insert", "set"]))
         i = draw(st.integers(0, max(len(data) - 1, 0)))
