@@ -147,10 +147,10 @@ def own_process_handshake(start_doc: dict) -> Callable[[], Any] | None:
     from the door key in its start document (``hosting.wire_gate``: reserved capacity); None
     when the document has none."""
     from hosting.wire_gate import OWN_NETLETS
-    from netlets.credential import make_handshake
+    from netlets.credential import client_handshake
 
     door = bytes.fromhex(start_doc["node_door"]) if start_doc.get("node_door") else None
-    return (lambda: make_handshake(door, OWN_NETLETS)) if door else None
+    return (lambda: client_handshake(door, OWN_NETLETS)) if door else None
 
 
 __all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]
