@@ -12,6 +12,8 @@ Safety model (the arbiter holds the invariants; this module only sequences):
     (re)started and the election waits until *all* of them have restored their
     durable state — choosing from a subset could miss acknowledged commands.
     If some slot never comes up, no master is elected (safety over availability).
+    Replicas whose storage is fresh (wiped or new) are left out, and nothing is
+    elected unless an in-sync member's storage survived (``hosting.warm_proof``).
   * The winner's control lease starts only when it is promoted; until it is
     promoted and renews, nobody is master.
 
@@ -29,6 +31,7 @@ from typing import Any
 
 from hosting import wire
 from hosting.arbiter import StaleEpoch
+from hosting.warm_proof import unproven, warm_refusal
 from netlets.credential import make_handshake
 
 log = logging.getLogger(__name__)
@@ -158,7 +161,7 @@ class Elector:
         secret = node.app_secret(app)
         futures = {slot: self._pool.submit(self._call, live[slot][1], secret, app, "replication_prepare", epoch)
                    for slot in candidates}
-        positions = {}
+        positions, promises = {}, {}
         for slot, fut in futures.items():
             try:
                 promise = fut.result(timeout=PREPARE_TIMEOUT_S + 1)
@@ -167,8 +170,20 @@ class Elector:
                 continue
             if promise.get("ok"):
                 positions[slot] = tuple(promise["position"])
+                promises[slot] = promise
+        warm_slots = set(mt.slots) if warm else set()
+        if warm and not cold:  # hosting.warm_proof: fresh storage proves nothing
+            refusal = warm_refusal(promises, node.arbiter.state(app).isr)
+            if refusal is not None:
+                if app not in self._blocked:
+                    self._blocked.add(app)
+                    node.registry.add_event("election.blocked", app, None, reason=refusal)
+                return True  # re-evaluated at the next readiness event
+            for slot in unproven(promises):
+                positions.pop(slot, None)
+                warm_slots.discard(slot)
         try:
-            winner = node.arbiter.choose(app, epoch, positions, warm=mt.slots if warm else ())
+            winner = node.arbiter.choose(app, epoch, positions, warm=warm_slots)
         except StaleEpoch:
             return False
         if winner is None:

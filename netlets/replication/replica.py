@@ -72,7 +72,9 @@ class Replica:
         self.master = None  # MasterRole while master
         self.master_slot: str | None = None
         self.lease_valid_until = float("-inf")  # set by the runner while master
-        rec = self.storage.recover()
+        rec = self.storage.recover()  # CorruptStorage / StorageFailed: this replica must not run
+        #: what an election learns of this replica's storage (see :meth:`prepare`)
+        self.storage_identity = {"generation": rec.generation, "fresh": rec.fresh}
         self.snap: dict | None = rec.snapshot
         if rec.snapshot:
             self.sm.restore(rec.snapshot)
@@ -135,7 +137,7 @@ class Replica:
         """Snapshot + drop the log prefix every ``snapshot_every`` applied entries."""
         if self.sm.applied_seq - self.log.base_seq < self.config.snapshot_every:
             return
-        snap = self.sm.snapshot()
+        snap = self.sm.snapshot()  # SnapshotFailed: the runner fail-stops
         self.storage.save_snapshot(snap, self.log.slice(snap["seq"] + 1, len(self.log.entries)),
                                    self.promised_epoch, self.commit_seq)
         self.log.compact(snap["seq"], snap["epoch"])
