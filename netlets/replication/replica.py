@@ -159,14 +159,19 @@ class Replica:
 
         After a successful promise this replica refuses every message of a lower
         epoch, so its position can no longer grow under the old master. Returns
-        a ``promise`` message with the position. Refused (``ok`` False) when a
-        higher epoch was already promised or we are master of this epoch.
+        a ``promise`` message with the position and ``storage``: the storage's
+        generation id and whether it was created empty by this process (a
+        ``fresh`` replica cannot prove it holds anything acknowledged before).
+        Refused (``ok`` False) when a higher epoch was already promised or we are
+        master of this epoch.
         """
         if epoch < self.promised_epoch or (self.role == "master" and self.master.epoch >= epoch):
-            return M.promise(False, self.promised_epoch, self.slot, list(self.position))
+            return dict(M.promise(False, self.promised_epoch, self.slot, list(self.position)),
+                        storage=dict(self.storage_identity))
         self.adopt_epoch(epoch)
         self.storage.sync()
-        return M.promise(True, self.promised_epoch, self.slot, list(self.position))
+        return dict(M.promise(True, self.promised_epoch, self.slot, list(self.position)),
+                    storage=dict(self.storage_identity))
 
     def become_master(self, epoch: int, isr: set[str] | list[str], peers: list[str],
                       now: float) -> None:

@@ -70,15 +70,17 @@ IDENTITY_FILE = "IDENTITY"
 _RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c"))
 
 
-class StorageFailed(Exception):
+class StorageFailed(OSError):
     """The disk's fault: a write or fsync failed (``errno``); the storage is failed for good."""
 
     def __init__(self, op: str, err: OSError) -> None:
-        self.op = op
-        self.errno = err.errno
-        self.file = getattr(err, "filename", None)
         name = _errno.errorcode.get(err.errno, str(err.errno)) if err.errno else "?"
-        super().__init__(f"storage {op} failed: {name}: {err.strerror or err}")
+        super().__init__(err.errno, f"storage {op} failed: {name}: {err.strerror or err}")
+        self.op = op
+        self.file = getattr(err, "filename", None)
+
+    def __str__(self) -> str:
+        return self.strerror
 
     def as_dict(self) -> dict:
         return {"kind": "storage.error", "op": self.op, "errno": self.errno,
@@ -224,6 +226,8 @@ class FileStorage(MemoryStorage):
             raise self.failed
         try:
             return fn(*args)
+        except StorageFailed:
+            raise
         except OSError as err:
             self.failed = StorageFailed(op, err)
             raise self.failed from err
