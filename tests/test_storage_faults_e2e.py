@@ -153,7 +153,9 @@ def test_full_disk_fail_stops_then_writes_resume_without_an_operator(node, tmp_p
             writers.wait_acked(100)
             since = last_event_id(node)
             _fill(slots)
-            failed = wait_for(lambda: events_since(node, "storage.error", since), 20, "a storage.error event")
+            # every replica fails in turn: the master, then each backup it fails over to
+            failed = wait_for(lambda: (f := events_since(node, "storage.error", since))
+                              and len({e["slot"] for e in f}) == 3 and f, 30, "a storage.error of every replica")
             assert failed[0]["detail"]["errno"] == errno.ENOSPC and failed[0]["detail"]["errno_name"] == "ENOSPC"
             shown = wait_for(lambda: [n for n in node.app("kvstore")["netlets"]
                                       if (n.get("fault") or {}).get("errno") == errno.ENOSPC], 10,
@@ -164,6 +166,7 @@ def test_full_disk_fail_stops_then_writes_resume_without_an_operator(node, tmp_p
             freed = time.monotonic()
             wait_for(lambda: len(writers.acked) > acked_while_full + 20, 10, "writes resuming within 10 s")
             resumed_s = time.monotonic() - freed
+        print(f"full disk: {len(failed)} storage.error events; writes resumed {resumed_s:.2f} s after freeing")
         assert resumed_s < 10
         # no slot gave up on the full disk, whatever give-up-after says
         assert not events_of(node, "slot.gave_up", "kvstore")
