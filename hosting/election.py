@@ -24,6 +24,7 @@ a running master).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ from typing import Any
 
 from hosting import wire
 from hosting.arbiter import StaleEpoch
-from hosting.warm_proof import unproven, warm_refusal
+from hosting.warm_proof import trusted_set, unproven, warm_refusal
 from netlets.credential import make_handshake
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ class Elector:
             candidates = sorted(live)
         else:
             candidates = eligible
+        prior = node.arbiter.state(app)  # before begin_election drops the holder
+        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
+                              self._storage_generation)
         epoch = node.arbiter.begin_election(app, candidates)
         node.registry.add_event("election.started", app, None, epoch=epoch, candidates=candidates,
                                 mode="cold" if cold else ("warm" if warm else "failover"))
@@ -173,7 +177,7 @@ class Elector:
                 promises[slot] = promise
         warm_slots = set(mt.slots) if warm else set()
         if warm and not cold:  # hosting.warm_proof: fresh storage proves nothing
-            refusal = warm_refusal(promises, node.arbiter.state(app).isr)
+            refusal = warm_refusal(promises, trusted)
             if refusal is not None:
                 if app not in self._blocked:
                     self._blocked.add(app)
@@ -205,6 +209,13 @@ class Elector:
         self._cold.discard(app)
         self._warming.discard(app)
         return True
+
+    def _storage_generation(self, netlet_id: str | None) -> str | None:
+        """The storage generation netlet ``netlet_id`` reported (its durable status), if known."""
+        row = self.node.registry.netlet(netlet_id) if netlet_id else None
+        if row is None or not row["status"]:
+            return None
+        return (json.loads(row["status"]).get("storage") or {}).get("generation")
 
     def update_peers(self, app: str) -> None:
         """Tell the master which backups exist now (joins and departures)."""

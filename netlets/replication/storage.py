@@ -232,8 +232,8 @@ class FileStorage(MemoryStorage):
             self.failed = StorageFailed(op, err)
             raise self.failed from err
 
-    @staticmethod
-    def _fsync(fd: int) -> None:
+    def _fsync(self, fd: int) -> None:
+        """Every fsync of a file this storage wrote (the one place a test double hooks)."""
         os.fsync(fd)
 
     # --- recovery --------------------------------------------------------
@@ -385,7 +385,7 @@ class FileStorage(MemoryStorage):
         self._file.write(self._buf)
         self._file.flush()
         if fsync:
-            os.fsync(self._file.fileno())
+            self._fsync(self._file.fileno())
             self.fsyncs += 1
         if os.fstat(self._file.fileno()).st_nlink == 0:  # the directory was wiped under us
             raise FileNotFoundError(_errno.ENOENT, "segment file was deleted", str(self._file.name))
@@ -436,8 +436,12 @@ class FileStorage(MemoryStorage):
                     self.sync()
             finally:
                 self._buf.clear()
-                self._file.close()
-                self._file = None
+                file, self._file = self._file, None
+                try:
+                    file.close()
+                except OSError:
+                    if self.failed is None:  # a failed storage's leftovers are dropped, like a crash
+                        raise
 
 
 def fsync_directory(path: Path) -> None:
