@@ -356,14 +356,18 @@ class Supervisor:
             self._schedule_restart(rt, n, run_seconds, exit_record, never_give_up=fault == "storage")
 
     def _record_fault(self, n: LiveNetlet, exit_code: int | None, exit_record: dict) -> str | None:
-        """A fail-stop exit: add the netlet's reported cause to ``exit_record``, record the
-        event; returns "storage", "corrupt" or None."""
-        kind = {EXIT_STORAGE_FAILED: "storage", EXIT_CORRUPT: "corrupt"}.get(exit_code)
-        if kind is None or n.end_reason is not None:  # ended by us or the user: not its own verdict
+        """A fail-stop exit: add the netlet's reported cause to ``exit_record``; for a storage
+        exit record its event and return "storage" or "corrupt" (else None)."""
+        if n.end_reason is not None:  # ended by us or the user: not its own verdict
             return None
         row = self.registry.netlet(n.netlet_id)
-        fault = (json.loads(row["status"] or "{}") if row is not None else {}).get("fault") or {}
-        exit_record["fault"] = fault
+        fault = (json.loads(row["status"] or "{}") if row is not None else {}).get("fault")
+        if fault:
+            exit_record["fault"] = fault  # e.g. a snapshot() that raised (exit 70)
+        kind = {EXIT_STORAGE_FAILED: "storage", EXIT_CORRUPT: "corrupt"}.get(exit_code)
+        if kind is None:
+            return None
+        fault = fault or {}
         details = {k: v for k, v in fault.items() if k != "kind"}
         self.registry.add_event("storage.error" if kind == "storage" else "storage.corrupt", n.app, n.slot,
                                 netlet=n.netlet_id, exit_code=exit_code, **details)

@@ -180,3 +180,33 @@ def test_full_disk_fail_stops_then_writes_resume_without_an_operator(node, tmp_p
         from nodeutil import cleanup_node
         cleanup_node(node)  # every process holding files on the tmpfs is gone before unmounting
         subprocess.run(["umount", "-l", str(slots)], capture_output=True)
+
+
+# --- a flusher that would die ------------------------------------------------------------
+def test_snapshot_that_raises_ends_the_netlet_instead_of_killing_its_flusher(node, tmp_path):
+    """Finding 4: an exception in the flusher (here the app's snapshot() at the first
+    compaction) killed the thread while the heartbeat kept the master's lease alive:
+    the app never committed again and status said healthy. Now the netlet fail-stops
+    (exit 70) with the cause reported, and the node replaces it."""
+    from concurrent.futures import wait
+
+    from netlets.pipeline import PipelineConfig
+    from nodeutil import APPS, descriptor_xml
+
+    xml = descriptor_xml("faulty", '<netlet type="c" class="faulty:BrokenSnapshot" replicas="1" master-eligible="true"/>',
+                         codebase=APPS / "faulty", replication='ack="all" durability="write"',
+                         restart='backoff-base="0.1" backoff-cap="1" healthy-after="10" give-up-after="2"')
+    node.launch(xml, tmp_path)
+    wait_for(lambda: node.app("faulty")["master"], 20, "a master")
+    first = node.slot("faulty", "c/0")
+    client = netlets.connect("faulty", timeout=5, pipeline=PipelineConfig(window=4, max_batch=512))
+    futures = [client.submit("add", 1) for _ in range(10_050)]  # compaction after 10 000 entries
+    wait(futures, timeout=60)
+    exited = wait_for(lambda: [e for e in events_of(node, "netlet.exited", "faulty")
+                               if e["detail"]["netlet"] == first["netlet"]], 20, "the master to exit")[0]
+    assert exited["detail"]["exit_code"] == 70, exited
+    view = wait_for(lambda: (v := node.slot("faulty", "c/0"))["last_exit"] and v, 10, "its exit in status")
+    assert view["last_exit"]["exit_code"] == 70
+    assert view["last_exit"]["fault"]["kind"] == "snapshot.error", view["last_exit"]
+    assert "cannot snapshot" in view["last_exit"]["fault"]["error"]
+    assert view["restarts"] >= 1 or view["pid"] not in (None, first["pid"])  # replaced
