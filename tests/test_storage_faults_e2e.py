@@ -84,6 +84,8 @@ def test_flipped_byte_mid_log_makes_the_slot_corrupt_until_reset(node, tmp_path)
     event = wait_for(lambda: events_of(node, "storage.corrupt", "kvstore"), 5, "a storage.corrupt event")[-1]
     assert event["slot"] == victim["slot"] and event["detail"]["file"] == str(seg)
     assert seg.read_bytes() == bytes(data)  # refused, not truncated
+    shown = node.jtrix("status", "kvstore")
+    assert shown.returncode == 0 and "corrupt" in shown.stdout, shown.stdout  # the table may wrap the path
 
     # never restarted, never elected: kill the master; the third replica takes over
     restarts = corrupt["restarts"]
