@@ -79,7 +79,8 @@ class _PeerSender:
         self.proxy = None
         self._newest = 0
         self._newest_lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name=f"replicate-{slot}", daemon=True)
+        self.thread = threading.Thread(target=lambda: host._worker(self._run), name=f"replicate-{slot}",
+                                       daemon=True)
         self.thread.start()
 
     def offer(self, msg: dict, generation: int) -> None:
@@ -292,7 +293,8 @@ class ReplicatedHost(NetletHost):
         self._worker(rounds)
 
     def _worker(self, loop) -> None:
-        """Run a worker loop; it ends only by ``stop``: any exception fail-stops the netlet."""
+        """Run a worker loop (flusher, ticker, a backup's sender); it ends only by ``stop``:
+        any exception fail-stops the netlet."""
         try:
             loop()
         except NotMaster:

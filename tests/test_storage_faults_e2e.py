@@ -121,6 +121,17 @@ def test_reset_refuses_the_master_and_unknown_slots(node, tmp_path):
     assert refused.returncode != 0 and "is the master" in refused.stderr and "Traceback" not in refused.stderr
     unknown = node.jtrix("reset", "kvstore/store/9")
     assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    # it needs the kill right (a reset discards a replica's data), and only that one
+    import warrants
+    from hosting.client import HostingClient
+    from test_hosting_auth import _delegate
+
+    backup = next(n["slot"] for n in app["netlets"] if n["slot"] != app["master"])
+    xml, key = _delegate(node, sorted(warrants.KNOWN_RIGHTS - {"kill"}))
+    with pytest.raises(warrants.InsufficientRights):
+        HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)
+    xml, key = _delegate(node, ["kill"])
+    assert HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)  # the netlet stopped
 
 
 # --- a full disk -----------------------------------------------------------------------
