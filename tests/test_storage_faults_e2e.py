@@ -130,8 +130,14 @@ def test_reset_refuses_the_master_and_unknown_slots(node, tmp_path):
     xml, key = _delegate(node, sorted(warrants.KNOWN_RIGHTS - {"kill"}))
     with pytest.raises(warrants.InsufficientRights):
         HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)
+    since = last_event_id(node)
+    old_pid = node.slot("kvstore", backup)["pid"]
     xml, key = _delegate(node, ["kill"])
     assert HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)  # the netlet stopped
+    # a running backup: stopped, wiped once its process is gone, restarted fresh, caught up
+    wait_for(lambda: in_sync(node, backup, since), 30, "the reset backup back in sync")
+    view = node.slot("kvstore", backup)
+    assert view["pid"] != old_pid and view["storage"]["fresh"] is True
 
 
 # --- a full disk -----------------------------------------------------------------------
@@ -166,9 +172,13 @@ def test_full_disk_fail_stops_then_writes_resume_without_an_operator(node, tmp_p
             writers.wait_acked(100)
             since = last_event_id(node)
             _fill(slots)
-            # every replica fails in turn: the master, then each backup it fails over to
-            failed = wait_for(lambda: (f := events_since(node, "storage.error", since))
-                              and len({e["slot"] for e in f}) == 3 and f, 30, "a storage.error of every replica")
+            # every replica fails in turn (the master, then each backup it fails over to), and
+            # keeps failing at each restart: more often than give-up-after allows, yet nobody gives up
+            def failed_enough():
+                f = events_since(node, "storage.error", since)
+                per_slot = [sum(e["slot"] == s for e in f) for s in {e["slot"] for e in f}]
+                return len(per_slot) == 3 and max(per_slot) >= 4 and f
+            failed = wait_for(failed_enough, 40, "repeated storage errors of every replica")
             assert failed[0]["detail"]["errno"] == errno.ENOSPC and failed[0]["detail"]["errno_name"] == "ENOSPC"
             shown = wait_for(lambda: [n for n in node.app("kvstore")["netlets"]
                                       if (n.get("fault") or {}).get("errno") == errno.ENOSPC], 10,
