@@ -50,6 +50,7 @@ class Elector:
         self._warming: set[str] = set()  # apps whose warm start was begun
         self._cold: set[str] = set()
         self._blocked: set[str] = set()  # apps whose warm start would risk acknowledged writes
+        self._last_trusted: dict[str, dict] = {}  # app -> hosting.warm_proof trusted set (see _trusted)
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="elector")
 
     # -- what the node tells us -------------------------------------------
@@ -156,9 +157,7 @@ class Elector:
             candidates = sorted(live)
         else:
             candidates = eligible
-        prior = node.arbiter.state(app)  # before begin_election drops the holder
-        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
-                              self._storage_generation)
+        trusted = self._trusted(app)  # before begin_election drops the holder
         epoch = node.arbiter.begin_election(app, candidates)
         node.registry.add_event("election.started", app, None, epoch=epoch, candidates=candidates,
                                 mode="cold" if cold else ("warm" if warm else "failover"))
@@ -209,6 +208,17 @@ class Elector:
         self._cold.discard(app)
         self._warming.discard(app)
         return True
+
+    def _trusted(self, app: str) -> dict | None:
+        """The trusted set of ``hosting.warm_proof`` while a holder is recorded, else the one
+        captured before the first election attempt since the last grant (in memory: after a
+        node restart mid-election it is unknown)."""
+        prior = self.node.arbiter.state(app)
+        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
+                              self._storage_generation)
+        if trusted is not None:
+            self._last_trusted[app] = trusted
+        return self._last_trusted.get(app)
 
     def _storage_generation(self, netlet_id: str | None) -> str | None:
         """The storage generation netlet ``netlet_id`` reported (its durable status), if known."""

@@ -8,9 +8,10 @@ may elect only if some trusted slot answered with that same storage -- not
 fresh (created empty by the answering process) and of the recorded
 generation: a directory wiped and re-created since, even if a later process
 has written into it, proves nothing. The best position among all answering
-replicas (fresh ones left out) then holds everything that one holds. When the
-trusted set is not known (an earlier election attempt already revoked the
-holder), any fresh storage refuses the warm start. Pure data in, data out.
+replicas (fresh ones left out) then holds everything that one holds. The trusted
+set must be captured before the first ``begin_election`` since the last grant
+(which revokes the holder) and kept across attempts; when it is not known at
+all, any fresh storage refuses the warm start. Pure data in, data out.
 """
 
 from __future__ import annotations

@@ -95,7 +95,22 @@ class FaultyCluster(Cluster):
         self.corrupt: set[str] = set()  # refused at start; never started until reset
         self.damaged: set[str] = set()  # a byte was flipped: the next start must refuse
         self.generation_of: dict[str, str] = {}  # incarnation -> its storage generation (its status)
+        self.last_trusted = None  # as hosting.election keeps it: captured before every begin_election
         super().__post_init__()
+        begin = self.arbiter.begin_election
+
+        def begin_election(app, candidates=()):
+            self.trusted()
+            return begin(app, candidates)
+        self.arbiter.begin_election = begin_election
+
+    def trusted(self):
+        prior = self.arbiter.state(APP)
+        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
+                              self.generation_of.get)
+        if trusted is not None:
+            self.last_trusted = trusted
+        return self.last_trusted
 
     # processes
     def start(self, slot: str) -> None:
@@ -165,9 +180,7 @@ class FaultyCluster(Cluster):
     def _elect_warm(self) -> str | None:
         """The warm start of ``hosting.election`` (every slot answers; fresh storage proves nothing)."""
         live = [s for s in self.slots if self.alive(s)]
-        prior = self.arbiter.state(APP)
-        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
-                              self.generation_of.get)
+        trusted = self.trusted()
         epoch = self.arbiter.begin_election(APP, live)
         promises = {}
         for s in live:
@@ -326,6 +339,27 @@ def test_warm_start_leaves_out_a_wiped_backup(tmp_path):
         winner = c.elect(warm=True)
         assert winner in ("s/0", "s/1")  # the master's storage survived: elected without s/2
         c.check_master_has_acked(winner)
+    finally:
+        c.close()
+
+
+def test_a_refused_warm_start_stays_refused_after_the_holder_was_revoked(tmp_path):
+    """Found by the machine: the first (refused) warm start had revoked the holder, so the
+    next one no longer knew the trusted set and elected the rewritten directory, losing r1."""
+    c = _cluster(tmp_path)
+    try:
+        c.submit("s/0", "r1", "r1")
+        c.crash("s/0")
+        c.lose_directory("s/0")
+        c.start("s/0")
+        c.crash("s/0")
+        c.start("s/0")
+        assert c.elect(warm=True) is None  # refused; the holder is revoked now
+        assert c.arbiter.state(APP).holder is None
+        for s in ("s/1", "s/2", "s/0"):
+            c.crash(s)
+            c.start(s)
+        assert c.elect(warm=True) is None  # still refused
     finally:
         c.close()
 

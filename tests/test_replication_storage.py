@@ -370,3 +370,18 @@ def test_recovery_fsyncs_what_it_read_and_new_segments_fsync_the_directory(tmp_p
     FileStorage(tmp_path / "new" / "r", "fsync").recover()
     assert str(tmp_path / "new") in synced  # the replica directory's entry
     assert str(tmp_path / "new" / "r") in synced  # the new segment's (and IDENTITY's) entry
+
+
+def test_deleted_log_segments_beside_an_identity_are_corruption(tmp_path):
+    s = FileStorage(tmp_path, "fsync", owner=("app", "s/0"))
+    s.recover()
+    s.append_entries([E(1, 1), E(2, 1)])
+    s.sync()
+    s.close()
+    (tmp_path / "log-00000001.seg").unlink()  # the data went, the identity stayed: not "empty"
+    with pytest.raises(CorruptStorage, match="no log segment"):
+        FileStorage(tmp_path, "fsync", owner=("app", "s/0")).recover()
+    for gen in (1, 3):
+        (tmp_path / f"log-{gen:08d}.seg").write_bytes(b"")
+    with pytest.raises(CorruptStorage, match=r"\[2\] missing"):
+        FileStorage(tmp_path, "fsync", owner=("app", "s/0")).recover()

@@ -33,7 +33,8 @@ Faults (what must hold):
   of the file with no complete valid record after them. A bad record anywhere
   else, a damaged non-last segment, an unreadable ``snapshot.bin`` or an
   ``IDENTITY`` of another app/slot raises :class:`CorruptStorage` (file,
-  offset): nothing is truncated, the replica refuses to start.
+  offset): nothing is truncated, the replica refuses to start. So do log
+  segments missing beside an ``IDENTITY`` (none at all, or a gap).
 * **Fail-stop on I/O errors.** A failed ``write``/``fsync`` (EIO, ENOSPC, a
   vanished directory) raises :class:`StorageFailed` and the storage stays
   failed: every later :meth:`sync` raises too, so nothing buffered since the
@@ -258,7 +259,14 @@ class FileStorage(MemoryStorage):
         rec = Recovered()
         segs = self._segments()
         snap_path = self.path / SNAPSHOT_FILE
+        had_identity = (self.path / IDENTITY_FILE).exists()
         rec.generation, rec.fresh = self._identity(has_data=bool(segs) or snap_path.exists(), created=created)
+        if had_identity and not segs:  # recover() always leaves a segment: the log was deleted
+            raise CorruptStorage(self.path, 0, "no log segment beside an existing IDENTITY")
+        gens = [gen for gen, _ in segs]
+        if gens and gens != list(range(gens[0], gens[0] + len(gens))):
+            missing = sorted(set(range(gens[0], gens[-1] + 1)) - set(gens))
+            raise CorruptStorage(self.path, 0, f"log segment(s) {missing} missing")
         if snap_path.exists():
             data = snap_path.read_bytes()
             records, valid = read_frames(data)
