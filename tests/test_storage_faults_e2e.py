@@ -237,29 +237,33 @@ def test_snapshot_that_raises_ends_the_netlet_instead_of_killing_its_flusher(nod
 
 # --- a wiped directory in a warm start -----------------------------------------------------
 def test_warm_start_refuses_when_the_masters_storage_was_wiped(node, tmp_path):
-    """Every replica dies while the master's replica directory is lost: its new process has
-    fresh storage and cannot prove what the master acknowledged, so no master is elected
-    (``election.blocked``) -- rather than a warm start that may lose acknowledged writes."""
+    """The backups die first (they leave the in-sync set), then the master, whose replica
+    directory is lost meanwhile: only the master could prove the newest acknowledged writes,
+    and its new process has fresh storage, so no master is elected (``election.blocked``)
+    -- rather than a warm start from backups that may lack acknowledged writes."""
     import shutil
 
     app = launch(node, tmp_path)
     kv = netlets.connect("kvstore", timeout=30)
     for i in range(20):
         kv.put(f"k{i}", f"v{i}")
-    pids = [n["pid"] for n in app["netlets"]]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    master_dir = node.home / "apps" / "kvstore" / "slots" / app["master"].replace("/", "-") / "replica"
-    shutil.rmtree(master_dir)
+    master = master_of(app)
+    backups = [n for n in app["netlets"] if n["slot"] != app["master"]]
+    for n in app["netlets"]:
+        os.kill(n["pid"], signal.SIGSTOP)  # the master acknowledges nothing more from here on
+    shutil.rmtree(node.home / "apps" / "kvstore" / "slots" / app["master"].replace("/", "-") / "replica")
     since = last_event_id(node)
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    for n in backups:
+        os.kill(n["pid"], signal.SIGKILL)
+    wait_for(lambda: {e["slot"] for e in events_since(node, "netlet.exited", since)} >= {n["slot"] for n in backups},
+             10, "the backups' deaths seen by the node")
+    os.kill(master["pid"], signal.SIGKILL)
     blocked = wait_for(lambda: events_since(node, "election.blocked", since), 30, "the warm start refused")
     assert "cannot be proven" in blocked[0]["detail"]["reason"], blocked
     # every slot came back (the master's with fresh storage), and still nobody was elected
+    pids = {n["pid"] for n in app["netlets"]}
     wait_for(lambda: all(n["pid"] not in (None, *pids) and n["state"] == "running"
                          for n in node.app("kvstore")["netlets"]), 30, "every slot running again")
-    fresh = node.slot("kvstore", app["master"])
-    assert fresh["storage"]["fresh"] is True
+    assert node.slot("kvstore", app["master"])["storage"]["fresh"] is True
     assert not events_since(node, "election.won", since)
     assert node.app("kvstore")["master"] is None
