@@ -52,6 +52,7 @@ EXIT_FENCED = 76
 LEASE_SAFETY = 0.1  # ε: the master's view of its lease ends this fraction of the TTL early
 COMMAND_TIMEOUT_S = 30.0
 SNAPSHOT_RPC_TIMEOUT_S = 30.0
+FAIL_STOP_LOCK_S = 1.0
 
 
 class _Waiter:
@@ -152,7 +153,6 @@ class ReplicatedHost(NetletHost):
         self._flush = threading.Event()
         self._stopping = threading.Event()
         self._closed = False  # storage closed: set under the lock, never cleared
-        self.fault: dict | None = None  # why this replica fail-stopped (reported in status)
         self._failing = threading.Lock()  # held by the one thread that fail-stops
         self._workers = [threading.Thread(target=self._flusher, name="flusher", daemon=True),
                          threading.Thread(target=self._ticker, name="ticker", daemon=True)]
@@ -176,12 +176,16 @@ class ReplicatedHost(NetletHost):
         return result
 
     def _fail_stop(self, err: BaseException):
-        """Close the replica (under the lock: nothing runs in it after this) and exit,
-        reporting ``err`` (``netlets.faults``). Never returns."""
+        """Close the replica and exit, reporting ``err`` (``netlets.faults``). Never returns.
+
+        A storage or snapshot failure arrives here under the lock (from ``with_replica``),
+        so no other call runs in the replica after the failed one. A failure outside the
+        lock takes it too, but only for a bounded time: a thread holding it may itself be
+        blocked in a fail-stop of its own (only one thread ends the process)."""
         if not self._failing.acquire(blocking=False):
             threading.Event().wait()  # another thread is ending the process
-        with self.lock:
-            self._closed = True
+        self.lock.acquire(timeout=FAIL_STOP_LOCK_S)  # kept until the process exits
+        self._closed = True
         fail_stop(self.client, self.doc.netlet_id, self.status(), err)
 
     def _act(self, effects: list) -> None:
@@ -310,8 +314,7 @@ class ReplicatedHost(NetletHost):
         r = self.replica
         return {"phase": self.phase, "role": r.role, "epoch": r.promised_epoch, "seq": r.commit_seq,
                 "position": list(r.position), "endpoint": self.endpoint, "pid": os.getpid(),
-                "storage": dict(r.storage_identity), "app_status": self.published(),
-                **({"fault": self.fault} if self.fault else {})}
+                "storage": dict(r.storage_identity), "app_status": self.published()}
 
     # -- calls ----------------------------------------------------------------
     def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
