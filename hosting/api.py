@@ -134,6 +134,12 @@ class HostingAPI:
             raise BadInput(f"unknown signal {signame!r} (use one of {', '.join(USER_SIGNALS)})")
         return self.node.signal(app, slot, sig)
 
+    @_guarded
+    def reset(self, auth, app: str, slot: str) -> str | None:
+        """Wipe one backup's replica storage and restart it (it catches up from the master)."""
+        self._check(auth, "reset", "kill", app)
+        return self.node.reset(str(app), str(slot))
+
     # -- status -----------------------------------------------------------
     @_guarded
     def status(self, auth, app: str | None = None, scope: str = "cluster") -> dict[str, Any]:

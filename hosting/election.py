@@ -18,6 +18,7 @@ mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
 
 from __future__ import annotations
 
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -26,6 +27,7 @@ from hosting import grants, wire
 from hosting.arbiter import StaleEpoch
 from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
+from hosting.warm_proof import trusted_set
 from netlets.credential import replica_handshake
 from warrants.errors import NotFound
 
@@ -125,7 +127,22 @@ class Elector:
         return Facts(registered=True, terminating=node.supervisor.is_terminating(app),
                      owner=cluster is None or cluster.owns(app), held=node.control.holder(app) is not None,
                      slots=tuple(mt.slots), live=live, eligible=tuple(node.arbiter.eligible(app, live)),
-                     warm_blocked=cluster is not None and cluster.warm_start_blocked(app))
+                     warm_blocked=cluster is not None and cluster.warm_start_blocked(app),
+                     trusted=self._trusted(app))
+
+    def _trusted(self, app: str) -> dict | None:
+        """``hosting.warm_proof``'s trusted set of the arbiter's state now (None: no holder recorded;
+        the core keeps the last one across attempts, since ``begin_election`` drops the holder)."""
+        prior = self.node.arbiter.state(app)
+        return trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
+                           self._storage_generation)
+
+    def _storage_generation(self, netlet_id: str | None) -> str | None:
+        """The storage generation netlet ``netlet_id`` reported (its durable status), if known."""
+        row = self.node.registry.netlet(netlet_id) if netlet_id else None
+        if row is None or not row["status"]:
+            return None
+        return (json.loads(row["status"]).get("storage") or {}).get("generation")
 
     def begin(self, action: Begin) -> int:
         epoch = self.node.arbiter.begin_election(action.app, action.candidates)
@@ -135,15 +152,15 @@ class Elector:
 
     def prepare(self, action: Prepare, reply: Callable[[Position | None], None]) -> None:
         def call() -> None:
-            position = None
+            position = storage = None
             try:
                 promise = self._rpc(action.endpoint, action.app, "replication_prepare", action.epoch,
                                     grants.for_prepare(self.node, action.app, action.netlet, action.epoch))
                 if promise.get("ok"):
-                    position = tuple(promise["position"])
+                    position, storage = tuple(promise["position"]), promise.get("storage")
             except Exception as err:  # whatever the candidate or the network did: no promise
                 log.info("election of %s: %s did not promise: %s", action.app, action.slot, err)
-            reply(position)
+            reply(position, storage)
         self._pool.submit(call)
 
     def choose(self, action: Choose) -> str | None:

@@ -26,6 +26,10 @@ Contracts (the arbiter holds the invariants; this only sequences):
     type is live; choosing from a subset could miss acknowledged commands.
     In a cluster, a warm start that could only choose among re-created slots
     is refused (``Blocked``) until the facts change.
+    A warm start chooses only from storage that can prove what it holds
+    (``hosting.warm_proof``): fresh (wiped, lost) storage is left out, and if
+    no member of the last in-sync set answered with the storage it had then,
+    nothing is elected (``Blocked``).
   * Answers that do not belong to the attempt in progress (a late ``Promised``
     of an earlier epoch, a duplicate) change nothing.
   * A failed attempt that could succeed later is retried (``Retry``) after
@@ -39,6 +43,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence, Union
+
+from hosting.warm_proof import unproven, warm_refusal
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ class Facts:
     live: Mapping[str, Replica] = field(default_factory=dict)  # ready replicas of the master type
     eligible: Sequence[str] = ()  # live in-sync slots the arbiter would elect (holder excluded)
     warm_blocked: bool = False  # cluster: every slot that may hold the newest writes was re-created
+    #: ``hosting.warm_proof.trusted_set`` of the arbiter's state as read now (None: no holder recorded)
+    trusted: Mapping[str, str | None] | None = None
 
 
 # --- events (host -> core) ----------------------------------------------------------
@@ -83,6 +91,7 @@ class Promised:
     epoch: int
     slot: str
     position: Position | None  # None: no answer, or refused
+    storage: Mapping | None = None  # the promise's storage identity (generation, fresh)
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,7 @@ class Attempt:
     epoch: int | None = None
     pending: set[str] = field(default_factory=set)  # candidates whose prepare has not answered
     positions: dict[str, Position] = field(default_factory=dict)
+    promises: dict[str, dict] = field(default_factory=dict)  # slot → {"storage": identity} of each promise
     winner: str | None = None
 
 
@@ -199,6 +209,9 @@ class AppElection:
     cold: bool = False  # submitted and never elected: its first master is chosen like a warm start's
     warming: bool = False  # a warm start was begun (its slots restarted) and has not elected yet
     blocked: bool = False  # the Blocked event was emitted for the current blockage
+    #: the last master's trusted set (``hosting.warm_proof``), captured while a holder was recorded and
+    #: kept across attempts (``begin_election`` drops the holder); None: not known since this node started
+    trusted: Mapping[str, str | None] | None = None
     attempt: Attempt | None = None
     again: bool = False  # requested while the attempt ran
 
@@ -257,9 +270,10 @@ class ElectionCore:
             a.pending.discard(event.slot)
             if event.position is not None:
                 a.positions[event.slot] = tuple(event.position)
+                a.promises[event.slot] = {"storage": dict(event.storage or {})}
             if a.pending:
                 return []
-            return [Choose(app, a.epoch, dict(a.positions), a.warm)]
+            return self._choose(app, st, a)
         if isinstance(event, Chosen):
             if a.pending or a.winner is not None:
                 return []
@@ -282,6 +296,8 @@ class ElectionCore:
     def _gathered(self, app: str, st: AppElection, a: Attempt, f: Facts) -> list[Action]:
         if not (f.registered and f.owner and f.slots) or f.terminating or f.held:
             return self._finish(app, st, retry=False)
+        if f.trusted is not None:
+            st.trusted = dict(f.trusted)
         eligible = tuple(s for s in f.eligible if s in f.live)
         warm = not eligible
         out: list[Action] = []
@@ -305,6 +321,22 @@ class ElectionCore:
         a.candidates = candidates
         a.warm = tuple(f.slots) if warm else ()
         return out + [Begin(app, candidates, a.mode)]
+
+    def _choose(self, app: str, st: AppElection, a: Attempt) -> list[Action]:
+        """Every candidate answered. A warm start (not a cold one) chooses only from storage that can
+        prove what it holds (``hosting.warm_proof``): refused outright when no replica of the last
+        in-sync set answered with the storage it had; otherwise fresh storage is left out."""
+        positions, warm = dict(a.positions), a.warm
+        if a.mode == "warm":
+            refusal = warm_refusal(a.promises, st.trusted)
+            if refusal is not None:
+                out: list[Action] = [] if st.blocked else [Blocked(app, refusal)]
+                st.blocked = True
+                return out + self._finish(app, st, retry=False)  # re-evaluated at the next readiness event
+            fresh = unproven(a.promises)
+            positions = {s: p for s, p in positions.items() if s not in fresh}
+            warm = tuple(s for s in warm if s not in fresh)
+        return [Choose(app, a.epoch, positions, warm)]
 
     def _finish(self, app: str, st: AppElection, retry: bool) -> list[Action]:
         st.attempt = None
@@ -378,7 +410,8 @@ class ElectionRunner:
         elif isinstance(action, Begin):
             self._attempt(app, lambda: Began(self.host.begin(action)))
         elif isinstance(action, Prepare):
-            self.host.prepare(action, lambda position: self.feed(app, Promised(action.epoch, action.slot, position)))
+            self.host.prepare(action, lambda position, storage=None: self.feed(
+                app, Promised(action.epoch, action.slot, position, storage)))
         elif isinstance(action, Choose):
             self._attempt(app, lambda: Chosen(action.epoch, self.host.choose(action)))
         elif isinstance(action, Promote):

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 NETLET_RIGHTS = ("lease", "report", "status")
 NETLET_WARRANT_PREFIX = "netlet:"  # warrant data of a netlet's own warrant
 #: status keys whose change is persisted at once (others, like seq, only in memory)
-DURABLE_STATUS_KEYS = ("phase", "role", "epoch", "endpoint", "app_status")
+DURABLE_STATUS_KEYS = ("phase", "role", "epoch", "endpoint", "app_status", "storage", "fault")
 
 
 @dataclass(frozen=True)
@@ -446,6 +446,23 @@ class Node(SupervisorHooks):
         except KeyError:
             raise NotFound(f"no live netlet in {app}/{slot}") from None
 
+    def reset(self, app: str, slot: str) -> str | None:
+        """Rebuild one replica from the current master (``Supervisor.reset_slot``); never the
+        master itself, and only on the node the slot is placed on."""
+        descriptor = self.descriptor(app)
+        mt = descriptor.master_type
+        if mt is None or slot not in mt.slots:
+            raise NotFound(f"{app}/{slot} is not a replica of {app}")
+        if self.cluster is not None and slot not in self.cluster.placed_here(app):
+            raise BadInput(f"{app}/{slot} runs on another node: reset it there")
+        holder = self.control.holder(app)
+        if holder is not None and slot_of(holder) == slot:
+            raise BadInput(f"{app}/{slot} is the master: only a backup can be rebuilt from the master")
+        try:
+            return self.supervisor.reset_slot(app, slot, descriptor.grace)
+        except KeyError:
+            raise NotFound(f"no slot {app}/{slot}") from None
+
     # -- netlets ----------------------------------------------------------
     def _make_secrets(self, app: str, slot: str, netlet_id: str, incarnation: int,
                       resources: dict) -> dict[str, Any]:
@@ -487,7 +504,8 @@ class Node(SupervisorHooks):
             lease = self.lessor.grant(lease_id_of(netlet_id), ttl)  # startup allowance over
         if status:
             self.report(netlet_id, status)
-        self.supervisor.mark_ready(netlet_id)
+        if not (status or {}).get("fault"):  # a fail-stopping netlet's last word: never ready
+            self.supervisor.mark_ready(netlet_id)
         answer: dict[str, Any] = {"lease_s": lease.ttl}
         if control_epoch is not None:
             control = self.control_renewal(app, netlet_id, int(control_epoch))

@@ -27,10 +27,12 @@ def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
         "restarts": slot_row["restarts"], "failures": slot_row["failures"],
         "last_exit": json.loads(slot_row["last_exit"]) if slot_row["last_exit"] else None,
         "lease_ms": None, "uptime_s": None, "cpu_percent": None, "rss_bytes": None,
-        "next_attempt_s": None, "netlet": None,
+        "next_attempt_s": None, "netlet": None, "fault": None,
     }
     if slot_row["state"] in ("backoff", "restarting") and slot_row["next_attempt"]:
         view["next_attempt_s"] = round(max(0.0, slot_row["next_attempt"] - time.time()), 3)
+    if view["last_exit"] and view["state"] in ("corrupt", "backoff", "restarting", "failed"):
+        view["fault"] = view["last_exit"].get("fault")  # why the last run fail-stopped (file, offset, errno)
     if live is None or netlet_row is None:
         if view["state"] == "running":
             view["state"] = "restarting"
@@ -43,6 +45,7 @@ def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
         lease_ms=int(lease.remaining() * 1000) if lease else 0,
         uptime_s=round(time.time() - netlet_row["started"], 3),
         endpoint=status.get("endpoint"), phase=status.get("phase"), app_status=status.get("app_status") or {},
+        storage=status.get("storage"), fault=status.get("fault") or view["fault"],
     )
     try:
         proc = psutil.Process(live.pid)

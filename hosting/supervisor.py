@@ -13,6 +13,14 @@ Safety model (what must hold, whatever the interleaving):
   * A netlet is signalled only through its pidfd (never a reused pid).
   * Every netlet starts confined as ``hosting.confine`` prepared it; an app's
     uid is released only once the app's last netlet is gone.
+  * Fail-stop exits (``netlets.faults``) name their cause in an event: a
+    storage failure (exit 74, ``storage.error`` with errno) is restarted with
+    backoff and never given up on, whatever ``give-up-after`` says (a full
+    disk heals without an operator); a corrupt storage (exit 65,
+    ``storage.corrupt`` with file and offset) is never restarted: the slot
+    stays ``corrupt`` until ``reset_slot`` rebuilds it.
+  * ``reset_slot`` wipes a slot's replica directory only while no process
+    runs in the slot (after its pidfd fired), then starts it again.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
@@ -21,8 +29,10 @@ revoked).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -41,6 +51,8 @@ from hosting.registry import Registry
 from hosting.resources import bind_resources
 from hosting.spawn import spawn_netlet
 from hosting.timers import Timer, Timers
+from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
+from netlets.replication.storage import REPLICA_DIR, fsync_directory
 from warrants.descriptor_model import Descriptor
 
 log = logging.getLogger(__name__)
@@ -96,6 +108,7 @@ class LiveNetlet:
 class SlotRuntime:
     restart_timer: Timer | None = None
     next_attempt_wall: float | None = None
+    reset_pending: bool = False  # wipe the replica directory once the slot's process is gone
 
 
 @dataclass
@@ -180,6 +193,9 @@ class Supervisor:
             Timers.cancel(srt.restart_timer)
             srt.restart_timer, srt.next_attempt_wall = None, None
             row = self.registry.slot(app, slot)
+            if row["state"] == "corrupt":
+                log.info("not starting %s/%s: its storage is corrupt (reset it)", app, slot)
+                return None
             ntype = rt.descriptor.netlet_type(row["type"])
             incarnation = self.hooks.next_incarnation(app, slot, row["incarnation"] + 1)
             recorded, told = bind_resources(ntype, self.home.slot_dir(app, slot),
@@ -328,6 +344,7 @@ class Supervisor:
             self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id, run_s=round(run_seconds, 3),
                                     **exit_record)
             rt = self.apps.get(n.app)
+            fault = self._record_fault(n, how.get("exit_code"), exit_record)
         self.hooks.netlet_gone(n.app, n.slot, netlet_id, reason)
         with self.lock:
             if rt is None:
@@ -336,12 +353,40 @@ class Supervisor:
                 self.registry.update_slot(n.app, n.slot, state="exited", last_exit=json.dumps(exit_record))
                 self._finish_terminate_if_done(n.app)
                 return
-            self._schedule_restart(rt, n, run_seconds, exit_record)
+            if rt.slots[n.slot].reset_pending:
+                self._finish_reset(rt, n.app, n.slot)
+                return
+            if fault == "corrupt":
+                self.registry.update_slot(n.app, n.slot, state="corrupt", last_exit=json.dumps(exit_record))
+                return
+            self._schedule_restart(rt, n, run_seconds, exit_record, never_give_up=fault == "storage")
 
-    def _schedule_restart(self, rt: AppRuntime, n: LiveNetlet, run_seconds: float, exit_record: dict) -> None:
+    def _record_fault(self, n: LiveNetlet, exit_code: int | None, exit_record: dict) -> str | None:
+        """A fail-stop exit: add the netlet's reported cause to ``exit_record``; for a storage
+        exit record its event and return "storage" or "corrupt" (else None)."""
+        if n.end_reason is not None:  # ended by us or the user: not its own verdict
+            return None
+        row = self.registry.netlet(n.netlet_id)
+        fault = (json.loads(row["status"] or "{}") if row is not None else {}).get("fault")
+        if fault:
+            exit_record["fault"] = fault  # e.g. a snapshot() that raised (exit 70)
+        kind = {EXIT_STORAGE_FAILED: "storage", EXIT_CORRUPT: "corrupt"}.get(exit_code)
+        if kind is None:
+            return None
+        fault = fault or {}
+        details = {k: v for k, v in fault.items() if k != "kind"}
+        self.registry.add_event("storage.error" if kind == "storage" else "storage.corrupt", n.app, n.slot,
+                                netlet=n.netlet_id, exit_code=exit_code, **details)
+        return kind
+
+    def _schedule_restart(self, rt: AppRuntime, n: LiveNetlet, run_seconds: float, exit_record: dict,
+                          never_give_up: bool = False) -> None:
         row = self.registry.slot(n.app, n.slot)
+        policy = rt.descriptor.restart
+        if never_give_up:
+            policy = dataclasses.replace(policy, give_up_after=0)
         decision = (Decision(row["failures"], 0.0) if n.blameless
-                    else next_restart(rt.descriptor.restart, row["failures"], run_seconds))
+                    else next_restart(policy, row["failures"], run_seconds))
         fields = dict(failures=decision.failures, last_exit=json.dumps(exit_record))
         if decision.delay is None:
             self.registry.update_slot(n.app, n.slot, state="failed", **fields)
@@ -367,6 +412,38 @@ class Supervisor:
             except Exception:
                 log.exception("starting %s/%s failed", app, slot)
         threading.Thread(target=run, name=f"start-{app}/{slot}", daemon=True).start()
+
+    # -- reset ------------------------------------------------------------
+    def reset_slot(self, app: str, slot: str, grace: float) -> str | None:
+        """Rebuild ``slot``'s replica from nothing: stop its netlet (blameless), wipe its
+        replica directory once the process is gone, start the slot again (it rejoins as
+        a fresh backup and catches up from the master). Returns the id of the netlet
+        being stopped, None if none ran. KeyError: unknown app or slot."""
+        with self.lock:
+            rt = self.apps.get(app)
+            if rt is None or slot not in rt.slots or rt.terminating:
+                raise KeyError(f"{app}/{slot}")
+            rt.slots[slot].reset_pending = True
+            n = self.live_in_slot(app, slot)
+            if n is None:
+                self._finish_reset(rt, app, slot)
+                return None
+        self.stop_netlet(n.netlet_id, "reset", grace, blameless=True)
+        return n.netlet_id
+
+    def _finish_reset(self, rt: AppRuntime, app: str, slot: str) -> None:
+        """No process runs in ``slot`` (caller holds the lock): wipe, record, start."""
+        srt = rt.slots[slot]
+        srt.reset_pending = False
+        Timers.cancel(srt.restart_timer)
+        srt.restart_timer, srt.next_attempt_wall = None, None
+        directory = self.home.slot_dir(app, slot) / REPLICA_DIR
+        if directory.exists():
+            shutil.rmtree(directory)
+            fsync_directory(directory.parent)
+        self.registry.update_slot(app, slot, state="restarting", failures=0, next_attempt=None)
+        self.registry.add_event("slot.reset", app, slot, wiped=str(directory))
+        self._start_in_thread(app, slot, "replace")
 
     # -- termination ------------------------------------------------------
     def terminate(self, app: str, grace: float) -> AppRuntime | None:

@@ -1,4 +1,4 @@
-"""``jtrix status|events|logs|terminate|kill``: inspect and stop running apps.
+"""``jtrix status|events|logs|terminate|kill|reset``: inspect and stop running apps.
 
 Every command takes ``--home`` (which node) and ``--warrant``/``--key`` (act
 with a warrant other than the admin one). Errors are ``JtrixError``s mapped to
@@ -239,5 +239,22 @@ def kill(netlet, home, warrant, key, signame) -> None:
     click.echo(f"sent SIG{signame.upper()} to {app}/{slot} ({netlet_id})")
 
 
+@click.command("reset")
+@click.argument("netlet", metavar="APP/SLOT", shell_complete=complete_netlet)
+@home_option
+@warrant_option
+@key_option
+def reset(netlet, home, warrant, key) -> None:
+    """Rebuild the backup in APP/SLOT from the master: wipe its replica storage, restart it.
+
+    For a slot whose storage is corrupt (or suspected to be). Needs the kill right;
+    the master itself cannot be reset. The replica rejoins empty and catches up."""
+    app, slot = parse_netlet(netlet)
+    client = client_for(home, warrant, key)
+    stopped = client.call("reset", app, slot)
+    click.echo(f"reset {app}/{slot}: replica storage wiped" + (f" ({stopped} stopped)" if stopped else "")
+               + "; it restarts and catches up from the master")
+
+
 # `jtrix call APP METHOD` lives in launcher/cli_call.py (access points).
-COMMANDS = [status, events, logs, terminate, kill]
+COMMANDS = [status, events, logs, terminate, kill, reset]

@@ -108,6 +108,13 @@ def describe_exit(last_exit: dict | None) -> str:
         parts.append(str(last_exit["signal"]))
     if last_exit.get("exit_code") is not None:
         parts.append(f"code {last_exit['exit_code']}")
+    fault = last_exit.get("fault") or {}
+    if fault.get("kind") == "storage.corrupt":
+        parts.append(f"corrupt {fault.get('file')} at {fault.get('offset')}")
+    elif fault.get("kind") == "storage.error":
+        parts.append(f"storage {fault.get('errno_name')} ({fault.get('op')})")
+    elif fault.get("error"):
+        parts.append(str(fault["error"]))
     return ", ".join(parts)
 
 

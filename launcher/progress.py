@@ -73,7 +73,7 @@ def app_table(app: dict, full: bool = False, title: str | None = None):
         if master and n["slot"] == master:
             role = f"[bold green]{role or 'master'}[/]"
         state = netlet_state(n)
-        if n.get("state") in ("backoff", "failed"):
+        if n.get("state") in ("backoff", "failed", "corrupt"):
             state = f"[red]{state}[/]"
         elif n.get("state") == "running" and n.get("phase") == "running":
             state = f"[green]{state}[/]"

@@ -15,6 +15,11 @@ Contracts (see docs/replication.md, "Runner checklist"):
   * Learning of a higher epoch (a backup's ``stale``, a refused renewal) fences
     the master: it answers nothing more as master and the process exits with
     ``EXIT_FENCED``; the node restarts the slot as a backup on the same resources.
+  * Fail-stop (``netlets.faults``): a storage error (``StorageFailed``) or a
+    failing user ``snapshot()`` inside any call, and any exception that reaches
+    the flusher or ticker loop, closes the replica (nothing more is answered or
+    acknowledged) and ends the process with the cause reported; no worker
+    thread ever dies while the heartbeat keeps the leases alive.
 """
 
 from __future__ import annotations
@@ -30,14 +35,15 @@ from typing import Any
 
 from hosting import grants, wire
 from netlets.credential import replica_handshake
+from netlets.faults import fail_stop
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.outcomes import capture, unwrap
 from netlets.replication import messages as M
 from netlets.replication.effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
 from netlets.replication.replica import Replica, ReplicationConfig
-from netlets.replication.state import not_master
-from netlets.replication.storage import open_storage
+from netlets.replication.state import SnapshotFailed, not_master
+from netlets.replication.storage import REPLICA_DIR, StorageFailed, fsync_directory, open_storage
 from warrants.errors import CommandFailed, NotMaster
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,7 @@ EXIT_FENCED = 76
 LEASE_SAFETY = 0.1  # ε: the master's view of its lease ends this fraction of the TTL early
 COMMAND_TIMEOUT_S = 30.0
 SNAPSHOT_RPC_TIMEOUT_S = 30.0
-REPLICATION_DIR = "replica"
+FAIL_STOP_LOCK_S = 1.0
 
 
 class _Waiter:
@@ -74,7 +80,8 @@ class _PeerSender:
         self.proxy = None
         self._newest = 0
         self._newest_lock = threading.Lock()
-        self.thread = threading.Thread(target=self._run, name=f"replicate-{slot}", daemon=True)
+        self.thread = threading.Thread(target=lambda: host._worker(self._run), name=f"replicate-{slot}",
+                                       daemon=True)
         self.thread.start()
 
     def offer(self, msg: dict, generation: int) -> None:
@@ -137,11 +144,11 @@ class ReplicatedHost(NetletHost):
         self.rpc_timeout = max(0.5, self.ttl)
         config = ReplicationConfig(ack=raw.get("ack", "all"), retransmit_timeout=max(0.1, self.ttl / 4),
                                    replication_timeout=max(0.3, self.ttl / 2))
-        directory = Path.cwd() / REPLICATION_DIR
+        directory = Path.cwd() / REPLICA_DIR
         mode = raw.get("durability", "fsync")
         if mode != "memory":
             self._storage_lock = lock_directory(directory, wait_s=2 * self.ttl)
-        storage = open_storage(mode, None if mode == "memory" else directory)
+        storage = open_storage(mode, None if mode == "memory" else directory, owner=(doc.app, doc.slot))
         self.lock = threading.RLock()
         self.replica = Replica(doc.slot, netlet, storage, config, incarnation=doc.netlet_id,
                                min_epoch=int(raw.get("min_epoch", 0)))
@@ -154,6 +161,7 @@ class ReplicatedHost(NetletHost):
         self._flush = threading.Event()
         self._stopping = threading.Event()
         self._closed = False  # storage closed: set under the lock, never cleared
+        self._failing = threading.Lock()  # held by the one thread that fail-stops
         self._workers = [threading.Thread(target=self._flusher, name="flusher", daemon=True),
                          threading.Thread(target=self._ticker, name="ticker", daemon=True)]
 
@@ -167,10 +175,26 @@ class ReplicatedHost(NetletHost):
         with self.lock:
             if self._closed:
                 raise NotMaster(f"{self.doc.slot} is stopping")
-            result = fn(self.replica, time.monotonic())
+            try:
+                result = fn(self.replica, time.monotonic())
+            except (StorageFailed, SnapshotFailed) as err:
+                self._fail_stop(err)  # the effects of the failed call are never acted on
             effects = self.replica.take_effects()
         self._act(effects)
         return result
+
+    def _fail_stop(self, err: BaseException):
+        """Close the replica and exit, reporting ``err`` (``netlets.faults``). Never returns.
+
+        A storage or snapshot failure arrives here under the lock (from ``with_replica``),
+        so no other call runs in the replica after the failed one. A failure outside the
+        lock takes it too, but only for a bounded time: a thread holding it may itself be
+        blocked in a fail-stop of its own (only one thread ends the process)."""
+        if not self._failing.acquire(blocking=False):
+            threading.Event().wait()  # another thread is ending the process
+        self.lock.acquire(timeout=FAIL_STOP_LOCK_S)  # kept until the process exits
+        self._closed = True
+        fail_stop(self.client, self.doc.netlet_id, self.status(), err)
 
     def _act(self, effects: list) -> None:
         for effect in effects:
@@ -265,15 +289,31 @@ class ReplicatedHost(NetletHost):
             waiter.event.set()
 
     def _flusher(self) -> None:
-        while not self._stopping.is_set():
-            self._flush.wait()
-            self._flush.clear()
-            self.with_replica(lambda r, now: r.flush(now))
+        def rounds() -> None:
+            while not self._stopping.is_set():
+                self._flush.wait()
+                self._flush.clear()
+                self.with_replica(lambda r, now: r.flush(now))
+        self._worker(rounds)
 
     def _ticker(self) -> None:
         period = max(0.02, self.replica.config.retransmit_timeout / 5)
-        while not self._stopping.wait(period):
-            self.with_replica(lambda r, now: (r.tick(now), r.flush(now)))
+
+        def rounds() -> None:
+            while not self._stopping.wait(period):
+                self.with_replica(lambda r, now: (r.tick(now), r.flush(now)))
+        self._worker(rounds)
+
+    def _worker(self, loop) -> None:
+        """Run a worker loop (flusher, ticker, a backup's sender); it ends only by ``stop``:
+        any exception fail-stops the netlet."""
+        try:
+            loop()
+        except NotMaster:
+            if not self._stopping.is_set():  # closed by a fail-stop in another thread
+                threading.Event().wait()
+        except BaseException as err:
+            self._fail_stop(err)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "replicated": True}
@@ -282,7 +322,7 @@ class ReplicatedHost(NetletHost):
         r = self.replica
         return {"phase": self.phase, "role": r.role, "epoch": r.promised_epoch, "seq": r.commit_seq,
                 "position": list(r.position), "endpoint": self.endpoint, "pid": os.getpid(),
-                "app_status": self.published()}
+                "storage": dict(r.storage_identity), "app_status": self.published()}
 
     # -- calls ----------------------------------------------------------------
     def invoke(self, method: str, args: list, kwargs: dict, req_id: str | None = None) -> Any:
@@ -383,7 +423,9 @@ def lock_directory(directory: Path, wait_s: float) -> int:
     Waits up to ``wait_s`` (a previous process of the slot may still be
     exiting), then raises ``RuntimeError`` naming the holder's pid.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        fsync_directory(directory.parent)  # the replica directory's entry is durable before any data
     fd = os.open(directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + wait_s
     while True:

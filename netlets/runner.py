@@ -8,8 +8,12 @@ required; replication also a node's grant, ``hosting.grants``), renews its
 lease every TTL/3 and publishes its status.
 
 Exit codes: 0 stopped on request (SIGTERM/SIGINT, after ``on_stopping``);
-70 the netlet class could not be loaded or started (the log says why);
-75 the node disowned the netlet or stayed unreachable too long.
+65 the replica's storage is corrupt (never restarted; ``jtrix reset``);
+70 the netlet class could not be loaded or started, or failed while running
+(the log says why); 74 the replica's storage failed (a write or fsync error:
+restarted with backoff); 75 the node disowned the netlet or stayed
+unreachable too long; 76 a fenced master stepped down. 65, 70 and 74 are
+reported to the node first (``status["fault"]``, see ``netlets.faults``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint
 from netlets import sandbox
+from netlets.faults import fail_stop
 from netlets.heartbeat import Heartbeat
+from netlets.replication.storage import CorruptStorage, StorageFailed
 
 EXIT_STOPPED, EXIT_BAD_NETLET, EXIT_ABANDONED = 0, 70, 75
 log = logging.getLogger("netlets.runner")
@@ -131,6 +137,8 @@ def main() -> None:
     try:
         cls = load_class(doc.class_ref)
         host = make_host(cls, doc)
+    except (CorruptStorage, StorageFailed) as err:
+        fail_stop(doc.client(), doc.netlet_id, {"phase": "recovering"}, err)
     except Exception:
         log.exception("cannot load netlet class %s", doc.class_ref)
         sys.exit(EXIT_BAD_NETLET)

@@ -153,3 +153,235 @@ def test_log_positions_and_compaction():
     assert log.base_seq == 1 and log.epoch_at(1) == 1 and not log.has(1) and log.has(2)
     with pytest.raises(ValueError):
         log.truncate_after(0)
+
+
+# --- disk faults (issue 13, findings 4 and 7) ------------------------------------------
+import errno  # noqa: E402
+import os  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from netlets.replication.storage import CorruptStorage, StorageFailed  # noqa: E402
+
+
+def _written(tmp_path, n=5, mode="fsync"):
+    s = FileStorage(tmp_path, mode)
+    s.recover()
+    s.append_entries([E(i, 1) for i in range(1, n + 1)])
+    s.sync()
+    s.close()
+    seg = next(tmp_path.glob("log-*.seg"))
+    return seg, seg.read_bytes()
+
+
+def _record_offsets(data):
+    offsets, pos = [], 0
+    while pos < len(data):
+        offsets.append(pos)
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        pos += 8 + n
+    return offsets
+
+
+def test_fsync_error_is_sticky_and_never_reports_unsynced_entries(tmp_path, monkeypatch):
+    """Finding 4: sync() cleared its buffer before fsync, so after an EIO the next sync()
+    found nothing to do and returned -- a backup then acked entries never made durable."""
+    s = FileStorage(tmp_path, "fsync")
+    s.recover()
+    real_fsync = os.fsync
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def failing_fsync(fd):  # the fault double: the next fsync fails with EIO
+        if failures:
+            raise failures.pop()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    s.append_entries([E(1, 1)])
+    with pytest.raises(OSError) as first:
+        s.sync()
+    assert first.value.errno == errno.EIO
+    with pytest.raises(OSError):  # the same entries must not become "durable" by a retry
+        s.sync()
+    s.append_entries([E(2, 1)])
+    with pytest.raises(StorageFailed) as later:  # failed for good: fail-stop
+        s.sync()
+    assert later.value.as_dict()["errno_name"] == "EIO"
+    s.close()  # closing a failed storage does not try to sync
+
+
+def test_enospc_on_write_fails_stop(tmp_path, monkeypatch):
+    s = FileStorage(tmp_path, "write")
+    s.recover()
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f, self.name = f, f.name
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    s._file = FullDisk(s._file)
+    s.append_entries([E(1, 1)])
+    with pytest.raises(StorageFailed) as err:
+        s.sync()
+    assert err.value.errno == errno.ENOSPC and err.value.op == "write"
+    with pytest.raises(StorageFailed):
+        s.save_snapshot({"seq": 0, "epoch": 0, "state": None, "dedup": []}, [], 0, 0)
+
+
+def test_wiped_directory_under_a_running_replica_fails_stop(tmp_path):
+    d = tmp_path / "replica"
+    s = FileStorage(d, "fsync")
+    s.recover()
+    s.append_entries([E(1, 1)])
+    s.sync()
+    for p in d.iterdir():
+        p.unlink()
+    s.append_entries([E(2, 1)])
+    with pytest.raises(StorageFailed) as err:  # writes to an unlinked file would "succeed"
+        s.sync()
+    assert err.value.errno == errno.ENOENT
+
+
+def test_bad_crc_mid_log_is_corruption_not_a_torn_tail(tmp_path):
+    """Finding 7: a bad CRC anywhere was treated as a torn tail: everything after it was cut."""
+    seg, data = _written(tmp_path)
+    offsets = _record_offsets(data)
+    flipped = bytearray(data)
+    flipped[offsets[1] + 10] ^= 0x01  # inside the second of five records
+    seg.write_bytes(bytes(flipped))
+    with pytest.raises(CorruptStorage) as err:
+        FileStorage(tmp_path).recover()
+    assert err.value.file == str(seg) and err.value.offset == offsets[1]
+    assert seg.read_bytes() == bytes(flipped)  # nothing was cut
+
+
+def test_flipped_length_mid_log_is_corruption(tmp_path):
+    seg, data = _written(tmp_path)
+    offsets = _record_offsets(data)
+    flipped = bytearray(data)
+    flipped[offsets[2] + 1] ^= 0x40  # the length now runs past the end of the file
+    seg.write_bytes(bytes(flipped))
+    with pytest.raises(CorruptStorage) as err:
+        FileStorage(tmp_path).recover()
+    assert err.value.offset == offsets[2]
+
+
+def test_damage_in_a_non_last_segment_is_corruption(tmp_path):
+    s = FileStorage(tmp_path, "fsync")
+    s.recover()
+    s.append_entries([E(1, 1), E(2, 1)])
+    s.sync()
+    s.close()
+    (tmp_path / "log-00000002.seg").write_bytes(b"")  # a later (empty) segment exists
+    seg = tmp_path / "log-00000001.seg"
+    data = seg.read_bytes()
+    seg.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # its last record, but not the log's
+    with pytest.raises(CorruptStorage) as err:
+        FileStorage(tmp_path).recover()
+    assert err.value.file == str(seg)
+
+
+def test_corrupt_snapshot_is_refused_not_recovered_as_empty(tmp_path):
+    """Finding 7: an unreadable snapshot.bin recovered as an empty state."""
+    s = FileStorage(tmp_path, "fsync")
+    s.recover()
+    s.append_entries([E(1, 1), E(2, 1)])
+    s.save_snapshot({"seq": 2, "epoch": 1, "state": [1, 2], "dedup": []}, [], 1, 2)
+    s.close()
+    snap = tmp_path / "snapshot.bin"
+    data = bytearray(snap.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    snap.write_bytes(bytes(data))
+    with pytest.raises(CorruptStorage) as err:
+        FileStorage(tmp_path).recover()
+    assert err.value.file == str(snap)
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(1, 6), where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7),
+       cut=st.booleans())
+def test_recovery_is_a_prefix_or_refuses(tmp_path_factory, n, where, bit, cut):
+    """Any single flipped bit, or a tail cut anywhere: recovery returns a prefix of what was
+    written (only when the damage is in the last record) or raises CorruptStorage -- never
+    other entries, never a silently shortened log when the damage is before the last record."""
+    d = tmp_path_factory.mktemp("flip")
+    seg, data = _written(d, n)
+    last = _record_offsets(data)[-1]
+    pos = int(where * len(data))
+    if cut:
+        seg.write_bytes(data[:pos])
+        rec = FileStorage(d).recover()  # a torn tail is never corruption
+        assert [e[0] for e in rec.entries] == list(range(1, len(rec.entries) + 1))
+        assert len(rec.entries) >= (n - 1 if pos >= last else 0)
+        return
+    flipped = bytearray(data)
+    flipped[pos] ^= 1 << bit
+    seg.write_bytes(bytes(flipped))
+    try:
+        rec = FileStorage(d).recover()
+    except CorruptStorage:
+        return
+    assert pos >= last, f"damage at {pos} before the last record ({last}) was cut silently"
+    assert [e[0] for e in rec.entries] == list(range(1, n))
+
+
+def test_identity_fresh_and_swapped_directories(tmp_path):
+    """Storage identity: a new or wiped directory is fresh; another slot's is corrupt."""
+    d = tmp_path / "r"
+    rec = FileStorage(d, "fsync", owner=("app", "s/0")).recover()
+    assert rec.fresh and rec.generation
+    s = FileStorage(d, "fsync", owner=("app", "s/0"))
+    again = s.recover()
+    assert not again.fresh and again.generation == rec.generation
+    s.append_entries([E(1, 1)])
+    s.close()
+    with pytest.raises(CorruptStorage) as err:
+        FileStorage(d, "fsync", owner=("app", "s/1")).recover()
+    assert err.value.file.endswith("IDENTITY")
+    (d / "IDENTITY").unlink()  # data from before identities existed: adopted, not fresh
+    assert not FileStorage(d, owner=("app", "s/0")).recover().fresh
+    r = Replica("s/0", ListNetlet(), FileStorage(tmp_path / "wiped", owner=("app", "s/0")))
+    assert r.prepare(1)["storage"] == {"generation": r.storage_identity["generation"], "fresh": True}
+
+
+def test_recovery_fsyncs_what_it_read_and_new_segments_fsync_the_directory(tmp_path, monkeypatch):
+    """Finding 7: entries written by a process that died before its fsync were reported
+    held (and acked) after a restart without ever being made durable; a new segment's or
+    directory's entry was never fsynced."""
+    s = FileStorage(tmp_path / "r", "write")
+    s.recover()
+    s.append_entries([E(1, 1)])
+    s.sync()  # written, not fsynced (mode write, or a crash before the fsync)
+    s.close(sync=False)
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                 real_fsync(fd))[1])
+    rec = FileStorage(tmp_path / "r", "fsync").recover()
+    assert [e[0] for e in rec.entries] == [1]
+    assert str(tmp_path / "r" / "log-00000001.seg") in synced
+    synced.clear()
+    FileStorage(tmp_path / "new" / "r", "fsync").recover()
+    assert str(tmp_path / "new") in synced  # the replica directory's entry
+    assert str(tmp_path / "new" / "r") in synced  # the new segment's (and IDENTITY's) entry
+
+
+def test_deleted_log_segments_beside_an_identity_are_corruption(tmp_path):
+    s = FileStorage(tmp_path, "fsync", owner=("app", "s/0"))
+    s.recover()
+    s.append_entries([E(1, 1), E(2, 1)])
+    s.sync()
+    s.close()
+    (tmp_path / "log-00000001.seg").unlink()  # the data went, the identity stayed: not "empty"
+    with pytest.raises(CorruptStorage, match="no log segment"):
+        FileStorage(tmp_path, "fsync", owner=("app", "s/0")).recover()
+    for gen in (1, 3):
+        (tmp_path / f"log-{gen:08d}.seg").write_bytes(b"")
+    with pytest.raises(CorruptStorage, match=r"\[2\] missing"):
+        FileStorage(tmp_path, "fsync", owner=("app", "s/0")).recover()

@@ -72,7 +72,9 @@ class Replica:
         self.master = None  # MasterRole while master
         self.master_slot: str | None = None
         self.lease_valid_until = float("-inf")  # set by the runner while master
-        rec = self.storage.recover()
+        rec = self.storage.recover()  # CorruptStorage / StorageFailed: this replica must not run
+        #: what an election learns of this replica's storage (see :meth:`prepare`)
+        self.storage_identity = {"generation": rec.generation, "fresh": rec.fresh}
         self.snap: dict | None = rec.snapshot
         if rec.snapshot:
             self.sm.restore(rec.snapshot)
@@ -135,7 +137,7 @@ class Replica:
         """Snapshot + drop the log prefix every ``snapshot_every`` applied entries."""
         if self.sm.applied_seq - self.log.base_seq < self.config.snapshot_every:
             return
-        snap = self.sm.snapshot()
+        snap = self.sm.snapshot()  # SnapshotFailed: the runner fail-stops
         self.storage.save_snapshot(snap, self.log.slice(snap["seq"] + 1, len(self.log.entries)),
                                    self.promised_epoch, self.commit_seq)
         self.log.compact(snap["seq"], snap["epoch"])
@@ -157,14 +159,19 @@ class Replica:
 
         After a successful promise this replica refuses every message of a lower
         epoch, so its position can no longer grow under the old master. Returns
-        a ``promise`` message with the position. Refused (``ok`` False) when a
-        higher epoch was already promised or we are master of this epoch.
+        a ``promise`` message with the position and ``storage``: the storage's
+        generation id and whether it was created empty by this process (a
+        ``fresh`` replica cannot prove it holds anything acknowledged before).
+        Refused (``ok`` False) when a higher epoch was already promised or we are
+        master of this epoch.
         """
         if epoch < self.promised_epoch or (self.role == "master" and self.master.epoch >= epoch):
-            return M.promise(False, self.promised_epoch, self.slot, list(self.position))
+            return dict(M.promise(False, self.promised_epoch, self.slot, list(self.position)),
+                        storage=dict(self.storage_identity))
         self.adopt_epoch(epoch)
         self.storage.sync()
-        return M.promise(True, self.promised_epoch, self.slot, list(self.position))
+        return dict(M.promise(True, self.promised_epoch, self.slot, list(self.position)),
+                    storage=dict(self.storage_identity))
 
     def become_master(self, epoch: int, isr: set[str] | list[str], peers: list[str],
                       now: float) -> None:

@@ -33,6 +33,10 @@ def not_master(message: str = "not the master") -> dict:
     return error("NotMaster", message, retryable=True)
 
 
+
+class SnapshotFailed(RuntimeError):
+    """The app's fault: its ``snapshot()`` raised, so its state can be neither compacted nor sent."""
+
 class StateMachine:
     """Wraps ``netlet`` (anything with apply/snapshot/restore)."""
 
@@ -63,8 +67,12 @@ class StateMachine:
 
     def snapshot(self) -> dict:
         """``{"seq", "epoch", "state", "dedup"}`` at the applied point."""
+        try:
+            state = self.netlet.snapshot()
+        except Exception as err:
+            raise SnapshotFailed(f"snapshot() raised {type(err).__name__}: {err}") from err
         return {"seq": self.applied_seq, "epoch": self.applied_epoch,
-                "state": self.netlet.snapshot(), "dedup": self.dedup.to_wire()}
+                "state": state, "dedup": self.dedup.to_wire()}
 
     def restore(self, snap: dict) -> None:
         """Replace everything with a snapshot (from :meth:`snapshot`)."""

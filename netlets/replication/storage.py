@@ -21,14 +21,40 @@ A framed record is ``>II`` (payload length, CRC32 of the payload) then the
 msgpack payload. A record is one of ``["e", entry]`` (the log holds ``entry``
 at its seq and nothing after it), ``["t", seq]`` (drop entries after seq),
 ``["p", epoch]`` (promised epoch), ``["c", seq]`` (commit index, written
-lazily: a recovered commit index may lag, never lead). A torn or corrupt tail
-(short record, bad CRC, bad msgpack) is truncated away on recovery.
+lazily: a recovered commit index may lag, never lead).
+
+    IDENTITY            one framed record {app, slot, generation}, written (and
+                        the directory fsynced) when the storage is created
+
+Faults (what must hold):
+
+* **Torn tail vs corruption.** Only the last record of the last segment may be
+  cut on recovery (a write torn by a crash): the bad bytes must run to the end
+  of the file with no complete valid record after them. A bad record anywhere
+  else, a damaged non-last segment, an unreadable ``snapshot.bin`` or an
+  ``IDENTITY`` of another app/slot raises :class:`CorruptStorage` (file,
+  offset): nothing is truncated, the replica refuses to start. So do log
+  segments missing beside an ``IDENTITY`` (none at all, or a gap).
+* **Fail-stop on I/O errors.** A failed ``write``/``fsync`` (EIO, ENOSPC, a
+  vanished directory) raises :class:`StorageFailed` and the storage stays
+  failed: every later :meth:`sync` raises too, so nothing buffered since the
+  last successful sync is ever reported durable (after a failed ``fsync`` the
+  kernel may have dropped the dirty pages; retrying it could "succeed"). The
+  buffer is cleared only after a successful sync.
+* **Recovered means durable.** In mode ``fsync`` recovery fsyncs every segment
+  it read before returning, so entries written by a process that crashed
+  between ``write`` and ``fsync`` are durable before they are reported held.
+* **Identity.** A directory without ``IDENTITY`` and without data is *fresh*
+  (a new generation id is written); a fresh replica proves nothing about what
+  was acknowledged before, so a warm start must not count it (``Recovered.fresh``).
 """
 
 from __future__ import annotations
 
+import errno as _errno
 import os
 import struct
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +64,41 @@ import msgpack
 
 MODES = ("fsync", "write", "memory")
 _HDR = struct.Struct(">II")
+REPLICA_DIR = "replica"  # a slot's replica storage: <slot directory>/replica
 SNAPSHOT_FILE = "snapshot.bin"
+IDENTITY_FILE = "IDENTITY"
+#: the first bytes of every log record's payload: msgpack fixarray(2), fixstr(1), kind
+_RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c"))
+
+
+class StorageFailed(OSError):
+    """The disk's fault: a write or fsync failed (``errno``); the storage is failed for good."""
+
+    def __init__(self, op: str, err: OSError) -> None:
+        name = _errno.errorcode.get(err.errno, str(err.errno)) if err.errno else "?"
+        super().__init__(err.errno, f"storage {op} failed: {name}: {err.strerror or err}")
+        self.op = op
+        self.file = getattr(err, "filename", None)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    def as_dict(self) -> dict:
+        return {"kind": "storage.error", "op": self.op, "errno": self.errno,
+                "errno_name": _errno.errorcode.get(self.errno or 0, str(self.errno)),
+                "file": str(self.file) if self.file else None, "error": str(self)}
+
+
+class CorruptStorage(Exception):
+    """The disk's content is damaged (not a torn tail): ``file`` at ``offset``; nothing was cut."""
+
+    def __init__(self, file: str | os.PathLike, offset: int, reason: str) -> None:
+        self.file, self.offset, self.reason = str(file), int(offset), reason
+        super().__init__(f"corrupt replica storage: {self.file} at offset {self.offset}: {reason}")
+
+    def as_dict(self) -> dict:
+        return {"kind": "storage.corrupt", "file": self.file, "offset": self.offset,
+                "reason": self.reason, "error": str(self)}
 
 
 @dataclass
@@ -49,6 +109,8 @@ class Recovered:
     entries: list = field(default_factory=list)  # contiguous after snapshot seq
     promised_epoch: int = 0
     commit_seq: int = 0
+    generation: str | None = None  # the storage's identity (None: no identity, memory)
+    fresh: bool = False  # created empty by this recovery: proves nothing about earlier acks
 
 
 def _pack(obj: Any) -> bytes:
@@ -65,7 +127,10 @@ def frame(obj: Any) -> bytes:
 
 
 def read_frames(data: bytes) -> tuple[list, int]:
-    """Decode framed records; returns (records, length of the valid prefix)."""
+    """Decode framed records; returns (records, length of the valid prefix).
+
+    Stops at the first short, bad-CRC or undecodable record; whether what
+    follows may be cut is :func:`torn_tail`'s question."""
     out, pos = [], 0
     while pos + _HDR.size <= len(data):
         n, crc = _HDR.unpack_from(data, pos)
@@ -81,6 +146,30 @@ def read_frames(data: bytes) -> tuple[list, int]:
             break
         pos = end
     return out, pos
+
+
+def _valid_record_at(data: bytes, pos: int) -> bool:
+    if pos + _HDR.size > len(data):
+        return False
+    n, crc = _HDR.unpack_from(data, pos)
+    end = pos + _HDR.size + n
+    return end <= len(data) and zlib.crc32(data[pos + _HDR.size:end]) == crc
+
+
+def torn_tail(data: bytes, valid: int) -> bool:
+    """True if ``data[valid:]`` can be a torn last write: no complete valid log
+    record starts anywhere after ``valid`` (so nothing durable would be cut).
+
+    A flipped byte in a record's length or payload mid-log leaves valid records
+    after it; a crash during the last ``write`` does not.
+    """
+    for start in _RECORD_STARTS:
+        pos = data.find(start, valid + 1)
+        while pos != -1:
+            if pos - _HDR.size > valid - 1 and _valid_record_at(data, pos - _HDR.size):
+                return False
+            pos = data.find(start, pos + 1)
+    return True
 
 
 class MemoryStorage:
@@ -117,16 +206,36 @@ class MemoryStorage:
 class FileStorage(MemoryStorage):
     """Durability ``fsync`` or ``write`` in directory ``path`` (created if missing)."""
 
-    def __init__(self, path: str | os.PathLike, mode: str = "fsync") -> None:
+    def __init__(self, path: str | os.PathLike, mode: str = "fsync",
+                 owner: tuple[str, str] | None = None) -> None:
+        """``owner``: (app, slot) this storage belongs to; recorded in ``IDENTITY`` at
+        creation and checked at every recovery (None: not checked, e.g. in unit tests)."""
         if mode not in ("fsync", "write"):
             raise ValueError(f"FileStorage mode must be fsync or write, not {mode!r}")
         self.mode = mode
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.owner = owner
         self._buf = bytearray()
         self._file = None
         self._gen = 0
+        self.failed: StorageFailed | None = None  # sticky (see the module docstring)
         self.fsyncs = 0  # counter, for tests and metrics
+
+    # --- I/O primitives: every OSError makes the storage failed ----------
+    def _io(self, op: str, fn, *args):
+        if self.failed is not None:
+            raise self.failed
+        try:
+            return fn(*args)
+        except StorageFailed:
+            raise
+        except OSError as err:
+            self.failed = StorageFailed(op, err)
+            raise self.failed from err
+
+    def _fsync(self, fd: int) -> None:
+        """Every fsync of a file this storage wrote (the one place a test double hooks)."""
+        os.fsync(fd)
 
     # --- recovery --------------------------------------------------------
     def _segments(self) -> list[tuple[int, Path]]:
@@ -139,34 +248,59 @@ class FileStorage(MemoryStorage):
         return sorted(segs)
 
     def recover(self) -> Recovered:
-        """Read snapshot and segments; truncate a torn tail; open for appending."""
+        """Check identity, read snapshot and segments, cut a torn tail, open for appending.
+
+        Raises :class:`CorruptStorage` (nothing changed on disk) or
+        :class:`StorageFailed`."""
+        return self._io("recover", self._recover)
+
+    def _recover(self) -> Recovered:
+        created = self._make_directory()
         rec = Recovered()
+        segs = self._segments()
         snap_path = self.path / SNAPSHOT_FILE
+        had_identity = (self.path / IDENTITY_FILE).exists()
+        rec.generation, rec.fresh = self._identity(has_data=bool(segs) or snap_path.exists(), created=created)
+        if had_identity and not segs:  # recover() always leaves a segment: the log was deleted
+            raise CorruptStorage(self.path, 0, "no log segment beside an existing IDENTITY")
+        gens = [gen for gen, _ in segs]
+        if gens and gens != list(range(gens[0], gens[0] + len(gens))):
+            missing = sorted(set(range(gens[0], gens[-1] + 1)) - set(gens))
+            raise CorruptStorage(self.path, 0, f"log segment(s) {missing} missing")
         if snap_path.exists():
-            records, _ = read_frames(snap_path.read_bytes())
-            if records:
-                rec.snapshot = records[0]
+            data = snap_path.read_bytes()
+            records, valid = read_frames(data)
+            if len(records) != 1 or valid != len(data) or not isinstance(records[0], dict):
+                raise CorruptStorage(snap_path, valid, "snapshot is not one valid record")
+            rec.snapshot = records[0]
         base = rec.snapshot["seq"] if rec.snapshot else 0
         entries: list = []
         promised = rec.snapshot.get("promised", 0) if rec.snapshot else 0
         commit = base
-        segs = self._segments()
-        for gen, p in segs:
+        for i, (gen, p) in enumerate(segs):
             data = p.read_bytes()
             records, valid = read_frames(data)
-            if valid < len(data):  # torn tail: cut it off
-                with open(p, "r+b") as f:
+            if valid < len(data):
+                if i != len(segs) - 1 or not torn_tail(data, valid):
+                    raise CorruptStorage(p, valid, "bad record before the end of the log")
+                with open(p, "r+b") as f:  # a torn last write: cut it off
                     f.truncate(valid)
                     f.flush()
-                    os.fsync(f.fileno())
-            for r in records:
+                    self._fsync(f.fileno())
+            elif self.mode == "fsync":
+                with open(p, "rb") as f:  # written by a process that may have died before its fsync
+                    self._fsync(f.fileno())
+            for pos, r in enumerate(records):
+                if not (isinstance(r, list) and len(r) == 2 and r[0] in ("e", "t", "p", "c")):
+                    raise CorruptStorage(p, -1, f"record {pos} is not a log record")
                 kind, val = r[0], r[1]
                 if kind == "e":
                     s = val[0]
                     if s <= base:
                         continue
                     if s > base + len(entries) + 1:
-                        continue  # cannot happen with our writers; ignore
+                        raise CorruptStorage(p, -1, f"record {pos}: entry {s} leaves a gap after "
+                                             f"{base + len(entries)}")
                     del entries[s - base - 1:]
                     entries.append(list(val))
                 elif kind == "t":
@@ -179,16 +313,54 @@ class FileStorage(MemoryStorage):
         rec.entries = entries
         rec.promised_epoch = promised
         rec.commit_seq = min(commit, base + len(entries))
-        self._gen = segs[-1][0] if segs else 0
-        if not segs:
-            self._gen = 1
+        self._gen = segs[-1][0] if segs else 1
         self._open(self._gen)
         return rec
 
+    def _make_directory(self) -> bool:
+        """Create the directory (and fsync its parent) if missing; True if created."""
+        if self.path.is_dir():
+            return False
+        self.path.mkdir(parents=True, exist_ok=True)
+        fsync_directory(self.path.parent)
+        return True
+
+    def _identity(self, has_data: bool, created: bool) -> tuple[str, bool]:
+        """(generation, fresh): read ``IDENTITY``, or write a new one.
+
+        A directory holding data but no ``IDENTITY`` predates identities and
+        is adopted as not fresh; one naming another owner is corrupt."""
+        ident = self.path / IDENTITY_FILE
+        if ident.exists():
+            data = ident.read_bytes()
+            records, valid = read_frames(data)
+            if len(records) != 1 or valid != len(data) or not isinstance(records[0], dict):
+                raise CorruptStorage(ident, valid, "identity is not one valid record")
+            found = records[0]
+            if self.owner is not None and (found.get("app"), found.get("slot")) != tuple(self.owner):
+                raise CorruptStorage(ident, 0, f"belongs to {found.get('app')}/{found.get('slot')}, "
+                                     f"not {self.owner[0]}/{self.owner[1]}")
+            return str(found.get("generation")), False
+        generation = uuid.uuid4().hex
+        app, slot = self.owner or (None, None)
+        tmp = self.path / (IDENTITY_FILE + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(frame({"app": app, "slot": slot, "generation": generation}))
+            f.flush()
+            self._fsync(f.fileno())
+        os.replace(tmp, ident)
+        fsync_directory(self.path)
+        return generation, not has_data
+
     def _open(self, gen: int) -> None:
+        """Open segment ``gen`` for appending; a new segment's directory entry is fsynced."""
         if self._file is not None:
             self._file.close()
-        self._file = open(self.path / f"log-{gen:08d}.seg", "ab")
+        path = self.path / f"log-{gen:08d}.seg"
+        new = not path.exists()
+        self._file = open(path, "ab")
+        if new:
+            fsync_directory(self.path)
 
     # --- buffered records -------------------------------------------------
     def append_entries(self, entries: list) -> None:
@@ -205,17 +377,27 @@ class FileStorage(MemoryStorage):
         self._buf += frame(["c", seq])
 
     def sync(self) -> None:
-        """Write buffered records (one write); ``fsync`` once in mode fsync."""
+        """Write buffered records (one write); ``fsync`` once in mode fsync.
+
+        Returns only once they are durable (per the mode); raises
+        :class:`StorageFailed` otherwise, now and at every later call."""
         if self._file is None:
             raise RuntimeError("FileStorage.recover() must be called first")
+        if self.failed is not None:
+            raise self.failed
         if not self._buf:
             return
+        self._io("write", self._write_buffer, self.mode == "fsync")
+
+    def _write_buffer(self, fsync: bool) -> None:
         self._file.write(self._buf)
         self._file.flush()
-        self._buf.clear()
-        if self.mode == "fsync":
-            os.fsync(self._file.fileno())
+        if fsync:
+            self._fsync(self._file.fileno())
             self.fsyncs += 1
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # the directory was wiped under us
+            raise FileNotFoundError(_errno.ENOENT, "segment file was deleted", str(self._file.name))
+        self._buf.clear()
 
     # --- snapshots and compaction ----------------------------------------
     def save_snapshot(self, snap: dict, tail: list, promised: int, commit: int,
@@ -233,48 +415,54 @@ class FileStorage(MemoryStorage):
         if discard_old_tail:
             self.truncate_after(snap["seq"])
         self.sync()
+        self._io("snapshot", self._save_snapshot, snap, tail, promised, commit)
+
+    def _save_snapshot(self, snap: dict, tail: list, promised: int, commit: int) -> None:
         tmp = self.path / (SNAPSHOT_FILE + ".tmp")
         with open(tmp, "wb") as f:
             f.write(frame(dict(snap, promised=promised)))
             f.flush()
-            os.fsync(f.fileno())
+            self._fsync(f.fileno())
         os.replace(tmp, self.path / SNAPSHOT_FILE)
-        self._fsync_dir()
+        fsync_directory(self.path)
         old = self._segments()
         self._gen += 1
         self._open(self._gen)
         self.set_promise(promised)
         self.set_commit(commit)
         self.append_entries(tail)
-        self._file.write(self._buf)
-        self._file.flush()
-        self._buf.clear()
-        os.fsync(self._file.fileno())
-        self._fsync_dir()
+        self._write_buffer(fsync=True)
         for gen, p in old:
             if gen < self._gen:
                 p.unlink(missing_ok=True)
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def close(self, sync: bool = True) -> None:
         """Close; ``sync=False`` drops unsynced records (what a crash does)."""
         if self._file is not None:
             try:
-                if sync:
+                if sync and self.failed is None:
                     self.sync()
             finally:
                 self._buf.clear()
-                self._file.close()
-                self._file = None
+                file, self._file = self._file, None
+                try:
+                    file.close()
+                except OSError:
+                    if self.failed is None:  # a failed storage's leftovers are dropped, like a crash
+                        raise
 
 
-def open_storage(mode: str, path: str | os.PathLike | None) -> MemoryStorage:
+def fsync_directory(path: Path) -> None:
+    """Make the directory's entries (a created, renamed or new file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_storage(mode: str, path: str | os.PathLike | None,
+                 owner: tuple[str, str] | None = None) -> MemoryStorage:
     """The storage for a durability mode (``path`` required unless ``memory``)."""
     if mode == "memory":
         return MemoryStorage()
@@ -282,4 +470,4 @@ def open_storage(mode: str, path: str | os.PathLike | None) -> MemoryStorage:
         raise ValueError(f"unknown durability mode {mode!r}")
     if path is None:
         raise ValueError(f"durability {mode!r} needs a directory")
-    return FileStorage(path, mode)
+    return FileStorage(path, mode, owner)

@@ -1,0 +1,380 @@
+"""The replication state machine with disk faults (issue 13, "Disk faults in the model").
+
+Every rule of ``tests/test_replication_stateful.py`` (network faults, crashes,
+pauses, elections, warm starts) plus a storage double, :class:`FaultyStorage`,
+a real ``FileStorage`` in mode ``fsync`` whose next sync can fail:
+
+* ``fsync`` with EIO (the kernel then drops the dirty pages: the file is cut
+  back to its last durable size), ``write`` with ENOSPC (nothing written), a
+  torn ``write`` (half the buffer, then EIO);
+* a crash that tears the last write (part of the unsynced buffer reaches the
+  file, then the process dies);
+* a byte flipped anywhere in a stopped replica's files except the last record
+  of its last segment (which a torn write could have produced);
+* the directory lost, under a running replica or a stopped one.
+
+A replica whose storage fails is fail-stopped like the runner does (the
+process exits: crash, the node restarts it later). Checked on top of the
+shared invariants ("every acknowledged command is held by every later
+master", no divergence, ...): a damaged storage is refused at start
+(``CorruptStorage``), never truncated into a shorter log; an undamaged one
+(torn tail included) always starts; a corrupt slot never runs until reset;
+warm starts leave fresh storage out and refuse without proof
+(``hosting.warm_proof``, as ``hosting.election`` does).
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import event as _event
+from hypothesis import strategies as st
+from hypothesis.control import _current_build_context
+from hypothesis.stateful import initialize, rule
+
+from hosting.warm_proof import trusted_set, unproven, warm_refusal
+from netlets.replication import Replica, ReplicationConfig
+from netlets.replication.storage import CorruptStorage, FileStorage, StorageFailed, read_frames
+from tests.sim import Cluster, ListNetlet
+from tests.sim.cluster import APP, InvariantError
+from tests.test_replication_stateful import PROFILE, ReplicationMachine
+
+FAULTS = ("eio-fsync", "enospc-write", "torn-write")
+
+
+def event(what: str) -> None:
+    """Count ``what`` in hypothesis' statistics (a no-op in the plain tests below)."""
+    if _current_build_context.value is not None:
+        _event(what)
+
+
+class FaultyStorage(FileStorage):
+    """The disk double: a real FileStorage whose next sync fails as ``fault`` says."""
+
+    def __init__(self, path: Path, owner: tuple[str, str]) -> None:
+        super().__init__(path, "fsync", owner)
+        self.fault: str | None = None
+        self._durable = 0  # size of the open segment at its last successful fsync
+
+    def _fsync(self, fd: int) -> None:  # the real fsync is skipped: the model's crash defines loss
+        if self.fault == "eio-fsync" and self._file is not None and fd == self._file.fileno():
+            self.fault = None
+            self._file.flush()
+            self._file.truncate(self._durable)  # the kernel dropped the pages it could not write
+            raise OSError(errno.EIO, "Input/output error (injected)")
+
+    def _write_buffer(self, fsync: bool) -> None:
+        fault, self.fault = (self.fault, None) if self.fault in ("enospc-write", "torn-write") else (None, self.fault)
+        if fault == "enospc-write":
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        if fault == "torn-write":
+            self._file.write(self._buf[:len(self._buf) // 2])
+            self._file.flush()
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        super()._write_buffer(fsync)
+        self._durable = self._file.tell()
+
+    def _open(self, gen: int) -> None:
+        super()._open(gen)
+        self._durable = self._file.tell()
+
+    def tear(self) -> None:
+        """A crash during the last write: part of the unsynced buffer reaches the file."""
+        if self._file is not None and self.failed is None and len(self._buf) > 1:
+            self._file.write(self._buf[:len(self._buf) // 2])
+            self._file.flush()
+
+
+class FaultyCluster(Cluster):
+    """The simulated node with fail-stop on storage errors and the real warm-start rule."""
+
+    def __post_init__(self) -> None:
+        self.corrupt: set[str] = set()  # refused at start; never started until reset
+        self.damaged: set[str] = set()  # a byte was flipped: the next start must refuse
+        self.generation_of: dict[str, str] = {}  # incarnation -> its storage generation (its status)
+        self.last_trusted = None  # as hosting.election keeps it: captured before every begin_election
+        super().__post_init__()
+        begin = self.arbiter.begin_election
+
+        def begin_election(app, candidates=()):
+            self.trusted()
+            return begin(app, candidates)
+        self.arbiter.begin_election = begin_election
+
+    def trusted(self):
+        prior = self.arbiter.state(APP)
+        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
+                              self.generation_of.get)
+        if trusted is not None:
+            self.last_trusted = trusted
+        return self.last_trusted
+
+    # processes
+    def start(self, slot: str) -> None:
+        n = self.nodes[slot]
+        if slot in self.corrupt:
+            return  # the supervisor never restarts a corrupt slot
+        try:
+            self._start(slot)
+        except CorruptStorage:
+            if slot not in self.damaged:
+                raise InvariantError(f"{slot}: undamaged storage refused as corrupt")
+            event("damaged storage refused")
+            self.damaged.discard(slot)
+            self.corrupt.add(slot)
+            n.replica = None
+            return
+        except StorageFailed:
+            n.replica = None
+            return
+        if slot in self.damaged:
+            raise InvariantError(f"{slot}: a flipped byte before the last record was accepted (truncated?)")
+
+    def _start(self, slot: str) -> None:
+        n = self.nodes[slot]
+        storage = FaultyStorage(n.directory, (APP, slot))
+        inc = f"{slot}#{next(self._inc)}"
+        replica = Replica(slot, ListNetlet(), storage, self.config, incarnation=inc,
+                          min_epoch=self.arbiter.state(APP).epoch)
+        n.replica = replica
+        self.generation_of[inc] = replica.storage_identity["generation"]
+        n.paused = False
+        n.fenced_seen = False
+        self.arbiter.netlet_started(APP, slot, inc)
+
+    def fail_stop(self) -> None:
+        """Every replica whose storage failed exits (the runner's fail-stop)."""
+        while failed := [s for s, n in self.nodes.items()
+                         if n.replica is not None and n.replica.storage.failed is not None]:
+            event("fail-stop on a storage error")
+            try:
+                Cluster.crash(self, failed[0])
+            except StorageFailed:
+                continue
+
+    def _guard(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StorageFailed:
+            self.fail_stop()
+            return None
+
+    def crash(self, slot):
+        return self._guard(Cluster.crash, self, slot)
+
+    def submit(self, slot, req_id, command):
+        return self._guard(Cluster.submit, self, slot, req_id, command)
+
+    def deliver(self, i, duplicate=False):
+        return self._guard(Cluster.deliver, self, i, duplicate)
+
+    def tick(self, slot):
+        return self._guard(Cluster.tick, self, slot)
+
+    def elect(self, warm=False):
+        return self._guard(self._elect_warm) if warm else self._guard(Cluster.elect, self)
+
+    def _elect_warm(self) -> str | None:
+        """The warm start of ``hosting.election`` (every slot answers; fresh storage proves nothing)."""
+        live = [s for s in self.slots if self.alive(s)]
+        trusted = self.trusted()
+        epoch = self.arbiter.begin_election(APP, live)
+        promises = {}
+        for s in live:
+            rep = self.nodes[s].replica.prepare(epoch)
+            self._drain(s)
+            if rep["ok"]:
+                promises[s] = rep
+        if warm_refusal(promises, trusted) is not None:
+            event("warm start refused: no proof")
+            return None  # blocked: safety over availability
+        fresh = unproven(promises)
+        positions = {s: p["position"] for s, p in promises.items() if s not in fresh}
+        winner = self.arbiter.choose(APP, epoch, positions, warm=[s for s in self.slots if s not in fresh])
+        if winner is not None:
+            event("warm start elected" + (" leaving fresh storage out" if fresh else ""))
+            self._grant(winner, epoch)
+        return winner
+
+    # faults
+    def storage(self, slot: str) -> FaultyStorage | None:
+        r = self.nodes[slot].replica
+        return r.storage if r is not None else None
+
+    def flip(self, slot: str, which: int, where: float, bit: int) -> None:
+        """Flip one bit of a stopped replica's files, anywhere but its torn-tail zone."""
+        d = self.nodes[slot].directory
+        if not d.is_dir():
+            return
+        files = sorted(p for p in d.iterdir() if p.name != "LOCK" and p.is_file() and p.stat().st_size)
+        if not files:
+            return
+        p = files[which % len(files)]
+        data = bytearray(p.read_bytes())
+        limit = len(data)
+        segs = sorted(d.glob("log-*.seg"))
+        if segs and p == segs[-1]:
+            _, valid = read_frames(bytes(data))
+            records_end = [0]
+            pos = 0
+            while pos < valid:  # start of the last record: the zone a torn write may leave
+                records_end.append(pos)
+                pos += 8 + int.from_bytes(data[pos:pos + 4], "big")
+            limit = records_end[-1]
+        if limit == 0:
+            return
+        pos = int(where * limit)
+        data[pos] ^= 1 << bit
+        p.write_bytes(bytes(data))
+        self.damaged.add(slot)
+
+    def lose_directory(self, slot: str) -> None:
+        d = self.nodes[slot].directory
+        shutil.rmtree(d, ignore_errors=True)
+        self.damaged.discard(slot)
+
+    def reset(self, slot: str) -> None:
+        self.lose_directory(slot)
+        self.corrupt.discard(slot)
+        self.start(slot)
+
+
+class DiskFaultMachine(ReplicationMachine):
+    c: FaultyCluster
+
+    @initialize(n=st.integers(min_value=3, max_value=4), snapshot_every=st.sampled_from([3, 5, 1000]))
+    def setup(self, n, snapshot_every):
+        self.tmp = Path(tempfile.mkdtemp(prefix="jtrix-disk-"))
+        cfg = ReplicationConfig(batch_max=3, window=2, retransmit_timeout=0.3,
+                                replication_timeout=0.8, snapshot_every=snapshot_every)
+        self.durable = True
+        self.c = FaultyCluster([f"s/{i}" for i in range(n)], self.tmp, cfg)
+
+    @rule(i=st.integers(0, 3), fault=st.sampled_from(FAULTS))
+    def disk_fault(self, i, fault):
+        """The next sync of this replica fails."""
+        s = self.c.storage(self.slot(i))
+        if s is not None:
+            s.fault = fault
+
+    @rule(i=st.integers(0, 3))
+    def crash_torn(self, i):
+        s = self.c.storage(self.slot(i))
+        if s is not None:
+            s.tear()
+            self.c.crash(self.slot(i))
+
+    @rule(i=st.integers(0, 3), which=st.integers(0, 10), where=st.floats(0, 1, exclude_max=True),
+          bit=st.integers(0, 7))
+    def flip_byte(self, i, which, where, bit):
+        slot = self.slot(i)
+        if self.c.nodes[slot].replica is None and slot not in self.c.corrupt:
+            self.c.flip(slot, which, where, bit)
+
+    @rule(i=st.integers(0, 3))
+    def lose_directory(self, i):
+        slot = self.slot(i)
+        if self.c.nodes[slot].replica is None:
+            self.c.lose_directory(slot)
+        else:  # under a running replica: its next sync must fail, not "succeed" into nothing
+            shutil.rmtree(self.c.nodes[slot].directory, ignore_errors=True)
+
+    @rule(i=st.integers(0, 3))
+    def reset(self, i):
+        slot = self.slot(i)
+        if slot in self.c.corrupt:
+            self.c.reset(slot)
+
+
+DiskFaultMachine.TestCase.settings = PROFILE
+TestDiskFaults = DiskFaultMachine.TestCase
+
+
+# --- named regressions (found by the machine above) ---------------------------------------
+def _cluster(tmp_path) -> FaultyCluster:
+    return FaultyCluster(["s/0", "s/1", "s/2"], tmp_path,
+                         ReplicationConfig(batch_max=3, window=2, retransmit_timeout=0.3,
+                                           replication_timeout=0.8, snapshot_every=3))
+
+
+def test_warm_start_refuses_a_master_whose_directory_was_wiped_and_rewritten(tmp_path):
+    """The master alone acknowledged r1 (the backups had not joined yet), its directory was
+    lost, the slot restarted once (writing a new IDENTITY: no longer "fresh") and died again.
+    Electing from the survivors, or from the rewritten directory, loses r1: the warm start
+    must refuse, because no trusted slot answers with the storage generation it had."""
+    c = _cluster(tmp_path)
+    try:
+        c.submit("s/0", "r1", "r1")
+        assert "r1" in c.acked and c.arbiter.state(APP).isr == {"s/0"}
+        c.crash("s/0")
+        c.lose_directory("s/0")
+        c.start("s/0")
+        c.crash("s/0")
+        c.start("s/0")
+        assert not c.nodes["s/0"].replica.storage_identity["fresh"]
+        assert c.elect(warm=True) is None  # refused
+        assert c.masters() == []
+    finally:
+        c.close()
+
+
+def test_warm_start_leaves_out_a_wiped_backup(tmp_path):
+    c = _cluster(tmp_path)
+    try:
+        c.submit("s/0", "r1", "r1")
+        for _ in range(20):
+            c.deliver(0)
+            for s in c.slots:
+                c.tick(s)
+        assert c.arbiter.state(APP).isr == {"s/0", "s/1", "s/2"}
+        for s in ("s/1", "s/2", "s/0"):  # the master last: nobody else is elected meanwhile
+            c.crash(s)
+        c.lose_directory("s/2")
+        for s in c.slots:
+            c.start(s)
+        assert c.nodes["s/2"].replica.storage_identity["fresh"]
+        winner = c.elect(warm=True)
+        assert winner in ("s/0", "s/1")  # the master's storage survived: elected without s/2
+        c.check_master_has_acked(winner)
+    finally:
+        c.close()
+
+
+def test_a_refused_warm_start_stays_refused_after_the_holder_was_revoked(tmp_path):
+    """Found by the machine: the first (refused) warm start had revoked the holder, so the
+    next one no longer knew the trusted set and elected the rewritten directory, losing r1."""
+    c = _cluster(tmp_path)
+    try:
+        c.submit("s/0", "r1", "r1")
+        c.crash("s/0")
+        c.lose_directory("s/0")
+        c.start("s/0")
+        c.crash("s/0")
+        c.start("s/0")
+        assert c.elect(warm=True) is None  # refused; the holder is revoked now
+        assert c.arbiter.state(APP).holder is None
+        for s in ("s/1", "s/2", "s/0"):
+            c.crash(s)
+            c.start(s)
+        assert c.elect(warm=True) is None  # still refused
+    finally:
+        c.close()
+
+
+def test_warm_proof_rules():
+    fresh = {"storage": {"generation": "g2", "fresh": True}}
+    old = {"storage": {"generation": "g1", "fresh": False}}
+    rewritten = {"storage": {"generation": "g3", "fresh": False}}
+    assert unproven({"a": fresh, "b": old}) == {"a"}
+    assert warm_refusal({"a": old, "b": fresh}, {"a": "g1"}) is None
+    assert warm_refusal({"a": rewritten, "b": old}, {"a": "g1"}) is not None  # a's storage was replaced
+    assert warm_refusal({"a": fresh, "b": old}, {"a": "g1"}) is not None
+    assert warm_refusal({"a": old}, {"a": None}) is None  # generation unknown (older status): not fresh
+    assert warm_refusal({"a": old, "b": old}, None) is None  # unknown trusted set, nothing fresh
+    assert warm_refusal({"a": old, "b": fresh}, None) is not None
+    assert trusted_set({"a", "b"}, "a", "a#1", {"a": "a#2", "b": "b#1"}, {"a#1": "g1", "b#1": "gb"}.get) == \
+        {"a": "g1", "b": "gb"}
+    assert trusted_set({"b"}, None, None, {}, {}.get) is None
