@@ -102,7 +102,7 @@ class SimElectionHost:
             return
         answer = c.nodes[action.slot].replica.prepare(action.epoch)
         c._drain(action.slot)
-        reply(tuple(answer["position"]) if answer["ok"] else None)
+        reply(tuple(answer["position"]), answer.get("storage")) if answer["ok"] else reply(None)
 
     def choose(self, action) -> str | None:
         try:
