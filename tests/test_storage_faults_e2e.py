@@ -127,7 +127,7 @@ def test_reset_refuses_the_master_and_unknown_slots(node, tmp_path):
     from test_hosting_auth import _delegate
 
     backup = next(n["slot"] for n in app["netlets"] if n["slot"] != app["master"])
-    xml, key = _delegate(node, sorted(warrants.KNOWN_RIGHTS - {"kill"}))
+    xml, key = _delegate(node, sorted(warrants.CLIENT_RIGHTS - {"kill"}))
     with pytest.raises(warrants.InsufficientRights):
         HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)
     since = last_event_id(node)
