@@ -1,14 +1,18 @@
 """Hypothesis state machine: master + backups + arbiter over a faulty network.
 
 Faults: delays and reordering (any in-flight packet may be delivered next),
-drops, duplicates, partitions, lost arbiter answers, master crash (in-memory state lost, durable
+drops, duplicates, partitions; ISR requests and the arbiter's answers are
+packets too (late, reordered, duplicated, lost; a runner timing out while they
+fly, so a master has several in flight), and the arbiter's ISR saves may fail
+(nothing written, or written and then the error); master crash (in-memory state lost, durable
 storage kept), pause/resume (a paused master keeps its state and later sends
 stale messages), backup crash/restart, client retries with the same request id
 across failovers. Invariants are checked after every step (see Cluster.check):
 every acknowledged command is held by whoever is master (checked at every
 grant and every step), no two masters share an epoch, nothing is applied
 twice, replicas apply only committed entries and never diverge, a fenced
-master acknowledges nothing, at most one replica serves linearizable reads.
+master acknowledges nothing, at most one replica serves linearizable reads,
+every member of the stored ISR is counted by the current master.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from netlets.replication import ReplicationConfig
 from tests.sim import Cluster
+from tests.sim.arbiter_link import SAVE_FAILURES
 
 settings.register_profile(
     "repl-dev", max_examples=100, stateful_step_count=80, deadline=None,
@@ -103,6 +108,7 @@ class ReplicationMachine(RuleBasedStateMachine):
                 if not self.c.net:
                     break
                 self.c.deliver(0)
+            self.c.expire_arbiter_calls()
             for s in self.c.slots:
                 self.c.tick(s)
 
@@ -123,10 +129,15 @@ class ReplicationMachine(RuleBasedStateMachine):
     def heal(self):
         self.c.partitions.clear()
 
-    @rule(modes=st.lists(st.sampled_from(["before", "after"]), min_size=1, max_size=3))
-    def lose_arbiter_answers(self, modes):
-        """The next arbiter requests get no answer: never arrived, or took effect unanswered."""
-        self.c.lost_arbiter_answers = list(modes)
+    @rule(i=st.integers(0, 10))
+    def arbiter_timeout(self, i):
+        """A runner gives up waiting for an ISR answer (the request or answer may still arrive)."""
+        self.c.arbiter_timeout(i)
+
+    @rule(modes=st.lists(st.sampled_from(SAVE_FAILURES), min_size=1, max_size=3))
+    def fail_isr_saves(self, modes):
+        """The arbiter's next ISR saves fail (SQLite locked / etcd timeout), later ones succeed."""
+        self.c.isr_save_failures = list(modes)
 
     # --- time and timers -------------------------------------------------------
     @rule(dt=st.sampled_from([0.05, 0.2, 0.5]))
