@@ -23,7 +23,7 @@ asked again (after ``replication_timeout``) as long as it still matters.
 Shrink: a counted backup that departed, lags beyond ``replication_timeout``,
 or answers from another process than the one the arbiter recorded (or the
 expand named). Expand: an uncounted backup that holds everything up to the
-commit index.
+commit index, or one counted since an expand that got no answer.
 Policy ``async``: committed once the master's own write is synced (can lose
 acknowledged writes when the master fails).
 
@@ -265,9 +265,9 @@ class MasterRole:
             if (p is None or (p.inc is not None and self._counted_inc(slot) not in (None, p.inc))
                     or (p.behind_since is not None and now - p.behind_since > timeout)):
                 return "shrink", slot
-        for slot in sorted(set(self.peers) - self.counted):
+        for slot in sorted(set(self.peers) - self.isr):  # counted but unconfirmed: asked again
             p = self.peers[slot]
-            if p.inc is not None and p.match_seq >= self.r.commit_seq:
+            if p.inc is not None and (slot in self.maybe_added or p.match_seq >= self.r.commit_seq):
                 return "expand", slot
         return None
 
@@ -315,6 +315,7 @@ class MasterRole:
             self.on_arbiter_failed(req, now)  # not decided: as if no answer came
             return
         self.outstanding = None
+        self.ask_after = float("-inf")  # the arbiter answers again
         self.isr_version = answer["version"]
         self.isr_inc = dict(answer["isr"])
         self.isr = set(self.isr_inc) | {self.r.slot}
