@@ -34,8 +34,11 @@ batches (at most ``window``; the runner delivers them in order), and
 A mismatch resets ``next_seq`` to the hint (replies to batches sent before the
 reset are ignored); silence beyond ``retransmit_timeout`` resends from
 ``match_seq + 1``; when the needed entries were compacted away the backup gets
-the latest snapshot. Fencing: a reply or arbiter answer carrying a higher epoch fences the master: pending callers get the retryable NotMaster
-outcome, nothing is committed any more.
+the latest snapshot.
+
+Fencing: a reply or arbiter answer carrying a higher epoch fences the master:
+pending callers get the retryable NotMaster outcome, nothing is committed any
+more.
 """
 
 from __future__ import annotations
