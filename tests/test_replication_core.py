@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from netlets.replication import (ArbiterRequest, Complete, Fenced, Replica, ReplicationConfig,
                                  Send)
@@ -458,3 +460,27 @@ def test_finding6_a_first_reply_from_a_new_process_is_seen_as_restarted():
             answer(a, m, req, now)
     assert a.state("app").isr == {"s/0", "s/1"} and a.state("app").incarnations["s/1"] == "s/1#2"
     assert m.master.counted == {"s/1"} and stored_isr_counted(a, m)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                     max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["ok", "epoch", "version", "isr", "retry", "x"]), _json, max_size=6) | _json)
+def test_a_malformed_arbiter_answer_is_a_protocol_error_and_never_moves_the_master(answer):
+    """``validate_isr_answer`` raises only ProtocolError on anything msgpack can carry, and the
+    master treats a malformed answer as no answer."""
+    a = arbiter_for(["s/1"])
+    m = mk("s/0")
+    m.become_master(1, a.state("app").isr, ["s/1"], 0.0)
+    (sync,) = asked(m)
+    try:
+        M.validate_isr_answer(answer)
+        valid = True
+    except M.ProtocolError:
+        valid = False
+    before = (m.master.isr_version, set(m.master.counted))
+    m.on_arbiter_reply(sync, answer, 0.1)
+    if not valid:  # treated as no answer: asked again later, nothing adopted
+        assert (m.master.isr_version, m.master.counted) == before and m.master.outstanding is None
