@@ -220,12 +220,13 @@ class HostingAPI:
                                None if control_epoch is None else int(control_epoch))
 
     @_guarded
-    def arbiter_request(self, auth, netlet_id: str, kind: str, epoch: int, slot: str,
-                        incarnation: str | None = None) -> dict[str, Any]:
-        """The master's shrink/expand of the in-sync set (see ``hosting.arbiter``)."""
+    def arbiter_request(self, auth, netlet_id: str, kind: str, epoch: int, slot: str | None,
+                        incarnation: str | None = None, version: int | None = None) -> dict[str, Any]:
+        """The master's shrink/expand of the in-sync set, or its sync (see ``hosting.arbiter``)."""
         self._check_netlet(auth, "arbiter_request", "lease", netlet_id)
-        return self.node.arbiter_request(netlet_id, str(kind), int(epoch), str(slot),
-                                         None if incarnation is None else str(incarnation))
+        return self.node.arbiter_request(netlet_id, str(kind), int(epoch), None if slot is None else str(slot),
+                                         None if incarnation is None else str(incarnation),
+                                         None if version is None else int(version))
 
     @_guarded
     def app_access(self, auth, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:

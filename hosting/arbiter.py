@@ -14,6 +14,23 @@ Invariants:
 * ``shrink``/``expand`` only come from the holder at the current epoch (fenced
   otherwise): the master never commits without a member unless the arbiter
   removed it first.
+* **Every member of the stored ISR is counted by the current master** (its
+  commits wait for that member's acks). The ISR carries a version,
+  ``isr_version``, that increases with every change of the set (shrink,
+  expand, a process starting or dying, an election) and with every decided
+  ``shrink``/``expand``, even a refused or no-op one. A change request names
+  the version it was computed from and is decided only if that is the current
+  version (:meth:`Arbiter.change_isr`; otherwise refused, changing nothing).
+  So each request is decided at most once, and once the master holds an
+  answer at version ``v``, no request it sent earlier (all name versions
+  below ``v``) can still take effect: the stored set grows only by an expand
+  the master is counting from the moment it sent it, and the master stops
+  counting a slot only on an answer whose set lacks it. (Proof sketch in
+  docs/replication.md, "Versioned in-sync set".)
+* Nothing is answered from unsaved state: a save that fails in any way drops
+  the cached state (the next call reloads the stored one) and the caller gets
+  :class:`StoreUnavailable` (retryable) — or the store's own
+  :class:`StoreConflict` / :class:`OwnershipLost`.
 
 Election protocol (driven by the node):
 
@@ -82,6 +99,12 @@ class OwnershipLost(Exception):
     """Only the app's owner may make this change, and this node no longer owns it."""
 
 
+class StoreUnavailable(Exception):
+    """The store failed to save a change (SQLite locked or disk full, an etcd timeout...): the
+    store's fault, retryable. Whether it took effect is unknown (a timed-out etcd transaction
+    may have committed); the arbiter dropped its cached state and reloads it on the next call."""
+
+
 class StaleEpoch(Exception):
     """The caller's epoch is not the app's current one (it is fenced)."""
 
@@ -98,6 +121,7 @@ class AppState:
     electing: int | None = None  # epoch of the election in progress
     incarnations: dict[str, str] = field(default_factory=dict)  # slot -> current netlet id
     granted: str | None = None  # the netlet id the holder's epoch was granted to
+    isr_version: int = 0  # see the module docstring: increases with every ISR change or decision
 
     def holder_netlet(self) -> str | None:
         """The process holding the current grant (None: no holder). A newer process started in
@@ -109,12 +133,22 @@ class AppState:
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "holder": self.holder, "isr": sorted(self.isr),
-                "electing": self.electing, "incarnations": dict(self.incarnations), "granted": self.granted}
+                "electing": self.electing, "incarnations": dict(self.incarnations), "granted": self.granted,
+                "isr_version": self.isr_version}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> AppState:
         return cls(int(d["epoch"]), d.get("holder"), set(d.get("isr", ())), d.get("electing"),
-                   dict(d.get("incarnations") or {}), d.get("granted"))
+                   dict(d.get("incarnations") or {}), d.get("granted"), int(d.get("isr_version", 0)))
+
+    def copy(self) -> AppState:
+        return AppState.from_dict(self.to_dict())
+
+    def isr_answer(self, ok: bool) -> dict:
+        """The answer to an ISR request (a msgpack-able dict): the decision and the current
+        ``epoch``, ``version`` and ``isr`` as ``{slot: incarnation recorded for it}``."""
+        return {"ok": ok, "epoch": self.epoch, "version": self.isr_version,
+                "isr": {s: self.incarnations.get(s) for s in sorted(self.isr)}}
 
 
 def best_position(positions: Mapping[str, Sequence[int]]) -> str | None:
@@ -167,8 +201,10 @@ class Arbiter:
         return st
 
     def _save(self, app: str, st: AppState, owner_only: bool = True) -> None:
-        """Persist ``st``; on :class:`StoreConflict` or :class:`OwnershipLost` the cached state
-        is dropped and the error propagates (the in-memory change is discarded with it).
+        """Persist ``st``; if that fails in any way the cached state is dropped (the in-memory
+        change is discarded with it; the next call reloads what the store holds) and the caller
+        gets the store's :class:`StoreConflict` / :class:`OwnershipLost`, or
+        :class:`StoreUnavailable` for any other failure.
 
         ``owner_only``: a change only the app's owner may make (elections, the
         in-sync set); a process starting or dying may be recorded by any node.
@@ -178,12 +214,15 @@ class Arbiter:
         except (StoreConflict, OwnershipLost):
             self._apps.pop(app, None)
             raise
+        except Exception as err:
+            self._apps.pop(app, None)
+            raise StoreUnavailable(f"{app}: arbiter state not saved: {err}") from err
 
     def state(self, app: str) -> AppState:
         """A copy of the app's current state."""
         with self._lock:
             st = self._get(app)
-            return AppState(st.epoch, st.holder, set(st.isr), st.electing, dict(st.incarnations), st.granted)
+            return st.copy()
 
     def eligible(self, app: str, live: Iterable[str]) -> list[str]:
         """Live slots that may be elected normally: ISR members, holder excluded."""
@@ -200,6 +239,7 @@ class Arbiter:
             if st.holder is not None:
                 st.isr.discard(st.holder)
             st.epoch += 1
+            st.isr_version += 1
             st.holder = st.granted = None
             st.electing = st.epoch
             self._save(app, st)
@@ -232,6 +272,7 @@ class Arbiter:
             st.granted = st.incarnations.get(winner)
             st.electing = None
             st.isr = {winner} if warm else st.isr | {winner}
+            st.isr_version += 1
             self._save(app, st)
             return winner
 
@@ -242,58 +283,46 @@ class Arbiter:
         return epoch
 
     # --- in-sync set ------------------------------------------------------------
-    def _check(self, st: AppState, app: str, epoch: int) -> None:
-        if epoch != st.epoch or st.holder is None:
-            raise StaleEpoch(app, epoch, st.epoch)
+    def isr_view(self, app: str) -> dict:
+        """The current ISR as :meth:`AppState.isr_answer` (``ok`` True): what a new master asks
+        first, to learn the version its changes must name."""
+        with self._lock:
+            return self._get(app).isr_answer(True)
 
-    def _holder_change(self, app: str, epoch: int, change) -> tuple[bool, int]:
-        """Apply ``change(state) -> ok`` only for the holder at the current ``epoch``.
+    @_retry_on_conflict
+    def change_isr(self, app: str, kind: str, epoch: int, slot: str, version: int | None,
+                   incarnation: str | None = None) -> dict:
+        """The holder at ``epoch`` asks to ``"shrink"`` (drop) or ``"expand"`` (add) ``slot``,
+        computed from the ISR at ``version``. Returns :meth:`AppState.isr_answer`.
 
-        Returns ``(ok, current_epoch)``; a stale ``epoch`` (the caller is fenced)
-        gives ``(False, current)`` and changes nothing.
+        Refused, changing nothing, when ``epoch`` is not current or there is no holder (the
+        answer's higher epoch fences the caller) or when ``version`` is not the current one
+        (stale: the answer carries the current version and set to resync from). Otherwise the
+        request is *decided* and the version advances, whatever the decision: a shrink of the
+        holder is refused; an expand is refused unless ``incarnation`` is the process recorded
+        for ``slot`` (a restarted slot's new process may not hold what the old one acked; one
+        not recorded yet is recorded as ``incarnation``); anything else is applied (a no-op
+        when the slot already is, or is not, a member). Saved before it is answered.
         """
+        if kind not in ("shrink", "expand"):
+            raise ValueError(f"unknown ISR change {kind!r}")
         with self._lock:
             st = self._get(app)
-            try:
-                self._check(st, app, epoch)
-            except StaleEpoch:
-                return False, st.epoch
-            return change(st), st.epoch
-
-    @_retry_on_conflict
-    def shrink(self, app: str, epoch: int, slot: str) -> tuple[bool, int]:
-        """The holder at ``epoch`` drops ``slot`` from the ISR.
-
-        Returns ``(ok, current_epoch)``; ``ok`` is False with a higher epoch when
-        the caller is fenced, False with the same epoch if ``slot`` is the holder.
-        """
-        def change(st: AppState) -> bool:
-            if slot == st.holder:
-                return False
-            if slot in st.isr:
-                st.isr.discard(slot)
-                self._save(app, st)
-            return True
-        return self._holder_change(app, epoch, change)
-
-    @_retry_on_conflict
-    def expand(self, app: str, epoch: int, slot: str,
-               incarnation: str | None = None) -> tuple[bool, int]:
-        """The holder at ``epoch`` adds a caught-up ``slot`` to the ISR.
-
-        ``incarnation``: the netlet id whose acks the master counted; refused
-        (``ok`` False, same epoch) if the slot has been restarted since (the new
-        process may not hold what the old one acked).
-        """
-        def change(st: AppState) -> bool:
-            current = st.incarnations.get(slot)
-            if incarnation is not None and current is not None and current != incarnation:
-                return False
-            if slot not in st.isr:
-                st.isr.add(slot)
-                self._save(app, st)
-            return True
-        return self._holder_change(app, epoch, change)
+            if epoch != st.epoch or st.holder is None or version != st.isr_version:
+                return st.isr_answer(False)
+            if kind == "shrink":
+                ok = slot != st.holder
+                if ok:
+                    st.isr.discard(slot)
+            else:
+                current = st.incarnations.get(slot)
+                ok = incarnation is not None and current in (None, incarnation)
+                if ok:
+                    st.incarnations[slot] = incarnation
+                    st.isr.add(slot)
+            st.isr_version += 1
+            self._save(app, st)
+            return st.isr_answer(ok)
 
     @_retry_on_conflict
     def netlet_started(self, app: str, slot: str, incarnation: str) -> None:
@@ -303,6 +332,7 @@ class Arbiter:
             st.incarnations[slot] = incarnation
             if slot != st.holder:
                 st.isr.discard(slot)
+            st.isr_version += 1  # a member's recorded process changed, or it left
             self._save(app, st, owner_only=False)
 
     @_retry_on_conflict
@@ -314,6 +344,7 @@ class Arbiter:
             st = self._get(app)
             if slot in st.isr and slot != st.holder:
                 st.isr.discard(slot)
+                st.isr_version += 1
                 self._save(app, st, owner_only=False)
 
     def forget(self, app: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import warrants
 from hosting import grants, wire
-from hosting.arbiter import Arbiter, EpochStore
+from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.bootstrapper import Bootstrapper
 from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
@@ -543,25 +543,30 @@ class Node(SupervisorHooks):
             return self.terminate(app, *args)
         raise BadInput(f"unknown owner operation {op!r}")
 
-    def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str,
-                        incarnation: str | None) -> dict[str, Any]:
-        """The master asks to shrink/expand the in-sync set (fenced by epoch and by holding the lease)."""
+    def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str | None,
+                        incarnation: str | None, version: int | None = None) -> dict[str, Any]:
+        """The master's ISR request (``hosting.arbiter.Arbiter.change_isr``; ``sync``: the current
+        version). Fenced by epoch, by version and by holding the lease; an answer with
+        ``retry`` was not decided (not the lease holder here, or the store failed)."""
         app = netlet_id.split("/", 1)[0]
         if self.cluster is not None and not self.cluster.owns(app):
-            return self.cluster.owner_call(app, "arbiter", netlet_id, kind, epoch, slot, incarnation)
-        if self.control.holder(app) != netlet_id:
-            return {"ok": False, "epoch": self.arbiter.state(app).epoch}
-        if kind == "shrink":
-            ok, current = self.arbiter.shrink(app, int(epoch), str(slot))
-        elif kind == "expand":
-            ok, current = self.arbiter.expand(app, int(epoch), str(slot), incarnation)
-        else:
+            return self.cluster.owner_call(app, "arbiter", netlet_id, kind, epoch, slot, incarnation, version)
+        if kind not in ("sync", "shrink", "expand"):
             raise BadInput(f"unknown arbiter request {kind!r}")
-        if ok:
-            self.registry.add_event(f"isr.{kind}", app, slot, epoch=current)
+        if self.control.holder(app) != netlet_id:
+            return {"retry": "not the control lease holder", "epoch": self.arbiter.state(app).epoch}
+        if kind == "sync":
+            return self.arbiter.isr_view(app)
+        try:
+            answer = self.arbiter.change_isr(app, kind, int(epoch), str(slot), version, incarnation)
+        except (StoreUnavailable, StoreConflict, OwnershipLost) as err:
+            log.warning("ISR %s of %s/%s not saved: %s", kind, app, slot, err)
+            return {"retry": str(err)}
+        if answer["ok"]:
+            self.registry.add_event(f"isr.{kind}", app, slot, epoch=answer["epoch"], version=answer["version"])
             if kind == "expand" and self.cluster is not None:
                 self.cluster.caught_up(app, str(slot))
-        return {"ok": ok, "epoch": current}
+        return answer
 
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
         """What an access point needs: the app's client credential (``netlets.credential``: it opens

@@ -368,7 +368,11 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self._registry._lock.acquire()
-        self._registry._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._registry._db.execute("BEGIN IMMEDIATE")  # "database is locked" after busy_timeout
+        except BaseException:
+            self._registry._lock.release()  # __exit__ does not run when __enter__ raises
+            raise
         return self._registry._db
 
     def __exit__(self, exc_type, exc, tb) -> None:

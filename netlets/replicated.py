@@ -220,15 +220,18 @@ class ReplicatedHost(NetletHost):
                 self._fenced(effect.epoch)
 
     def _ask_arbiter(self, req: ArbiterRequest) -> None:
+        """One ISR request, on its own thread: the core keeps at most one outstanding and acts
+        only on the answer to that one, so a late answer (after a timeout) is harmless."""
         try:
             answer = self.client.call("arbiter_request", self.doc.netlet_id, req.kind, req.epoch, req.slot,
-                                      req.incarnation)
+                                      req.incarnation, req.version)
         except Exception as err:
             log.warning("arbiter %s of %s failed: %s", req.kind, req.slot, err)
-            self.with_replica(lambda r, now: r.on_arbiter_failed(req.kind, req.slot, now))
+            self.with_replica(lambda r, now: r.on_arbiter_failed(req, now))
             return  # the core asks again on a later tick
-        self.with_replica(lambda r, now: r.on_arbiter_reply(req.kind, req.slot, bool(answer["ok"]),
-                                                            int(answer["epoch"]), now))
+        if isinstance(answer, dict) and "retry" in answer:
+            log.warning("arbiter %s of %s not decided: %s", req.kind, req.slot, answer["retry"])
+        self.with_replica(lambda r, now: r.on_arbiter_reply(req, answer, now))
 
     def _role_changed(self, change: RoleChanged) -> None:
         log.info("now %s at epoch %d (master %s)", change.role, change.epoch, change.master_slot)

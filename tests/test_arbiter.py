@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hosting.arbiter import AppState, Arbiter, MemoryEpochStore, StaleEpoch, best_position
+from hosting.arbiter import (AppState, Arbiter, MemoryEpochStore, StaleEpoch, StoreUnavailable,
+                             best_position)
+
+
+def change(a, kind, epoch, slot, incarnation=None, app="app"):
+    """``change_isr`` at the current version: ``(ok, epoch)``."""
+    answer = a.change_isr(app, kind, epoch, slot, a.state(app).isr_version, incarnation)
+    return answer["ok"], answer["epoch"]
 
 
 def test_best_position_highest_then_lowest_slot():
@@ -29,7 +36,7 @@ def test_epochs_strictly_increase_and_survive_restart():
 def test_election_only_from_isr_and_holder_leaves_isr():
     a = Arbiter(MemoryEpochStore())
     a.bootstrap("app", "s/0")
-    ok, _ = a.expand("app", 1, "s/1")
+    ok, _ = change(a, "expand", 1, "s/1", "n1")
     assert ok
     assert a.eligible("app", ["s/0", "s/1", "s/2"]) == ["s/1"]
     e = a.begin_election("app", ["s/1"])
@@ -62,26 +69,27 @@ def test_warm_start_chooses_only_once_every_slot_has_promised():
 def test_shrink_expand_fenced_by_epoch():
     a = Arbiter(MemoryEpochStore())
     a.bootstrap("app", "s/0")
-    assert a.expand("app", 1, "s/1") == (True, 1)
-    assert a.shrink("app", 1, "s/0") == (False, 1)  # never the holder
+    assert change(a, "expand", 1, "s/1", "n1") == (True, 1)
+    assert change(a, "shrink", 1, "s/0") == (False, 1)  # never the holder
     e = a.begin_election("app", ["s/1"])
-    assert a.shrink("app", 1, "s/1") == (False, e)  # during an election: stale
+    assert change(a, "shrink", 1, "s/1") == (False, e)  # during an election: stale
     a.choose("app", e, {"s/1": (1, 2)})
-    assert a.shrink("app", 1, "s/2") == (False, 2)  # the old master is fenced
-    assert a.expand("app", 1, "s/2") == (False, 2)
-    assert a.shrink("app", 2, "s/2") == (True, 2)
+    assert change(a, "shrink", 1, "s/2") == (False, 2)  # the old master is fenced
+    assert change(a, "expand", 1, "s/2", "n2") == (False, 2)
+    assert change(a, "shrink", 2, "s/2") == (True, 2)
+    assert change(a, "expand", 2, "s/2") == (False, 2)  # an expand names the process it counted
 
 
 def test_died_and_restarted_slots_leave_isr_and_stale_incarnation_refused():
     a = Arbiter(MemoryEpochStore())
     a.netlet_started("app", "s/1", "n1")
     a.bootstrap("app", "s/0")
-    assert a.expand("app", 1, "s/1", "n1") == (True, 1)
+    assert change(a, "expand", 1, "s/1", "n1") == (True, 1)
     a.netlet_died("app", "s/1")
     assert "s/1" not in a.state("app").isr
     a.netlet_started("app", "s/1", "n2")
-    assert a.expand("app", 1, "s/1", "n1") == (False, 1)  # acks of the dead process
-    assert a.expand("app", 1, "s/1", "n2") == (True, 1)
+    assert change(a, "expand", 1, "s/1", "n1") == (False, 1)  # acks of the dead process
+    assert change(a, "expand", 1, "s/1", "n2") == (True, 1)
     a.netlet_died("app", "s/0")  # the holder stays until an election
     assert a.state("app").holder == "s/0"
 
@@ -98,7 +106,7 @@ def test_a_process_started_in_the_holders_slot_does_not_inherit_the_grant():
     a.netlet_started("app", "s/0", "app/s/0#1")
     a.netlet_started("app", "s/1", "app/s/1#1")
     a.bootstrap("app", "s/0")
-    assert a.expand("app", 1, "s/1", "app/s/1#1") == (True, 1)
+    assert change(a, "expand", 1, "s/1", "app/s/1#1") == (True, 1)
     assert a.state("app").holder_netlet() == "app/s/0#1"
     a.netlet_started("app", "s/0", "app/s/0#2")  # its host refilled the holder's slot
     for state in (a.state("app"), Arbiter(store).state("app")):  # as cached, and as another node loads it
@@ -111,3 +119,129 @@ def test_a_process_started_in_the_holders_slot_does_not_inherit_the_grant():
     # a state saved before grants were recorded: the holder slot's process, as before
     legacy = {"epoch": 3, "holder": "s/1", "isr": ["s/1"], "electing": None, "incarnations": {"s/1": "app/s/1#4"}}
     assert AppState.from_dict(legacy).holder_netlet() == "app/s/1#4"
+
+
+def test_isr_version_advances_with_every_change_and_decision():
+    a = Arbiter(MemoryEpochStore())
+    a.netlet_started("app", "s/1", "n1")
+    a.bootstrap("app", "s/0")
+    seen = [a.state("app").isr_version]
+
+    def advanced():
+        seen.append(a.state("app").isr_version)
+        return seen[-1] > seen[-2]
+
+    assert change(a, "expand", 1, "s/1", "n1") == (True, 1) and advanced()
+    assert change(a, "expand", 1, "s/1", "n1") == (True, 1) and advanced()  # a no-op is decided too
+    assert change(a, "shrink", 1, "s/0") == (False, 1) and advanced()  # and so is a refusal
+    a.netlet_died("app", "s/1")
+    assert advanced()
+    a.netlet_started("app", "s/1", "n2")
+    assert advanced()
+    e = a.begin_election("app", [])
+    assert advanced()
+    a.choose("app", e, {"s/0": (1, 1)}, warm=["s/0"])
+    assert advanced()
+    assert Arbiter(a.store).state("app").isr_version == seen[-1]  # persisted
+
+
+def test_finding1_a_delayed_expand_is_refused_after_the_shrink_computed_from_the_same_version():
+    """Issue 13, finding 1: expand B is sent and delayed; the master, not hearing back, asks to
+    shrink B; the arbiter applies the shrink, then the late expand. The master believed B out
+    (and acked writes B lacks) while the stored set held B — B could be elected without them.
+    Both requests name the version they were computed from: the one decided second is refused,
+    and its answer tells the master the set it must count."""
+    a = Arbiter(MemoryEpochStore())
+    a.netlet_started("app", "s/1", "n1")
+    a.bootstrap("app", "s/0")
+    v = a.state("app").isr_version
+    shrink = a.change_isr("app", "shrink", 1, "s/1", v)
+    assert shrink["ok"] and shrink["isr"] == {"s/0": None} and shrink["version"] > v
+    late = a.change_isr("app", "expand", 1, "s/1", v, "n1")  # the delayed expand arrives
+    assert not late["ok"] and late["version"] == shrink["version"] and "s/1" not in late["isr"]
+    assert a.state("app").isr == {"s/0"}
+    # the other order: expand decided first, the shrink refused with a set that still holds s/1
+    v = a.state("app").isr_version
+    assert a.change_isr("app", "expand", 1, "s/1", v, "n1")["ok"]
+    refused = a.change_isr("app", "shrink", 1, "s/1", v)
+    assert not refused["ok"] and refused["isr"] == {"s/0": None, "s/1": "n1"}
+    assert a.change_isr("app", "shrink", 1, "s/1", refused["version"])["ok"]  # resynced: decided
+    assert a.state("app").isr == {"s/0"}
+
+
+class FailingSaves(MemoryEpochStore):
+    """A store whose next ``fail`` saves raise ``error`` without writing anything."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error, self.fail = error, 0
+
+    def save(self, app, state, owner_only=False):
+        if self.fail:
+            self.fail -= 1
+            raise self.error
+        super().save(app, state, owner_only)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), TimeoutError("etcd timed out")])
+def test_finding2_a_failed_save_is_not_answered_ok_from_the_cache(error):
+    """Issue 13, finding 2: a save that fails (disk full, an etcd timeout) left the shrink in
+    memory only; the master's retry was answered "ok" from the cache while the stored set still
+    held the slot. Now the caller gets a retryable error, the cache is dropped, and the retry is
+    decided on the stored state and saved."""
+    store = FailingSaves(error)
+    a = Arbiter(store)
+    a.netlet_started("app", "s/1", "n1")
+    a.bootstrap("app", "s/0")
+    assert change(a, "expand", 1, "s/1", "n1") == (True, 1)
+    store.fail = 1
+    with pytest.raises(StoreUnavailable):
+        change(a, "shrink", 1, "s/1")
+    assert a.state("app").isr == {"s/0", "s/1"} == set(store.load("app")["isr"])  # nothing changed
+    assert change(a, "shrink", 1, "s/1") == (True, 1)
+    assert set(store.load("app")["isr"]) == {"s/0"}
+    store.fail = 1  # a process start recorded by the node fails the same way
+    with pytest.raises(StoreUnavailable):
+        a.netlet_started("app", "s/1", "n2")
+    assert a.state("app").incarnations["s/1"] == "n1"
+
+
+def test_finding2_a_locked_registry_database_is_a_retryable_error(tmp_path):
+    """The same with the node's real store: SQLite "database is locked" (another connection holds
+    the write lock). The failure happens on another thread (as on the node, an RPC thread): the
+    registry must not keep its own lock after a transaction that could not begin."""
+    import sqlite3
+    import threading
+
+    from hosting.registry import Registry, RegistryEpochStore
+
+    registry = Registry(tmp_path / "registry.db")
+    registry._db.execute("PRAGMA busy_timeout=50")  # fail fast instead of waiting 5 s
+    a = Arbiter(RegistryEpochStore(registry))
+    a.netlet_started("app", "s/1", "n1")
+    a.bootstrap("app", "s/0")
+    assert change(a, "expand", 1, "s/1", "n1") == (True, 1)
+    locker = sqlite3.connect(str(tmp_path / "registry.db"), isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    errors = []
+
+    def shrink():
+        try:
+            change(a, "shrink", 1, "s/1")
+        except Exception as err:
+            errors.append(err)
+
+    try:
+        worker = threading.Thread(target=shrink)
+        worker.start()
+        worker.join(timeout=10)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert [type(e) for e in errors] == [StoreUnavailable]
+    answers = []
+    retry = threading.Thread(target=lambda: answers.append(change(a, "shrink", 1, "s/1")), daemon=True)
+    retry.start()
+    retry.join(timeout=10)
+    assert answers == [(True, 1)], "the registry stayed locked after the failed transaction"
+    assert set(registry.load_arbiter_state("app")["isr"]) == {"s/0"}

@@ -110,10 +110,9 @@ def check_interleaving(etcd, arbiters, steps):
                 if s.electing is not None:
                     winner = arb.choose("app", s.electing, {slot: (1, 1)}, warm=[slot])
                     assert granted.setdefault(s.electing, winner) == winner
-            elif op == "shrink":
-                arb.shrink("app", arb.state("app").epoch, slot)
-            elif op == "expand":
-                arb.expand("app", arb.state("app").epoch, slot)
+            elif op in ("shrink", "expand"):
+                s = arb.state("app")
+                arb.change_isr("app", op, s.epoch, slot, s.isr_version, slot + "#1")
             else:
                 arb.forget("app")
         except (StoreConflict, StaleEpoch):
@@ -142,7 +141,7 @@ def test_only_the_owner_may_change_elections_while_any_node_records_processes(et
         with pytest.raises(OwnershipLost):
             other.begin_election("kv")
         with pytest.raises(OwnershipLost):
-            other.expand("kv", epoch, "s/1")
+            other.change_isr("kv", "expand", epoch, "s/1", other.state("kv").isr_version, "kv/s/1#1")
         other.netlet_started("kv", "s/1", "kv/s/1#2")  # a host records its new process
         wait_for(lambda: owner.state("kv").incarnations.get("s/1") == "kv/s/1#2")
         etcd.revoke(owner_lease)  # the owner's lease lapses (paused, cut off)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from netlets.replication import (ArbiterRequest, Complete, Fenced, Replica, ReplicationConfig,
                                  Send)
+from hosting.arbiter import Arbiter, MemoryEpochStore
 from netlets.replication import messages as M
 from tests.sim import ListNetlet
+from tests.sim.arbiter_link import answer as node_answer
 
 
 def mk(slot, **cfg):
@@ -32,6 +36,42 @@ def pump(master, backups, rounds=5):
             reply = backups[s.to].handle(s.msg)
             master.on_reply(s.to, reply, 0.0)
     master.effects[:0] = kept  # leave Completes etc. for the test to inspect
+
+
+def arbiter_for(members=(), others=()):
+    """A real arbiter with ``s/0#1`` the holder at epoch 1 and ISR ``{s/0} | members`` (each
+    member's process ``<slot>#1``); ``others``: slots whose process ``<slot>#1`` is recorded too."""
+    a = Arbiter(MemoryEpochStore())
+    for slot in ("s/0", *members, *others):
+        a.netlet_started("app", slot, slot + "#1")
+    a.bootstrap("app", "s/0")
+    for slot in members:
+        assert a.change_isr("app", "expand", 1, slot, a.state("app").isr_version, slot + "#1")["ok"]
+    return a
+
+
+def asked(r):
+    """Take the ArbiterRequests out of ``r.effects`` (the rest stays)."""
+    reqs = [e for e in r.effects if isinstance(e, ArbiterRequest)]
+    r.effects[:] = [e for e in r.effects if not isinstance(e, ArbiterRequest)]
+    return reqs
+
+
+def answer(a, r, req, now):
+    """Deliver the node's answer to ``req`` (computed now) to ``r``."""
+    r.on_arbiter_reply(req, node_answer(a, "app", r.incarnation, req), now)
+
+
+def granted(a, m, peers, now=0.0):
+    """Make ``m`` master as granted by ``a`` and answer its first request (the sync)."""
+    m.become_master(1, a.state("app").isr, peers, now)
+    (sync,) = asked(m)
+    assert sync.kind == "sync" and sync.version is None
+    answer(a, m, sync, now)
+
+
+def stored_isr_counted(a, m):
+    return a.state("app").isr - {"s/0"} <= m.master.counted
 
 
 def test_append_from_lower_epoch_is_refused_with_promised_epoch():
@@ -99,35 +139,41 @@ def test_master_commits_only_when_every_isr_member_holds_it():
 
 
 def test_non_isr_backup_does_not_block_and_is_expanded_when_caught_up():
+    a = arbiter_for(others=["s/1"])
     m, b1 = mk("s/0"), mk("s/1")
-    m.become_master(1, {"s/0"}, ["s/1"], 0.0)
+    granted(a, m, ["s/1"])
     t = m.submit("r1", "x", 0.0)
     m.flush(0.0)
     assert completes(m)[t]["ok"]  # ISR = {master}: committed on its own write
     pump(m, {"s/1": b1}, rounds=1)
-    reqs = [e for e in m.effects if isinstance(e, ArbiterRequest)]
-    assert reqs == [ArbiterRequest("expand", 1, "s/1", "s/1#1")]
+    (req,) = asked(m)
+    assert (req.kind, req.slot, req.incarnation, req.version) == ("expand", "s/1", "s/1#1",
+                                                                  a.state("app").isr_version)
     m.take_effects()
     t2 = m.submit("r2", "y", 0.0)  # counted from the request on
     m.flush(0.0)
     assert t2 not in completes(m)
     pump(m, {"s/1": b1})
     assert completes(m)[t2] == {"ok": True, "value": 2} and b1.log.last_seq == 3
+    answer(a, m, req, 0.1)
+    assert a.state("app").isr == {"s/0", "s/1"} == m.master.isr
 
 
 def test_shrink_needs_arbiter_and_refusal_fences():
+    a = arbiter_for(["s/1"])
     m = mk("s/0", replication_timeout=1.0)
-    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    granted(a, m, ["s/1"])
     t = m.submit("r1", "x", 0.0)
     m.flush(0.0)
     m.take_effects()
     m.tick(0.5)
-    assert not any(isinstance(e, ArbiterRequest) for e in m.take_effects())
+    assert not asked(m)
     m.tick(1.5)
-    assert ArbiterRequest("shrink", 1, "s/1", None) in m.effects
-    m.take_effects()
+    (req,) = asked(m)
+    assert (req.kind, req.slot) == ("shrink", "s/1")
     assert m.commit_seq == 0  # still counted until the arbiter confirms
-    m.on_arbiter_reply("shrink", "s/1", False, 2, 1.6)  # refused: a newer epoch exists
+    a.begin_election("app", ["s/1"])  # meanwhile the node elects again
+    answer(a, m, req, 1.6)  # refused: a newer epoch exists
     effs = m.take_effects()
     assert Fenced(2) in effs and completes_of(effs)[t]["error"]["type"] == "NotMaster"
     assert m.role == "fenced" and m.commit_seq == 0
@@ -140,13 +186,15 @@ def completes_of(effs):
 
 
 def test_confirmed_shrink_lets_commit_proceed():
+    a = arbiter_for(["s/1"])
     m = mk("s/0", replication_timeout=1.0)
-    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    granted(a, m, ["s/1"])
     t = m.submit("r1", "x", 0.0)
     m.flush(0.0)
     m.tick(2.0)
-    m.on_arbiter_reply("shrink", "s/1", True, 1, 2.0)
-    assert completes(m)[t]["ok"]
+    (req,) = asked(m)
+    answer(a, m, req, 2.0)
+    assert completes(m)[t]["ok"] and a.state("app").isr == {"s/0"}
 
 
 def test_stale_master_is_fenced_by_backup_reply():
@@ -244,26 +292,33 @@ def test_a_counted_backup_replaced_before_it_lags_is_shrunk_then_expanded_as_its
     A replacement that answers before the old one was missed long enough to be shrunk for lag
     (found by the cluster chaos run: a slot re-placed on another node and caught up within
     the replication timeout) must not stay counted by the master and out of the arbiter's ISR
-    for good: the master asks to shrink it, then to expand it as the new incarnation."""
+    for good: the master asks to shrink it (refused: the version moved on; the answer's set
+    lacks it), then to expand it as the new incarnation."""
+    a = arbiter_for(["s/1"])
     m, b = mk("s/0", replication_timeout=1.0), mk("s/1")
-    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    granted(a, m, ["s/1"])
     m.submit("r1", "x", 0.0)
     m.flush(0.0)
     pump(m, {"s/1": b})
     m.take_effects()
     fresh = Replica("s/1", ListNetlet(), None, ReplicationConfig(), incarnation="s/1#2", min_epoch=1)
+    a.netlet_started("app", "s/1", "s/1#2")
     t = m.submit("r2", "y", 0.1)
     m.flush(0.1)
     pump(m, {"s/1": fresh}, rounds=6)  # caught up at once: never lagging past the timeout
-    assert [e for e in m.effects if isinstance(e, ArbiterRequest)] == [ArbiterRequest("shrink", 1, "s/1", "s/1#2")]
-    assert completes(m)[t] == {"ok": True, "value": 2}  # still counted until the arbiter confirms: safe
+    (req,) = asked(m)
+    assert (req.kind, req.slot) == ("shrink", "s/1")
+    assert completes(m)[t] == {"ok": True, "value": 2}  # still counted until the arbiter answers: safe
     m.take_effects()
-    m.on_arbiter_reply("shrink", "s/1", True, 1, 0.2)
-    assert [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [ArbiterRequest("expand", 1, "s/1", "s/1#2")]
-    m.on_arbiter_reply("expand", "s/1", True, 1, 0.3)
-    assert m.master.isr == {"s/0", "s/1"} and m.master.counted == {"s/1"}
+    answer(a, m, req, 0.2)
+    assert m.master.isr == {"s/0"}  # the answer's set: s/1 left it when its new process started
+    (req,) = asked(m)
+    assert (req.kind, req.slot, req.incarnation) == ("expand", "s/1", "s/1#2")
+    answer(a, m, req, 0.3)
+    assert m.master.isr == {"s/0", "s/1"} == a.state("app").isr and m.master.counted == {"s/1"}
     m.tick(0.4)  # nothing more to ask
-    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]
+    assert not asked(m)
+
 
 def test_lagging_backup_gets_snapshot_after_compaction():
     m = mk("s/0", snapshot_every=2)
@@ -288,31 +343,144 @@ def test_arbiter_requests_whose_answer_never_came_are_asked_again_after_the_time
     lost — the node or the owner unreachable — are asked again once ``replication_timeout`` has
     passed, not before, and not forever: without that a departed counted backup would stall
     every commit for good."""
+    a = arbiter_for(["s/1"])
     m, b = mk("s/0", replication_timeout=1.0), mk("s/1")
-    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    granted(a, m, ["s/1"])
     m.take_effects()
     m.set_peers([], 0.1)  # s/1 left: shrink it
-    assert [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [ArbiterRequest("shrink", 1, "s/1", None)]
+    (req,) = asked(m)
+    assert (req.kind, req.slot) == ("shrink", "s/1")
     t = m.submit("r1", "x", 0.1)
     m.flush(0.1)
-    m.on_arbiter_failed("shrink", "s/1", 0.2)
+    m.on_arbiter_failed(req, 0.2)
     m.tick(0.5)
-    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]  # not before the timeout
+    assert not asked(m)  # not before the timeout
     assert t not in completes(m)  # still counted: commits wait (conservative)
     m.tick(1.3)
-    assert [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [ArbiterRequest("shrink", 1, "s/1", None)]
-    m.on_arbiter_reply("shrink", "s/1", True, 1, 1.4)
+    (again,) = asked(m)
+    assert (again.kind, again.slot, again.version) == ("shrink", "s/1", req.version) and again != req
+    answer(a, m, req, 1.35)  # a late answer to the request given up on: ignored
+    assert t not in completes(m)
+    answer(a, m, again, 1.4)
     assert completes(m)[t] == {"ok": True, "value": 1}
     # s/1 back and caught up: the expand's answer is lost too
     m.set_peers(["s/1"], 1.5)
     pump(m, {"s/1": b}, rounds=6)
-    asked = [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]
-    assert [(e.kind, e.slot) for e in asked] == [("expand", "s/1")]
-    m.on_arbiter_failed("expand", "s/1", 1.6)
+    (req,) = asked(m)
+    assert (req.kind, req.slot) == ("expand", "s/1")
+    m.on_arbiter_failed(req, 1.6)
     m.tick(2.0)
-    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)]
+    assert not asked(m)
     m.tick(2.7)
-    assert [(e.kind, e.slot) for e in m.take_effects() if isinstance(e, ArbiterRequest)] == [("expand", "s/1")]
-    m.on_arbiter_reply("expand", "s/1", True, 1, 2.8)
+    (req,) = asked(m)
+    assert (req.kind, req.slot) == ("expand", "s/1")
+    answer(a, m, req, 2.8)
     m.tick(4.0)
-    assert not [e for e in m.take_effects() if isinstance(e, ArbiterRequest)] and m.master.isr == {"s/0", "s/1"}
+    assert not asked(m) and m.master.isr == {"s/0", "s/1"} == a.state("app").isr
+
+
+def test_finding1_expand_and_shrink_of_one_backup_decided_in_either_order_keep_it_counted():
+    """Issue 13, finding 1: expand B is sent and delayed (its runner gives up), B stalls, the
+    master asks to shrink B, and the arbiter decides the shrink first and the late expand
+    second. Before, the master stopped counting B on the shrink's "ok" and acknowledged writes B
+    lacked while the arbiter's set held B. Now both requests name the version they were computed
+    from, so the second one is refused; and in the other order the shrink's refusal tells the
+    master B is a member. Every stored member stays counted throughout."""
+    for shrink_first in (True, False):
+        a = arbiter_for(others=["s/1"])
+        m, b = mk("s/0", replication_timeout=1.0), mk("s/1")
+        granted(a, m, ["s/1"])
+        pump(m, {"s/1": b})
+        (expand,) = asked(m)
+        assert expand.kind == "expand"
+        m.on_arbiter_failed(expand, 0.1)  # the runner timed out; the request is still on its way
+        t = m.submit("r1", "x", 0.2)  # B stalls: nothing delivered to it from now on
+        m.flush(0.2)
+        m.take_effects()
+        m.tick(1.5)
+        (shrink,) = asked(m)
+        assert shrink.kind == "shrink" and shrink.version == expand.version
+        first, second = (shrink, expand) if shrink_first else (expand, shrink)
+        answers = {req: node_answer(a, "app", m.incarnation, req) for req in (first, second)}
+        assert answers[first]["ok"] and not answers[second]["ok"]  # the second is stale
+        assert stored_isr_counted(a, m)
+        m.on_arbiter_reply(expand, answers[expand], 1.6)  # the late expand's answer: not awaited
+        m.on_arbiter_reply(shrink, answers[shrink], 1.6)
+        assert stored_isr_counted(a, m)
+        if shrink_first:
+            assert a.state("app").isr == {"s/0"} and completes(m)[t]["ok"]
+        else:  # B is a member: still counted, the write waits; the master asks again
+            assert a.state("app").isr == {"s/0", "s/1"} and t not in completes(m)
+            m.tick(1.7)
+            (shrink,) = asked(m)
+            answer(a, m, shrink, 1.7)
+            assert a.state("app").isr == {"s/0"} and completes(m)[t]["ok"]
+
+
+def test_finding6_a_restarted_backup_whose_shrink_got_no_answer_is_asked_again():
+    """Issue 13, finding 6: a backup restarts, the master's one shrink request for it gets no
+    answer, and the master never asked again (only departed or unconfirmed slots were retried),
+    so the slot stayed out of the arbiter's set for the rest of the term."""
+    a = arbiter_for(["s/1"])
+    m, b = mk("s/0", replication_timeout=1.0), mk("s/1")
+    granted(a, m, ["s/1"])
+    pump(m, {"s/1": b})
+    fresh = Replica("s/1", ListNetlet(), None, ReplicationConfig(), incarnation="s/1#2", min_epoch=1)
+    a.netlet_started("app", "s/1", "s/1#2")
+    m.submit("r1", "x", 0.1)
+    m.flush(0.1)
+    pump(m, {"s/1": fresh})
+    (req,) = asked(m)
+    assert (req.kind, req.slot) == ("shrink", "s/1")
+    m.on_arbiter_failed(req, 0.2)
+    for now in (0.5, 1.0, 1.5, 2.0, 2.5):
+        m.tick(now)
+        pump(m, {"s/1": fresh})
+        for req in asked(m):
+            answer(a, m, req, now)
+    assert a.state("app").isr == {"s/0", "s/1"} and a.state("app").incarnations["s/1"] == "s/1#2"
+    assert m.master.counted == {"s/1"}
+
+
+def test_finding6_a_first_reply_from_a_new_process_is_seen_as_restarted():
+    """Issue 13, finding 6: the master was granted an ISR holding s/1 whose process restarted
+    before the master heard from it: the first reply already comes from the new process. It
+    must be compared with the process the arbiter recorded, not taken as the one counted — or
+    the slot stays counted here and out of the arbiter's set for good."""
+    a = arbiter_for(["s/1"])
+    m = mk("s/0", replication_timeout=1.0)
+    granted(a, m, ["s/1"])  # the sync answer says s/1 is a member as s/1#1
+    fresh = Replica("s/1", ListNetlet(), None, ReplicationConfig(), incarnation="s/1#2", min_epoch=1)
+    a.netlet_started("app", "s/1", "s/1#2")
+    assert a.state("app").isr == {"s/0"}
+    for now in (0.1, 0.2, 0.3, 0.4):
+        m.tick(now)
+        pump(m, {"s/1": fresh})
+        for req in asked(m):
+            answer(a, m, req, now)
+    assert a.state("app").isr == {"s/0", "s/1"} and a.state("app").incarnations["s/1"] == "s/1#2"
+    assert m.master.counted == {"s/1"} and stored_isr_counted(a, m)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                     max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["ok", "epoch", "version", "isr", "retry", "x"]), _json, max_size=6) | _json)
+def test_a_malformed_arbiter_answer_is_a_protocol_error_and_never_moves_the_master(answer):
+    """``validate_isr_answer`` raises only ProtocolError on anything msgpack can carry, and the
+    master treats a malformed answer as no answer."""
+    a = arbiter_for(["s/1"])
+    m = mk("s/0")
+    m.become_master(1, a.state("app").isr, ["s/1"], 0.0)
+    (sync,) = asked(m)
+    try:
+        M.validate_isr_answer(answer)
+        valid = True
+    except M.ProtocolError:
+        valid = False
+    before = (m.master.isr_version, set(m.master.counted))
+    m.on_arbiter_reply(sync, answer, 0.1)
+    if not valid:  # treated as no answer: asked again later, nothing adopted
+        assert (m.master.isr_version, m.master.counted) == before and m.master.outstanding is None

@@ -1,14 +1,18 @@
 """Hypothesis state machine: master + backups + arbiter over a faulty network.
 
 Faults: delays and reordering (any in-flight packet may be delivered next),
-drops, duplicates, partitions, lost arbiter answers, master crash (in-memory state lost, durable
+drops, duplicates, partitions; ISR requests and the arbiter's answers are
+packets too (late, reordered, duplicated, lost; a runner timing out while they
+fly, so a master has several in flight), and the arbiter's ISR saves may fail
+(nothing written, or written and then the error); master crash (in-memory state lost, durable
 storage kept), pause/resume (a paused master keeps its state and later sends
 stale messages), backup crash/restart, client retries with the same request id
 across failovers. Invariants are checked after every step (see Cluster.check):
 every acknowledged command is held by whoever is master (checked at every
 grant and every step), no two masters share an epoch, nothing is applied
 twice, replicas apply only committed entries and never diverge, a fenced
-master acknowledges nothing, at most one replica serves linearizable reads.
+master acknowledges nothing, at most one replica serves linearizable reads,
+every member of the stored ISR is counted by the current master.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from netlets.replication import ReplicationConfig
 from tests.sim import Cluster
+from tests.sim.arbiter_link import SAVE_FAILURES
 
 settings.register_profile(
     "repl-dev", max_examples=100, stateful_step_count=80, deadline=None,
@@ -104,6 +109,7 @@ class ReplicationMachine(RuleBasedStateMachine):
                 if not self.c.net:
                     break
                 self.c.deliver(0)
+            self.c.expire_arbiter_calls()
             for s in self.c.slots:
                 self.c.tick(s)
 
@@ -124,10 +130,22 @@ class ReplicationMachine(RuleBasedStateMachine):
     def heal(self):
         self.c.partitions.clear()
 
-    @rule(modes=st.lists(st.sampled_from(["before", "after"]), min_size=1, max_size=3))
-    def lose_arbiter_answers(self, modes):
-        """The next arbiter requests get no answer: never arrived, or took effect unanswered."""
-        self.c.lost_arbiter_answers = list(modes)
+    @rule(i=st.integers(0, 10))
+    def deliver_arbiter(self, i):
+        """Deliver one ISR request or answer (chosen among those in flight: any order)."""
+        ours = [k for k, p in enumerate(self.c.net) if "arbiter" in (p.src, p.dst)]
+        if ours:
+            self.c.deliver(ours[i % len(ours)])
+
+    @rule(i=st.integers(0, 10))
+    def arbiter_timeout(self, i):
+        """A runner gives up waiting for an ISR answer (the request or answer may still arrive)."""
+        self.c.arbiter_timeout(i)
+
+    @rule(modes=st.lists(st.sampled_from(SAVE_FAILURES), min_size=1, max_size=3))
+    def fail_isr_saves(self, modes):
+        """The arbiter's next ISR saves fail (SQLite locked / etcd timeout), later ones succeed."""
+        self.c.isr_save_failures = list(modes)
 
     # --- time and timers -------------------------------------------------------
     @rule(dt=st.sampled_from([0.05, 0.2, 0.5]))
@@ -226,3 +244,48 @@ class ReplicationMachine(RuleBasedStateMachine):
 
 ReplicationMachine.TestCase.settings = PROFILE
 TestReplication = ReplicationMachine.TestCase
+
+
+def _arbiter_packets(c, kind=None, slot=None):
+    return [p for p in c.net if p.kind == "arb" and (kind is None or p.msg["req"].kind == kind)
+            and (slot is None or p.msg["req"].slot == slot)]
+
+
+def _deliver_where(c, pred, limit=500):
+    """Deliver, oldest first, every packet matching ``pred`` (and what they cause) until none is left."""
+    for _ in range(limit):
+        k = next((k for k, p in enumerate(c.net) if pred(p)), None)
+        if k is None:
+            return
+        c.deliver(k)
+
+
+def test_finding1_in_the_simulator_a_late_expand_after_the_shrink_leaves_the_isr_counted():
+    """Issue 13, finding 1 driven through the simulator's message layer: expand s/1 is delayed
+    (its runner times out), s/1 is cut off and lags, the master asks to shrink it, the shrink
+    is decided and answered, then the delayed expand arrives. Checked: every stored ISR member
+    is counted by the master, and the write acknowledged meanwhile survives s/0's crash."""
+    cfg = ReplicationConfig(retransmit_timeout=0.3, replication_timeout=0.8)
+    c = Cluster(["s/0", "s/1", "s/2"], None, cfg)
+    replication = lambda p: p.kind in ("req", "rep")  # noqa: E731
+    _deliver_where(c, lambda p: replication(p) or p.msg.get("req") is not None
+                   and p.msg["req"].kind == "sync")
+    _deliver_where(c, lambda p: replication(p) or p.kind == "arbrep" or p.kind == "arb"
+                   and p.msg["req"].slot != "s/1")  # s/2 expanded; the expand of s/1 in flight
+    (delayed,) = _arbiter_packets(c, "expand", "s/1")
+    c._time_out((delayed.msg["inc"], delayed.msg["req"]))  # the runner gives up waiting
+    c.partitions.add(frozenset(("s/0", "s/1")))
+    c.submit("s/0", "r1", "r1")
+    for _ in range(4):
+        c.now += 0.5
+        c.tick("s/0")
+        _deliver_where(c, lambda p: replication(p) or p.kind == "arbrep"
+                       or p.kind == "arb" and p is not delayed)
+        c.check()
+    assert "r1" in c.acked  # s/1 shrunk: the write was acknowledged without it
+    c.deliver(c.net.index(delayed))  # the late expand reaches the arbiter
+    _deliver_where(c, lambda p: p.kind == "arbrep")
+    c.check()
+    c.partitions.clear()
+    c.crash("s/0")  # the node elects from the stored ISR: whoever wins must hold r1
+    c.check()

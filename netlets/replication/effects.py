@@ -8,7 +8,11 @@ The core appends these to ``Replica.effects``; the runner drains them with
   fails or times out, call ``Replica.on_send_failed(to)``).
 * :class:`Complete` — release the caller waiting on ``token`` with ``outcome``.
 * :class:`ArbiterRequest` — ask the hosting node's arbiter to ``shrink`` or
-  ``expand`` the in-sync set; return the answer via ``Replica.on_arbiter_reply``.
+  ``expand`` the in-sync set (or, ``sync``, for its current version); hand the
+  answer to ``Replica.on_arbiter_reply(request, answer)``, or call
+  ``Replica.on_arbiter_failed(request)`` when none came. Any number may be in
+  flight at the runner (late, lost, duplicated): the core acts only on the
+  answer to the one request it is waiting for.
 * :class:`Fenced` — this replica learned of a higher epoch while master: it
   will commit nothing more; the runner should step down (exit; the node
   restarts the slot as a backup).
@@ -35,10 +39,12 @@ class Complete:
 
 @dataclass(frozen=True)
 class ArbiterRequest:
-    kind: str  # "shrink" | "expand"
+    kind: str  # "shrink" | "expand" | "sync" (only learn the current version and set)
     epoch: int
-    slot: str
+    slot: str | None  # None for "sync"
     incarnation: str | None = None  # expand: the peer process whose acks were counted
+    version: int | None = None  # the ISR version the change was computed from (None: "sync")
+    seq: int = 0  # this master's request number: an answer is matched to the request by equality
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,28 @@
 
 Commit rule (ack policy ``all``): an entry is committed when the master's own
 write is synced and every *counted* backup acked holding it, where counted =
-the arbiter's in-sync set (ISR) at the grant, plus every backup whose
-``expand`` we requested (counted from the request on — conservative), minus
-backups whose ``shrink`` the arbiter confirmed. So no committed entry can be
-missing from an ISR member, and the master never drops a member on its own.
+the arbiter's in-sync set (ISR) as of its last answer (at the grant: the ISR
+the master was granted with), plus every backup whose ``expand`` was sent
+since that answer (counted from the request on — conservative). So no
+committed entry can be missing from an ISR member, and the master never drops
+a member on its own.
+
+In-sync set changes (see ``hosting.arbiter``, "versioned ISR"): at most one
+request outstanding at a time, each naming the ISR version it was computed
+from (a new master first asks ``sync`` to learn it). Only the answer to the
+outstanding request is acted on (matched by equality; late answers to
+requests given up on are ignored); any such answer carries a version higher
+than every version this master ever named, so no earlier request can still
+take effect, and the master adopts its set as the ISR. One request at a
+time, rather than several, because with versions the second of two requests
+computed from the same version is refused anyway, and a single outstanding
+request keeps "which answer is current" trivial. What to ask is recomputed
+from the state every time (``_wanted``), so a request that got no answer is
+asked again (after ``replication_timeout``) as long as it still matters.
+Shrink: a counted backup that departed, lags beyond ``replication_timeout``,
+or answers from another process than the one the arbiter recorded (or the
+expand named). Expand: an uncounted backup that holds everything up to the
+commit index, or one counted since an expand that got no answer.
 Policy ``async``: committed once the master's own write is synced (can lose
 acknowledged writes when the master fails).
 
@@ -16,13 +34,11 @@ batches (at most ``window``; the runner delivers them in order), and
 A mismatch resets ``next_seq`` to the hint (replies to batches sent before the
 reset are ignored); silence beyond ``retransmit_timeout`` resends from
 ``match_seq + 1``; when the needed entries were compacted away the backup gets
-the latest snapshot. A backup lagging more than ``replication_timeout`` is
-proposed for ``shrink``; a backup holding everything up to the commit index
-that is not counted is proposed for ``expand``.
+the latest snapshot.
 
-Fencing: a reply or arbiter answer carrying a higher epoch, or a refused
-shrink/expand, fences the master: pending callers get the retryable NotMaster
-outcome, nothing is committed any more.
+Fencing: a reply or arbiter answer carrying a higher epoch fences the master:
+pending callers get the retryable NotMaster outcome, nothing is committed any
+more.
 """
 
 from __future__ import annotations
@@ -62,12 +78,16 @@ class MasterRole:
         self.r = r
         self.epoch = epoch
         self.fenced = False
+        #: the arbiter's ISR as of its last answer (the grant's until then) and its version
+        #: (None: not learned yet), with the process the arbiter recorded for each member
         self.isr = set(isr) | {r.slot}
-        self.counted = self.isr - {r.slot}
-        self.pending_expand: set[str] = set()
-        self.pending_shrink: set[str] = set()
-        #: (kind, slot) → when an arbiter request whose answer never came may be asked again
-        self.retry_at: dict[tuple[str, str], float] = {}
+        self.isr_version: int | None = None
+        self.isr_inc: dict[str, str | None] = {}
+        #: slot -> incarnation of every expand sent since the last answer (it may take effect)
+        self.maybe_added: dict[str, str] = {}
+        self.outstanding: ArbiterRequest | None = None
+        self.ask_after = float("-inf")  # after a request got no answer: not before this
+        self.arbiter_seq = 0
         self.next_bid = 1
         self.waiters: dict[int, list[int]] = {}
         self.pending_req: dict[str, int] = {}
@@ -162,19 +182,14 @@ class MasterRole:
         if inc != p.inc:
             if inc in p.old_incs:
                 return  # a late reply from a previous incarnation
-            restarted = p.inc is not None
-            if restarted:  # forget what the old process held
+            if p.inc is not None:  # restarted: forget what the old process held
                 p.old_incs.add(p.inc)
+                if self._counted_inc(p.slot) is None and p.slot in self.counted:
+                    self.isr_inc[p.slot] = p.inc  # the process we counted (see _wanted)
                 p.match_seq = 0
                 p.reset(p.match_seq + 1, self.next_bid)
                 p.behind_since = now
             p.inc = inc
-            if restarted and p.slot in self.counted and p.slot not in self.pending_shrink:
-                # The arbiter took the slot out of the ISR when the new process started. Counted
-                # on until it confirms (conservative), then expanded again as this incarnation:
-                # a replacement that catches up before it lags would otherwise stay counted
-                # here and out of the arbiter's ISR for good.
-                self._request("shrink", p.slot)
         bid = reply["bid"]
         p.inflight.pop(bid, None)
         t = reply["t"]
@@ -189,10 +204,10 @@ class MasterRole:
                 p.next_seq = match + 1
             if p.match_seq >= self.r.log.last_seq:
                 p.behind_since = None
-            self._maybe_expand(p)
             self._maybe_commit()
         elif t == M.MISMATCH and bid >= p.reset_bid:
             p.reset(reply["hint_seq"] + 1, self.next_bid)
+        self._ask(now)
         self._ship(now)
 
     def on_send_failed(self, peer: str, now: float) -> None:
@@ -208,17 +223,7 @@ class MasterRole:
         for p in self.peers.values():
             if p.inflight and min(p.inflight.values()) + cfg.retransmit_timeout <= now:
                 p.reset(p.match_seq + 1, self.next_bid)
-            if (p.slot in self.counted and p.slot not in self.pending_shrink
-                    and p.behind_since is not None
-                    and now - p.behind_since > cfg.replication_timeout and self._may_ask("shrink", p.slot, now)):
-                self._request("shrink", p.slot)
-        # Counted members whose request failed: a departed one is shrunk, an unconfirmed one expanded.
-        for slot in sorted(self.counted - set(self.peers) - self.pending_shrink):
-            if self._may_ask("shrink", slot, now):
-                self._request("shrink", slot)
-        for slot in sorted((self.counted & set(self.peers)) - self.isr - self.pending_expand - self.pending_shrink):
-            if self._may_ask("expand", slot, now):
-                self._request("expand", slot)
+        self._ask(now)
         self.flush(now)
 
     # --- commit ----------------------------------------------------------------
@@ -243,53 +248,84 @@ class MasterRole:
         r.maybe_compact()
 
     # --- in-sync set -----------------------------------------------------------
-    def _request(self, kind: str, slot: str) -> None:
-        (self.pending_shrink if kind == "shrink" else self.pending_expand).add(slot)
-        p = self.peers.get(slot)
-        self.r.effects.append(ArbiterRequest(kind, self.epoch, slot, p.inc if p else None))
+    @property
+    def counted(self) -> set[str]:
+        """Backups whose acks every commit needs: a superset of the arbiter's stored ISR."""
+        return (self.isr | set(self.maybe_added)) - {self.r.slot}
 
-    def _maybe_expand(self, p: _Peer) -> None:
-        if (p.slot not in self.counted and p.slot not in self.pending_shrink
-                and p.match_seq >= self.r.commit_seq):
-            self.counted.add(p.slot)  # counted from the request on
-            self._request("expand", p.slot)
+    def _counted_inc(self, slot: str) -> str | None:
+        """The process of ``slot`` that is counted: the one its pending expand named, else the one
+        the arbiter recorded for the member (None: not known)."""
+        return self.maybe_added.get(slot) or self.isr_inc.get(slot)
 
-    def _may_ask(self, kind: str, slot: str, now: float) -> bool:
-        return self.retry_at.get((kind, slot), 0.0) <= now
+    def _wanted(self, now: float) -> tuple[str, str | None] | None:
+        """The ISR change to ask for next, from the current state (see the module docstring)."""
+        if self.isr_version is None:
+            return "sync", None
+        timeout = self.r.config.replication_timeout
+        for slot in sorted(self.counted):
+            p = self.peers.get(slot)
+            if (p is None or (p.inc is not None and self._counted_inc(slot) not in (None, p.inc))
+                    or (p.behind_since is not None and now - p.behind_since > timeout)):
+                return "shrink", slot
+        for slot in sorted(set(self.peers) - self.isr):  # counted but unconfirmed: asked again
+            p = self.peers[slot]
+            if p.inc is not None and (slot in self.maybe_added or p.match_seq >= self.r.commit_seq):
+                return "expand", slot
+        return None
 
-    def on_arbiter_failed(self, kind: str, slot: str, now: float) -> None:
-        """A request's answer never came (the node or owner unreachable): it may or may not have
-        taken effect. Both requests are idempotent on the arbiter, so ``tick`` asks again after
-        ``replication_timeout`` while it still matters — the slot stays counted meanwhile
-        (conservative: commits wait for it, as for any counted member)."""
-        (self.pending_shrink if kind == "shrink" else self.pending_expand).discard(slot)
-        self.retry_at[kind, slot] = now + self.r.config.replication_timeout
-
-    def on_arbiter_reply(self, kind: str, slot: str, ok: bool, epoch: int, now: float) -> None:
-        if self.fenced:
+    def _ask(self, now: float) -> None:
+        """Send the wanted ISR change, unless one is outstanding or a failed one must wait."""
+        if self.fenced or self.outstanding is not None or now < self.ask_after:
             return
+        wanted = self._wanted(now)
+        if wanted is None:
+            return
+        kind, slot = wanted
+        inc = self.peers[slot].inc if kind != "sync" and slot in self.peers else None
+        self.arbiter_seq += 1
+        req = ArbiterRequest(kind, self.epoch, slot, inc, self.isr_version, self.arbiter_seq)
+        if kind == "expand":
+            self.maybe_added[slot] = inc  # counted from the request on
+        self.outstanding = req
+        self.r.effects.append(req)
+
+    def on_arbiter_failed(self, req: ArbiterRequest, now: float) -> None:
+        """No answer came to ``req`` (the node or owner unreachable, or not decided): it may or
+        may not take effect, so an expand stays counted (conservative: commits wait for it, as
+        for any counted member). Whatever is still wanted is asked again after
+        ``replication_timeout``."""
+        if req != self.outstanding:
+            return
+        self.outstanding = None
+        self.ask_after = now + self.r.config.replication_timeout
+
+    def on_arbiter_reply(self, req: ArbiterRequest, answer: dict, now: float) -> None:
+        """The arbiter's answer to ``req`` (``hosting.arbiter.AppState.isr_answer``, or
+        ``{"retry": ...}``); ignored unless ``req`` is the outstanding request."""
+        if self.fenced or req != self.outstanding:
+            return
+        try:
+            answer = M.validate_isr_answer(answer)
+        except M.ProtocolError:
+            answer = {"retry": "malformed answer"}
+        epoch = answer.get("epoch", self.epoch)
         if epoch > self.epoch:
             self.fence(epoch)
             return
-        if kind == "shrink":
-            self.pending_shrink.discard(slot)
-            if ok:
-                self.counted.discard(slot)
-                self.isr.discard(slot)
-                self._maybe_commit()
-                p = self.peers.get(slot)
-                if p is not None and p.inc is not None:
-                    self._maybe_expand(p)  # already caught up (a restarted one may be): no need to wait
-                self._ship(now)
-        elif kind == "expand":
-            self.pending_expand.discard(slot)
-            if ok:
-                self.isr.add(slot)
-            elif slot not in self.isr:
-                # refused (e.g. restarted since): not in the arbiter's ISR, so it
-                # is safe to stop counting it; it may be proposed again later.
-                self.counted.discard(slot)
-                self._maybe_commit()
+        if "retry" in answer or epoch < self.epoch or (
+                self.isr_version is not None and answer["version"] <= self.isr_version):
+            self.on_arbiter_failed(req, now)  # not decided: as if no answer came
+            return
+        self.outstanding = None
+        self.ask_after = float("-inf")  # the arbiter answers again
+        self.isr_version = answer["version"]
+        self.isr_inc = dict(answer["isr"])
+        self.isr = set(self.isr_inc) | {self.r.slot}
+        self.maybe_added.clear()  # no earlier request can take effect any more
+        self._maybe_commit()
+        self._ask(now)
+        self._ship(now)
 
     def set_peers(self, peers: list[str], now: float) -> None:
         """The current set of other replica slots (joins and departures)."""
@@ -297,12 +333,11 @@ class MasterRole:
         for slot in list(self.peers):
             if slot not in wanted:
                 del self.peers[slot]
-        for slot in sorted(self.counted - wanted - self.pending_shrink):
-            self._request("shrink", slot)  # an in-sync member we cannot reach
         for slot in sorted(wanted - set(self.peers)):
             p = _Peer(slot, self.r.log.last_seq)  # send the barrier first
             p.behind_since = now
             self.peers[slot] = p
+        self._ask(now)  # a counted member we cannot reach any more is shrunk
         self._ship(now)
 
     # --- fencing ---------------------------------------------------------------

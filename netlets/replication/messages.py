@@ -196,3 +196,24 @@ def validate(msg: Any, expect: tuple[str, ...] | None = None) -> dict:
 def position_of(pos: Any) -> tuple[int, int]:
     """A wire position ``[epoch, seq]`` as a comparable tuple."""
     return (int(pos[0]), int(pos[1]))
+
+
+# --- arbiter answers (node -> master) -------------------------------------------
+# ``{"ok", "epoch", "version", "isr": {slot: incarnation or None}}`` — the arbiter's decision on
+# an ISR request and its state after it (``hosting.arbiter.AppState.isr_answer``); or
+# ``{"retry": reason, "epoch"?}`` — not decided (store failure, not the lease holder): ask again.
+
+def validate_isr_answer(answer: Any) -> dict:
+    """Check an arbiter answer (see above); raises :class:`ProtocolError` when malformed."""
+    if not isinstance(answer, dict):
+        raise ProtocolError(f"arbiter answer is not a dict: {type(answer).__name__}")
+    if "epoch" in answer and not _is_int(answer["epoch"]):
+        raise ProtocolError(f"arbiter answer: bad epoch {answer['epoch']!r:.40}")
+    if "retry" in answer:
+        return answer
+    isr = answer.get("isr")
+    if (not isinstance(answer.get("ok"), bool) or "epoch" not in answer or not _is_int(answer.get("version"))
+            or not isinstance(isr, dict)
+            or not all(isinstance(s, str) and (i is None or isinstance(i, str)) for s, i in isr.items())):
+        raise ProtocolError(f"bad arbiter answer: {answer!r:.80}")
+    return answer

@@ -219,14 +219,15 @@ class Replica:
         if self.role == "master":
             self.master.on_send_failed(peer, now)
 
-    def on_arbiter_reply(self, kind: str, slot: str, ok: bool, epoch: int, now: float) -> None:
+    def on_arbiter_reply(self, req, answer: dict, now: float) -> None:
+        """The node's answer to the ``ArbiterRequest`` ``req`` (stale or duplicate ones are ignored)."""
         if self.role == "master":
-            self.master.on_arbiter_reply(kind, slot, ok, epoch, now)
+            self.master.on_arbiter_reply(req, answer, now)
 
-    def on_arbiter_failed(self, kind: str, slot: str, now: float) -> None:
-        """The runner got no answer to an ``ArbiterRequest`` (it will be asked again)."""
+    def on_arbiter_failed(self, req, now: float) -> None:
+        """The runner got no answer to the ``ArbiterRequest`` ``req`` (it will be asked again)."""
         if self.role == "master":
-            self.master.on_arbiter_failed(kind, slot, now)
+            self.master.on_arbiter_failed(req, now)
 
     def set_peers(self, peers: list[str], now: float) -> None:
         if self.role == "master":

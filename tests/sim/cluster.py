@@ -6,6 +6,8 @@ duplicated or dropped, who crashes, pauses, is partitioned or is elected.
 Elections run the hosting node's own election core and arbiter
 (``hosting.election_core``, ``hosting.arbiter``) with this cluster as their
 host; restarts and lease renewal are a miniature of what the node does.
+ISR requests to the arbiter and its answers are packets too (``arbiter_link``),
+and the arbiter's store can fail a save.
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hosting.arbiter import Arbiter, MemoryEpochStore, StaleEpoch
+from hosting.arbiter import Arbiter, StaleEpoch
 from hosting.election_core import ElectionRunner, Facts
 from netlets.replicated import LEASE_SAFETY
 from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
+
+from . import arbiter_link
+from .arbiter_link import ARBITER, FlakyStore
 
 APP = "app"
 TTL = 1.0
@@ -48,7 +53,8 @@ class ListNetlet:
 class Packet:
     src: str
     dst: str
-    kind: str  # "req" (master -> backup) | "rep" (backup -> master)
+    kind: str  # "req" (master -> backup) | "rep" (backup -> master) | "arb" / "arbrep" (ISR
+    # request to the arbiter / its answer: msg = {"req": ArbiterRequest, "answer"?: dict})
     msg: dict
     src_inc: str  # incarnation of the sender process
 
@@ -144,14 +150,17 @@ class Cluster:
     renewal_ttl: float | None = None
 
     def __post_init__(self) -> None:
-        self.arbiter = Arbiter(MemoryEpochStore())
+        self.store = FlakyStore()
+        self.arbiter = Arbiter(self.store)
         self.net: list[Packet] = []
         self.partitions: set[frozenset] = set()
-        #: how the next arbiter answers are lost: "before" (the request never arrived) or "after"
-        #: (it took effect, the answer did not come back)
-        self.lost_arbiter_answers: list[str] = []
         #: how the next election prepare RPCs fail: "before" (never arrived) or "after" (promised, answer lost)
         self.lost_prepares: list[str] = []
+        #: ISR requests a runner is waiting on: (incarnation, request) -> True; one no longer here
+        #: has timed out (or was answered) at the runner, its packets may still be in flight
+        self.arbiter_calls: dict[tuple[str, ArbiterRequest], bool] = {}
+        #: how the next ISR saves fail (``arbiter_link.SAVE_FAILURES``); elections' saves do not
+        self.isr_save_failures: list[str] = []
         self.nodes: dict[str, Node] = {}
         self._inc = itertools.count(1)
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
@@ -183,6 +192,7 @@ class Cluster:
         if n.replica is None:
             return
         n.replica.storage.close(sync=False)  # unsynced records are lost
+        self.arbiter_calls = {k: v for k, v in self.arbiter_calls.items() if k[0] != n.replica.incarnation}
         n.replica = None
         n.paused = False
         self.arbiter.netlet_died(APP, slot)
@@ -287,6 +297,9 @@ class Cluster:
             if duplicate:
                 self.net.pop(i)
             return
+        if p.dst == ARBITER:
+            self._arbiter_receives(p)
+            return
         n = self.nodes[p.dst]
         if n.replica is None:
             return
@@ -295,7 +308,12 @@ class Cluster:
                 self.net.append(p)
             return
         r = n.replica
-        if p.kind == "req":
+        if p.kind == "arbrep":
+            if p.msg["inc"] == r.incarnation:  # an answer to a process that is gone is lost with it
+                self.arbiter_calls.pop((r.incarnation, p.msg["req"]), None)
+                r.on_arbiter_reply(p.msg["req"], p.msg["answer"], self.now)  # even a duplicate
+                self._drain(p.dst)
+        elif p.kind == "req":
             reply = r.handle(p.msg, self.now)
             self._drain(p.dst)
             if reply is not None:
@@ -307,6 +325,43 @@ class Cluster:
     def drop(self, i: int) -> None:
         if self.net:
             self.net.pop(i % len(self.net))
+
+    # --- ISR requests: the node's side and the runner's timeout ---------------------
+    def _arbiter_receives(self, p: Packet) -> None:
+        req = p.msg["req"]
+        self.store.failures, self.isr_save_failures = self.isr_save_failures, []
+        try:
+            answer = arbiter_link.answer(self.arbiter, APP, p.src_inc, req)
+        finally:  # failures not used up (nothing was saved) stay for the next ISR request
+            self.isr_save_failures, self.store.failures = self.store.failures, []
+        self.net.append(Packet(ARBITER, p.src, "arbrep", {"req": req, "answer": answer, "inc": p.src_inc},
+                               ARBITER))
+
+    def _waiting_calls(self) -> list[tuple[str, ArbiterRequest]]:
+        return sorted(self.arbiter_calls, key=lambda k: (k[0], k[1].seq))
+
+    def arbiter_timeout(self, i: int) -> None:
+        """The runner of one waiting ISR request gives up on it (its packets may still arrive)."""
+        calls = self._waiting_calls()
+        if calls:
+            self._time_out(calls[i % len(calls)])
+
+    def _time_out(self, call: tuple[str, ArbiterRequest]) -> None:
+        inc, req = call
+        slot = inc.split("#")[0]
+        n = self.nodes[slot]
+        if not self.alive(slot) or n.replica.incarnation != inc:
+            return  # a paused runner times out when it resumes
+        del self.arbiter_calls[call]
+        n.replica.on_arbiter_failed(req, self.now)
+        self._drain(slot)
+
+    def expire_arbiter_calls(self) -> None:
+        """Time out every waiting ISR request whose packets are all gone (lost on the way)."""
+        flying = {(p.msg["inc"], p.msg["req"]) for p in self.net if p.kind in ("arb", "arbrep")}
+        for call in self._waiting_calls():
+            if call not in flying:
+                self._time_out(call)
 
     def _drain(self, slot: str) -> None:
         n = self.nodes[slot]
@@ -327,16 +382,9 @@ class Cluster:
                 elif isinstance(eff, RoleChanged) and eff.role == "master":
                     n.fenced_seen = False  # a new term of this process
                 elif isinstance(eff, ArbiterRequest):
-                    lost = self.lost_arbiter_answers.pop(0) if self.lost_arbiter_answers else None
-                    if lost != "before":
-                        if eff.kind == "expand":
-                            ok, epoch = self.arbiter.expand(APP, eff.epoch, eff.slot, eff.incarnation)
-                        else:
-                            ok, epoch = self.arbiter.shrink(APP, eff.epoch, eff.slot)
-                    if lost is None:
-                        r.on_arbiter_reply(eff.kind, eff.slot, ok, epoch, self.now)
-                    else:
-                        r.on_arbiter_failed(eff.kind, eff.slot, self.now)
+                    self.arbiter_calls[(r.incarnation, eff)] = True
+                    self.net.append(Packet(slot, ARBITER, "arb", {"req": eff, "inc": r.incarnation},
+                                           r.incarnation))
 
     # --- invariants --------------------------------------------------------------
     @staticmethod
@@ -353,7 +401,21 @@ class Cluster:
         if missing:
             raise InvariantError(f"master {slot} (epoch {r.master.epoch}) lacks acked {sorted(missing)}")
 
+    def check_isr_counted(self) -> None:
+        """Every member of the stored ISR is counted by the current master (its commits wait
+        for that member): the invariant of the versioned in-sync set (``hosting.arbiter``)."""
+        st = self.store.stored(APP)
+        n = self.nodes.get(st.holder) if st.holder is not None else None
+        r = n.replica if n is not None else None
+        if r is None or r.role != "master" or r.master.epoch != st.epoch:
+            return
+        missing = st.isr - {st.holder} - r.master.counted
+        if missing:
+            raise InvariantError(f"stored ISR {sorted(st.isr)} (version {st.isr_version}) has "
+                                 f"{sorted(missing)}, not counted by master {st.holder}")
+
     def check(self) -> None:
+        self.check_isr_counted()
         st = self.arbiter.state(APP)
         if st.holder is not None and self.nodes[st.holder].replica is not None:
             r = self.nodes[st.holder].replica
