@@ -48,6 +48,17 @@ def assert_no_attempt_without_winner(events: list[dict], names: list[str]) -> No
     assert {app for app, _ in started} >= set(names)
 
 
+def assert_every_app_reelected(node, names, before, since, won) -> None:
+    """Every app has a new master at a higher epoch that takes a write, and no election attempt
+    since ``since`` ended without a winner."""
+    assert set(won) == set(names)
+    for name in names:
+        first_write(name)
+    assert_no_attempt_without_winner(events_since(node, since), names)
+    after = state(node, names)
+    assert all(after[n]["epoch"] > before[n]["epoch"] and after[n]["master"] != before[n]["master"] for n in names)
+
+
 @pytest.mark.timeout(600)
 def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_has_a_winner(node, tmp_path):
     """Each app also has a hung in-sync backup (SIGSTOP), so each election takes a prepare
@@ -68,12 +79,7 @@ def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_h
         for pid in hung:  # (the node may have killed it meanwhile: its netlet lease ran out)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-    assert set(won) == set(names)
-    for name in names:
-        first_write(name)
-    assert_no_attempt_without_winner(events_since(node, since), names)
-    after = state(node, names)
-    assert all(after[n]["epoch"] > before[n]["epoch"] and after[n]["master"] != before[n]["master"] for n in names)
+    assert_every_app_reelected(node, names, before, since, won)
 
 
 @pytest.mark.timeout(600)
@@ -83,12 +89,7 @@ def test_masters_of_many_apps_killed_at_once_all_come_back(node, tmp_path):
     since = newest_index(node)
     kill([m["pid"] for m in masters(before).values()])
     won = wait_elected(node, before, since, timeout=60)
-    assert set(won) == set(names)
-    for name in names:
-        first_write(name)
-    assert_no_attempt_without_winner(events_since(node, since), names)
-    after = state(node, names)
-    assert all(after[n]["epoch"] > before[n]["epoch"] and after[n]["master"] != before[n]["master"] for n in names)
+    assert_every_app_reelected(node, names, before, since, won)
 
 
 @pytest.mark.timeout(600)
