@@ -66,7 +66,7 @@ def _incarnation(netlet_id: str) -> int:
 #: ``terminate``); the owner accepts them only with a member node's credential (right
 #: ``member``, which no client warrant can carry) and checks their arguments
 #: (:func:`owner_op_args`).
-OWNER_OPS = {"renew": 2, "arbiter": 5, "access": 2, "terminate": 2}
+OWNER_OPS = {"renew": 2, "arbiter": 6, "access": 2, "terminate": 2}
 MEMBER_WARRANT_DAYS = 365
 
 
@@ -94,11 +94,13 @@ def owner_op_args(app: str, op: str, args) -> list:
     if op == "renew":
         return [_netlet_of(app, args[0]), _number(args[1], "epoch", integer=True)]
     if op == "arbiter":
-        netlet_id, kind, epoch, slot, incarnation = args
-        if kind not in ("shrink", "expand"):
+        netlet_id, kind, epoch, slot, incarnation, version = args  # as Node.arbiter_request forwards them
+        if kind not in ("sync", "shrink", "expand"):
             raise BadInput(f"unknown arbiter request {str(kind)[:40]!r}")
-        return [_netlet_of(app, netlet_id), kind, _number(epoch, "epoch", integer=True), names.check_slot(slot),
-                None if incarnation is None else _netlet_of(app, incarnation)]
+        return [_netlet_of(app, netlet_id), kind, _number(epoch, "epoch", integer=True),
+                None if slot is None and kind == "sync" else names.check_slot(slot),
+                None if incarnation is None else _netlet_of(app, incarnation),
+                _number(version, "version", optional=True, integer=True)]
     if op == "access":
         return [_number(args[0], "after_epoch", optional=True, integer=True), _number(args[1], "wait_s")]
     return [_number(args[0], "grace", optional=True), _number(args[1], "wait_s")]

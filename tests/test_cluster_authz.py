@@ -63,8 +63,8 @@ def test_owner_operations_are_refused_to_every_client_warrant(two_apps):
     attacks = {
         "access": ("mine", "access", [None, 0.0]),  # would hand out the app's secret
         "terminate": ("mine", "terminate", [0.0, 5.0]),
-        "arbiter": ("mine", "arbiter", [victim["holder"], "shrink", victim["epoch"], slot, None]),
-        "arbiter on the victim": ("kvstore", "arbiter", [victim["holder"], "shrink", victim["epoch"], slot, None]),
+        "arbiter": ("mine", "arbiter", [victim["holder"], "shrink", victim["epoch"], slot, None, None]),
+        "arbiter on the victim": ("kvstore", "arbiter", [victim["holder"], "shrink", victim["epoch"], slot, None, None]),
     }
     launcher = _client(n1, *_launch_warrant(n1, "mine"))
     admin = n1.client  # every client right, for every app
@@ -87,10 +87,10 @@ def test_a_member_credential_reaches_only_the_app_its_arguments_belong_to(two_ap
     slot = next(s for s in victim["isr"] if s != victim["holder"].split("/", 1)[1].split("#")[0])
     mine = n1.app("mine")["netlets"][0]["netlet"]
     refused = [
-        ("mine", "arbiter", [victim["holder"], "shrink", victim["epoch"], slot, None]),  # another app's master
+        ("mine", "arbiter", [victim["holder"], "shrink", victim["epoch"], slot, None, None]),  # another app's master
         ("mine", "renew", [victim["holder"], victim["epoch"]]),
-        ("kvstore", "arbiter", [victim["holder"], "expand", victim["epoch"], slot, mine]),  # incarnation of mine
-        ("mine", "arbiter", ["../kvstore/store/0#1", "shrink", 1, slot, None]),
+        ("kvstore", "arbiter", [victim["holder"], "expand", victim["epoch"], slot, mine, None]),  # incarnation of mine
+        ("mine", "arbiter", ["../kvstore/store/0#1", "shrink", 1, slot, None, None]),
         ("mine", "access", ["1", 0.0]),
         ("mine", "drop-tables", []),
         ("../kvstore", "access", [None, 0.0]),
