@@ -89,28 +89,13 @@ class FaultyStorage(FileStorage):
 
 
 class FaultyCluster(Cluster):
-    """The simulated node with fail-stop on storage errors and the real warm-start rule."""
+    """The simulated node with fail-stop on storage errors; elections (the warm-start proof included)
+    are the node's own election core, as in :class:`Cluster`."""
 
     def __post_init__(self) -> None:
         self.corrupt: set[str] = set()  # refused at start; never started until reset
         self.damaged: set[str] = set()  # a byte was flipped: the next start must refuse
-        self.generation_of: dict[str, str] = {}  # incarnation -> its storage generation (its status)
-        self.last_trusted = None  # as hosting.election keeps it: captured before every begin_election
         super().__post_init__()
-        begin = self.arbiter.begin_election
-
-        def begin_election(app, candidates=()):
-            self.trusted()
-            return begin(app, candidates)
-        self.arbiter.begin_election = begin_election
-
-    def trusted(self):
-        prior = self.arbiter.state(APP)
-        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
-                              self.generation_of.get)
-        if trusted is not None:
-            self.last_trusted = trusted
-        return self.last_trusted
 
     # processes
     def start(self, slot: str) -> None:
@@ -175,29 +160,8 @@ class FaultyCluster(Cluster):
         return self._guard(Cluster.tick, self, slot)
 
     def elect(self, warm=False):
-        return self._guard(self._elect_warm) if warm else self._guard(Cluster.elect, self)
-
-    def _elect_warm(self) -> str | None:
-        """The warm start of ``hosting.election`` (every slot answers; fresh storage proves nothing)."""
-        live = [s for s in self.slots if self.alive(s)]
-        trusted = self.trusted()
-        epoch = self.arbiter.begin_election(APP, live)
-        promises = {}
-        for s in live:
-            rep = self.nodes[s].replica.prepare(epoch)
-            self._drain(s)
-            if rep["ok"]:
-                promises[s] = rep
-        if warm_refusal(promises, trusted) is not None:
-            event("warm start refused: no proof")
-            return None  # blocked: safety over availability
-        fresh = unproven(promises)
-        positions = {s: p["position"] for s, p in promises.items() if s not in fresh}
-        winner = self.arbiter.choose(APP, epoch, positions, warm=[s for s in self.slots if s not in fresh])
-        if winner is not None:
-            event("warm start elected" + (" leaving fresh storage out" if fresh else ""))
-            self._grant(winner, epoch)
-        return winner
+        """The node's election core, warm-start proof included (``hosting.warm_proof``)."""
+        return self._guard(Cluster.elect, self, warm)
 
     # faults
     def storage(self, slot: str) -> FaultyStorage | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from hosting.arbiter import Arbiter, StaleEpoch
 from hosting.election_core import ElectionRunner, Facts
+from hosting.warm_proof import trusted_set
 from netlets.replicated import LEASE_SAFETY
 from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
@@ -88,8 +89,11 @@ class SimElectionHost:
     def gather(self, app: str) -> Facts:
         c = self.c
         live = {s: (c.nodes[s].replica.incarnation, s) for s in c.slots if c.alive(s)}
+        prior = c.arbiter.state(app)
+        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
+                              c.generation_of.get)
         return Facts(registered=True, held=c.held(), slots=tuple(c.slots), live=live,
-                     eligible=tuple(c.arbiter.eligible(app, live)))
+                     eligible=tuple(c.arbiter.eligible(app, live)), trusted=trusted)
 
     def begin(self, action) -> int:
         return self.c.arbiter.begin_election(action.app, action.candidates)
@@ -162,6 +166,8 @@ class Cluster:
         #: how the next ISR saves fail (``arbiter_link.SAVE_FAILURES``); elections' saves do not
         self.isr_save_failures: list[str] = []
         self.nodes: dict[str, Node] = {}
+        #: incarnation -> the storage generation that process reported (the node reads it from status)
+        self.generation_of: dict[str, str] = {}
         self._inc = itertools.count(1)
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
         self.waiting: dict[tuple[str, int], str] = {}  # (incarnation, token) -> req_id
@@ -183,6 +189,7 @@ class Cluster:
         inc = f"{slot}#{next(self._inc)}"
         n.replica = Replica(slot, ListNetlet(), storage, self.config, incarnation=inc,
                             min_epoch=self.arbiter.state(APP).epoch)
+        self.generation_of[inc] = n.replica.storage_identity["generation"]
         n.paused = False
         n.fenced_seen = False
         self.arbiter.netlet_started(APP, slot, inc)
@@ -228,10 +235,12 @@ class Cluster:
         return self.election_host.winner
 
     def held(self) -> bool:
-        """Somebody holds the control lease: the recorded holder runs and its lease has not run out
-        (a crashed holder's lease ends at once: the node sees the death, as by pidfd)."""
+        """Somebody holds the control lease: the process granted it still runs (not a newer one in
+        its slot) and its lease has not run out (a crashed holder's lease ends at once: the node
+        sees the death, as by pidfd)."""
         st = self.arbiter.state(APP)
-        return (st.holder is not None and self.nodes[st.holder].replica is not None
+        replica = self.nodes[st.holder].replica if st.holder is not None else None
+        return (replica is not None and replica.incarnation == st.holder_netlet()
                 and self.now < self.nodes[st.holder].lease_expiry)
 
     def _grant(self, slot: str, epoch: int) -> None:
