@@ -107,7 +107,7 @@ class Elector:
         epoch = self.node.arbiter.state(app).epoch
         peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
         self._pool.submit(self._rpc_logged, live[master_slot][1], app, "replication_peers", epoch, peers,
-                          grants.for_peers(self.node, app, live[master_slot][0], epoch, peers))
+                          grants.for_peers(self.node.grant_signer, app, live[master_slot][0], epoch, peers))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -155,7 +155,7 @@ class Elector:
             position = storage = None
             try:
                 promise = self._rpc(action.endpoint, action.app, "replication_prepare", action.epoch,
-                                    grants.for_prepare(self.node, action.app, action.netlet, action.epoch))
+                                    grants.for_prepare(self.node.grant_signer, action.app, action.netlet, action.epoch))
                 if promise.get("ok"):
                     position, storage = tuple(promise["position"]), promise.get("storage")
             except Exception as err:  # whatever the candidate or the network did: no promise
@@ -177,7 +177,7 @@ class Elector:
         try:
             isr = sorted(state.isr)
             self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers,
-                      grants.for_promote(node, action.app, action.netlet, action.epoch, isr, peers))
+                      grants.for_promote(node.grant_signer, action.app, action.netlet, action.epoch, isr, peers))
         except Exception as err:  # it will not renew: its control lease expires and we elect again
             log.warning("election of %s: promoting %s failed: %s", action.app, action.slot, err)
             return False

@@ -108,29 +108,17 @@ class GrantSigner:
         return {"body": body, "sig": self._key.sign(DOMAIN + body, _ECDSA), "cert": self._cert_pem}
 
 
-_signers_lock = threading.Lock()
-
-
-def signer(node) -> GrantSigner:
-    """The node's signer, made on first use (the node's TLS identity is fixed for its run)."""
-    with _signers_lock:
-        found = node.__dict__.get("_jtrix_grant_signer")
-        if found is None:
-            found = node.__dict__["_jtrix_grant_signer"] = GrantSigner.for_node(node)
-        return found
-
-
 # The call sites of the node's elector: one grant per replication call, for exactly its arguments.
-def for_prepare(node, app: str, netlet_id: str, epoch: int) -> dict[str, Any]:
-    return signer(node).mint(app, PREPARE, epoch, [epoch], netlet_id)
+def for_prepare(by: GrantSigner, app: str, netlet_id: str, epoch: int) -> dict[str, Any]:
+    return by.mint(app, PREPARE, epoch, [epoch], netlet_id)
 
 
-def for_promote(node, app: str, netlet_id: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
-    return promote_grant(signer(node), app, netlet_id, epoch, isr, peers)
+def for_promote(by: GrantSigner, app: str, netlet_id: str, epoch: int, isr: list, peers: dict) -> dict[str, Any]:
+    return promote_grant(by, app, netlet_id, epoch, isr, peers)
 
 
-def for_peers(node, app: str, netlet_id: str, epoch: int, peers: dict) -> dict[str, Any]:
-    return signer(node).mint(app, PEERS, epoch, [epoch, peers], netlet_id)
+def for_peers(by: GrantSigner, app: str, netlet_id: str, epoch: int, peers: dict) -> dict[str, Any]:
+    return by.mint(app, PEERS, epoch, [epoch, peers], netlet_id)
 
 
 def promote_grant(by: GrantSigner, app: str, netlet_id: str, epoch: int, isr: list,

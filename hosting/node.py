@@ -143,6 +143,9 @@ class Node(SupervisorHooks):
         self.ca: ClusterCA | None = None
         self.tls: TLSIdentity | None = None
         self._setup_tls()
+        #: signs the grants the elector sends netlets (``hosting.grants``): the node key, or the node's
+        #: cluster certificate's key (fixed for this run, like ``self.tls``)
+        self.grant_signer = grants.GrantSigner.for_node(self)
         #: called with certificates of other cluster members to trust (set by the hosting API)
         self.on_trusted_certs: Callable[[list], None] = lambda certs: None
         self.trust: EtcdTrust | None = None
@@ -487,7 +490,7 @@ class Node(SupervisorHooks):
             "durability": descriptor.durability, "ack": descriptor.ack,
             "warrant": warrant.decode(), "key_pem": warrants.private_key_pem(key).decode(),
             "app_secret": self.registry.app_secret(app).hex(),
-            "tls": self.issue_tls(netlet_id), "grant_trust": grants.signer(self).trust(),
+            "tls": self.issue_tls(netlet_id), "grant_trust": self.grant_signer.trust(),
         }
 
     def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:
