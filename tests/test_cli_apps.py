@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,22 +53,40 @@ def popen(node, *args: str) -> subprocess.Popen:
                             env=env)
 
 
+def _lines_of(proc: subprocess.Popen) -> queue.Queue:
+    """The queue a reader thread fills with ``proc``'s stdout lines (None at end of output).
+
+    A thread, not select() on the pipe: select() cannot see lines already read
+    into the text wrapper's buffer, so two lines arriving in one chunk would
+    leave the second unseen until the deadline."""
+    lines = getattr(proc, "_line_queue", None)
+    if lines is None:
+        lines = proc._line_queue = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def read_lines_until(proc: subprocess.Popen, predicate, timeout: float) -> list[str]:
     """Lines of ``proc``'s stdout until one satisfies ``predicate`` (the test fails after ``timeout``)."""
-    import selectors
-
+    source = _lines_of(proc)
     lines: list[str] = []
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip("\n"))
-            if predicate(line):
-                return lines
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = source.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        lines.append(line)
+        if predicate(line):
+            return lines
     exited = proc.poll()
     why = f"it exited {exited}: {proc.stderr.read()[-2000:]}" if exited is not None else "it is still running"
     raise AssertionError(f"no matching line within {timeout}s; got {lines}; {why}")
@@ -163,17 +183,20 @@ def test_follow_events_logs_and_watch(echo):
     node = echo
     last_index = node.events(0)[-1]["index"]
     follower = popen(node, "events", "echo", "-f", "--json", "--since", str(last_index))
-    logs = popen(node, "logs", "echo/w/1", "-f", "-n", "0")
+    old_pid = node.slot("echo", "w/1")["pid"]
+    logs = popen(node, "logs", "echo/w/1", "-f", "-n", "50")
     watch = popen(node, "status", "echo", "--watch", "--json", "--interval", "0.2")
     try:
-        old_pid = node.slot("echo", "w/1")["pid"]
-        time.sleep(0.3)  # let the followers reach their polling loops
+        # the follower printed the current run's start line: it follows that run's file (so the kill
+        # below makes it cross to the replacement's, which is what this checks)
+        read_lines_until(logs, lambda line: f"pid {old_pid}," in line, 15)
         assert ok(node.jtrix("kill", "echo/w/1", "--signal", "TERM"))
         seen = read_lines_until(follower, lambda line: json.loads(line)["kind"] == "netlet.started", 15)
         assert [json.loads(line)["kind"] for line in seen][:1] == ["netlet.signalled"]
         new_pid = json.loads(seen[-1])["detail"]["pid"]
         # logs -f goes on with the replacement's log file
-        read_lines_until(logs, lambda line: f"pid {new_pid}" in line, 15)
+        crossed = read_lines_until(logs, lambda line: f"pid {new_pid}," in line, 15)
+        assert any(line.startswith("--- echo/w/1: new run") for line in crossed), crossed
         snapshots = read_lines_until(watch, lambda line: True, 5) + read_lines_until(watch, lambda line: True, 5)
         assert all(json.loads(s)["apps"][0]["name"] == "echo" for s in snapshots)
         assert old_pid != new_pid
