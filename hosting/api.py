@@ -243,25 +243,7 @@ class HostingAPI:
             raise BadInput("status must be a mapping")
         self.node.report(netlet_id, status)
 
-    # -- control lease ----------------------------------------------------
-    @_guarded
-    def acquire_control(self, auth, netlet_id: str) -> dict[str, Any]:
-        self._check_netlet(auth, "acquire_control", "lease", netlet_id)
-        app = _netlet_app(netlet_id)
-        ttl = self.node.descriptor(app).lease_ttl
-        return {"epoch": self.node.control.acquire(app, netlet_id, ttl), "ttl": ttl}
-
-    @_guarded
-    def renew_control(self, auth, netlet_id: str, epoch: int) -> dict[str, Any]:
-        self._check_netlet(auth, "renew_control", "lease", netlet_id)
-        app = _netlet_app(netlet_id)
-        return {"ttl": self.node.control.renew(app, netlet_id, int(epoch), self.node.descriptor(app).lease_ttl)}
-
-    @_guarded
-    def release_control(self, auth, netlet_id: str, epoch: int) -> None:
-        self._check_netlet(auth, "release_control", "lease", netlet_id)
-        self.node.control.release(_netlet_app(netlet_id), netlet_id, int(epoch))
-
+    # -- control lease: granted by the elector alone, never on request; observable ------
     @_guarded
     def control_state(self, auth, app: str) -> dict[str, Any]:
         self._check(auth, "control_state", "status", app)

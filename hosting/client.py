@@ -28,7 +28,7 @@ from hosting.tls import TLSIdentity, client_identity
 from warrants.errors import BadInput, JtrixError, NotFound
 
 IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "host_status", "events", "logs",
-                        "renew", "report", "renew_control", "control_state", "app_access"})
+                        "renew", "report", "control_state", "app_access"})
 
 
 class NodeUnreachable(NotFound):

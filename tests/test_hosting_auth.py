@@ -109,6 +109,28 @@ def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
         HostingClient(node.client.uri, xml, netlet_key).call("renew", "pair/w/0#1", {})
 
 
+def test_a_netlet_cannot_take_an_apps_control_lease_outside_an_election(node, tmp_path):
+    """The control lease is granted by the elector alone (the most up-to-date replica, the warm-start
+    proof): no endpoint lets a netlet's code take it. Before, ``acquire_control`` bootstrapped any app
+    whose lease was free with the caller's slot as master."""
+    from nodeutil import descriptor_xml
+    node.launch(descriptor_xml("idle", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path,
+                start=False)
+    netlet_key = warrants.generate_key()
+    node_key = warrants.load_private_key(node.home / "node.key.pem")
+    node_cert = warrants.load_cert(node.home / "node.crt.pem")
+    xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
+                                 service=node.client.service, app="idle", holder=netlet_key.public_key(),
+                                 not_after=now() + dt.timedelta(hours=1), data="netlet:idle/w/0#1")
+    hostile = HostingClient(node.client.uri, xml, netlet_key)
+    for method, args in (("acquire_control", ("idle/w/0#1",)), ("renew_control", ("idle/w/0#1", 1)),
+                         ("release_control", ("idle/w/0#1", 1))):
+        with pytest.raises(Exception, match="has no exposed attribute or method") as refused:
+            hostile.call(method, *args)
+        assert not isinstance(refused.value, AssertionError)
+    assert node.client.call("control_state", "idle")["holder"] is None
+
+
 def test_silent_and_garbage_connections_do_not_stall_other_clients(node):
     host, port = node.client.uri.split("@")[1].rsplit(":", 1)
     silent = [socket.create_connection((host, int(port))) for _ in range(20)]
