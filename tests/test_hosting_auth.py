@@ -36,6 +36,18 @@ def _delegate(node, rights, not_after=None, holder_key=None, app=None):
     return xml, holder_key
 
 
+def _netlet_client(node, netlet_id: str) -> HostingClient:
+    """A client holding what the node gives the netlet ``netlet_id``: a node-signed warrant bound to it."""
+    netlet_key = warrants.generate_key()
+    node_key = warrants.load_private_key(node.home / "node.key.pem")
+    node_cert = warrants.load_cert(node.home / "node.crt.pem")
+    xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
+                                 service=node.client.service, app=netlet_id.split("/")[0],
+                                 holder=netlet_key.public_key(), not_after=now() + dt.timedelta(hours=1),
+                                 data="netlet:" + netlet_id)
+    return HostingClient(node.client.uri, xml, netlet_key)
+
+
 def test_warrant_lacking_the_right_is_refused(node):
     xml, key = _delegate(node, ["status"])
     client = HostingClient(node.client.uri, xml, key)
@@ -99,14 +111,8 @@ def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
     from nodeutil import descriptor_xml
     node.launch(descriptor_xml("pair", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
     node.wait_running("pair")
-    netlet_key = warrants.generate_key()
-    node_key = warrants.load_private_key(node.home / "node.key.pem")
-    node_cert = warrants.load_cert(node.home / "node.crt.pem")
-    xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
-                                 service=node.client.service, app="pair", holder=netlet_key.public_key(),
-                                 not_after=now() + dt.timedelta(hours=1), data="netlet:pair/w/9#1")
     with pytest.raises(warrants.BadInput, match="not pair/w/0#1"):
-        HostingClient(node.client.uri, xml, netlet_key).call("renew", "pair/w/0#1", {})
+        _netlet_client(node, "pair/w/9#1").call("renew", "pair/w/0#1", {})
 
 
 def test_a_netlet_cannot_take_an_apps_control_lease_outside_an_election(node, tmp_path):
@@ -116,13 +122,7 @@ def test_a_netlet_cannot_take_an_apps_control_lease_outside_an_election(node, tm
     from nodeutil import descriptor_xml
     node.launch(descriptor_xml("idle", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path,
                 start=False)
-    netlet_key = warrants.generate_key()
-    node_key = warrants.load_private_key(node.home / "node.key.pem")
-    node_cert = warrants.load_cert(node.home / "node.crt.pem")
-    xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
-                                 service=node.client.service, app="idle", holder=netlet_key.public_key(),
-                                 not_after=now() + dt.timedelta(hours=1), data="netlet:idle/w/0#1")
-    hostile = HostingClient(node.client.uri, xml, netlet_key)
+    hostile = _netlet_client(node, "idle/w/0#1")
     for method, args in (("acquire_control", ("idle/w/0#1",)), ("renew_control", ("idle/w/0#1", 1)),
                          ("release_control", ("idle/w/0#1", 1))):
         with pytest.raises(Exception, match="has no exposed attribute or method") as refused:
