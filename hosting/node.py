@@ -240,7 +240,7 @@ class Node(SupervisorHooks):
             if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(app, slot["slot"]):
                 continue
             delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
-            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_slot(app, s, "replace"))
+            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_soon(app, s, "replace"))
 
     def recover_control(self, app: str) -> None:
         """The master that held the control lease before this node (or the app's previous
