@@ -18,10 +18,12 @@ Contracts of :class:`StoreRetry`:
 * Per ``key`` the work runs in submission order: a later ``run`` for the same key
   starts only after every earlier one's steps have all returned (so, for a slot, a
   netlet's start is recorded before its exit, and its exit before the next start).
-* ``run`` starts on the caller's thread and returns when the key's queue is empty,
-  or as soon as a step fails for the store's fault: the rest continues on a thread
-  of the retrier's own. So the common case costs nothing, and the caller (the pid
-  watcher, a timer) is never held in a backoff.
+* ``run`` runs its own steps on the caller's thread when the key is idle, and
+  returns once they are done, or as soon as one fails for the store's fault: the
+  rest, and whatever was queued behind them meanwhile, continues on a thread of the
+  retrier's own. So the common case costs nothing, the caller (the pid watcher, a
+  timer) is never held in a backoff, and never runs another caller's work (a start
+  queued behind an exit does not spawn on the pid watcher's thread).
 * An outage is visible: once a key's work has been failing for ``visible_after_s``
   seconds (from the start of the first failed attempt: a store that blocks before it
   fails counts), ``on_down(key, error)`` is called (once per outage); when its work completes
@@ -92,11 +94,12 @@ class StoreRetry:
         step fails for the store's fault (see the module docstring)."""
         with self._lock:
             q = self._queues.setdefault(key, _Queue())
+            steps = list(steps)
             q.steps.extend(steps)
             if q.busy or not q.steps:
                 return  # whoever runs the key's queue runs these after the earlier ones
             q.busy = True
-        self._drain(key, q, inline=True)
+        self._drain(key, q, inline=len(steps))
 
     def pending(self, key: Hashable) -> bool:
         """Whether work for ``key`` is queued or running."""
@@ -117,7 +120,10 @@ class StoreRetry:
         self._closed.set()
 
     # -- internals --------------------------------------------------------------
-    def _drain(self, key: Hashable, q: _Queue, inline: bool) -> None:
+    def _drain(self, key: Hashable, q: _Queue, inline: int) -> None:
+        """Run ``key``'s queue. ``inline`` > 0: on the caller's thread, only its own ``inline``
+        steps (at the head of the queue); steps queued behind them, or a store error, hand the
+        rest to a thread of our own (``inline`` 0: that thread, retrying)."""
         while True:
             with self._lock:
                 if not q.steps:
@@ -132,15 +138,22 @@ class StoreRetry:
                 else:
                     self._until_done(key, q, step)
             except STORE_ERRORS:  # inline only: continue on a thread of our own
-                threading.Thread(target=self._drain, args=(key, q, False), name=f"store-retry-{key}",
-                                 daemon=True).start()
+                self._hand_off(key, q)
                 return
             except _Closed:
                 return
             with self._lock:
                 q.steps.popleft()
+                if inline:
+                    inline -= 1
+                    if not inline and q.steps:  # others' work: not on this caller's thread
+                        self._hand_off(key, q)
+                        return
         if outage is not None and outage.reported:
             self.on_recovered(key, outage.attempts, time.monotonic() - outage.since, outage.error)
+
+    def _hand_off(self, key: Hashable, q: _Queue) -> None:
+        threading.Thread(target=self._drain, args=(key, q, 0), name=f"store-retry-{key}", daemon=True).start()
 
     def _once(self, key: Hashable, q: _Queue, step: Step) -> None:
         began = time.monotonic()

@@ -100,9 +100,11 @@ def test_an_error_that_is_not_the_stores_is_logged_and_the_rest_still_runs(regis
     assert "not the store's fault" in caplog.text
 
 
-def test_work_submitted_while_a_step_runs_runs_after_it_on_the_same_thread(registry, retry):
+def test_work_submitted_while_a_step_runs_runs_after_it_off_the_callers_thread(registry, retry):
     """A step that submits more work for its own key (the supervisor's start, recording the
-    netlet it spawned) does not deadlock: the new steps run after it, in order."""
+    netlet it spawned; an exit's restart decision starting the replacement) does not deadlock:
+    the new steps run after it, in order, and not on the caller's thread (the pid watcher
+    must not spawn the replacement)."""
     order = []
 
     def outer():
@@ -110,6 +112,8 @@ def test_work_submitted_while_a_step_runs_runs_after_it_on_the_same_thread(regis
         retry.run("k", [lambda: order.append(("inner", threading.get_ident()))])
         order.append(("outer done", threading.get_ident()))
 
-    retry.run("k", [outer])
+    retry.run("k", [outer, lambda: order.append(("second", threading.get_ident()))])
+    wait_for(lambda: not retry.pending("k"), 5, "the queue drained")
     me = threading.get_ident()
-    assert order == [("outer", me), ("outer done", me), ("inner", me)]
+    assert [what for what, _ in order] == ["outer", "outer done", "second", "inner"]
+    assert [t == me for _, t in order] == [True, True, True, False]
