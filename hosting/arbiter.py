@@ -17,16 +17,21 @@ Invariants:
 * **Every member of the stored ISR is counted by the current master** (its
   commits wait for that member's acks). The ISR carries a version,
   ``isr_version``, that increases with every change of the set (shrink,
-  expand, a process starting or dying, an election) and with every decided
-  ``shrink``/``expand``, even a refused or no-op one. A change request names
-  the version it was computed from and is decided only if that is the current
-  version (:meth:`Arbiter.change_isr`; otherwise refused, changing nothing).
-  So each request is decided at most once, and once the master holds an
-  answer at version ``v``, no request it sent earlier (all name versions
-  below ``v``) can still take effect: the stored set grows only by an expand
-  the master is counting from the moment it sent it, and the master stops
-  counting a slot only on an answer whose set lacks it. (Proof sketch in
-  docs/replication.md, "Versioned in-sync set".)
+  expand, a process starting or dying, an election) and with every applied
+  ``shrink``/``expand``, even a no-op one. A change request names the version
+  it was computed from and is decided only if that is the current version
+  (:meth:`Arbiter.change_isr`; otherwise refused as stale, changing nothing).
+  A decided request that is *refused* (a shrink of the holder, an expand of
+  another process than the one recorded) changes nothing either: no version
+  step, no save — so a master re-asking it cannot drive the store or the
+  version (issue 13 follow-up F4). The state at a version is fixed, so a
+  request naming ``v`` is refused at ``v`` however often it arrives, and takes
+  effect at most once. Once the master holds an answer at version ``v``, no
+  request it sent earlier (all name versions below ``v``) can still take
+  effect: the stored set grows only by an expand the master is counting from
+  the moment it sent it, and the master stops counting a slot only on an
+  answer, of a version above every one it named, whose set lacks it. (Proof
+  sketch in docs/replication.md, "Versioned in-sync set".)
 * Nothing is answered from unsaved state: a save that fails in any way drops
   the cached state (the next call reloads the stored one) and the caller gets
   :class:`StoreUnavailable` (retryable) — or the store's own
@@ -298,11 +303,12 @@ class Arbiter:
         Refused, changing nothing, when ``epoch`` is not current or there is no holder (the
         answer's higher epoch fences the caller) or when ``version`` is not the current one
         (stale: the answer carries the current version and set to resync from). Otherwise the
-        request is *decided* and the version advances, whatever the decision: a shrink of the
-        holder is refused; an expand is refused unless ``incarnation`` is the process recorded
-        for ``slot`` (a restarted slot's new process may not hold what the old one acked; one
-        not recorded yet is recorded as ``incarnation``); anything else is applied (a no-op
-        when the slot already is, or is not, a member). Saved before it is answered.
+        request is *decided*: a shrink of the holder is refused; an expand is refused unless
+        ``incarnation`` is the process recorded for ``slot`` (a restarted slot's new process may
+        not hold what the old one acked; one not recorded yet is recorded as ``incarnation``);
+        a refusal changes nothing (the answer is at the current version, nothing is saved).
+        Anything else is applied (a no-op when the slot already is, or is not, a member): the
+        version advances and the state is saved before it is answered.
         """
         if kind not in ("shrink", "expand"):
             raise ValueError(f"unknown ISR change {kind!r}")
@@ -320,6 +326,8 @@ class Arbiter:
                 if ok:
                     st.incarnations[slot] = incarnation
                     st.isr.add(slot)
+            if not ok:
+                return st.isr_answer(False)
             st.isr_version += 1
             self._save(app, st)
             return st.isr_answer(ok)

@@ -32,13 +32,17 @@ Mechanism only: what a lost lease means (elect, warm start) is the
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable
 
 from hosting.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
+from hosting.store_retry import STORE_ERRORS
 from warrants.errors import JtrixError
+
+log = logging.getLogger(__name__)
 
 CONTROL_LEASE_PREFIX = "control:"
 #: node-side length of a lease granted before the node serves (re-granted at its ttl on serving)
@@ -156,9 +160,14 @@ class ControlLeases:
             self._drop(app, st.holder_netlet() or st.holder, st.epoch, "expired", revoke=False)
 
     def _drop(self, app: str, holder: str, epoch: int, why: str, revoke: bool = True) -> None:
+        """The lease is gone: the next election is requested whatever the store does (the event is
+        a record, best effort: a store error here must not lose the election request)."""
         if revoke:
             self.lessor.revoke(self.lease_id(app))
-        self.registry.add_event("control.lost", app, slot_of(holder) if "/" in holder else holder,
-                                holder=holder, epoch=epoch, why=why)
         threading.Thread(target=self.on_lost, args=(app, holder, epoch, why), daemon=True,
                          name=f"control-lost-{app}").start()
+        try:
+            self.registry.add_event("control.lost", app, slot_of(holder) if "/" in holder else holder,
+                                    holder=holder, epoch=epoch, why=why)
+        except STORE_ERRORS as err:
+            log.warning("control.lost of %s at epoch %d not recorded: %s", app, epoch, err)

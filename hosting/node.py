@@ -27,6 +27,7 @@ from typing import Any, Callable
 import warrants
 from hosting import grants, wire
 from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
+from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
 from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
@@ -240,7 +241,7 @@ class Node(SupervisorHooks):
             if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(app, slot["slot"]):
                 continue
             delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
-            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_slot(app, s, "replace"))
+            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_soon(app, s, "replace"))
 
     def recover_control(self, app: str) -> None:
         """The master that held the control lease before this node (or the app's previous
@@ -602,9 +603,13 @@ class Node(SupervisorHooks):
     def report(self, netlet_id: str, status: dict) -> None:
         old = self.status_cache.get(netlet_id, {})
         new = {**old, **status}
-        self.status_cache[netlet_id] = new
         if any(old.get(k) != new.get(k) for k in DURABLE_STATUS_KEYS):
-            self.registry.update_netlet(netlet_id, status=new)
+            try:
+                self.registry.update_netlet(netlet_id, status=new)
+            except STORE_ERRORS as err:  # not cached as written: the next renewal writes it
+                log.warning("status of %s not recorded (retried at its next renewal): %s", netlet_id, err)
+                return
+        self.status_cache[netlet_id] = new
         if self.cluster is not None and new.get("endpoint") and new.get("endpoint") != old.get("endpoint"):
             live = self.supervisor.live.get(netlet_id)
             if live is not None:

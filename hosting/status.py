@@ -28,6 +28,7 @@ def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
         "last_exit": json.loads(slot_row["last_exit"]) if slot_row["last_exit"] else None,
         "lease_ms": None, "uptime_s": None, "cpu_percent": None, "rss_bytes": None,
         "next_attempt_s": None, "netlet": None, "fault": None,
+        "store_error": node.supervisor.store_error(app, slot),  # its bookkeeping waits out a store outage
     }
     if slot_row["state"] in ("backoff", "restarting") and slot_row["next_attempt"]:
         view["next_attempt_s"] = round(max(0.0, slot_row["next_attempt"] - time.time()), 3)

@@ -21,6 +21,16 @@ Safety model (what must hold, whatever the interleaving):
     stays ``corrupt`` until ``reset_slot`` rebuilds it.
   * ``reset_slot`` wipes a slot's replica directory only while no process
     runs in the slot (after its pidfd fired), then starts it again.
+  * A netlet's exit is always followed by a restart decision (restart now, after
+    a backoff, give up, or the slot's terminal state), whatever the stores do:
+    every store-dependent step of an exit, a start and a first renewal (registry
+    writes, the policy hooks, which save the arbiter's state) runs through
+    ``hosting.store_retry`` keyed by slot, so a store error ("database is
+    locked", an etcd timeout) is retried with backoff, in order, never dropped;
+    a lasting outage shows as the slot's ``store_error`` and a
+    ``store.unavailable`` event (``store.recovered`` once it is over). No
+    replacement starts while the previous netlet's exit is being recorded. What
+    needs no store (revoking leases, signalling) is never held up by one.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
@@ -50,6 +60,7 @@ from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reap
 from hosting.registry import Registry
 from hosting.resources import bind_resources
 from hosting.spawn import spawn_netlet
+from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
 from netlets.replication.storage import REPLICA_DIR, fsync_directory
@@ -109,6 +120,7 @@ class SlotRuntime:
     restart_timer: Timer | None = None
     next_attempt_wall: float | None = None
     reset_pending: bool = False  # wipe the replica directory once the slot's process is gone
+    exit_pending: bool = False  # a netlet's exit is being recorded: no replacement starts until decided
 
 
 @dataclass
@@ -138,6 +150,8 @@ class Supervisor:
         self.lock = threading.RLock()
         self.live: dict[str, LiveNetlet] = {}
         self.apps: dict[str, AppRuntime] = {}
+        #: store-dependent work per (app, slot), retried through store outages (module docstring)
+        self.retry = StoreRetry(on_down=self._store_down, on_recovered=self._store_recovered)
 
     # -- queries ----------------------------------------------------------
     def live_in_slot(self, app: str, slot: str) -> LiveNetlet | None:
@@ -164,6 +178,10 @@ class Supervisor:
             rt = self.apps.get(app)
             return rt is not None and rt.terminating
 
+    def store_error(self, app: str, slot: str) -> str | None:
+        """The store error the slot's bookkeeping has been waiting out (None: none for long)."""
+        return self.retry.down((app, slot))
+
     def next_attempt(self, app: str, slot: str) -> float | None:
         with self.lock:
             rt = self.apps.get(app)
@@ -186,6 +204,8 @@ class Supervisor:
             rt = self.apps.get(app)
             if rt is None or rt.terminating or self.live_in_slot(app, slot) is not None:
                 return None
+            if rt.slots[slot].exit_pending:
+                return None  # the exit's restart decision starts it (or decides it must not run)
             if not self.hooks.may_start(app, slot):
                 log.info("not starting %s/%s: this node may not run netlets now", app, slot)
                 return None
@@ -218,17 +238,24 @@ class Supervisor:
             except psutil.NoSuchProcess:
                 create_time = 0.0
             live = LiveNetlet(netlet_id, app, slot, incarnation, spawned.pid, time.monotonic(), spawned.popen)
+            # Watched and leased before anything is written: a store failure from here on delays
+            # the records (retried, in order, before its exit's), never the process's supervision.
             self.live[netlet_id] = live
-            self.registry.update_slot(app, slot, state="running", next_attempt=None)
-            self.registry.add_netlet(netlet_id, app, slot, incarnation, spawned.pid, create_time,
-                                     str(spawned.log_path))
             self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
             try:
                 self.watcher.watch(netlet_id, spawned.pid, is_child=True)
             except ProcessGone:
                 pass  # cannot happen for an unreaped child; keep the record consistent anyway
-            self.registry.add_event("netlet.started", app, slot, netlet=netlet_id, pid=spawned.pid, mode=mode,
-                                    inherited=sorted(k for k, v in told.items() if v["inherited"]))
+            inherited = sorted(k for k, v in told.items() if v["inherited"])
+            self.retry.run((app, slot), [
+                lambda: self.registry.update_slot(app, slot, state="running", next_attempt=None),
+                lambda: self.registry.add_netlet(netlet_id, app, slot, incarnation, spawned.pid, create_time,
+                                                 str(spawned.log_path)),
+                # its first renewal may have come while the row could not be written yet
+                lambda: live.ready and self.registry.update_netlet(netlet_id, state="running"),
+                lambda: self.registry.add_event("netlet.started", app, slot, netlet=netlet_id, pid=spawned.pid,
+                                                mode=mode, inherited=inherited),
+            ])
             return netlet_id
 
     def adopt(self, row, descriptor_ttl: float) -> bool:
@@ -271,9 +298,11 @@ class Supervisor:
             if n is None or n.ready:
                 return False
             n.ready = True
-        self.registry.update_netlet(netlet_id, state="running")
-        self.registry.add_event("netlet.ready", n.app, n.slot, netlet=netlet_id)
-        self.hooks.netlet_ready(n.app, n.slot, netlet_id)
+        self.retry.run((n.app, n.slot), [
+            lambda: self.registry.update_netlet(netlet_id, state="running"),
+            lambda: self.registry.add_event("netlet.ready", n.app, n.slot, netlet=netlet_id),
+            lambda: self.hooks.netlet_ready(n.app, n.slot, netlet_id),
+        ])
         return True
 
     # -- ending -----------------------------------------------------------
@@ -286,11 +315,11 @@ class Supervisor:
                 return
             n.end_reason = n.end_reason or reason
             n.blameless = n.blameless or blameless
-            self.registry.update_netlet(netlet_id, state="stopping")
             self.watcher.signal_group(netlet_id, signal.SIGTERM)
             self.watcher.signal_group(netlet_id, signal.SIGCONT)  # a stopped process must see its SIGTERM
             Timers.cancel(n.kill_timer)
             n.kill_timer = self.timers.call_later(grace, lambda: self.watcher.signal_group(netlet_id, signal.SIGKILL))
+            self.retry.run((n.app, n.slot), [lambda: self.registry.update_netlet(netlet_id, state="stopping")])
 
     def signal_netlet(self, app: str, slot: str, sig: int) -> str:
         """Deliver a user's signal to the netlet in ``slot``; returns its id. KeyError if none."""
@@ -324,11 +353,16 @@ class Supervisor:
                 return
             rt = self.apps.get(n.app)
             grace = rt.descriptor.grace if rt else 2.0
-            self.registry.add_event("lease.expired", n.app, n.slot, netlet=netlet_id)
+            self.retry.run((n.app, n.slot), [
+                lambda: self.registry.add_event("lease.expired", n.app, n.slot, netlet=netlet_id)])
         self.stop_netlet(netlet_id, "lease expired", grace)
 
     def _on_exit(self, netlet_id: str, status) -> None:
-        """pidfd fired: the process is gone. Runs on the watcher thread."""
+        """pidfd fired: the process is gone. Runs on the watcher thread.
+
+        What needs no store happens here at once (the netlet leaves ``live``, its leases are
+        revoked); recording the exit, telling the policy and deciding the restart are steps
+        of the slot's store-retried work (module docstring), the decision always last."""
         with self.lock:
             n = self.live.pop(netlet_id, None)
             if n is None:
@@ -336,30 +370,43 @@ class Supervisor:
             mark_reaped(n.popen, status)
             Timers.cancel(n.kill_timer)
             self.lessor.revoke(lease_id_of(netlet_id))
-            how = describe_status(status)
-            reason = n.end_reason or ("exited" if how.get("exit_code") == 0 else "crashed")
-            exit_record = {"reason": reason, **how}
-            run_seconds = time.monotonic() - n.started_mono
-            self.registry.update_netlet(netlet_id, state="exited", exit=json.dumps(exit_record))
-            self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id, run_s=round(run_seconds, 3),
-                                    **exit_record)
             rt = self.apps.get(n.app)
-            fault = self._record_fault(n, how.get("exit_code"), exit_record)
-        self.hooks.netlet_gone(n.app, n.slot, netlet_id, reason)
+            if rt is not None:
+                rt.slots[n.slot].exit_pending = True
+        how = describe_status(status)
+        reason = n.end_reason or ("exited" if how.get("exit_code") == 0 else "crashed")
+        exit_record = {"reason": reason, **how}
+        run_seconds = time.monotonic() - n.started_mono
+        memo: dict[str, Any] = {}  # what a step computed, kept across its retries
+        self.retry.run((n.app, n.slot), [
+            lambda: self.registry.update_netlet(netlet_id, state="exited", exit=json.dumps(exit_record)),
+            lambda: self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id,
+                                            run_s=round(run_seconds, 3), **exit_record),
+            lambda: memo.update(fault=self._record_fault(n, how.get("exit_code"), exit_record)),
+            lambda: self.hooks.netlet_gone(n.app, n.slot, netlet_id, reason),
+            lambda: self._decide_after_exit(n, run_seconds, exit_record, memo),
+        ])
+
+    def _decide_after_exit(self, n: LiveNetlet, run_seconds: float, exit_record: dict, memo: dict) -> None:
+        """The restart decision after ``n``'s exit was recorded (the last step of its exit)."""
         with self.lock:
+            rt = self.apps.get(n.app)
             if rt is None:
                 return
             if rt.terminating:
                 self.registry.update_slot(n.app, n.slot, state="exited", last_exit=json.dumps(exit_record))
+                rt.slots[n.slot].exit_pending = False
                 self._finish_terminate_if_done(n.app)
                 return
             if rt.slots[n.slot].reset_pending:
+                rt.slots[n.slot].exit_pending = False
                 self._finish_reset(rt, n.app, n.slot)
                 return
-            if fault == "corrupt":
+            if memo.get("fault") == "corrupt":
                 self.registry.update_slot(n.app, n.slot, state="corrupt", last_exit=json.dumps(exit_record))
+                rt.slots[n.slot].exit_pending = False
                 return
-            self._schedule_restart(rt, n, run_seconds, exit_record, never_give_up=fault == "storage")
+            self._schedule_restart(rt, n, run_seconds, exit_record, memo, never_give_up=memo.get("fault") == "storage")
 
     def _record_fault(self, n: LiveNetlet, exit_code: int | None, exit_record: dict) -> str | None:
         """A fail-stop exit: add the netlet's reported cause to ``exit_record``; for a storage
@@ -380,38 +427,67 @@ class Supervisor:
         return kind
 
     def _schedule_restart(self, rt: AppRuntime, n: LiveNetlet, run_seconds: float, exit_record: dict,
-                          never_give_up: bool = False) -> None:
-        row = self.registry.slot(n.app, n.slot)
-        policy = rt.descriptor.restart
-        if never_give_up:
-            policy = dataclasses.replace(policy, give_up_after=0)
-        decision = (Decision(row["failures"], 0.0) if n.blameless
-                    else next_restart(policy, row["failures"], run_seconds))
+                          memo: dict, never_give_up: bool = False) -> None:
+        """Decide and record the slot's restart (caller holds the lock). The decision is made
+        once (kept in ``memo``): a retry after a failed write records the same one, so a store
+        error never counts a failure twice."""
+        if "decision" not in memo:
+            row = self.registry.slot(n.app, n.slot)
+            policy = rt.descriptor.restart
+            if never_give_up:
+                policy = dataclasses.replace(policy, give_up_after=0)
+            memo["decision"] = (Decision(row["failures"], 0.0) if n.blameless
+                                else next_restart(policy, row["failures"], run_seconds))
+            memo["restarts"] = row["restarts"] + 1
+        decision: Decision = memo["decision"]
+        srt = rt.slots[n.slot]
         fields = dict(failures=decision.failures, last_exit=json.dumps(exit_record))
         if decision.delay is None:
             self.registry.update_slot(n.app, n.slot, state="failed", **fields)
             self.registry.add_event("slot.gave_up", n.app, n.slot, failures=decision.failures)
+            srt.exit_pending = False
             return
-        srt = rt.slots[n.slot]
-        srt.next_attempt_wall = time.time() + decision.delay
+        next_wall = memo.setdefault("next_attempt", time.time() + decision.delay)
         self.registry.update_slot(n.app, n.slot, state="backoff" if decision.delay > 0 else "restarting",
-                                  restarts=row["restarts"] + 1, next_attempt=srt.next_attempt_wall, **fields)
+                                  restarts=memo["restarts"], next_attempt=next_wall, **fields)
         if decision.delay > 0:
             self.registry.add_event("slot.backoff", n.app, n.slot, delay_s=round(decision.delay, 3),
                                     failures=decision.failures)
-            srt.restart_timer = self.timers.call_later(
-                decision.delay, lambda: self._start_in_thread(n.app, n.slot, "replace"))
+        srt.exit_pending = False
+        srt.next_attempt_wall = next_wall
+        delay = max(0.0, next_wall - time.time())
+        if delay > 0:
+            srt.restart_timer = self.timers.call_later(delay, lambda: self.start_soon(n.app, n.slot, "replace"))
         else:
-            self._start_in_thread(n.app, n.slot, "replace")
+            self.start_soon(n.app, n.slot, "replace")
 
-    def _start_in_thread(self, app: str, slot: str, mode: str) -> None:
-        """Start a replacement off the watcher/timer thread (spawning takes milliseconds)."""
+    def start_soon(self, app: str, slot: str, mode: str) -> None:
+        """Start ``slot`` off the caller's thread (the watcher's, a timer's: spawning takes
+        milliseconds); a start that fails for a store's fault is retried (``hosting.store_retry``)
+        until it is made or no longer wanted (``start_slot`` then declines)."""
         def run() -> None:
-            try:
-                self.start_slot(app, slot, mode)
-            except Exception:
-                log.exception("starting %s/%s failed", app, slot)
+            self.retry.run((app, slot), [lambda: self.start_slot(app, slot, mode)])
         threading.Thread(target=run, name=f"start-{app}/{slot}", daemon=True).start()
+
+    # -- store outages (hosting.store_retry) ----------------------------------------
+    def _store_down(self, key: tuple[str, str], err: BaseException) -> None:
+        """The slot's bookkeeping has failed for a while: say so (the event is best effort: the
+        registry may be the store that fails; ``store_error`` shows it in the status anyway)."""
+        app, slot = key
+        log.error("%s/%s: store unavailable, retrying: %s", app, slot, err)
+        try:
+            self.registry.add_event("store.unavailable", app, slot, error=str(err))
+        except STORE_ERRORS:
+            pass
+
+    def _store_recovered(self, key: tuple[str, str], attempts: int, seconds: float, err: BaseException) -> None:
+        app, slot = key
+        log.warning("%s/%s: store back after %.1f s (%d failed attempts)", app, slot, seconds, attempts)
+        try:
+            self.registry.add_event("store.recovered", app, slot, attempts=attempts, down_s=round(seconds, 3),
+                                    error=str(err))
+        except STORE_ERRORS as again:
+            log.warning("%s/%s: store recovery not recorded: %s", app, slot, again)
 
     # -- reset ------------------------------------------------------------
     def reset_slot(self, app: str, slot: str, grace: float) -> str | None:
@@ -443,7 +519,7 @@ class Supervisor:
             fsync_directory(directory.parent)
         self.registry.update_slot(app, slot, state="restarting", failures=0, next_attempt=None)
         self.registry.add_event("slot.reset", app, slot, wiped=str(directory))
-        self._start_in_thread(app, slot, "replace")
+        self.start_soon(app, slot, "replace")
 
     # -- termination ------------------------------------------------------
     def terminate(self, app: str, grace: float) -> AppRuntime | None:
@@ -452,12 +528,13 @@ class Supervisor:
             rt = self.apps.get(app)
             if rt is None:
                 return None
+            victims = [n.netlet_id for n in self.live.values() if n.app == app]
+            # Recorded first: a store error fails the call before anything changed (the user retries).
+            self.registry.set_app_state(app, "terminating")
+            self.registry.add_event("app.terminating", app, netlets=len(victims))
             rt.terminating = True
             for srt in rt.slots.values():
                 Timers.cancel(srt.restart_timer)
-            victims = [n.netlet_id for n in self.live.values() if n.app == app]
-            self.registry.set_app_state(app, "terminating")
-            self.registry.add_event("app.terminating", app, netlets=len(victims))
         for netlet_id in victims:
             self.stop_netlet(netlet_id, "terminated", grace)
         with self.lock:
@@ -468,14 +545,16 @@ class Supervisor:
         rt = self.apps.get(app)
         if rt is None or not rt.terminating:
             return
-        if any(n.app == app for n in self.live.values()):
+        if any(n.app == app for n in self.live.values()) or any(s.exit_pending for s in rt.slots.values()):
             return
-        self.apps.pop(app, None)
-        self.confinement.released(app)
+        # The registry first: if it fails, the app is still here for the retried exit to finish.
         self.registry.remove_app(app)
         self.registry.add_event("app.terminated", app)
+        self.apps.pop(app, None)
+        self.confinement.released(app)
         rt.gone.set()
 
     def shutdown(self) -> None:
-        """Stop watching (netlets keep running: they re-attach to the next node)."""
+        """Stop watching and retrying (netlets keep running: they re-attach to the next node)."""
+        self.retry.close()
         self.watcher.stop()

@@ -121,7 +121,7 @@ def test_a_process_started_in_the_holders_slot_does_not_inherit_the_grant():
     assert AppState.from_dict(legacy).holder_netlet() == "app/s/1#4"
 
 
-def test_isr_version_advances_with_every_change_and_decision():
+def test_isr_version_advances_with_every_change_and_applied_request():
     a = Arbiter(MemoryEpochStore())
     a.netlet_started("app", "s/1", "n1")
     a.bootstrap("app", "s/0")
@@ -133,7 +133,6 @@ def test_isr_version_advances_with_every_change_and_decision():
 
     assert change(a, "expand", 1, "s/1", "n1") == (True, 1) and advanced()
     assert change(a, "expand", 1, "s/1", "n1") == (True, 1) and advanced()  # a no-op is decided too
-    assert change(a, "shrink", 1, "s/0") == (False, 1) and advanced()  # and so is a refusal
     a.netlet_died("app", "s/1")
     assert advanced()
     a.netlet_started("app", "s/1", "n2")
@@ -143,6 +142,36 @@ def test_isr_version_advances_with_every_change_and_decision():
     a.choose("app", e, {"s/0": (1, 1)}, warm=["s/0"])
     assert advanced()
     assert Arbiter(a.store).state("app").isr_version == seen[-1]  # persisted
+
+
+class CountingSaves(MemoryEpochStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+
+    def save(self, app: str, state: dict, owner_only: bool = False) -> None:
+        self.saves += 1
+        super().save(app, state, owner_only)
+
+
+@pytest.mark.parametrize("kind, slot, incarnation", [("shrink", "s/0", None),  # the holder
+                                                     ("expand", "s/1", "n1"),  # n2 is recorded
+                                                     ("expand", "s/1", None)])
+def test_f4_a_refused_request_changes_nothing_no_version_step_no_save(kind, slot, incarnation):
+    """Issue 13 follow-up F4: each refusal stepped the version and saved the state, so a master
+    re-asking a refused expand drove the store and the version in a loop. A refusal changes
+    nothing; asked again at the same version it is refused again (the state at a version is
+    fixed), so it still takes effect at most once."""
+    store = CountingSaves()
+    a = Arbiter(store)
+    a.netlet_started("app", "s/1", "n2")
+    a.bootstrap("app", "s/0")
+    before, saves = a.state("app"), store.saves
+    for _ in range(3):
+        answer = a.change_isr("app", kind, 1, slot, before.isr_version, incarnation)
+        assert answer == before.isr_answer(False)
+    assert store.saves == saves and a.state("app").to_dict() == before.to_dict()
+    assert a.change_isr("app", "expand", 1, "s/1", before.isr_version, "n2")["version"] == before.isr_version + 1
 
 
 def test_finding1_a_delayed_expand_is_refused_after_the_shrink_computed_from_the_same_version():

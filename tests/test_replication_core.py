@@ -462,6 +462,48 @@ def test_finding6_a_first_reply_from_a_new_process_is_seen_as_restarted():
     assert m.master.counted == {"s/1"} and stored_isr_counted(a, m)
 
 
+def test_f4_a_refused_expand_is_not_asked_again_before_a_backoff_and_writes_nothing():
+    """Issue 13 follow-up F4 (the attack review's reproduction): the arbiter records a newer
+    process for a slot than the one answering the master (the old one still replies after the
+    node replaced it). Each refused expand stepped the version and saved the state, and the
+    master adopted the answer and asked again at once: 200 stored decisions at one instant.
+    Now the refusal changes nothing and the same expand waits a doubling backoff; the same
+    process is never counted out of the arbiter's set (finding 1's invariant holds)."""
+    a = arbiter_for(others=("s/1",))
+    m, b = mk("s/0", replication_timeout=1.0), mk("s/1")  # b is process s/1#1
+    granted(a, m, ["s/1"])
+    pump(m, {"s/1": b})  # b catches up: the master wants to expand it as s/1#1
+    a.netlet_started("app", "s/1", "s/1#2")  # the node started a new process in s/1
+    v0 = a.state("app").isr_version
+    asks = []
+    now = 0.0
+    while now < 20.0:
+        for req in asked(m):
+            assert (req.kind, req.incarnation) in (("expand", "s/1#1"), ("shrink", "s/1#1"), ("sync", None))
+            asks.append((now, req.kind))
+            answer(a, m, req, now)
+            assert stored_isr_counted(a, m)
+        now = round(now + 0.01, 2)
+        m.tick(now)
+        pump(m, {"s/1": b}, rounds=1)
+    expands = [t for t, kind in asks if kind == "expand"]
+    # one stale refusal (s/1#2 started: the version moved) resyncs; then refusals at the
+    # master's version, asked again after 1/8, 1/4, 1/2 ... of the timeout, capped at 8 timeouts
+    assert 4 <= len(expands) <= 10, asks
+    gaps = [b - a for a, b in zip(expands[1:], expands[2:])]
+    assert all(later >= earlier for earlier, later in zip(gaps, gaps[1:])) and max(gaps) <= 8.0 + 0.02, gaps
+    assert a.state("app").isr_version - v0 <= 1  # at most the resync; no refusal stepped it
+    fresh = Replica("s/1", ListNetlet(), None, ReplicationConfig(), incarnation="s/1#2", min_epoch=1)
+    m.submit("r1", "x", now)  # traffic: the new process answers (a different change, asked at once)
+    for step in range(1, 40):
+        m.tick(now + step * 0.01)
+        pump(m, {"s/1": fresh})
+        for req in asked(m):
+            answer(a, m, req, now + step * 0.01)
+    assert a.state("app").isr == {"s/0", "s/1"} and a.state("app").incarnations["s/1"] == "s/1#2"
+    assert m.master.counted == {"s/1"}
+
+
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
                      lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
                      max_leaves=12)

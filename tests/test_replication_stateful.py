@@ -289,3 +289,34 @@ def test_finding1_in_the_simulator_a_late_expand_after_the_shrink_leaves_the_isr
     c.partitions.clear()
     c.crash("s/0")  # the node elects from the stored ISR: whoever wins must hold r1
     c.check()
+
+
+def test_f4_in_the_simulator_a_refused_expand_is_not_asked_again_at_once():
+    """Issue 13 follow-up F4 through the simulator's message layer: s/1's ack is still in flight
+    when its process dies and the node starts a new one; the late ack makes the master ask to
+    expand s/1 as the old process, which the arbiter refuses (it records the new one). The
+    master asked again at once after each refusal, for as long as packets kept flowing at the
+    same instant (``check_no_hot_refusals`` trips on the second). Now it backs off; the new
+    process is expanded once it answers."""
+    cfg = ReplicationConfig(retransmit_timeout=0.3, replication_timeout=0.8)
+    c = Cluster(["s/0", "s/1", "s/2"], None, cfg)
+    old = c.nodes["s/1"].replica.incarnation
+    _deliver_where(c, lambda p: p.kind != "rep" or p.src != "s/1")  # s/1's acks stay in flight
+    assert any(p.kind == "rep" and p.src == "s/1" for p in c.net)
+    c.crash("s/1")
+    c.start("s/1")
+    new = c.nodes["s/1"].replica.incarnation
+    _deliver_where(c, lambda p: True)  # the old process's acks, the refused expand, its answer...
+    c.check()
+    refused = [k for k in c.refusals if k[2:5] == ("expand", "s/1", old)]
+    assert refused and all(len(c.refusals[k]) == 1 for k in refused)
+    for _ in range(12):
+        c.now += 0.2
+        for s in c.slots:
+            c.tick(s)
+        c.submit("s/0", f"r{c.now:.1f}", f"r{c.now:.1f}")
+        _deliver_where(c, lambda p: True)
+        c.check()
+    st_ = c.arbiter.state("app")
+    assert "s/1" in st_.isr and st_.incarnations["s/1"] == new
+    c.close()

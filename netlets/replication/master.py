@@ -24,6 +24,15 @@ Shrink: a counted backup that departed, lags beyond ``replication_timeout``,
 or answers from another process than the one the arbiter recorded (or the
 expand named). Expand: an uncounted backup that holds everything up to the
 commit index, or one counted since an expand that got no answer.
+A request the arbiter *refused* at the master's own version (an expand naming
+a process other than the one recorded for the slot: say the old process still
+answers after the node started a new one) changed nothing and would be refused
+again, so the same change -- kind, slot and process -- is not asked again
+before a backoff, doubling per refusal from ``replication_timeout / 8`` up to
+``8 * replication_timeout`` (``_Refusals``); other wanted changes are asked
+meanwhile. The refusal is not adopted (its version is not above the master's):
+whatever the master counted stays counted, as after no answer. Without it a
+master and its arbiter looped hot (issue 13 follow-up F4).
 Policy ``async``: committed once the master's own write is synced (can lose
 acknowledged writes when the master fails).
 
@@ -73,6 +82,28 @@ class _Peer:
         self.sent_commit = -1
 
 
+class _Refusals:
+    """Per slot, the last change the arbiter refused (kind, process), how often in a row, and
+    when it may be asked again. Bounded: one entry per slot."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base, self.cap = base, cap
+        self._by_slot: dict[str, tuple[str, str | None, int, float]] = {}
+
+    def refused(self, kind: str, slot: str, inc: str | None, now: float) -> None:
+        last = self._by_slot.get(slot)
+        count = last[2] + 1 if last is not None and last[:2] == (kind, inc) else 1
+        self._by_slot[slot] = (kind, inc, count, now + min(self.cap, self.base * 2 ** (count - 1)))
+
+    def granted(self, slot: str) -> None:
+        self._by_slot.pop(slot, None)
+
+    def waiting(self, kind: str, slot: str, inc: str | None, now: float) -> bool:
+        """Whether this exact change was refused and its backoff has not run out."""
+        last = self._by_slot.get(slot)
+        return last is not None and last[:2] == (kind, inc) and now < last[3]
+
+
 class MasterRole:
     def __init__(self, r: Replica, epoch: int, isr: set[str], peers: list[str], now: float):
         self.r = r
@@ -87,6 +118,8 @@ class MasterRole:
         self.maybe_added: dict[str, str] = {}
         self.outstanding: ArbiterRequest | None = None
         self.ask_after = float("-inf")  # after a request got no answer: not before this
+        timeout = r.config.replication_timeout
+        self.refusals = _Refusals(timeout / 8, timeout * 8)
         self.arbiter_seq = 0
         self.next_bid = 1
         self.waiters: dict[int, list[int]] = {}
@@ -259,20 +292,28 @@ class MasterRole:
         return self.maybe_added.get(slot) or self.isr_inc.get(slot)
 
     def _wanted(self, now: float) -> tuple[str, str | None] | None:
-        """The ISR change to ask for next, from the current state (see the module docstring)."""
+        """The ISR change to ask for next, from the current state (see the module docstring),
+        skipping a change refused before whose backoff has not run out."""
         if self.isr_version is None:
             return "sync", None
+        for kind, slot in self._changes(now):
+            p = self.peers.get(slot)
+            if not self.refusals.waiting(kind, slot, p.inc if p is not None else None, now):
+                return kind, slot
+        return None
+
+    def _changes(self, now: float):
+        """Every ISR change the state calls for, shrinks first."""
         timeout = self.r.config.replication_timeout
         for slot in sorted(self.counted):
             p = self.peers.get(slot)
             if (p is None or (p.inc is not None and self._counted_inc(slot) not in (None, p.inc))
                     or (p.behind_since is not None and now - p.behind_since > timeout)):
-                return "shrink", slot
+                yield "shrink", slot
         for slot in sorted(set(self.peers) - self.isr):  # counted but unconfirmed: asked again
             p = self.peers[slot]
             if p.inc is not None and (slot in self.maybe_added or p.match_seq >= self.r.commit_seq):
-                return "expand", slot
-        return None
+                yield "expand", slot
 
     def _ask(self, now: float) -> None:
         """Send the wanted ISR change, unless one is outstanding or a failed one must wait."""
@@ -313,12 +354,22 @@ class MasterRole:
         if epoch > self.epoch:
             self.fence(epoch)
             return
+        same_version = "retry" not in answer and answer["version"] == self.isr_version
+        if same_version and epoch == self.epoch and not answer["ok"] and req.kind != "sync":
+            # Refused at our version: it changed nothing and would be refused again.
+            self.outstanding = None
+            self.ask_after = float("-inf")  # the arbiter answers again
+            self.refusals.refused(req.kind, req.slot, req.incarnation, now)
+            self._ask(now)
+            return
         if "retry" in answer or epoch < self.epoch or (
                 self.isr_version is not None and answer["version"] <= self.isr_version):
             self.on_arbiter_failed(req, now)  # not decided: as if no answer came
             return
         self.outstanding = None
         self.ask_after = float("-inf")  # the arbiter answers again
+        if answer["ok"] and req.kind != "sync":
+            self.refusals.granted(req.slot)
         self.isr_version = answer["version"]
         self.isr_inc = dict(answer["isr"])
         self.isr = set(self.isr_inc) | {self.r.slot}

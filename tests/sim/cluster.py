@@ -165,6 +165,9 @@ class Cluster:
         self.arbiter_calls: dict[tuple[str, ArbiterRequest], bool] = {}
         #: how the next ISR saves fail (``arbiter_link.SAVE_FAILURES``); elections' saves do not
         self.isr_save_failures: list[str] = []
+        #: ISR requests the arbiter decided and refused, by master term, change and instant (the
+        #: requests' seqs): the hot-loop check (``check_no_hot_refusals``)
+        self.refusals: dict[tuple, set[int]] = {}
         self.nodes: dict[str, Node] = {}
         #: incarnation -> the storage generation that process reported (the node reads it from status)
         self.generation_of: dict[str, str] = {}
@@ -338,11 +341,17 @@ class Cluster:
     # --- ISR requests: the node's side and the runner's timeout ---------------------
     def _arbiter_receives(self, p: Packet) -> None:
         req = p.msg["req"]
+        before = self.arbiter.state(APP)
         self.store.failures, self.isr_save_failures = self.isr_save_failures, []
         try:
             answer = arbiter_link.answer(self.arbiter, APP, p.src_inc, req)
         finally:  # failures not used up (nothing was saved) stay for the next ISR request
             self.isr_save_failures, self.store.failures = self.store.failures, []
+        if (req.kind != "sync" and answer.get("ok") is False and req.epoch == before.epoch
+                and req.version == before.isr_version):
+            key = (p.src_inc, req.epoch, req.kind, req.slot, req.incarnation, self.now)
+            self.refusals.setdefault(key, set()).add(req.seq)
+            self.check_no_hot_refusals(key)
         self.net.append(Packet(ARBITER, p.src, "arbrep", {"req": req, "answer": answer, "inc": p.src_inc},
                                ARBITER))
 
@@ -422,6 +431,15 @@ class Cluster:
         if missing:
             raise InvariantError(f"stored ISR {sorted(st.isr)} (version {st.isr_version}) has "
                                  f"{sorted(missing)}, not counted by master {st.holder}")
+
+    def check_no_hot_refusals(self, key: tuple) -> None:
+        """A master does not ask a change the arbiter refused again at the same instant (issue 13
+        follow-up F4: each refusal was re-asked at once, a master and its arbiter looping hot).
+        The same request delivered twice (a duplicate packet) is one request."""
+        if len(self.refusals[key]) > 1:
+            inc, epoch, kind, slot, incarnation, now = key
+            raise InvariantError(f"hot loop: master {inc} (epoch {epoch}) asked {kind} {slot} as {incarnation} "
+                                 f"{len(self.refusals[key])} times at t={now}, refused each time")
 
     def check(self) -> None:
         self.check_isr_counted()
