@@ -208,6 +208,7 @@ class Clients:
             raise
 
     def _run(self, c: int) -> None:
+        from hosting.client import NodeUnreachable
         from warrants.errors import CommandFailed, NotFound
 
         rng = random.Random(f"{self.seed}/client/{c}")
@@ -259,7 +260,7 @@ class Clients:
                 out, typ, error = None, "fail", f"CommandFailed: {err}"
             except Exception as err:  # outcome unknown: it may or may not have taken effect
                 out, typ, error = None, "unknown", f"{type(err).__name__}: {err}"[:300]
-                if isinstance(err, NotFound):  # the node was unreachable: re-read its address
+                if isinstance(err, (NotFound, NodeUnreachable)):  # the app or node was not found: re-read its address
                     kv = None
             ret = time.monotonic()
             if self.in_flight.pop(c, None) is None:

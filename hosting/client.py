@@ -31,8 +31,14 @@ IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "h
                         "renew", "report", "control_state", "app_access"})
 
 
-class NodeUnreachable(NotFound):
-    """No hosting node answers at the address we know."""
+class NodeUnreachable(JtrixError):
+    """No hosting node answers at the address we know (exit code 3, as for what is not there).
+
+    Not a ``NotFound``: the node may be restarting, so whoever retries (an access
+    point within its timeout, a netlet's renewals) waits it out, while ``NotFound``
+    means the app or netlet is gone for good and nothing will answer."""
+
+    exit_code = 3
 
 
 class ConnectionRefused(BadInput):
