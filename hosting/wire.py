@@ -69,11 +69,15 @@ NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
     "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
     "upload_codebase": MAX_WARRANT_BYTES + MAX_CODEBASE_BYTES + _ENVELOPE,
 })
-#: a netlet's endpoint: app calls carry app data; replication also whole snapshots of the app's
-#: state (one message: the largest state a replicated app can have); the rest is small
+#: a netlet's endpoint, by the role the connection proved (``netlets.credential``): app calls carry
+#: app data; replication also whole snapshots of the app's state (one message: the largest state a
+#: replicated app can have), but only from a replica (a client's replication call is refused anyway:
+#: it gets no more room than any small call); the rest is small
+_NETLET_SMALL = {name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}
 NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": 256 * 1024 * 1024,
-    **{name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}})
+    "replication_handle": 256 * 1024 * 1024, **_NETLET_SMALL})
+NETLET_CLIENT_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
+    "replication_handle": _ENVELOPE, **_NETLET_SMALL})
 #: limits of an endpoint that declares none
 DEFAULT_LIMITS = MessageLimits(default=1024 * 1024)
 #: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
@@ -313,9 +317,13 @@ class Daemon(Pyro5.server.Daemon):
             raise errors.SecurityError(_REFUSALS.get(refused, refused).format(gate=self.gate, holder=holder))
         return "hello"
 
+    def limits_for(self, conn) -> MessageLimits:
+        """The limits of the calls ``conn`` may send (known once its first message was accepted)."""
+        return self.limits
+
     def handleRequest(self, conn):
         try:
-            conn.preload(read_message(conn.sock, self.limits, (protocol.MSG_INVOKE, protocol.MSG_PING),
+            conn.preload(read_message(conn.sock, self.limits_for(conn), (protocol.MSG_INVOKE, protocol.MSG_PING),
                                       first=False, deadline=time.monotonic() + SERVER_IDLE_TIMEOUT_S))
         except MessageRefused as err:
             self.gate.refuse(err.kind, _peer(conn))

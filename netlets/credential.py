@@ -161,8 +161,13 @@ def set_peer(conn: Any, peer: Peer) -> None:
     setattr(conn, _PEER_ATTR, peer)
 
 
+def peer_of(conn: Any) -> Peer | None:
+    """What ``conn`` proved at its handshake (None: nothing yet)."""
+    return getattr(conn, _PEER_ATTR, None)
+
+
 def current_peer() -> Peer | None:
     """The peer of the connection whose request this thread is serving (None: no handshake)."""
     from Pyro5.callcontext import current_context
 
-    return getattr(current_context.client, _PEER_ATTR, None)
+    return peer_of(current_context.client)
