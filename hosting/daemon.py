@@ -36,6 +36,7 @@ from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
 from hosting.tls import client_identity
 from hosting.wire_gate import Holder, RefusalEvents
+from netlets import landlock
 from netlets.credential import DoorChecker
 from warrants.errors import JtrixError, NotFound
 
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    landlock.not_dumpable()  # netlets with the node's uid (landlock mode) see nothing in /proc/<node>
     try:
         config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
                             cluster=args.cluster, name=args.name, membership_ttl=args.membership_ttl,
