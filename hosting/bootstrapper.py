@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
@@ -69,6 +70,7 @@ class BootstrapRun:
     log_path: Path
     started_mono: float
     end_reason: str | None = None  # set when the node decided to end it
+    door: str = ""  # its door holder name (Node.door_of), unique to this run
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -97,7 +99,8 @@ class Bootstrapper:
                                         reason=f"a bootstrap is still running (pid {self.runs[app].pid})")
                 return None
             warrant_xml, key = bootstrap_warrant(node.node_key, node.node_cert, node.service_id, app)
-            doc = {"node_uri": node.uri, "node_door": node.netlet_door_key.hex(),
+            door = f"{app}/bootstrap#{os.urandom(8).hex()}"
+            doc = {"node_uri": node.uri, "node_door": node.door_of(door),
                    "service": node.service_id, "app": app, "mode": mode,
                    "class_ref": descriptor.bootstrap_class,
                    "slots": {t.name: list(t.slots) for t in descriptor.netlet_types},
@@ -113,7 +116,8 @@ class Bootstrapper:
             spawned = spawn_netlet(cwd=cwd, sandbox=sandbox,
                                    log_dir=log_dir, incarnation=run_no, module=BOOTSTRAP_MODULE,
                                    env_extra={"JTRIX_APP": app, "JTRIX_BOOTSTRAP": mode}, secrets=doc)
-            run = BootstrapRun(app, mode, spawned.pid, spawned.popen, spawned.log_path, time.monotonic())
+            run = BootstrapRun(app, mode, spawned.pid, spawned.popen, spawned.log_path, time.monotonic(),
+                               door=door)
             self.runs[app] = run
             try:
                 self.watcher.watch(app, spawned.pid, is_child=True)
@@ -139,6 +143,7 @@ class Bootstrapper:
             run = self.runs.pop(app, None)
             if run is None:
                 return
+            self.node.close_door(run.door)
             mark_reaped(run.popen, status)
             how = describe_status(status)
             ok = how.get("exit_code") == 0 and run.end_reason is None

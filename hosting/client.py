@@ -149,14 +149,16 @@ class HostingClient:
 
 
 def own_process_handshake(start_doc: dict) -> Callable[[], Any] | None:
-    """For a process the node started (a netlet, a bootstrap): the handshake proving it is one,
-    from the door key in its start document (``hosting.wire_gate``: reserved capacity); None
-    when the document has none."""
-    from hosting.wire_gate import OWN_NETLETS
-    from netlets.credential import client_handshake
+    """For a process the node started (a netlet, a bootstrap): the handshake proving which one it
+    is, from its own door key in its start document (``node_door``: holder and key;
+    ``hosting.wire_gate``: reserved capacity); None when the document has none."""
+    from netlets.credential import door_handshake
 
-    door = bytes.fromhex(start_doc["node_door"]) if start_doc.get("node_door") else None
-    return (lambda: client_handshake(door, OWN_NETLETS)) if door else None
+    door = start_doc.get("node_door")
+    if not isinstance(door, dict):
+        return None
+    holder, key = door["holder"], bytes.fromhex(door["key"])
+    return lambda: door_handshake(key, holder)
 
 
 __all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]

@@ -35,9 +35,10 @@ from hosting.home import Home
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
 from hosting.tls import client_identity
-from hosting.wire_gate import OWN_NETLETS, RefusalEvents
-from netlets.credential import HandshakeChecker
-from warrants.errors import BadInput, JtrixError, NotFound
+from hosting.wire_gate import Holder, RefusalEvents
+from netlets import landlock
+from netlets.credential import DoorChecker
+from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
 OBJECT_ID = "jtrix.hosting"
@@ -65,19 +66,21 @@ def _port_free(host: str, port: int) -> bool:
             return False
 
 
-def own_netlet_check(door_key: bytes):
-    """Whether a connection's handshake data proves the peer is one of this node's netlets
-    (given ``door_key`` in its start document): they get the capacity the gate reserves."""
-    checker = HandshakeChecker(door_key, OWN_NETLETS)
+class NodeDoor:
+    """The node's ``wire.Door``: a connection is held by one of the node's processes when its first
+    message proves that process's door key (``netlets.credential.DoorChecker``; the key is in
+    the process's start document); it stays open to that process only while it is alive."""
 
-    def check(data) -> bool:
-        try:
-            checker.check(data)
-            return True
-        except BadInput:
-            return False
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.checker = DoorChecker(node.door_root)
 
-    return check
+    def holder(self, handshake: object) -> Holder | None:
+        name = self.checker.holder(handshake)
+        return (name.split("/", 1)[0], name) if name is not None else None
+
+    def is_open(self, holder: str) -> bool:
+        return self.node.door_open(holder)
 
 
 def serve(config: NodeConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
@@ -95,7 +98,8 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
                 port = candidate
     daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
                          observer=RefusalEvents(node.registry.add_event),
-                         own_netlet=own_netlet_check(node.netlet_door_key))
+                         door=NodeDoor(node))
+    node.door_revoked = daemon.gate.revoke
     metrics = NodeMetrics(node) if config.metrics else None
     if metrics is not None:
         metrics.watch_gate(daemon.gate)
@@ -224,6 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    landlock.not_dumpable()  # netlets with the node's uid (landlock mode) see nothing in /proc/<node>
     try:
         config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
                             cluster=args.cluster, name=args.name, membership_ttl=args.membership_ttl,

@@ -47,7 +47,7 @@ from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks,
 from hosting.timers import Timers
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
-from netlets.credential import CLIENT, credential
+from netlets.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
 
@@ -168,8 +168,14 @@ class Node(SupervisorHooks):
         self.status_cache: dict[str, dict[str, Any]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
-        #: netlets prove with it that they are this node's (hosting.wire_gate reserves capacity for them)
-        self.netlet_door_key = os.urandom(32)
+        #: each process this node starts gets door_key(door_root, its id) and proves with it which
+        #: of the node's processes it is (hosting.wire_gate reserves capacity for them, per process)
+        self.door_root = os.urandom(32)
+        #: the open doors: place (a slot, an app's bootstrap) -> the holder whose key opens it
+        self._doors: dict[str, str] = {}
+        self._doors_lock = threading.Lock()
+        #: shuts down every connection a door holder holds (the daemon's gate; set by hosting.daemon)
+        self.door_revoked: Callable[[str], object] = lambda holder: None
         self.metrics_port: int | None = None
 
     def _setup_tls(self) -> None:
@@ -482,7 +488,7 @@ class Node(SupervisorHooks):
                                          data=NETLET_WARRANT_PREFIX + netlet_id)
         return {
             "node_uri": self.uri, "node_json": str(self.home.netlet_node_json), "service": self.service_id,
-            "node_door": self.netlet_door_key.hex(),
+            "node_door": self.door_of(netlet_id),
             "listen_host": self.config.host,
             "app": app, "slot": slot, "type": ntype.name, "netlet_id": netlet_id, "incarnation": incarnation,
             "class_ref": ntype.class_ref, "params": dict(ntype.params), "resources": resources,
@@ -493,6 +499,28 @@ class Node(SupervisorHooks):
             "app_secret": self.registry.app_secret(app).hex(),
             "tls": self.issue_tls(netlet_id), "grant_trust": self.grant_signer.trust(),
         }
+
+    # -- the door (hosting.daemon.NodeDoor): which of the node's processes holds a connection ----
+    # A holder is a netlet id (``app/type/index#incarnation``) or a bootstrap's (``app/bootstrap#run``);
+    # its place is what precedes the ``#``: one holder per place is open at a time, from just
+    # before its process is spawned (its key is made here) until the node saw it exit.
+
+    def door_of(self, holder: str) -> dict[str, str]:
+        """Open the door to ``holder`` (closing its place's previous holder's, if a spawn failed);
+        the start document's ``node_door``: its own key."""
+        with self._doors_lock:
+            self._doors[holder.rsplit("#", 1)[0]] = holder
+        return {"holder": holder, "key": door_key(self.door_root, holder).hex()}
+
+    def close_door(self, holder: str) -> None:
+        """``holder`` exited: its key opens nothing more, and what it holds is shut down."""
+        with self._doors_lock:
+            if self._doors.get(place := holder.rsplit("#", 1)[0]) == holder:
+                del self._doors[place]
+        self.door_revoked(holder)  # after the door closed: nothing is reserved for it past this
+
+    def door_open(self, holder: str) -> bool:
+        return self._doors.get(holder.rsplit("#", 1)[0]) == holder
 
     def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:
         """A netlet's heartbeat: renew its lease (and the control lease it claims), record its status.
@@ -651,6 +679,7 @@ class Node(SupervisorHooks):
             self._publish(netlet)  # the owner learns of it by its view
 
     def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
+        self.close_door(netlet_id)
         self.status_cache.pop(netlet_id, None)
         if self.cluster is None or self.cluster.owns(app):
             self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")

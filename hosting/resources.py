@@ -3,11 +3,18 @@
 Contract: a slot's resources are created once (first start) and then handed,
 unchanged, to every later netlet of that slot; each start is told which
 resources are *inherited* (created by an earlier run) and which are *fresh*.
+
+What is inside a slot directory is its netlets' (links included): the node
+removes an entry there without following a link (``wipe``), so a netlet's
+link never makes the node delete what it points to.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +26,21 @@ def allocate_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def wipe(path: Path) -> bool:
+    """Remove what is at ``path`` — a directory tree, or a link or file in its place, never what a
+    link points to; False if nothing was there. ``shutil.rmtree`` is the fd-based one on Linux: it
+    follows no link inside the tree, and refuses a directory swapped for a link meanwhile."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+    return True
 
 
 def bind_resources(ntype: NetletType, slot_dir: Path, recorded: dict[str, Any],

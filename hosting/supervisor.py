@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import signal
 import threading
 import time
@@ -58,7 +57,7 @@ from hosting.home import Home
 from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
 from hosting.registry import Registry
-from hosting.resources import bind_resources
+from hosting.resources import bind_resources, wipe
 from hosting.spawn import spawn_netlet
 from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
@@ -514,8 +513,7 @@ class Supervisor:
         Timers.cancel(srt.restart_timer)
         srt.restart_timer, srt.next_attempt_wall = None, None
         directory = self.home.slot_dir(app, slot) / REPLICA_DIR
-        if directory.exists():
-            shutil.rmtree(directory)
+        if wipe(directory):  # the netlet's own: a link it left there is removed, never followed
             fsync_directory(directory.parent)
         self.registry.update_slot(app, slot, state="restarting", failures=0, next_attempt=None)
         self.registry.add_event("slot.reset", app, slot, wiped=str(directory))

@@ -16,9 +16,10 @@ first message are bounded per peer address and overall, the oldest evicted,
 so they never hold more than ``wire_gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
 workers. What stays open to a peer that completes its first message: one
 worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls —
-except that a daemon given ``own_netlet`` (the node's) establishes at most
-``wire_gate.MAX_OPEN`` connections that do not prove they are its netlets, so
-the rest of the pool stays theirs.
+except that a daemon given a ``door`` (the node's) establishes at most
+``wire_gate.MAX_OPEN`` connections that do not prove they are held by one of
+its netlets, so the rest of the pool stays theirs, shared out per netlet and
+per app (``wire_gate``).
 
 TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
@@ -39,7 +40,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 import Pyro5.api
 import Pyro5.server
@@ -48,7 +49,7 @@ from Pyro5.serializers import SerializerBase
 
 from hosting.codebases import MAX_CODEBASE_BYTES
 from hosting.tls import TLSIdentity
-from hosting.wire_gate import MAX_OPEN, ConnectionGate, RefusalEvents
+from hosting.wire_gate import MAX_OPEN, ConnectionGate, Holder, RefusalEvents
 from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
 from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
 from warrants.errors import JtrixError
@@ -68,11 +69,15 @@ NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
     "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
     "upload_codebase": MAX_WARRANT_BYTES + MAX_CODEBASE_BYTES + _ENVELOPE,
 })
-#: a netlet's endpoint: app calls carry app data; replication also whole snapshots of the app's
-#: state (one message: the largest state a replicated app can have); the rest is small
+#: a netlet's endpoint, by the role the connection proved (``netlets.credential``): app calls carry
+#: app data; replication also whole snapshots of the app's state (one message: the largest state a
+#: replicated app can have), but only from a replica (a client's replication call is refused anyway:
+#: it gets no more room than any small call); the rest is small
+_NETLET_SMALL = {name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}
 NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": 256 * 1024 * 1024,
-    **{name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}})
+    "replication_handle": 256 * 1024 * 1024, **_NETLET_SMALL})
+NETLET_CLIENT_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
+    "replication_handle": _ENVELOPE, **_NETLET_SMALL})
 #: limits of an endpoint that declares none
 DEFAULT_LIMITS = MessageLimits(default=1024 * 1024)
 #: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
@@ -210,6 +215,16 @@ class _GatedServer(svr_threads.SocketServer_Threadpool):
                 self.daemon.gate.refuse("pool_full", peer)
 
 
+class Door(Protocol):
+    """Who of a node's own processes a connection's first message proves it is held by."""
+
+    def holder(self, handshake: object) -> Holder | None:
+        """The (app, holder) the handshake data proves, None when it proves none."""
+
+    def is_open(self, holder: str) -> bool:
+        """The holder is alive (its connections may be reserved)."""
+
+
 class Daemon(Pyro5.server.Daemon):
     """A Pyro5 daemon serving TLS with ``tls`` when given (plain TCP otherwise), admitting
     connections through a ``ConnectionGate`` and reading every message under ``limits``
@@ -222,13 +237,14 @@ class Daemon(Pyro5.server.Daemon):
     def __init__(self, host: str, port: int = 0, tls: TLSIdentity | None = None,
                  limits: MessageLimits = DEFAULT_LIMITS,
                  observer: Callable[[str, str], None] | None = None,
-                 own_netlet: Callable[[object], bool] | None = None) -> None:
-        # own_netlet(handshake data): the peer proved it is one of this node's netlets; given, the
-        # gate reserves capacity for them (wire_gate: at most MAX_OPEN other established connections)
+                 door: Door | None = None) -> None:
+        # door: given, the gate reserves capacity for the connections it proves are held by this
+        # node's processes (wire_gate: at most MAX_OPEN other established connections)
         # refusals are reported throttled (a flood must not flood the log): as events, or logged
         self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals),
-                                   max_open=MAX_OPEN if own_netlet else None)
-        self.own_netlet = own_netlet
+                                   max_open=MAX_OPEN if door else None,
+                                   **({"holder_open": door.is_open} if door else {}))
+        self.door = door
         self.limits = limits
         super().__init__(host=host, port=port)
         self.transportServer.__class__ = _GatedServer  # a subclass adding behaviour only, no state
@@ -293,16 +309,21 @@ class Daemon(Pyro5.server.Daemon):
         return False
 
     def validateHandshake(self, conn, data):
-        reserved = self.own_netlet is not None and self.own_netlet(data)
-        if not self.gate.established(conn, reserved):
-            self.gate.refuse("open_full", _peer(conn))
-            raise errors.SecurityError(f"more than {self.gate.max_open} connections are open; the rest of"
-                                       " this node's capacity is reserved for its netlets")
+        holder = self.door.holder(data) if self.door is not None else None
+        refused = self.gate.established(conn, holder)
+        if refused is not None:
+            if refused != "closed":
+                self.gate.refuse(refused, _peer(conn))
+            raise errors.SecurityError(_REFUSALS.get(refused, refused).format(gate=self.gate, holder=holder))
         return "hello"
+
+    def limits_for(self, conn) -> MessageLimits:
+        """The limits of the calls ``conn`` may send (known once its first message was accepted)."""
+        return self.limits
 
     def handleRequest(self, conn):
         try:
-            conn.preload(read_message(conn.sock, self.limits, (protocol.MSG_INVOKE, protocol.MSG_PING),
+            conn.preload(read_message(conn.sock, self.limits_for(conn), (protocol.MSG_INVOKE, protocol.MSG_PING),
                                       first=False, deadline=time.monotonic() + SERVER_IDLE_TIMEOUT_S))
         except MessageRefused as err:
             self.gate.refuse(err.kind, _peer(conn))
@@ -313,6 +334,17 @@ class Daemon(Pyro5.server.Daemon):
             raise errors.SecurityError(str(err)) from None  # ends the connection (Pyro5's job loop)
         conn.sock.settimeout(config.COMMTIMEOUT)
         return super().handleRequest(conn)
+
+
+#: what a refused connection is told, by the gate's reason (``ConnectionGate.established``)
+_REFUSALS = {
+    "open_full": "more than {gate.max_open} connections are open; the rest of this node's capacity is"
+                 " reserved for its netlets",
+    "reserved_netlet_full": "{holder[1]} already holds {gate.per_holder} connections to this node",
+    "reserved_app_full": "app {holder[0]} already holds {gate.per_app_extra} connections to this node"
+                         " beyond one per netlet",
+    "closed": "connection closed",
+}
 
 
 def _log_refusals(kind: str, **detail) -> None:

@@ -12,11 +12,23 @@ Safety model (what must hold):
     refused because of them: a client that sends its first message promptly
     is only evicted if ``per_peer_pending`` newer connections from its own
     address arrive before it has.
-  * Capacity for the node's own netlets: a connection whose first message
-    proves it is one (``reserved``) is always established; any other is
+  * Capacity for the node's own processes: a connection whose first message
+    proves it is held by one of them (``holder``: its app and netlet id, see
+    ``netlets.credential.DoorChecker``) is *reserved*; any other is
     established only while fewer than ``max_open`` such are, so with at most
     ``max_pending`` pending, ``pool - max_pending - max_open`` workers are left
     to the node's netlets whatever everyone else does.
+  * No holder takes that capacity from the others: a holder's first reserved
+    connection is always established; a further one only while the holder has
+    fewer than ``per_holder`` and its app fewer than ``per_app_extra`` such
+    further ones. So an app holds at most one reserved connection per live
+    netlet plus ``per_app_extra``, whatever its code does with its keys.
+  * A holder's connections are reserved only while it is alive: ``holder_open``
+    is asked under the gate's lock, and ``revoke(holder)`` (called once it is
+    dead, under the same lock) shuts down every connection it holds; so a dead
+    holder's key reserves nothing (its connection is an ordinary one, as
+    without a key), and nothing it (or a process it left behind) opened stays
+    reserved.
   * Every refusal (an eviction, a full pool, a refused first message) is
     counted by reason and reported to ``observer(reason, peer)`` so that
     exhaustion is visible (the node turns it into a metric and an event).
@@ -41,22 +53,37 @@ PER_PEER_PENDING = 32
 MAX_PENDING = 128
 #: established connections that are not the node's own netlets (None: no limit, no reservation)
 MAX_OPEN = 256
-#: the name under which a node's netlets prove, in their first message, that they are its own
-#: (``netlets.credential.make_handshake`` with the node's per-process door key)
-OWN_NETLETS = "jtrix/own-netlets"
+#: reserved connections of one holder (a netlet: its heartbeat, its arbiter requests, its reports)
+PER_HOLDER = 4
+#: reserved connections of one app beyond the first of each of its holders
+PER_APP_EXTRA = 16
+
+#: who holds a reserved connection: (app, holder), the holder a netlet id
+Holder = tuple[str, str]
 
 
 class ConnectionGate:
     def __init__(self, per_peer_pending: int = PER_PEER_PENDING, max_pending: int = MAX_PENDING,
-                 observer: Callable[[str, str], None] | None = None, max_open: int | None = None) -> None:
+                 observer: Callable[[str, str], None] | None = None, max_open: int | None = None,
+                 per_holder: int = PER_HOLDER, per_app_extra: int = PER_APP_EXTRA,
+                 holder_open: Callable[[str], bool] = lambda holder: True) -> None:
+        # holder_open(holder): the holder is alive (asked under the gate's lock, so that a holder
+        # revoked (``revoke``) after its proof was checked never gets a connection reserved)
         if not 1 <= per_peer_pending <= max_pending:
             raise ValueError("a gate needs 1 <= per_peer_pending <= max_pending")
+        if per_holder < 1 or per_app_extra < 0:
+            raise ValueError("a gate needs per_holder >= 1 and per_app_extra >= 0")
         self.per_peer_pending, self.max_pending = per_peer_pending, max_pending
+        self.per_holder, self.per_app_extra = per_holder, per_app_extra
+        self.holder_open = holder_open
         self.observer = observer
         self._lock = threading.Lock()
-        self._pending: OrderedDict[object, tuple[str, int, int]] = OrderedDict()  # conn -> (peer, fd, family)
+        self._socks: dict[object, tuple[int, int]] = {}  # every registered conn -> (fd, family)
+        self._pending: OrderedDict[object, str] = OrderedDict()  # conn -> peer, oldest first
         self._by_peer: dict[str, OrderedDict[object, None]] = {}
-        self._established: dict[object, bool] = {}  # conn -> reserved
+        self._established: dict[object, Holder | None] = {}  # conn -> its holder (None: not reserved)
+        self._held: dict[str, set[object]] = {}  # holder -> its reserved conns
+        self._extra: Counter[str] = Counter()  # app -> reserved conns beyond each holder's first
         self.max_open = max_open
         self.refused: Counter[str] = Counter()
 
@@ -72,28 +99,64 @@ class ConnectionGate:
             for old, _ in evicted:
                 self._shut(old)
                 self._forget(old)  # may drop the peer's (now empty) entry: look it up again below
-            self._pending[conn] = (peer, sock.fileno(), sock.family)
+                del self._socks[old]
+            self._socks[conn] = (sock.fileno(), sock.family)
+            self._pending[conn] = peer
             self._by_peer.setdefault(peer, OrderedDict())[conn] = None
         for old, reason in evicted:
             self.refuse(reason, peer)
 
-    def established(self, conn, reserved: bool = False) -> bool:
-        """Move a pending connection to established; False (and nothing changes) when it is not
-        ``reserved`` and ``max_open`` others already are (the caller refuses it)."""
+    def established(self, conn, holder: Holder | None = None) -> str | None:
+        """Move a pending connection to established, reserved for ``holder`` when given; the
+        reason it is refused instead (nothing changes; the caller refuses it), None when done.
+        A connection already established stays as it is."""
         with self._lock:
             if conn not in self._pending:
-                return conn in self._established
-            if not reserved and self.max_open is not None and \
-                    sum(1 for r in self._established.values() if not r) >= self.max_open:
-                return False
+                return None if conn in self._established else "closed"
+            if holder is not None and not self.holder_open(holder[1]):
+                holder = None  # a dead holder's key reserves nothing: an ordinary connection
+            if holder is None:
+                if self.max_open is not None and \
+                        sum(1 for h in self._established.values() if h is None) >= self.max_open:
+                    return "open_full"
+            else:
+                app, name = holder
+                mine = self._held.get(name, ())
+                if mine and len(mine) >= self.per_holder:
+                    return "reserved_netlet_full"
+                if mine and self._extra[app] >= self.per_app_extra:
+                    return "reserved_app_full"
+                if mine:
+                    self._extra[app] += 1
+                self._held.setdefault(name, set()).add(conn)
             self._forget(conn)
-            self._established[conn] = reserved
-            return True
+            self._established[conn] = holder
+            return None
+
+    def revoke(self, holder: str) -> int:
+        """Shut down every connection ``holder`` holds (it is gone: what it opened dies with it);
+        how many. Each leaves the gate when its worker closes it (``closed``)."""
+        with self._lock:
+            mine = list(self._held.get(holder, ()))
+            for conn in mine:
+                self._shut(conn)
+            return len(mine)
 
     def closed(self, conn) -> None:
         with self._lock:
             self._forget(conn)
-            self._established.pop(conn, None)
+            holder = self._established.pop(conn, None)
+            self._socks.pop(conn, None)
+            if holder is not None:
+                app, name = holder
+                mine = self._held[name]
+                mine.discard(conn)
+                if mine:
+                    self._extra[app] -= 1  # the holder still has its first: this one was extra
+                else:
+                    del self._held[name]
+                if not self._extra[app]:
+                    del self._extra[app]
 
     def refuse(self, reason: str, peer: str) -> None:
         with self._lock:
@@ -107,20 +170,21 @@ class ConnectionGate:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            reserved = sum(self._established.values())
+            reserved = sum(h is not None for h in self._established.values())
             return {"pending": len(self._pending), "established": len(self._established) - reserved,
                     "reserved": reserved}
 
     def _forget(self, conn) -> None:
-        entry = self._pending.pop(conn, None)
-        if entry is not None:
-            mine = self._by_peer[entry[0]]
+        """Drop ``conn`` from the pending connections (if it is one)."""
+        peer = self._pending.pop(conn, None)
+        if peer is not None:
+            mine = self._by_peer[peer]
             mine.pop(conn, None)
             if not mine:
-                del self._by_peer[entry[0]]
+                del self._by_peer[peer]
 
     def _shut(self, conn) -> None:
-        _, fd, family = self._pending[conn]
+        fd, family = self._socks[conn]
         try:
             # fromfd duplicates the descriptor: shutting the duplicate down shuts the connection down
             with socket.fromfd(fd, family, socket.SOCK_STREAM) as dup:

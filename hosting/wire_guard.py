@@ -9,7 +9,9 @@ Contracts (what must hold for every message a ``wire.Daemon`` serves):
     ``MessageLimits.first``, a few KB, before anyone is authenticated; a call:
     the limit of the method it names, read from the first bytes of the body)
     before the body is read, and the buffer is allocated only then, exactly
-    that size.
+    that size (a call's only once its method's limit is checked). An endpoint
+    may hold a connection to the limits of what its peer proved it is
+    (``wire.Daemon.limits_for``: a netlet's clients never get a replica's).
   * Only msgpack is deserialized (the serializer id of every message that
     carries data is msgpack's); annotations are capped at ``ANNOTATIONS_MAX``.
   * Time is bounded in total, not per read: the first message (TLS handshake
@@ -157,17 +159,17 @@ def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int
                              + (" before authentication" if first else ""), "too_large", msg.seq, size)
     if not first:
         deadline += size / MIN_RATE
-    payload = bytearray(size)
-    pview = memoryview(payload)
-    head = min(size, msg.annotations_size + METHOD_PREFIX)
-    _recv_into(sock, pview[:head], deadline, late)
+    head = bytearray(min(size, msg.annotations_size + METHOD_PREFIX))
+    _recv_into(sock, memoryview(head), deadline, late)
     if msg.type == protocol.MSG_INVOKE and not first:
-        method = _method_of(bytes(pview[msg.annotations_size:head]))
+        method = _method_of(bytes(head[msg.annotations_size:]))
         allowed = limits.for_method(method)
         if size > allowed:
             raise MessageRefused(f"{method}: message of {size} bytes, more than the {allowed} it takes",
-                                 "too_large", msg.seq, size - head)
-    _recv_into(sock, pview[head:], deadline, late)
+                                 "too_large", msg.seq, size - len(head))
+    payload = bytearray(size)  # only now: a call's buffer is never larger than its method takes
+    payload[:len(head)] = head
+    _recv_into(sock, memoryview(payload)[len(head):], deadline, late)
     return bytes(header), payload
 
 

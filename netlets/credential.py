@@ -17,6 +17,14 @@ a handshake carrying its role and an HMAC, under that role's credential, of
 (role, app, timestamp, nonce); a netlet accepts it only if the MAC verifies,
 the timestamp is within the replay window and the nonce is new, and records
 the role on the connection (:func:`current_peer`).
+
+The same proof, under a third kind of key, opens a node's door
+(:class:`DoorChecker`): each process the node starts (a netlet, a bootstrap)
+gets its own *door key*, ``door_key(root, holder)`` for its holder name (its
+netlet id), and proves it in its first message to the node, holder named
+(role ``door``). The node honours it only while that holder is alive, so a
+key says who holds the connection and a dead holder's key opens nothing;
+knowing one holder's key reveals nothing about another's.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from warrants.errors import BadInput
 from warrants.replay import NonceCache
@@ -34,6 +42,8 @@ from warrants.replay import NonceCache
 REPLAY_WINDOW_S = 120.0
 CLIENT, REPLICA = "client", "replica"
 ROLES = (CLIENT, REPLICA)
+#: the role of a node-started process proving its door key to its node (never a netlet endpoint's)
+DOOR = "door"
 _PEER_ATTR = "jtrix_peer"
 
 
@@ -70,29 +80,72 @@ def replica_handshake(app_secret: bytes, app: str, **extra: Any) -> dict[str, An
     return make_handshake(credential(app_secret, REPLICA), app, REPLICA, **extra)
 
 
-class HandshakeChecker:
-    """Checks handshakes for one app; knows the credential of each role."""
+def door_key(root: bytes, holder: str) -> bytes:
+    """The door key of ``holder`` (a netlet id) under a node's door ``root`` (the node's only)."""
+    return hmac.new(root, f"jtrix-door/1\0{holder}".encode(), hashlib.sha256).digest()
+
+
+def door_handshake(key: bytes, holder: str) -> dict[str, Any]:
+    """A node-started process's first-message proof that it is ``holder`` (``DoorChecker``)."""
+    return make_handshake(key, holder, DOOR)
+
+
+class ProofChecker:
+    """Checks proofs made by :func:`make_handshake`: ``key_for(role, name)`` is the key a proof
+    for that role and name must be made with (None: no such proof is accepted). A proof is
+    accepted once: its MAC verifies, its timestamp is within the replay window and its nonce is new."""
+
+    def __init__(self, key_for: Callable[[str, str], bytes | None]) -> None:
+        self._key_for = key_for
+        self._nonces = NonceCache(REPLAY_WINDOW_S)
+
+    def check_proof(self, data: Any) -> tuple[str, str]:
+        """(role, name) the proof proves; raises :class:`CredentialRefused` otherwise."""
+        if not isinstance(data, dict):
+            raise CredentialRefused("no app credential presented")
+        role, name, ts, nonce, mac = (data.get(k) for k in ("role", "app", "ts", "nonce", "mac"))
+        if not isinstance(role, str) or not isinstance(name, str) or not isinstance(ts, (int, float)) \
+                or isinstance(ts, bool) or not isinstance(nonce, str) or not isinstance(mac, str):
+            raise CredentialRefused("malformed app credential")
+        key = self._key_for(role, name)
+        if key is None:
+            raise CredentialRefused("malformed app credential")
+        if not self._nonces.in_window(float(ts)):
+            raise CredentialRefused("app credential outside the replay window")
+        if not hmac.compare_digest(mac, _mac(key, role, name, float(ts), nonce)):
+            raise CredentialRefused("wrong app credential")
+        if not self._nonces.fresh(nonce, float(ts)):
+            raise CredentialRefused("replayed app credential")
+        return role, name
+
+
+class HandshakeChecker(ProofChecker):
+    """Checks handshakes for one app's netlet endpoint; knows the credential of each role."""
 
     def __init__(self, app_secret: bytes, app: str) -> None:
         self.keys = {role: credential(app_secret, role) for role in ROLES}
         self.app = app
-        self._nonces = NonceCache(REPLAY_WINDOW_S)
+        super().__init__(lambda role, name: self.keys.get(role) if name == self.app else None)
 
     def check(self, data: Any) -> str:
         """The role the handshake proves; raises :class:`CredentialRefused` otherwise."""
-        if not isinstance(data, dict):
-            raise CredentialRefused("no app credential presented")
-        role, app, ts, nonce, mac = (data.get(k) for k in ("role", "app", "ts", "nonce", "mac"))
-        if role not in self.keys or app != self.app or not isinstance(ts, (int, float)) \
-                or not isinstance(nonce, str) or not isinstance(mac, str):
-            raise CredentialRefused("malformed app credential")
-        if not self._nonces.in_window(float(ts)):
-            raise CredentialRefused("app credential outside the replay window")
-        if not hmac.compare_digest(mac, _mac(self.keys[role], role, app, float(ts), nonce)):
-            raise CredentialRefused("wrong app credential")
-        if not self._nonces.fresh(nonce, float(ts)):
-            raise CredentialRefused("replayed app credential")
-        return role
+        return self.check_proof(data)[0]
+
+
+class DoorChecker(ProofChecker):
+    """Checks door proofs for one node (its door ``root``): who made the proof. Whether that
+    holder is still alive is the node's to check (``hosting.wire_gate``: a dead holder's
+    connection is refused)."""
+
+    def __init__(self, root: bytes) -> None:
+        super().__init__(lambda role, name: door_key(root, name) if role == DOOR else None)
+
+    def holder(self, data: Any) -> str | None:
+        """The holder the proof proves, or None (no proof, a wrong, replayed or stale one)."""
+        try:
+            return self.check_proof(data)[1]
+        except CredentialRefused:
+            return None
 
 
 @dataclass(frozen=True)
@@ -108,8 +161,13 @@ def set_peer(conn: Any, peer: Peer) -> None:
     setattr(conn, _PEER_ATTR, peer)
 
 
+def peer_of(conn: Any) -> Peer | None:
+    """What ``conn`` proved at its handshake (None: nothing yet)."""
+    return getattr(conn, _PEER_ATTR, None)
+
+
 def current_peer() -> Peer | None:
     """The peer of the connection whose request this thread is serving (None: no handshake)."""
     from Pyro5.callcontext import current_context
 
-    return getattr(current_context.client, _PEER_ATTR, None)
+    return peer_of(current_context.client)

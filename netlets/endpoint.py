@@ -6,7 +6,9 @@ Contract: every connection passes the handshake of ``netlets.credential``
 (a master connecting to a backup) and proved the grant's master key for this
 netlet's slot (``hosting.grants.check_master_proof``), the (epoch, master slot)
 the grant names. A handshake with a grant or proof that does not verify is
-refused as a whole.
+refused as a whole. A call is read under the limits of the connection's
+role (``wire.NETLET_LIMITS`` for a replica, ``wire.NETLET_CLIENT_LIMITS``
+otherwise), so a client cannot make a netlet buffer a snapshot-sized message.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from hosting import wire
 from hosting.grants import PROMOTE, GrantRefused, GrantVerifier, check_master_proof
 from hosting.tls import TLSIdentity
-from netlets.credential import REPLICA, HandshakeChecker, Peer, set_peer
+from netlets.credential import REPLICA, HandshakeChecker, Peer, peer_of, set_peer
 
 OBJECT_ID = "jtrix.netlet"
 
@@ -27,7 +29,7 @@ class AppDaemon(wire.Daemon):
 
     def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                  port: int = 0, tls: TLSIdentity | None = None) -> None:
-        super().__init__(host, port, tls, limits=wire.NETLET_LIMITS)
+        super().__init__(host, port, tls, limits=wire.NETLET_CLIENT_LIMITS)
         self._checker = checker
         self._grants = grants
         self._slot = slot
@@ -43,6 +45,11 @@ class AppDaemon(wire.Daemon):
             master = (grant.epoch, grant.master)
         set_peer(conn, Peer(role, master))
         return "ok"
+
+    def limits_for(self, conn) -> wire.MessageLimits:
+        """A replica's calls may carry a snapshot; anyone else's are held to a client's limits."""
+        peer = peer_of(conn)
+        return wire.NETLET_LIMITS if peer is not None and peer.role == REPLICA else wire.NETLET_CLIENT_LIMITS
 
 
 def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",

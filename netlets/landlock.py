@@ -26,6 +26,7 @@ _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # same o
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _ABI1_ALL = (1 << 13) - 1  # EXECUTE .. MAKE_SYM
@@ -84,6 +85,14 @@ def no_new_privs() -> None:
     """``prctl(PR_SET_NO_NEW_PRIVS, 1)``: no exec from now on gains privileges (setuid, file caps)."""
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0),
                        ctypes.c_ulong(0)), "prctl(PR_SET_NO_NEW_PRIVS)")
+
+
+def not_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: the calling process's ``/proc/<pid>`` entries (descriptors,
+    environment, memory, cwd) become root's, and no process of its user may ptrace it; reset by
+    exec, so what it starts is unaffected."""
+    _check(_libc.prctl(_PR_SET_DUMPABLE, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0)), "prctl(PR_SET_DUMPABLE)")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ starts, not threads already running).
 
 Invariants once :func:`enter` returned:
   * no exec can gain privileges (``no_new_privs``), whatever the mode;
+  * the process is not dumpable: its ``/proc/<pid>`` (descriptors, environment,
+    cwd, memory) is root's, so another netlet with the same uid (``landlock``
+    mode) neither lists nor reads it, nor can it ptrace it (the app's own code
+    may undo this for itself only);
   * ``TMPDIR`` is the slot's private temporary directory;
   * the codebase is on ``sys.path`` only now: it was not on ``PYTHONPATH`` at
     start, so no ``sitecustomize.py`` of the app ran before the confinement;
@@ -81,6 +85,7 @@ def enter(spec: dict[str, Any] | None) -> str:
     if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
         raise RuntimeError("sandbox.enter must run while the process has one thread")
     landlock.no_new_privs()
+    landlock.not_dumpable()
     if not spec:
         return "no_new_privs"
     tmpdir = Path(spec["tmpdir"])

@@ -2,9 +2,11 @@
 
 Invariants checked after every step: at most ``per_peer_pending`` pending connections per
 peer and ``max_pending`` in all; at most ``max_open`` established that are not reserved, while
-reserved ones (the node's netlets) are always admitted; a connection the gate evicted has its socket shut down (its
-peer reads EOF) and is no longer counted; established and closed connections are never
-touched; every eviction is counted and reported once.
+a live holder's (one of the node's netlets) first reserved connection is always admitted, its
+further ones only within ``per_holder`` and its app's ``per_app_extra``; a dead holder's proof
+reserves nothing; a connection the gate evicted, or a revoked holder held, has its socket shut
+down (its peer reads EOF) and is no longer counted once closed; other established and closed
+connections are never touched; every refusal is counted and reported once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from hosting.wire_gate import ConnectionGate, RefusalEvents
 
 PEERS = ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
+HOLDERS = [("a", "a/w/0#1"), ("a", "a/w/1#1"), ("b", "b/w/0#1")]
+PER_HOLDER, PER_APP_EXTRA = 3, 2
 
 
 class _Conn:
@@ -42,13 +46,18 @@ class GateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.reports: list[tuple[str, str]] = []
+        self.dead: set[str] = set()  # holders revoked (their process exited)
         self.gate = ConnectionGate(per_peer_pending=3, max_pending=5, max_open=2,
+                                   per_holder=PER_HOLDER, per_app_extra=PER_APP_EXTRA,
+                                   holder_open=lambda name: name not in self.dead,
                                    observer=lambda reason, peer: self.reports.append((reason, peer)))
         self.pending: dict[_Conn, str] = {}  # the model: conn -> peer, oldest first
         self.established: list[_Conn] = []
-        self.reserved: set[_Conn] = set()  # established by the node's own netlets
+        self.holder: dict[_Conn, tuple[str, str]] = {}  # reserved conns -> holder
         self.evicted: list[_Conn] = []
+        self.revoked: list[_Conn] = []  # shut down by the gate, not yet closed by their worker
         self.closed: list[_Conn] = []
+        self.refusals = 0
 
     @rule(peer=st.sampled_from(PEERS))
     def admit(self, peer):
@@ -61,17 +70,38 @@ class GateMachine(RuleBasedStateMachine):
             self.evicted.append(victim)
         self.pending[conn] = peer
 
+    def _expected(self, holder) -> str | None:
+        if holder is not None and holder[1] in self.dead:
+            holder = None
+        if holder is None:
+            return "open_full" if len(self.established) - len(self.holder) >= 2 else None
+        mine = sum(h == holder for h in self.holder.values())
+        extra = sum(1 for h in self.holder.values() if h[0] == holder[0]) - \
+            len({h for h in self.holder.values() if h[0] == holder[0]})
+        if mine and mine >= PER_HOLDER:
+            return "reserved_netlet_full"
+        if mine and extra >= PER_APP_EXTRA:
+            return "reserved_app_full"
+        return None
+
     @precondition(lambda self: self.pending)
-    @rule(i=st.integers(0, 10), reserved=st.booleans())
-    def establish(self, i, reserved):
+    @rule(i=st.integers(0, 10), holder=st.none() | st.sampled_from(HOLDERS))
+    def establish(self, i, holder):
         conn = list(self.pending)[i % len(self.pending)]
-        room = reserved or len(self.established) - len(self.reserved) < 2
-        assert self.gate.established(conn, reserved) is room
-        if room:
+        expected = self._expected(holder)
+        assert self.gate.established(conn, holder) == expected
+        if expected is None:
             del self.pending[conn]
             self.established.append(conn)
-            if reserved:
-                self.reserved.add(conn)
+            if holder is not None and holder[1] not in self.dead:
+                self.holder[conn] = holder
+
+    @rule(holder=st.sampled_from(HOLDERS))
+    def revoke(self, holder):
+        self.dead.add(holder[1])
+        mine = [c for c, h in self.holder.items() if h == holder]
+        assert self.gate.revoke(holder[1]) == len(mine)
+        self.revoked.extend(c for c in mine if c not in self.revoked)
 
     @precondition(lambda self: self.pending or self.established)
     @rule(i=st.integers(0, 10), from_pending=st.booleans())
@@ -82,22 +112,27 @@ class GateMachine(RuleBasedStateMachine):
         self.pending.pop(conn, None)
         if conn in self.established:
             self.established.remove(conn)
-            self.reserved.discard(conn)
+            self.holder.pop(conn, None)
+        if conn in self.revoked:
+            self.revoked.remove(conn)
         conn.server.close()
         self.closed.append(conn)
 
     @invariant()
     def bounds_and_counts(self):
-        assert self.gate.counts() == {"pending": len(self.pending), "reserved": len(self.reserved),
-                                      "established": len(self.established) - len(self.reserved)}
+        assert self.gate.counts() == {"pending": len(self.pending), "reserved": len(self.holder),
+                                      "established": len(self.established) - len(self.holder)}
         for peer in PEERS:
             assert sum(p == peer for p in self.pending.values()) <= 3
         assert len(self.pending) <= 5
+        for app in {a for a, _ in HOLDERS}:
+            held = [h for h in self.holder.values() if h[0] == app]
+            assert len(held) - len(set(held)) <= PER_APP_EXTRA
 
     @invariant()
-    def only_the_evicted_are_shut_down(self):
-        assert all(c.peer_sees_eof() for c in self.evicted)
-        assert not any(c.peer_sees_eof() for c in [*self.pending, *self.established])
+    def only_the_evicted_and_revoked_are_shut_down(self):
+        assert all(c.peer_sees_eof() for c in [*self.evicted, *self.revoked])
+        assert not any(c.peer_sees_eof() for c in [*self.pending, *self.established] if c not in self.revoked)
         assert sum(self.gate.refused.values()) == len(self.evicted) == len(self.reports)
 
     def teardown(self):

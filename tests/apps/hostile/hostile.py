@@ -9,6 +9,8 @@ crashes, so the next incarnation starts with that link in its slot.
 """
 
 import os
+import socket
+import threading
 import signal
 import tempfile
 import time
@@ -88,3 +90,96 @@ class SwapSlot(Bootstrap):
             pass  # confined: start the netlet anyway, it must find nothing open
         ctx.run_netlet("probe/0")
         ctx.wait_running(["probe/0"], timeout=15)
+
+
+def start_document() -> dict:
+    """This netlet's start document, as app code can find it in its own process (the runner
+    holds it): nothing in it is secret from the app."""
+    import gc
+
+    return next(o.raw for o in gc.get_objects() if type(o).__name__ == "StartDocument")
+
+
+def open_door(host: str, port: int, handshake: dict) -> tuple[socket.socket | None, str]:
+    """One connection to the node whose first message carries ``handshake``; (socket, "ok") if
+    the node established it, (None, why) if it refused it."""
+    import msgpack
+    from Pyro5 import protocol
+
+    data = msgpack.packb({"handshake": handshake, "object": "jtrix.hosting"}, use_bin_type=True)
+    s = socket.create_connection((host, port), timeout=10)
+    try:
+        s.sendall(protocol.SendingMessage(protocol.MSG_CONNECT, 0, 1, 4, data).data)
+        header = b""
+        while len(header) < protocol._header_size:
+            chunk = s.recv(protocol._header_size - len(header))
+            if not chunk:
+                raise ConnectionError("closed")
+            header += chunk
+        msg = protocol.ReceivingMessage(header)
+        body = b""
+        while len(body) < msg.data_size + msg.annotations_size:
+            body += s.recv(msg.data_size + msg.annotations_size - len(body))
+        if msg.type == protocol.MSG_CONNECTOK:
+            return s, "ok"
+        reason = msgpack.unpackb(body[msg.annotations_size:], raw=False)
+    except (OSError, ConnectionError) as err:
+        reason = f"{type(err).__name__}"
+    s.close()
+    return None, str(reason)
+
+
+class DoorHog(Netlet):
+    """Takes its node's connection capacity with its own door key (what its runner proves the
+    netlet with): keeps up to ``connections`` open, opening more as the node cuts idle ones,
+    and publishes how many it holds and why the others were refused (``hog``)."""
+
+    def on_started(self, inherited):
+        from netlets.credential import door_handshake
+
+        doc = start_document()
+        host, port = doc["node_uri"].rsplit("@", 1)[1].rsplit(":", 1)
+        door, want = doc["node_door"], int(self.config.get("connections", "600"))
+        if isinstance(door, str):  # a node before per-netlet door keys: one key for every netlet
+            from netlets.credential import make_handshake
+            proof = lambda: make_handshake(bytes.fromhex(door), "jtrix/own-netlets")  # noqa: E731
+        else:
+            key = bytes.fromhex(door["key"])
+            proof = lambda: door_handshake(key, door["holder"])  # noqa: E731
+            self.publish(door=door)  # the attacker's own: the test stands for what it left behind
+        self._held: list = []
+        refused: dict[str, int] = {}
+
+        def hog() -> None:
+            while True:
+                self._held = [s for s in self._held if not _closed(s)]
+                while len(self._held) < want:
+                    s, why = open_door(host, int(port), proof())
+                    if s is None:
+                        refused[why] = refused.get(why, 0) + 1
+                        break
+                    self._held.append(s)
+                self.publish(hog={"held": len(self._held), "refused": dict(refused), "tries": want})
+                time.sleep(0.2)  # the attacker's pace
+
+        threading.Thread(target=hog, daemon=True).start()
+
+    @query
+    def ping(self):
+        return "pong"
+
+
+def _closed(s: socket.socket) -> bool:
+    """The node shut ``s`` down (it reads EOF)."""
+    import select
+
+    if not select.select([s], [], [], 0)[0]:
+        return False
+    try:
+        if s.recv(1, socket.MSG_PEEK) == b"":
+            s.close()
+            return True
+    except OSError:
+        s.close()
+        return True
+    return False
