@@ -240,7 +240,7 @@ class Node(SupervisorHooks):
             if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(app, slot["slot"]):
                 continue
             delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
-            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_slot(app, s, "replace"))
+            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.request_start(app, s, "replace"))
 
     def recover_control(self, app: str) -> None:
         """The master that held the control lease before this node (or the app's previous
@@ -394,7 +394,7 @@ class Node(SupervisorHooks):
         for ntype in descriptor.netlet_types:
             for slot in ntype.slots:
                 if here is None or slot in here:
-                    self.supervisor.start_slot(app, slot, mode)
+                    self.supervisor.request_start(app, slot, mode)
 
     def run_netlet(self, app: str, slot: str) -> str:
         descriptor = self.descriptor(app)
@@ -630,6 +630,12 @@ class Node(SupervisorHooks):
     # -- supervisor hooks (SupervisorHooks) --------------------------------
     def may_start(self, app: str, slot: str) -> bool:
         return self.member.is_set() and (self.cluster is None or self.cluster.may_run(app, slot))
+
+    def start_priority(self, app: str) -> int:
+        """Slots of replicated apps without a master start first (they cannot serve at all)."""
+        descriptor = self.supervisor.descriptor(app)
+        replicated = descriptor is not None and descriptor.master_type is not None
+        return 0 if replicated and self.control.holder(app) is None else 1
 
     def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
         return local_next if self.cluster is None else self.cluster.next_incarnation(app, slot, local_next)

@@ -21,6 +21,14 @@ Safety model (what must hold, whatever the interleaving):
     stays ``corrupt`` until ``reset_slot`` rebuilds it.
   * ``reset_slot`` wipes a slot's replica directory only while no process
     runs in the slot (after its pidfd fired), then starts it again.
+  * A slot being spawned counts as live (a placeholder in ``live`` from before
+    the fork until the process is recorded): no second start, no reset, no
+    termination can miss it; whatever ended it meanwhile kills it on arrival.
+  * Many deaths at once are handled as one batch (``PidWatcher`` reports every
+    exit of one wakeup together): recorded under one lock acquisition, then
+    the policy hears of each, then their slots are refilled through the start
+    queue (``hosting.start_queue``: a bounded number starting at once, apps
+    without a master first), never on the watcher thread.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
@@ -50,6 +58,7 @@ from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reap
 from hosting.registry import Registry
 from hosting.resources import bind_resources
 from hosting.spawn import spawn_netlet
+from hosting.start_queue import StartQueue
 from hosting.timers import Timer, Timers
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
 from netlets.replication.storage import REPLICA_DIR, fsync_directory
@@ -80,6 +89,10 @@ class SupervisorHooks:
     def may_start(self, app: str, slot: str) -> bool:
         """False when this node must not run ``slot`` now (fenced, or it is placed elsewhere)."""
         return True
+
+    def start_priority(self, app: str) -> int:
+        """Order of the start queue: lower starts first (say, 0 for an app without a master)."""
+        return 0
 
     def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
         """The incarnation number of the slot's next netlet (never used before for the slot,
@@ -125,7 +138,8 @@ class Supervisor:
 
     def __init__(self, *, home: Home, registry: Registry, timers: Timers, lessor: Lessor,
                  make_secrets: Callable[[str, str, str, int, dict], dict], confinement: Confinement,
-                 start_timeout: float = 15.0, hooks: SupervisorHooks | None = None) -> None:
+                 start_timeout: float = 15.0, hooks: SupervisorHooks | None = None,
+                 start_limit: int | None = None) -> None:
         self.home = home
         self.confinement = confinement
         self.registry = registry
@@ -134,7 +148,9 @@ class Supervisor:
         self.make_secrets = make_secrets
         self.start_timeout = start_timeout
         self.hooks = hooks or SupervisorHooks()
-        self.watcher = PidWatcher(self._on_exit)
+        self.watcher = PidWatcher(on_exits=self._on_exits)
+        #: replacements and restarts: a bounded number starting at once, apps without a master first
+        self.starts = StartQueue(self.start_slot, self.hooks.start_priority, start_limit)
         self.lock = threading.RLock()
         self.live: dict[str, LiveNetlet] = {}
         self.apps: dict[str, AppRuntime] = {}
@@ -153,16 +169,16 @@ class Supervisor:
         """The registered app's descriptor (None if the app is not registered here).
 
         Lock-free (every lease renewal asks): one dict lookup of an immutable
-        value is atomic, and ``start_slot`` holds the lock across key
-        generation, signing, fsyncs and fork, which renewals must not wait for.
+        value is atomic, and renewals must not wait for the lock (held while
+        many deaths are recorded, or a spawn is reserved and recorded).
         """
         rt = self.apps.get(app)
         return rt.descriptor if rt is not None else None
 
     def is_terminating(self, app: str) -> bool:
-        with self.lock:
-            rt = self.apps.get(app)
-            return rt is not None and rt.terminating
+        """Lock-free like ``descriptor`` (elections ask it; ``terminating`` only ever turns True)."""
+        rt = self.apps.get(app)
+        return rt is not None and rt.terminating
 
     def next_attempt(self, app: str, slot: str) -> float | None:
         with self.lock:
@@ -181,7 +197,14 @@ class Supervisor:
             return rt
 
     def start_slot(self, app: str, slot: str, mode: str = "cold") -> str | None:
-        """Start a netlet in ``slot`` unless one is live there; returns its id."""
+        """Start a netlet in ``slot`` unless one is live there; returns its id.
+
+        The lock is held only to reserve the slot (a placeholder in ``live``, so
+        every "is the slot free" check sees it) and to record the process: key
+        generation, signing, confinement and the fork run outside it, so death
+        handling and elections never wait for a spawn. A placeholder someone
+        decided to end meanwhile (``end_reason``) is killed as soon as it runs.
+        """
         with self.lock:
             rt = self.apps.get(app)
             if rt is None or rt.terminating or self.live_in_slot(app, slot) is not None:
@@ -204,6 +227,10 @@ class Supervisor:
             # Committed before the spawn: if the node dies right after it, its successor never
             # reuses this incarnation (the orphan is disowned at its first renewal).
             self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded)
+            live = LiveNetlet(netlet_id, app, slot, incarnation, 0, time.monotonic())  # pid 0: spawning
+            self.live[netlet_id] = live
+            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
+        try:
             self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
             secrets["mode"] = mode
@@ -213,23 +240,35 @@ class Supervisor:
             spawned = spawn_netlet(cwd=slot_dir, sandbox=sandbox,
                                    log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
                                    env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
-            try:
-                create_time = psutil.Process(spawned.pid).create_time()
-            except psutil.NoSuchProcess:
-                create_time = 0.0
-            live = LiveNetlet(netlet_id, app, slot, incarnation, spawned.pid, time.monotonic(), spawned.popen)
-            self.live[netlet_id] = live
+        except BaseException:
+            with self.lock:  # nothing runs: the slot is free again
+                self.live.pop(netlet_id, None)
+                self.lessor.revoke(lease_id_of(netlet_id))
+                self._slot_vacated(rt, app, slot)
+            raise
+        try:
+            create_time = psutil.Process(spawned.pid).create_time()
+        except psutil.NoSuchProcess:
+            create_time = 0.0
+        with self.lock:
+            live.pid, live.popen = spawned.pid, spawned.popen
             self.registry.update_slot(app, slot, state="running", next_attempt=None)
             self.registry.add_netlet(netlet_id, app, slot, incarnation, spawned.pid, create_time,
                                      str(spawned.log_path))
-            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
             try:
                 self.watcher.watch(netlet_id, spawned.pid, is_child=True)
             except ProcessGone:
                 pass  # cannot happen for an unreaped child; keep the record consistent anyway
             self.registry.add_event("netlet.started", app, slot, netlet=netlet_id, pid=spawned.pid, mode=mode,
-                                    inherited=sorted(k for k, v in told.items() if v["inherited"]))
+                                    inherited=sorted(k for k, v in told.items() if v["inherited"]),
+                                    spawn_s=round(time.monotonic() - live.started_mono, 3))
+            if live.end_reason is not None:  # stopped, killed or its app terminated while it was spawning
+                self.watcher.signal_group(netlet_id, signal.SIGKILL)
             return netlet_id
+
+    def request_start(self, app: str, slot: str, mode: str) -> None:
+        """Start ``slot`` when the start queue's turn comes (``hosting.start_queue``)."""
+        self.starts.submit(app, slot, mode)
 
     def adopt(self, row, descriptor_ttl: float) -> bool:
         """Re-attach to a netlet started by an earlier run of this node (not our child).
@@ -273,6 +312,7 @@ class Supervisor:
             n.ready = True
         self.registry.update_netlet(netlet_id, state="running")
         self.registry.add_event("netlet.ready", n.app, n.slot, netlet=netlet_id)
+        self.starts.finished(netlet_id)  # after its event: no later start is recorded before it
         self.hooks.netlet_ready(n.app, n.slot, netlet_id)
         return True
 
@@ -327,39 +367,63 @@ class Supervisor:
             self.registry.add_event("lease.expired", n.app, n.slot, netlet=netlet_id)
         self.stop_netlet(netlet_id, "lease expired", grace)
 
-    def _on_exit(self, netlet_id: str, status) -> None:
-        """pidfd fired: the process is gone. Runs on the watcher thread."""
+    def _on_exits(self, batch: list[tuple[str, Any]]) -> None:
+        """pidfds fired: these processes are gone (every exit one watcher wakeup found). Runs on
+        the watcher thread; takes the lock twice per batch, not per death, and never waits for
+        a spawn (``start_slot`` holds the lock only briefly)."""
         with self.lock:
-            n = self.live.pop(netlet_id, None)
-            if n is None:
-                return
-            mark_reaped(n.popen, status)
-            Timers.cancel(n.kill_timer)
-            self.lessor.revoke(lease_id_of(netlet_id))
-            how = describe_status(status)
-            reason = n.end_reason or ("exited" if how.get("exit_code") == 0 else "crashed")
-            exit_record = {"reason": reason, **how}
-            run_seconds = time.monotonic() - n.started_mono
-            self.registry.update_netlet(netlet_id, state="exited", exit=json.dumps(exit_record))
-            self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id, run_s=round(run_seconds, 3),
-                                    **exit_record)
-            rt = self.apps.get(n.app)
-            fault = self._record_fault(n, how.get("exit_code"), exit_record)
-        self.hooks.netlet_gone(n.app, n.slot, netlet_id, reason)
+            gone = [g for key, status in batch if (g := self._record_exit(key, status)) is not None]
+        for n, reason, *_ in gone:
+            self.starts.finished(n.netlet_id)
+            self.hooks.netlet_gone(n.app, n.slot, n.netlet_id, reason)
         with self.lock:
-            if rt is None:
-                return
-            if rt.terminating:
-                self.registry.update_slot(n.app, n.slot, state="exited", last_exit=json.dumps(exit_record))
-                self._finish_terminate_if_done(n.app)
-                return
-            if rt.slots[n.slot].reset_pending:
-                self._finish_reset(rt, n.app, n.slot)
-                return
-            if fault == "corrupt":
-                self.registry.update_slot(n.app, n.slot, state="corrupt", last_exit=json.dumps(exit_record))
-                return
-            self._schedule_restart(rt, n, run_seconds, exit_record, never_give_up=fault == "storage")
+            for n, _, run_seconds, exit_record, fault in gone:
+                self._after_exit(n, run_seconds, exit_record, fault)
+
+    def _record_exit(self, netlet_id: str, status) -> tuple | None:
+        """The process of ``netlet_id`` is gone (caller holds the lock): revoke its lease, record
+        its exit. Returns (netlet, reason, run_seconds, exit_record, fault), None if not ours."""
+        n = self.live.pop(netlet_id, None)
+        if n is None:
+            return None
+        mark_reaped(n.popen, status)
+        Timers.cancel(n.kill_timer)
+        self.lessor.revoke(lease_id_of(netlet_id))
+        how = describe_status(status)
+        reason = n.end_reason or ("exited" if how.get("exit_code") == 0 else "crashed")
+        exit_record = {"reason": reason, **how}
+        run_seconds = time.monotonic() - n.started_mono
+        self.registry.update_netlet(netlet_id, state="exited", exit=json.dumps(exit_record))
+        self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id, run_s=round(run_seconds, 3),
+                                **exit_record)
+        fault = self._record_fault(n, how.get("exit_code"), exit_record)
+        return n, reason, run_seconds, exit_record, fault
+
+    def _after_exit(self, n: LiveNetlet, run_seconds: float, exit_record: dict, fault: str | None) -> None:
+        """What follows a death once the policy heard of it (caller holds the lock): finish a
+        termination or a reset, or refill the slot."""
+        rt = self.apps.get(n.app)
+        if rt is None:
+            return
+        if rt.terminating:
+            self.registry.update_slot(n.app, n.slot, state="exited", last_exit=json.dumps(exit_record))
+            self._finish_terminate_if_done(n.app)
+            return
+        if rt.slots[n.slot].reset_pending:
+            self._finish_reset(rt, n.app, n.slot)
+            return
+        if fault == "corrupt":
+            self.registry.update_slot(n.app, n.slot, state="corrupt", last_exit=json.dumps(exit_record))
+            return
+        self._schedule_restart(rt, n, run_seconds, exit_record, never_give_up=fault == "storage")
+
+    def _slot_vacated(self, rt: AppRuntime, app: str, slot: str) -> None:
+        """A start failed before its process ran (caller holds the lock): a termination or reset
+        waiting for the slot goes on."""
+        if rt.terminating:
+            self._finish_terminate_if_done(app)
+        elif rt.slots[slot].reset_pending:
+            self._finish_reset(rt, app, slot)
 
     def _record_fault(self, n: LiveNetlet, exit_code: int | None, exit_record: dict) -> str | None:
         """A fail-stop exit: add the netlet's reported cause to ``exit_record``; for a storage
@@ -400,18 +464,9 @@ class Supervisor:
             self.registry.add_event("slot.backoff", n.app, n.slot, delay_s=round(decision.delay, 3),
                                     failures=decision.failures)
             srt.restart_timer = self.timers.call_later(
-                decision.delay, lambda: self._start_in_thread(n.app, n.slot, "replace"))
+                decision.delay, lambda: self.request_start(n.app, n.slot, "replace"))
         else:
-            self._start_in_thread(n.app, n.slot, "replace")
-
-    def _start_in_thread(self, app: str, slot: str, mode: str) -> None:
-        """Start a replacement off the watcher/timer thread (spawning takes milliseconds)."""
-        def run() -> None:
-            try:
-                self.start_slot(app, slot, mode)
-            except Exception:
-                log.exception("starting %s/%s failed", app, slot)
-        threading.Thread(target=run, name=f"start-{app}/{slot}", daemon=True).start()
+            self.request_start(n.app, n.slot, "replace")
 
     # -- reset ------------------------------------------------------------
     def reset_slot(self, app: str, slot: str, grace: float) -> str | None:
@@ -443,7 +498,7 @@ class Supervisor:
             fsync_directory(directory.parent)
         self.registry.update_slot(app, slot, state="restarting", failures=0, next_attempt=None)
         self.registry.add_event("slot.reset", app, slot, wiped=str(directory))
-        self._start_in_thread(app, slot, "replace")
+        self.request_start(app, slot, "replace")
 
     # -- termination ------------------------------------------------------
     def terminate(self, app: str, grace: float) -> AppRuntime | None:
@@ -478,4 +533,5 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """Stop watching (netlets keep running: they re-attach to the next node)."""
+        self.starts.stop()
         self.watcher.stop()

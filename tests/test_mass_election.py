@@ -19,6 +19,7 @@ from collections import Counter
 
 import pytest
 
+from hosting.start_queue import default_limit
 from manyapps import events_since, first_write, kill, launch_many, masters, newest_index, state, wait_elected
 from nodeutil import process_dead, wait_for
 
@@ -113,3 +114,35 @@ def test_node_restart_after_every_master_died_elects_each_app_by_its_first_elect
     for name in names:
         first_write(name)
     assert_one_election_each(events_since(node, since), names)
+
+
+def most_starting_at_once(events: list[dict]) -> int:
+    """The most netlets started (``netlet.started``) and not yet ready or gone at any point."""
+    starting: set[str] = set()
+    most = 0
+    for e in events:
+        netlet = e["detail"].get("netlet")
+        if e["kind"] == "netlet.started":
+            starting.add(netlet)
+            most = max(most, len(starting))
+        elif e["kind"] in ("netlet.ready", "netlet.exited"):
+            starting.discard(netlet)
+    return most
+
+
+@pytest.mark.timeout(600)
+def test_every_replica_of_many_apps_killed_restarts_a_bounded_number_at_once_and_every_app_is_elected(
+        node, tmp_path):
+    """The node refills all their slots, but never starts more netlets at once than its start
+    queue's limit (the old supervisor started every replacement at once: their imports ate every
+    core while the elections ran); each app is then elected by a warm start."""
+    names = launch_many(node, tmp_path, 10)
+    before = state(node, names)
+    since = newest_index(node)
+    kill([n["pid"] for a in before.values() for n in a["netlets"]])
+    won = wait_elected(node, before, since, timeout=300)
+    assert set(won) == set(names)
+    events = events_since(node, since)
+    restarted = [e for e in events if e["kind"] == "netlet.started"]
+    assert len(restarted) >= 2 * len(names)
+    assert most_starting_at_once(events) <= default_limit()
