@@ -72,6 +72,8 @@ class NodeConfig:
     membership_ttl: int = 3  # seconds without renewing before the cluster declares this node dead
     etcd_tls: TLSFiles | None = None  # for an https etcd: its CA, and this node's client cert and key
     confine: str = "auto"  # how netlets are confined: auto, uid, landlock, none (hosting.confine)
+    election_threads: int = 32  # the elector's pool (hosting.election): no task on it waits on another
+
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -101,6 +103,8 @@ class NodeConfig:
         if self.name is not None and (not self.name or "/" in self.name):
             raise BadInput(f"invalid node name {self.name!r} (non-empty, no '/')")
         EtcdMembershipConfig(ttl=self.membership_ttl)
+        if self.election_threads < 1:
+            raise BadInput(f"--election-threads {self.election_threads}: at least 1")
 
 
 def is_loopback(host: str) -> bool:
@@ -151,7 +155,7 @@ class Node(SupervisorHooks):
         self.trust: EtcdTrust | None = None
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost,
                                      serving=False)  # until start_serving
-        self.elector = Elector(self)
+        self.elector = Elector(self, threads=config.election_threads)
         #: app → epoch of the last master whose promotion completed (this node's run only)
         self.promoted: dict[str, int] = {}
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,

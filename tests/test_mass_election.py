@@ -60,14 +60,10 @@ def assert_every_app_reelected(node, names, before, since, won) -> None:
     assert all(after[n]["epoch"] > before[n]["epoch"] and after[n]["master"] != before[n]["master"] for n in names)
 
 
-@pytest.mark.timeout(600)
-def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_has_a_winner(node, tmp_path):
-    """Each app also has a hung in-sync backup (SIGSTOP), so each election takes a prepare
-    timeout (1 s) and they overlap: the old elector's pool filled with elections waiting on
-    prepares queued behind them; they all timed out and were retried in waves."""
-    # TTL 3 s: on a loaded machine a backup not scheduled for a second must not lose its leases
-    # (that would be another reason for a second election than the one this test is about).
-    names = launch_many(node, tmp_path, APPS, replicas=3, ttl=3.0)
+def kill_masters_with_a_hung_backup_each(node, names: list[str]) -> None:
+    """SIGSTOP one backup of each app, SIGKILL every master at once, and check that every app is
+    re-elected with every attempt won: each election waits out a prepare timeout (1 s) on its hung
+    backup, so they overlap."""
     before = state(node, names)
     since = newest_index(node)
     hung = [next(n["pid"] for n in a["netlets"] if n["slot"] != a["master"]) for a in before.values()]
@@ -81,6 +77,37 @@ def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_h
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
     assert_every_app_reelected(node, names, before, since, won)
+
+
+@pytest.mark.timeout(600)
+def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_has_a_winner(node, tmp_path):
+    """Each app also has a hung in-sync backup (SIGSTOP), so each election takes a prepare
+    timeout (1 s) and they overlap: the old elector's pool filled with elections waiting on
+    prepares queued behind them; they all timed out and were retried in waves."""
+    # TTL 3 s: on a loaded machine a backup not scheduled for a second must not lose its leases
+    # (that would be another reason for a second election than the one this test is about).
+    names = launch_many(node, tmp_path, APPS, replicas=3, ttl=3.0)
+    kill_masters_with_a_hung_backup_each(node, names)
+
+
+@pytest.mark.timeout(600)
+def test_more_simultaneous_elections_than_the_elector_has_threads_each_have_a_winner(tmp_path, monkeypatch):
+    """The starvation bug as a property of the pool, whatever its size: a node whose elector has
+    2 threads elects 3 apps at once, each with a hung backup. An elector whose election task waits
+    on prepares queued on its own pool deadlocks here until its prepare timeout (nothing of the
+    other elections can run), and its attempts end without a winner."""
+    from hosting.client import HostingClient
+    from hosting.daemon import start_background
+    from nodeutil import RunningNode, cleanup_node
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("JTRIX_HOME", str(home))
+    start_background(home, election_threads=2)
+    node = RunningNode(home, HostingClient.for_home(home))
+    try:
+        kill_masters_with_a_hung_backup_each(node, launch_many(node, tmp_path, 3, replicas=3, ttl=3.0))
+    finally:
+        cleanup_node(node)
 
 
 @pytest.mark.timeout(600)

@@ -125,3 +125,14 @@ def test_every_requested_slot_starts_within_the_bound(requests, limit, served):
         assert peak[0] <= limit
     finally:
         q.stop()
+
+
+def test_the_elector_needs_at_least_one_thread(tmp_path):
+    import pytest
+
+    from hosting.node import NodeConfig
+    from warrants.errors import BadInput
+
+    assert NodeConfig(home=tmp_path, election_threads=1).election_threads == 1
+    with pytest.raises(BadInput, match="election-threads 0"):
+        NodeConfig(home=tmp_path, election_threads=0)
