@@ -2,7 +2,8 @@
 
 One SQLite database in WAL mode (``synchronous=FULL``: a committed change
 survives power loss). One connection shared by all threads behind a lock; every
-public method is one transaction. This is the single-machine implementation of
+public method is one transaction -- or, inside ``batch()``, one savepoint of the
+batch's single transaction (many changes, one commit: one fsync). This is the single-machine implementation of
 the registry interface; the etcd one keeps the same method contracts.
 
 Contracts:
@@ -109,6 +110,8 @@ class Registry:
         #: seals app secrets at rest (None: stored as given — unit tests of other parts)
         self._sealer = sealer
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open on the connection (>1: savepoints of a batch); under _lock
+        self._committed: list = []  # events written, told to listeners once committed
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -122,6 +125,12 @@ class Registry:
         self._event_cond = threading.Condition(self._lock)
         #: called as ``listener(kind, app, detail)`` after each event is committed
         self.event_listeners: list = []
+
+    def batch(self) -> "_Transaction":
+        """``with registry.batch():`` every change inside is one savepoint of a single transaction
+        (a change that fails rolls back alone; the rest commit together, once, at the end).
+        Holds the registry lock throughout: keep it to a burst of writes (many deaths at once)."""
+        return _Transaction(self)
 
     def close(self) -> None:
         with self._lock:
@@ -151,11 +160,20 @@ class Registry:
             cur = db.execute("INSERT INTO events(ts, app, slot, kind, detail) VALUES(?,?,?,?,?)",
                              (time.time(), app, slot, kind, json.dumps(detail, default=str)))
             idx = cur.lastrowid
+            self._committed.append((kind, app, detail))
         with self._event_cond:
             self._event_cond.notify_all()
-        for listener in self.event_listeners:
-            listener(kind, app, detail)
         return int(idx)
+
+    def _tell_listeners(self) -> None:
+        """Listeners hear of events once they are committed (a batch's, once the batch is)."""
+        with self._lock:
+            if self._depth:
+                return
+            told, self._committed = self._committed, []
+        for kind, app, detail in told:
+            for listener in self.event_listeners:
+                listener(kind, app, detail)
 
     def events(self, since: int = 0, app: str | None = None, limit: int = 1000) -> list[Event]:
         """Events with index > ``since`` (optionally of one app), oldest first."""
@@ -361,23 +379,44 @@ class RegistryEpochStore:
 
 
 class _Transaction:
-    """``with registry._tx() as db:`` — one IMMEDIATE transaction under the registry lock."""
+    """``with registry._tx() as db:`` — one IMMEDIATE transaction under the registry lock; inside
+    another (a ``batch``), a savepoint of it."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
     def __enter__(self) -> sqlite3.Connection:
-        self._registry._lock.acquire()
+        reg = self._registry
+        reg._lock.acquire()
         try:
-            self._registry._db.execute("BEGIN IMMEDIATE")  # "database is locked" after busy_timeout
+            # "database is locked" after busy_timeout
+            reg._db.execute("BEGIN IMMEDIATE" if reg._depth == 0 else f"SAVEPOINT s{reg._depth}")
         except BaseException:
-            self._registry._lock.release()  # __exit__ does not run when __enter__ raises
+            reg._lock.release()  # __exit__ does not run when __enter__ raises
             raise
-        return self._registry._db
+        reg._depth += 1
+        return reg._db
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        reg = self._registry
+        reg._depth -= 1
         try:
-            self._registry._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if reg._depth == 0:
+                ok = exc_type is None
+                try:
+                    reg._db.execute("COMMIT" if ok else "ROLLBACK")
+                except BaseException:
+                    ok = False
+                    raise
+                finally:
+                    if not ok:
+                        reg._committed.clear()  # rolled back: nobody hears of them
+            elif exc_type is None:
+                reg._db.execute(f"RELEASE s{reg._depth}")
+            else:
+                reg._db.execute(f"ROLLBACK TO s{reg._depth}")
+                reg._db.execute(f"RELEASE s{reg._depth}")
         finally:
-            self._registry._lock.release()
-
+            reg._lock.release()
+        if reg._depth == 0 and exc_type is None:
+            reg._tell_listeners()

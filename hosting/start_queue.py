@@ -16,7 +16,8 @@ Contracts:
   * A slot is queued at most once (a second request while it waits is the
     same request); a pick that finds the slot running already starts nothing.
   * ``start`` runs on a thread of its own, never on the caller's (the pid
-    watcher, the timers) and never under the queue's lock.
+    watcher, the timers), and neither it nor ``priority`` runs under the
+    queue's lock (callers may submit while holding locks ``priority`` takes).
 
 The seam for cheaper starts (forking a pre-imported template): a starter
 whose starts cost little CPU just uses a larger ``limit``.
@@ -90,17 +91,23 @@ class StartQueue:
                     self._cond.wait()
                 if self._stopped:
                     return
-                key, mode = self._pick()
+                apps = {app for app, _ in self._queued}
+            # Outside the lock: the priority reads the node's state (its locks), while the node
+            # submits to this queue holding some of them.
+            priorities = {app: self._priority_of(app) for app in apps}
+            with self._cond:
+                if self._stopped or not self._queued or len(self._in_flight) >= self.limit:
+                    continue
+                key, mode = self._pick(priorities)
                 token = object()
                 self._in_flight.add(token)
             threading.Thread(target=self._run_start, args=(key, mode, token), daemon=True,
                              name=f"start-{key[0]}/{key[1]}").start()
 
-    def _pick(self) -> tuple[tuple[str, str], str]:
-        """The next slot to start (caller holds the lock; the queue is not empty)."""
-        apps = {app for app, _ in self._queued}
-        priorities = {app: self._priority_of(app) for app in apps}
-        key = min(self._queued, key=lambda k: (priorities[k[0]], self._app_first[k[0]], self._queued[k][0]))
+    def _pick(self, priorities: dict[str, Any]) -> tuple[tuple[str, str], str]:
+        """The next slot to start (caller holds the lock; the queue is not empty). An app queued
+        since the priorities were read counts as first."""
+        key = min(self._queued, key=lambda k: (priorities.get(k[0], 0), self._app_first[k[0]], self._queued[k][0]))
         mode = self._queued.pop(key)[1]
         if not any(app == key[0] for app, _ in self._queued):
             del self._app_first[key[0]]

@@ -369,14 +369,16 @@ class Supervisor:
 
     def _on_exits(self, batch: list[tuple[str, Any]]) -> None:
         """pidfds fired: these processes are gone (every exit one watcher wakeup found). Runs on
-        the watcher thread; takes the lock twice per batch, not per death, and never waits for
-        a spawn (``start_slot`` holds the lock only briefly)."""
-        with self.lock:
+        the watcher thread; takes the lock twice per batch, not per death, each time for one
+        registry transaction (one commit for all the deaths' records, then one for all their
+        restarts), and never waits for a spawn (``start_slot`` holds the lock only briefly).
+        The policy hears of each death in between, outside both."""
+        with self.lock, self.registry.batch():
             gone = [g for key, status in batch if (g := self._record_exit(key, status)) is not None]
         for n, reason, *_ in gone:
             self.starts.finished(n.netlet_id)
             self.hooks.netlet_gone(n.app, n.slot, n.netlet_id, reason)
-        with self.lock:
+        with self.lock, self.registry.batch():
             for n, _, run_seconds, exit_record, fault in gone:
                 self._after_exit(n, run_seconds, exit_record, fault)
 

@@ -98,6 +98,35 @@ def test_registry_events_are_ordered_and_epochs_never_go_back(tmp_path):
     assert reopened.add_event("z") > b
 
 
+def test_a_registry_batch_commits_once_and_a_failed_change_inside_rolls_back_alone(tmp_path):
+    import sqlite3
+
+    reg = Registry(tmp_path / "r.sqlite")
+    heard = []
+    reg.event_listeners.append(lambda kind, app, detail: heard.append(kind))
+    reg.save_arbiter_state("app", {"epoch": 5, "holder": "s/0", "isr": ["s/0"]})
+    other = sqlite3.connect(tmp_path / "r.sqlite")  # another reader sees only what is committed
+    seen = lambda: [k for (k,) in other.execute("SELECT kind FROM events ORDER BY idx")]  # noqa: E731
+    with reg.batch():
+        reg.add_event("a")
+        with pytest.raises(ValueError):
+            reg.save_arbiter_state("app", {"epoch": 4, "holder": "s/0", "isr": []})
+        reg.add_event("b")
+        assert [e.kind for e in reg.events(0)] == ["a", "b"]  # the batch sees its own changes
+        assert seen() == [] and heard == []  # nobody else does, not even the listeners
+    assert seen() == ["a", "b"] and heard == ["a", "b"]
+    assert reg.load_arbiter_state("app")["epoch"] == 5
+    with pytest.raises(RuntimeError):
+        with reg.batch():
+            reg.add_event("lost")
+            raise RuntimeError("the batch fails")
+    assert seen() == ["a", "b"] and heard == ["a", "b"]
+    reg.add_event("c")  # the connection is usable after both
+    assert seen() == ["a", "b", "c"] and heard == ["a", "b", "c"]
+    other.close()
+    reg.close()
+
+
 def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
     from hosting.arbiter import Arbiter
     from hosting.registry import RegistryEpochStore
