@@ -73,6 +73,7 @@ class NodeConfig:
     etcd_tls: TLSFiles | None = None  # for an https etcd: its CA, and this node's client cert and key
     confine: str = "auto"  # how netlets are confined: auto, uid, landlock, none (hosting.confine)
     election_threads: int = 32  # the elector's pool (hosting.election): no task on it waits on another
+    start_limit: int | None = None  # netlets starting at once (hosting.start_queue); None: 2 per core
 
 
     def __post_init__(self) -> None:
@@ -105,6 +106,8 @@ class NodeConfig:
         EtcdMembershipConfig(ttl=self.membership_ttl)
         if self.election_threads < 1:
             raise BadInput(f"--election-threads {self.election_threads}: at least 1")
+        if self.start_limit is not None and self.start_limit < 1:
+            raise BadInput(f"--start-limit {self.start_limit}: at least 1")
 
 
 def is_loopback(host: str) -> bool:
@@ -161,7 +164,8 @@ class Node(SupervisorHooks):
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      confinement=self.confinement,
-                                     start_timeout=config.start_timeout, hooks=self)
+                                     start_timeout=config.start_timeout, hooks=self,
+                                     start_limit=config.start_limit)
         self.bootstrapper = Bootstrapper(self)
         #: the node's duties in a cluster (None when it is a cluster of one)
         self.cluster: ClusterAgent | None = ClusterAgent(self, self.etcd) if self.etcd else None

@@ -19,11 +19,25 @@ from collections import Counter
 
 import pytest
 
-from hosting.start_queue import default_limit
+from hosting.client import HostingClient
+from hosting.daemon import start_background
 from manyapps import events_since, first_write, kill, launch_many, masters, newest_index, state, wait_elected
-from nodeutil import process_dead, wait_for
+from nodeutil import RunningNode, cleanup_node, process_dead, wait_for
 
 APPS = 20  # more than the old pool's 16 threads
+
+
+@contextlib.contextmanager
+def own_node(tmp_path, monkeypatch, **options):
+    """A node of its own in a temp home, started with ``options`` (``start_background``'s)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("JTRIX_HOME", str(home))
+    start_background(home, **options)
+    node = RunningNode(home, HostingClient.for_home(home))
+    try:
+        yield node
+    finally:
+        cleanup_node(node)
 
 
 def assert_one_election_each(events: list[dict], names: list[str]) -> None:
@@ -96,18 +110,8 @@ def test_more_simultaneous_elections_than_the_elector_has_threads_each_have_a_wi
     2 threads elects 3 apps at once, each with a hung backup. An elector whose election task waits
     on prepares queued on its own pool deadlocks here until its prepare timeout (nothing of the
     other elections can run), and its attempts end without a winner."""
-    from hosting.client import HostingClient
-    from hosting.daemon import start_background
-    from nodeutil import RunningNode, cleanup_node
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("JTRIX_HOME", str(home))
-    start_background(home, election_threads=2)
-    node = RunningNode(home, HostingClient.for_home(home))
-    try:
+    with own_node(tmp_path, monkeypatch, election_threads=2) as node:
         kill_masters_with_a_hung_backup_each(node, launch_many(node, tmp_path, 3, replicas=3, ttl=3.0))
-    finally:
-        cleanup_node(node)
 
 
 @pytest.mark.timeout(600)
@@ -124,9 +128,6 @@ def test_masters_of_many_apps_killed_at_once_all_come_back(node, tmp_path):
 def test_node_restart_after_every_master_died_elects_each_app_by_its_first_election(node, tmp_path):
     """The reboot case: the node and every master die together; on restart the node requests
     every app's election in one loop, so they all run at the same moment."""
-    from hosting.client import HostingClient
-    from hosting.daemon import start_background
-
     names = launch_many(node, tmp_path, APPS)
     before = state(node, names)
     since = newest_index(node)
@@ -159,17 +160,18 @@ def most_starting_at_once(events: list[dict]) -> int:
 
 @pytest.mark.timeout(600)
 def test_every_replica_of_many_apps_killed_restarts_a_bounded_number_at_once_and_every_app_is_elected(
-        node, tmp_path):
+        tmp_path, monkeypatch):
     """The node refills all their slots, but never starts more netlets at once than its start
     queue's limit (the old supervisor started every replacement at once: their imports ate every
     core while the elections ran); each app is then elected by a warm start."""
-    names = launch_many(node, tmp_path, 10)
-    before = state(node, names)
-    since = newest_index(node)
-    kill([n["pid"] for a in before.values() for n in a["netlets"]])
-    won = wait_elected(node, before, since, timeout=300)
-    assert set(won) == set(names)
-    events = events_since(node, since)
+    with own_node(tmp_path, monkeypatch, start_limit=3) as node:
+        names = launch_many(node, tmp_path, 10)
+        before = state(node, names)
+        since = newest_index(node)
+        kill([n["pid"] for a in before.values() for n in a["netlets"]])
+        won = wait_elected(node, before, since, timeout=300)
+        assert set(won) == set(names)
+        events = events_since(node, since)
     restarted = [e for e in events if e["kind"] == "netlet.started"]
     assert len(restarted) >= 2 * len(names)
-    assert most_starting_at_once(events) <= default_limit()
+    assert most_starting_at_once(events) <= 3

@@ -127,7 +127,7 @@ def test_every_requested_slot_starts_within_the_bound(requests, limit, served):
         q.stop()
 
 
-def test_the_elector_needs_at_least_one_thread(tmp_path):
+def test_the_elector_needs_a_thread_and_the_start_queue_a_place(tmp_path):
     import pytest
 
     from hosting.node import NodeConfig
@@ -136,3 +136,5 @@ def test_the_elector_needs_at_least_one_thread(tmp_path):
     assert NodeConfig(home=tmp_path, election_threads=1).election_threads == 1
     with pytest.raises(BadInput, match="election-threads 0"):
         NodeConfig(home=tmp_path, election_threads=0)
+    with pytest.raises(BadInput, match="start-limit 0"):
+        NodeConfig(home=tmp_path, start_limit=0)
