@@ -15,7 +15,7 @@ node. Two failures, each after every app is back in sync:
 
 Prints both timelines (every app's figures in election order) and a summary.
 
-    bench/run.sh mass_election [--apps 50] [--replicas 2] [--ttl 1.0]
+    bench/run.sh mass_election [--apps 50] [--replicas 2] [--ttl 1.0] [--start-limit N]
 """
 
 from __future__ import annotations
@@ -86,12 +86,14 @@ def main() -> None:
     parser.add_argument("--apps", type=int, default=50)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--ttl", type=float, default=1.0)
+    parser.add_argument("--start-limit", type=int, default=None,
+                        help="netlets the node starts at once (default: the node's, 2 per core)")
     parser.add_argument("--json")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="jtrix-bench-mass-"))
     home = tmp / "home"
     os.environ["JTRIX_HOME"] = str(home)
-    start_background(home)
+    start_background(home, start_limit=args.start_limit)
     node = RunningNode(home, HostingClient.for_home(home))
     try:
         started = time.monotonic()

@@ -148,14 +148,17 @@ def node_answers(home: Path, timeout: float = 2.0) -> dict[str, Any] | None:
 def start_background(home: Path, host: str = "127.0.0.1", port: int = 0, timeout: float = 20.0,
                      cluster: str | None = None, name: str | None = None,
                      etcd_tls: TLSFiles | None = None, membership_ttl: int = 3,
-                     confine: str = "auto") -> dict[str, Any]:
+                     confine: str = "auto", election_threads: int | None = None,
+                     start_limit: int | None = None) -> dict[str, Any]:
     home = Path(home).expanduser().resolve()
     info = node_answers(home)
     if info is not None:
         return info
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     cluster_args = (["--cluster", cluster, "--membership-ttl", str(membership_ttl)] if cluster else []) + \
-        (["--name", name] if name else []) + ["--confine", confine]
+        (["--name", name] if name else []) + ["--confine", confine] + \
+        (["--election-threads", str(election_threads)] if election_threads is not None else []) + \
+        (["--start-limit", str(start_limit)] if start_limit is not None else [])
     for flag, value in (("--etcd-ca", etcd_tls and etcd_tls.ca), ("--etcd-cert", etcd_tls and etcd_tls.cert),
                         ("--etcd-key", etcd_tls and etcd_tls.key)):
         cluster_args += [flag, str(Path(value).resolve())] if value else []
@@ -225,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--etcd-cert", default=None)
     parser.add_argument("--etcd-key", default=None)
     parser.add_argument("--confine", default="auto", help="auto, uid, landlock or none (hosting.confine)")
+    parser.add_argument("--election-threads", type=int, default=32, help="threads of the elector's pool")
+    parser.add_argument("--start-limit", type=int, default=None, help="netlets starting at once (default 2 per core)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -233,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         config = NodeConfig(home=Path(args.home), host=host or "127.0.0.1", port=int(port or 0),
                             cluster=args.cluster, name=args.name, membership_ttl=args.membership_ttl,
                             etcd_tls=etcd_tls_of(args.etcd_ca, args.etcd_cert, args.etcd_key),
-                            confine=args.confine)
+                            confine=args.confine, election_threads=args.election_threads,
+                            start_limit=args.start_limit)
         serve(config)
     except JtrixError as err:  # the operator's configuration (bad name, taken name, etcd down)
         print(f"jtrix-host: {err}", file=sys.stderr)

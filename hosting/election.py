@@ -9,7 +9,10 @@ Concurrency (why many simultaneous elections do not starve each other): every
 task on the pool is bounded by its own RPC timeout and none waits on another
 pool task — prepares are separate tasks whose answers are fed back to the
 core, and the last answer chooses. So N elections need no more than N·(1 + candidates)
-short tasks, whatever the pool size.
+short tasks, whatever the pool size: even a pool of one thread elects any
+number of apps (``tests/test_mass_election.py`` runs more elections at once
+than its pool has threads). A step that must wait for anything (a lock held
+across a spawn, an RPC) may wait only on its own bound.
 
 Events: ``election.started``, ``election.won`` (epoch, winner, positions,
 mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
@@ -38,9 +41,9 @@ POOL_THREADS = 32
 
 
 class Elector:
-    def __init__(self, node) -> None:
+    def __init__(self, node, threads: int = POOL_THREADS) -> None:
         self.node = node
-        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="elector")
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="elector")
         self.runner = ElectionRunner(self)
 
     # -- what the node tells us -------------------------------------------

@@ -73,6 +73,9 @@ class NodeConfig:
     membership_ttl: int = 3  # seconds without renewing before the cluster declares this node dead
     etcd_tls: TLSFiles | None = None  # for an https etcd: its CA, and this node's client cert and key
     confine: str = "auto"  # how netlets are confined: auto, uid, landlock, none (hosting.confine)
+    election_threads: int = 32  # the elector's pool (hosting.election): no task on it waits on another
+    start_limit: int | None = None  # netlets starting at once (hosting.start_queue); None: 2 per core
+
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -102,6 +105,10 @@ class NodeConfig:
         if self.name is not None and (not self.name or "/" in self.name):
             raise BadInput(f"invalid node name {self.name!r} (non-empty, no '/')")
         EtcdMembershipConfig(ttl=self.membership_ttl)
+        if self.election_threads < 1:
+            raise BadInput(f"--election-threads {self.election_threads}: at least 1")
+        if self.start_limit is not None and self.start_limit < 1:
+            raise BadInput(f"--start-limit {self.start_limit}: at least 1")
 
 
 def is_loopback(host: str) -> bool:
@@ -152,13 +159,14 @@ class Node(SupervisorHooks):
         self.trust: EtcdTrust | None = None
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost,
                                      serving=False)  # until start_serving
-        self.elector = Elector(self)
+        self.elector = Elector(self, threads=config.election_threads)
         #: app → epoch of the last master whose promotion completed (this node's run only)
         self.promoted: dict[str, int] = {}
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      confinement=self.confinement,
-                                     start_timeout=config.start_timeout, hooks=self)
+                                     start_timeout=config.start_timeout, hooks=self,
+                                     start_limit=config.start_limit)
         self.bootstrapper = Bootstrapper(self)
         #: the node's duties in a cluster (None when it is a cluster of one)
         self.cluster: ClusterAgent | None = ClusterAgent(self, self.etcd) if self.etcd else None
@@ -247,7 +255,7 @@ class Node(SupervisorHooks):
             if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(app, slot["slot"]):
                 continue
             delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
-            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.start_soon(app, s, "replace"))
+            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.request_start(app, s, "replace"))
 
     def recover_control(self, app: str) -> None:
         """The master that held the control lease before this node (or the app's previous
@@ -401,7 +409,7 @@ class Node(SupervisorHooks):
         for ntype in descriptor.netlet_types:
             for slot in ntype.slots:
                 if here is None or slot in here:
-                    self.supervisor.start_slot(app, slot, mode)
+                    self.supervisor.request_start(app, slot, mode)
 
     def run_netlet(self, app: str, slot: str) -> str:
         descriptor = self.descriptor(app)
@@ -663,6 +671,12 @@ class Node(SupervisorHooks):
     # -- supervisor hooks (SupervisorHooks) --------------------------------
     def may_start(self, app: str, slot: str) -> bool:
         return self.member.is_set() and (self.cluster is None or self.cluster.may_run(app, slot))
+
+    def start_priority(self, app: str) -> int:
+        """Slots of replicated apps without a master start first (they cannot serve at all)."""
+        descriptor = self.supervisor.descriptor(app)
+        replicated = descriptor is not None and descriptor.master_type is not None
+        return 0 if replicated and self.control.holder(app) is None else 1
 
     def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
         return local_next if self.cluster is None else self.cluster.next_incarnation(app, slot, local_next)

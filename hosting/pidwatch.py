@@ -2,14 +2,18 @@
 
 A pidfd refers to one process for its whole life: it cannot be confused with a
 later process that reuses the pid. The watcher polls all pidfds with epoll on
-one thread and calls ``on_exit(key, status)`` as soon as a watched process
-ends (microseconds to a millisecond after its death).
+one thread and reports each watched process's end as soon as it happens
+(microseconds to a millisecond after its death).
 
 Contracts:
   * ``status`` is the ``os.waitid`` result for processes that are our children
     (the watcher reaps them, so no zombie is left), or ``None`` for adopted
     processes that are not our children (their parent reaps them).
-  * ``on_exit`` is called exactly once per ``watch``, on the watcher thread.
+  * Every ``watch`` is reported exactly once, on the watcher thread: either to
+    ``on_exit(key, status)`` one by one, or to ``on_exits([(key, status), ...])``
+    with *every* exit one epoll wakeup found (a batch: processes killed together
+    are reaped together and their handler pays its fixed costs -- locks,
+    transactions -- once per batch, not once per death).
   * ``signal(key, sig)`` never reaches a process other than the watched one.
 """
 
@@ -33,8 +37,11 @@ class ProcessGone(Exception):
 class PidWatcher:
     """epoll over pidfds; one daemon thread."""
 
-    def __init__(self, on_exit: Callable[[Any, Any], None]) -> None:
-        self._on_exit = on_exit
+    def __init__(self, on_exit: Callable[[Any, Any], None] | None = None,
+                 on_exits: Callable[[list[tuple[Any, Any]]], None] | None = None) -> None:
+        if (on_exit is None) == (on_exits is None):
+            raise TypeError("give exactly one of on_exit, on_exits")
+        self._on_exits = on_exits or (lambda batch: _each(on_exit, batch))
         self._epoll = select.epoll()
         self._by_fd: dict[int, tuple[Any, int, bool]] = {}  # fd -> (key, pid, is_child)
         self._fd_by_key: dict[Any, int] = {}
@@ -106,16 +113,20 @@ class PidWatcher:
                 events = self._epoll.poll()
             except InterruptedError:
                 continue
-            for fd, _ in events:
-                if fd == self._wake_r:
-                    continue
-                self._handle_exit(fd)
+            batch = [exit for fd, _ in events if fd != self._wake_r and (exit := self._reap(fd)) is not None]
+            if not batch:
+                continue
+            try:
+                self._on_exits(batch)
+            except Exception:
+                log.exception("exit callback failed for %s", [key for key, _ in batch])
 
-    def _handle_exit(self, fd: int) -> None:
+    def _reap(self, fd: int) -> tuple[Any, Any] | None:
+        """Stop watching ``fd`` (its process ended) and reap it if it is our child: (key, status)."""
         with self._lock:
             entry = self._by_fd.pop(fd, None)
             if entry is None:
-                return
+                return None
             key, pid, is_child = entry
             self._fd_by_key.pop(key, None)
             self._epoll.unregister(fd)
@@ -134,8 +145,13 @@ class PidWatcher:
                     if err.errno != errno.ECHILD:
                         raise
             os.close(fd)
+        return key, status
+
+
+def _each(on_exit: Callable[[Any, Any], None], batch: list[tuple[Any, Any]]) -> None:
+    for key, status in batch:
         try:
-            self._on_exit(key, status)
+            on_exit(key, status)
         except Exception:
             log.exception("on_exit callback failed for %s", key)
 

@@ -31,6 +31,14 @@ Safety model (what must hold, whatever the interleaving):
     ``store.unavailable`` event (``store.recovered`` once it is over). No
     replacement starts while the previous netlet's exit is being recorded. What
     needs no store (revoking leases, signalling) is never held up by one.
+  * A slot being spawned counts as live (a placeholder in ``live`` from before
+    the fork until the process is recorded): no second start, no reset, no
+    termination can miss it; whatever ended it meanwhile kills it on arrival.
+  * Many deaths at once (``PidWatcher`` reports every exit of one wakeup
+    together) never wait for a spawn: ``start_slot`` holds the lock only to
+    reserve and to record; their slots are refilled through the start queue
+    (``hosting.start_queue``: a bounded number starting at once, apps without a
+    master first), never on the watcher thread.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
@@ -59,6 +67,7 @@ from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reap
 from hosting.registry import Registry
 from hosting.resources import bind_resources, wipe
 from hosting.spawn import spawn_netlet
+from hosting.start_queue import StartQueue
 from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
@@ -90,6 +99,10 @@ class SupervisorHooks:
     def may_start(self, app: str, slot: str) -> bool:
         """False when this node must not run ``slot`` now (fenced, or it is placed elsewhere)."""
         return True
+
+    def start_priority(self, app: str) -> int:
+        """Order of the start queue: lower starts first (say, 0 for an app without a master)."""
+        return 0
 
     def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
         """The incarnation number of the slot's next netlet (never used before for the slot,
@@ -136,7 +149,8 @@ class Supervisor:
 
     def __init__(self, *, home: Home, registry: Registry, timers: Timers, lessor: Lessor,
                  make_secrets: Callable[[str, str, str, int, dict], dict], confinement: Confinement,
-                 start_timeout: float = 15.0, hooks: SupervisorHooks | None = None) -> None:
+                 start_timeout: float = 15.0, hooks: SupervisorHooks | None = None,
+                 start_limit: int | None = None) -> None:
         self.home = home
         self.confinement = confinement
         self.registry = registry
@@ -145,7 +159,9 @@ class Supervisor:
         self.make_secrets = make_secrets
         self.start_timeout = start_timeout
         self.hooks = hooks or SupervisorHooks()
-        self.watcher = PidWatcher(self._on_exit)
+        self.watcher = PidWatcher(on_exits=self._on_exits)
+        #: replacements and restarts: a bounded number starting at once, apps without a master first
+        self.starts = StartQueue(self._start_queued, self.hooks.start_priority, start_limit)
         self.lock = threading.RLock()
         self.live: dict[str, LiveNetlet] = {}
         self.apps: dict[str, AppRuntime] = {}
@@ -166,16 +182,16 @@ class Supervisor:
         """The registered app's descriptor (None if the app is not registered here).
 
         Lock-free (every lease renewal asks): one dict lookup of an immutable
-        value is atomic, and ``start_slot`` holds the lock across key
-        generation, signing, fsyncs and fork, which renewals must not wait for.
+        value is atomic, and renewals must not wait for the lock (held while
+        many deaths are recorded, or a spawn is reserved and recorded).
         """
         rt = self.apps.get(app)
         return rt.descriptor if rt is not None else None
 
     def is_terminating(self, app: str) -> bool:
-        with self.lock:
-            rt = self.apps.get(app)
-            return rt is not None and rt.terminating
+        """Lock-free like ``descriptor`` (elections ask it; ``terminating`` only ever turns True)."""
+        rt = self.apps.get(app)
+        return rt is not None and rt.terminating
 
     def store_error(self, app: str, slot: str) -> str | None:
         """The store error the slot's bookkeeping has been waiting out (None: none for long)."""
@@ -198,7 +214,14 @@ class Supervisor:
             return rt
 
     def start_slot(self, app: str, slot: str, mode: str = "cold") -> str | None:
-        """Start a netlet in ``slot`` unless one is live there; returns its id."""
+        """Start a netlet in ``slot`` unless one is live there; returns its id.
+
+        The lock is held only to reserve the slot (a placeholder in ``live``, so
+        every "is the slot free" check sees it) and to record the process: key
+        generation, signing, confinement and the fork run outside it, so death
+        handling and elections never wait for a spawn. A placeholder someone
+        decided to end meanwhile (``end_reason``) is killed as soon as it runs.
+        """
         with self.lock:
             rt = self.apps.get(app)
             if rt is None or rt.terminating or self.live_in_slot(app, slot) is not None:
@@ -223,6 +246,10 @@ class Supervisor:
             # Committed before the spawn: if the node dies right after it, its successor never
             # reuses this incarnation (the orphan is disowned at its first renewal).
             self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded)
+            live = LiveNetlet(netlet_id, app, slot, incarnation, 0, time.monotonic())  # pid 0: spawning
+            self.live[netlet_id] = live
+            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
+        try:
             self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
             secrets["mode"] = mode
@@ -232,15 +259,21 @@ class Supervisor:
             spawned = spawn_netlet(cwd=slot_dir, sandbox=sandbox,
                                    log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
                                    env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
-            try:
-                create_time = psutil.Process(spawned.pid).create_time()
-            except psutil.NoSuchProcess:
-                create_time = 0.0
-            live = LiveNetlet(netlet_id, app, slot, incarnation, spawned.pid, time.monotonic(), spawned.popen)
-            # Watched and leased before anything is written: a store failure from here on delays
-            # the records (retried, in order, before its exit's), never the process's supervision.
-            self.live[netlet_id] = live
-            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
+        except BaseException:
+            with self.lock:  # nothing runs: the slot is free again
+                self.live.pop(netlet_id, None)
+                self.lessor.revoke(lease_id_of(netlet_id))
+                self._slot_vacated(rt, app, slot)
+            raise
+        try:
+            create_time = psutil.Process(spawned.pid).create_time()
+        except psutil.NoSuchProcess:
+            create_time = 0.0
+        with self.lock:
+            # Watched (below) and leased (reserved above) before anything is written: a store failure
+            # from here on delays the records (retried, in order, before its exit's), never the
+            # process's supervision.
+            live.pid, live.popen = spawned.pid, spawned.popen
             try:
                 self.watcher.watch(netlet_id, spawned.pid, is_child=True)
             except ProcessGone:
@@ -253,9 +286,27 @@ class Supervisor:
                 # its first renewal may have come while the row could not be written yet
                 lambda: live.ready and self.registry.update_netlet(netlet_id, state="running"),
                 lambda: self.registry.add_event("netlet.started", app, slot, netlet=netlet_id, pid=spawned.pid,
-                                                mode=mode, inherited=inherited),
+                                                mode=mode, inherited=inherited,
+                                                spawn_s=round(time.monotonic() - live.started_mono, 3)),
             ])
+            if live.end_reason is not None:  # stopped, killed or its app terminated while it was spawning
+                self.watcher.signal_group(netlet_id, signal.SIGKILL)
             return netlet_id
+
+    def request_start(self, app: str, slot: str, mode: str) -> None:
+        """Start ``slot`` when the start queue's turn comes (``hosting.start_queue``)."""
+        self.starts.submit(app, slot, mode)
+
+    def _start_queued(self, app: str, slot: str, mode: str) -> str | None:
+        """The start queue's turn for ``slot``. A start that fails for a store's fault is handed
+        to the slot's store-retried work (``hosting.store_retry``) and made once the store is back,
+        unless no longer wanted by then (``start_slot`` declines); the queue's place is free."""
+        try:
+            return self.start_slot(app, slot, mode)
+        except STORE_ERRORS as err:
+            log.warning("starting %s/%s waits for the store: %s", app, slot, err)
+            self.retry.run((app, slot), [lambda: self.start_slot(app, slot, mode)])
+            return None
 
     def adopt(self, row, descriptor_ttl: float) -> bool:
         """Re-attach to a netlet started by an earlier run of this node (not our child).
@@ -300,6 +351,7 @@ class Supervisor:
         self.retry.run((n.app, n.slot), [
             lambda: self.registry.update_netlet(netlet_id, state="running"),
             lambda: self.registry.add_event("netlet.ready", n.app, n.slot, netlet=netlet_id),
+            lambda: self.starts.finished(netlet_id),  # after its event: no later start is recorded before it
             lambda: self.hooks.netlet_ready(n.app, n.slot, netlet_id),
         ])
         return True
@@ -356,6 +408,13 @@ class Supervisor:
                 lambda: self.registry.add_event("lease.expired", n.app, n.slot, netlet=netlet_id)])
         self.stop_netlet(netlet_id, "lease expired", grace)
 
+    def _on_exits(self, batch: list[tuple[str, Any]]) -> None:
+        """pidfds fired: these processes are gone (every exit one watcher wakeup found). Runs on
+        the watcher thread, which never waits for a spawn (``start_slot`` holds the lock only
+        briefly) nor for a store (``_on_exit``)."""
+        for netlet_id, status in batch:
+            self._on_exit(netlet_id, status)
+
     def _on_exit(self, netlet_id: str, status) -> None:
         """pidfd fired: the process is gone. Runs on the watcher thread.
 
@@ -381,6 +440,7 @@ class Supervisor:
             lambda: self.registry.update_netlet(netlet_id, state="exited", exit=json.dumps(exit_record)),
             lambda: self.registry.add_event("netlet.exited", n.app, n.slot, netlet=netlet_id,
                                             run_s=round(run_seconds, 3), **exit_record),
+            lambda: self.starts.finished(netlet_id),  # after its event: no later start is recorded before it
             lambda: memo.update(fault=self._record_fault(n, how.get("exit_code"), exit_record)),
             lambda: self.hooks.netlet_gone(n.app, n.slot, netlet_id, reason),
             lambda: self._decide_after_exit(n, run_seconds, exit_record, memo),
@@ -406,6 +466,14 @@ class Supervisor:
                 rt.slots[n.slot].exit_pending = False
                 return
             self._schedule_restart(rt, n, run_seconds, exit_record, memo, never_give_up=memo.get("fault") == "storage")
+
+    def _slot_vacated(self, rt: AppRuntime, app: str, slot: str) -> None:
+        """A start failed before its process ran (caller holds the lock): a termination or reset
+        waiting for the slot goes on."""
+        if rt.terminating:
+            self._finish_terminate_if_done(app)
+        elif rt.slots[slot].reset_pending:
+            self._finish_reset(rt, app, slot)
 
     def _record_fault(self, n: LiveNetlet, exit_code: int | None, exit_record: dict) -> str | None:
         """A fail-stop exit: add the netlet's reported cause to ``exit_record``; for a storage
@@ -456,17 +524,9 @@ class Supervisor:
         srt.next_attempt_wall = next_wall
         delay = max(0.0, next_wall - time.time())
         if delay > 0:
-            srt.restart_timer = self.timers.call_later(delay, lambda: self.start_soon(n.app, n.slot, "replace"))
+            srt.restart_timer = self.timers.call_later(delay, lambda: self.request_start(n.app, n.slot, "replace"))
         else:
-            self.start_soon(n.app, n.slot, "replace")
-
-    def start_soon(self, app: str, slot: str, mode: str) -> None:
-        """Start ``slot`` off the caller's thread (the watcher's, a timer's: spawning takes
-        milliseconds); a start that fails for a store's fault is retried (``hosting.store_retry``)
-        until it is made or no longer wanted (``start_slot`` then declines)."""
-        def run() -> None:
-            self.retry.run((app, slot), [lambda: self.start_slot(app, slot, mode)])
-        threading.Thread(target=run, name=f"start-{app}/{slot}", daemon=True).start()
+            self.request_start(n.app, n.slot, "replace")
 
     # -- store outages (hosting.store_retry) ----------------------------------------
     def _store_down(self, key: tuple[str, str], err: BaseException) -> None:
@@ -517,7 +577,7 @@ class Supervisor:
             fsync_directory(directory.parent)
         self.registry.update_slot(app, slot, state="restarting", failures=0, next_attempt=None)
         self.registry.add_event("slot.reset", app, slot, wiped=str(directory))
-        self.start_soon(app, slot, "replace")
+        self.request_start(app, slot, "replace")
 
     # -- termination ------------------------------------------------------
     def terminate(self, app: str, grace: float) -> AppRuntime | None:
@@ -553,6 +613,7 @@ class Supervisor:
         rt.gone.set()
 
     def shutdown(self) -> None:
-        """Stop watching and retrying (netlets keep running: they re-attach to the next node)."""
+        """Stop starting, watching and retrying (netlets keep running: they re-attach to the next node)."""
+        self.starts.stop()
         self.retry.close()
         self.watcher.stop()

@@ -189,6 +189,37 @@ def test_pidwatch_reports_exit_status_at_once_and_reaps():
         watcher.stop()
 
 
+def test_pidwatch_reports_exits_that_happen_while_it_is_busy_together_each_once():
+    """Deaths while the handler of earlier ones runs are reaped and reported as one batch (the
+    supervisor handles a batch under one lock acquisition): each exactly once."""
+    batches = []
+    done = threading.Event()
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+                for _ in range(4)]
+
+    def on_exits(batch):
+        batches.append(sorted(key for key, _ in batch))
+        if len(batches) == 1:  # busy with the first death: the other three die meanwhile
+            for p in sleepers[1:]:
+                p.kill()
+                os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # dead (a zombie), not reaped
+        if sum(map(len, batches)) == len(sleepers):
+            done.set()
+
+    watcher = PidWatcher(on_exits=on_exits)
+    try:
+        for i, p in enumerate(sleepers):
+            watcher.watch(i, p.pid, is_child=True)
+        sleepers[0].kill()
+        assert done.wait(10)
+        assert batches == [[0], [1, 2, 3]]
+    finally:
+        for p in sleepers:
+            if p.poll() is None:
+                p.kill()
+        watcher.stop()
+
+
 # -- codebases ---------------------------------------------------------------
 def _tar(entries):
     raw = io.BytesIO()

@@ -19,10 +19,25 @@ from collections import Counter
 
 import pytest
 
+from hosting.client import HostingClient
+from hosting.daemon import start_background
 from manyapps import events_since, first_write, kill, launch_many, masters, newest_index, state, wait_elected
-from nodeutil import process_dead, wait_for
+from nodeutil import RunningNode, cleanup_node, process_dead, wait_for
 
 APPS = 20  # more than the old pool's 16 threads
+
+
+@contextlib.contextmanager
+def own_node(tmp_path, monkeypatch, **options):
+    """A node of its own in a temp home, started with ``options`` (``start_background``'s)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("JTRIX_HOME", str(home))
+    start_background(home, **options)
+    node = RunningNode(home, HostingClient.for_home(home))
+    try:
+        yield node
+    finally:
+        cleanup_node(node)
 
 
 def assert_one_election_each(events: list[dict], names: list[str]) -> None:
@@ -59,14 +74,10 @@ def assert_every_app_reelected(node, names, before, since, won) -> None:
     assert all(after[n]["epoch"] > before[n]["epoch"] and after[n]["master"] != before[n]["master"] for n in names)
 
 
-@pytest.mark.timeout(600)
-def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_has_a_winner(node, tmp_path):
-    """Each app also has a hung in-sync backup (SIGSTOP), so each election takes a prepare
-    timeout (1 s) and they overlap: the old elector's pool filled with elections waiting on
-    prepares queued behind them; they all timed out and were retried in waves."""
-    # TTL 3 s: on a loaded machine a backup not scheduled for a second must not lose its leases
-    # (that would be another reason for a second election than the one this test is about).
-    names = launch_many(node, tmp_path, APPS, replicas=3, ttl=3.0)
+def kill_masters_with_a_hung_backup_each(node, names: list[str]) -> None:
+    """SIGSTOP one backup of each app, SIGKILL every master at once, and check that every app is
+    re-elected with every attempt won: each election waits out a prepare timeout (1 s) on its hung
+    backup, so they overlap."""
     before = state(node, names)
     since = newest_index(node)
     hung = [next(n["pid"] for n in a["netlets"] if n["slot"] != a["master"]) for a in before.values()]
@@ -83,6 +94,27 @@ def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_h
 
 
 @pytest.mark.timeout(600)
+def test_masters_of_many_apps_with_a_hung_backup_killed_at_once_every_election_has_a_winner(node, tmp_path):
+    """Each app also has a hung in-sync backup (SIGSTOP), so each election takes a prepare
+    timeout (1 s) and they overlap: the old elector's pool filled with elections waiting on
+    prepares queued behind them; they all timed out and were retried in waves."""
+    # TTL 3 s: on a loaded machine a backup not scheduled for a second must not lose its leases
+    # (that would be another reason for a second election than the one this test is about).
+    names = launch_many(node, tmp_path, APPS, replicas=3, ttl=3.0)
+    kill_masters_with_a_hung_backup_each(node, names)
+
+
+@pytest.mark.timeout(600)
+def test_more_simultaneous_elections_than_the_elector_has_threads_each_have_a_winner(tmp_path, monkeypatch):
+    """The starvation bug as a property of the pool, whatever its size: a node whose elector has
+    2 threads elects 3 apps at once, each with a hung backup. An elector whose election task waits
+    on prepares queued on its own pool deadlocks here until its prepare timeout (nothing of the
+    other elections can run), and its attempts end without a winner."""
+    with own_node(tmp_path, monkeypatch, election_threads=2) as node:
+        kill_masters_with_a_hung_backup_each(node, launch_many(node, tmp_path, 3, replicas=3, ttl=3.0))
+
+
+@pytest.mark.timeout(600)
 def test_masters_of_many_apps_killed_at_once_all_come_back(node, tmp_path):
     names = launch_many(node, tmp_path, APPS)
     before = state(node, names)
@@ -96,9 +128,6 @@ def test_masters_of_many_apps_killed_at_once_all_come_back(node, tmp_path):
 def test_node_restart_after_every_master_died_elects_each_app_by_its_first_election(node, tmp_path):
     """The reboot case: the node and every master die together; on restart the node requests
     every app's election in one loop, so they all run at the same moment."""
-    from hosting.client import HostingClient
-    from hosting.daemon import start_background
-
     names = launch_many(node, tmp_path, APPS)
     before = state(node, names)
     since = newest_index(node)
@@ -113,3 +142,36 @@ def test_node_restart_after_every_master_died_elects_each_app_by_its_first_elect
     for name in names:
         first_write(name)
     assert_one_election_each(events_since(node, since), names)
+
+
+def most_starting_at_once(events: list[dict]) -> int:
+    """The most netlets started (``netlet.started``) and not yet ready or gone at any point."""
+    starting: set[str] = set()
+    most = 0
+    for e in events:
+        netlet = e["detail"].get("netlet")
+        if e["kind"] == "netlet.started":
+            starting.add(netlet)
+            most = max(most, len(starting))
+        elif e["kind"] in ("netlet.ready", "netlet.exited"):
+            starting.discard(netlet)
+    return most
+
+
+@pytest.mark.timeout(600)
+def test_every_replica_of_many_apps_killed_restarts_a_bounded_number_at_once_and_every_app_is_elected(
+        tmp_path, monkeypatch):
+    """The node refills all their slots, but never starts more netlets at once than its start
+    queue's limit (the old supervisor started every replacement at once: their imports ate every
+    core while the elections ran); each app is then elected by a warm start."""
+    with own_node(tmp_path, monkeypatch, start_limit=3) as node:
+        names = launch_many(node, tmp_path, 10)
+        before = state(node, names)
+        since = newest_index(node)
+        kill([n["pid"] for a in before.values() for n in a["netlets"]])
+        won = wait_elected(node, before, since, timeout=300)
+        assert set(won) == set(names)
+        events = events_since(node, since)
+    restarted = [e for e in events if e["kind"] == "netlet.started"]
+    assert len(restarted) >= 2 * len(names)
+    assert most_starting_at_once(events) <= 3
