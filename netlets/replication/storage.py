@@ -23,8 +23,15 @@ at its seq and nothing after it), ``["t", seq]`` (drop entries after seq),
 ``["p", epoch]`` (promised epoch), ``["c", seq]`` (commit index, written
 lazily: a recovered commit index may lag, never lead).
 
-    IDENTITY            one framed record {app, slot, generation}, written (and
-                        the directory fsynced) when the storage is created
+    IDENTITY            one framed record {app, slot, generation, proven,
+                        snapshot, segment, openers}, replaced atomically (temp
+                        file, fsync, rename, fsync directory) whenever one of
+                        them changes: ``snapshot`` is the seq snapshot.bin must
+                        hold at least (0: none), ``segment`` the segment that
+                        must exist (the first one since the last compaction),
+                        ``openers`` the netlet ids of the last processes that
+                        opened this storage (``OPENERS_KEPT``), ``proven`` see
+                        below
 
 Faults (what must hold):
 
@@ -44,9 +51,23 @@ Faults (what must hold):
 * **Recovered means durable.** In mode ``fsync`` recovery fsyncs every segment
   it read before returning, so entries written by a process that crashed
   between ``write`` and ``fsync`` are durable before they are reported held.
-* **Identity.** A directory without ``IDENTITY`` and without data is *fresh*
-  (a new generation id is written); a fresh replica proves nothing about what
-  was acknowledged before, so a warm start must not count it (``Recovered.fresh``).
+* **Nothing lost looks smaller.** Losing one file never recovers as a valid but
+  smaller replica: a missing or older ``snapshot.bin`` than ``IDENTITY`` names,
+  a missing segment ``IDENTITY`` names (deleted, renamed) or a gap between
+  segments is :class:`CorruptStorage`; a lost ``IDENTITY`` beside data makes
+  the storage *unproven* (below) under a new generation. (Not detectable: a
+  last segment cut exactly at a record boundary, which is what a torn tail
+  looks like; the other replicas cover it.)
+* **Proven storage.** Storage created empty (a new or wiped directory, or data
+  without ``IDENTITY``) is *unproven*, durably (``IDENTITY.proven`` false, so
+  it stays unproven across restarts), until it provably holds everything
+  acknowledged: :meth:`mark_proven` is called by the replica when it becomes
+  master (the arbiter elected it as holding every acknowledged write) or when,
+  as a backup, its durable commit index reached the commit index a master told
+  it (every write acknowledged before that master sent it is in this storage;
+  later ones are on the in-sync set, which counts this replica from then on or
+  not at all). Unproven storage proves nothing about earlier acknowledgements:
+  a warm start leaves it out (``hosting.warm_proof``).
 """
 
 from __future__ import annotations
@@ -67,6 +88,7 @@ _HDR = struct.Struct(">II")
 REPLICA_DIR = "replica"  # a slot's replica storage: <slot directory>/replica
 SNAPSHOT_FILE = "snapshot.bin"
 IDENTITY_FILE = "IDENTITY"
+OPENERS_KEPT = 64  # how many opening processes IDENTITY remembers (an older one proves nothing)
 #: the first bytes of every log record's payload: msgpack fixarray(2), fixstr(1), kind
 _RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c"))
 
@@ -110,7 +132,8 @@ class Recovered:
     promised_epoch: int = 0
     commit_seq: int = 0
     generation: str | None = None  # the storage's identity (None: no identity, memory)
-    fresh: bool = False  # created empty by this recovery: proves nothing about earlier acks
+    unproven: bool = False  # created empty and not yet proven (module docstring): proves no earlier ack
+    openers: list = field(default_factory=list)  # netlet ids that opened it, oldest first, this one last
 
 
 def _pack(obj: Any) -> bytes:
@@ -177,8 +200,16 @@ class MemoryStorage:
 
     mode = "memory"
 
-    def recover(self) -> Recovered:
+    def recover(self, opener: str | None = None) -> Recovered:
         return Recovered()
+
+    def identity(self) -> dict:
+        """What an election learns of this storage: ``generation`` (None: not durable, nothing
+        survives the process), ``unproven``, ``openers`` (see the module docstring)."""
+        return {"generation": None, "unproven": False, "openers": []}
+
+    def mark_proven(self) -> None:
+        pass
 
     def append_entries(self, entries: list) -> None:
         pass
@@ -220,6 +251,7 @@ class FileStorage(MemoryStorage):
         self._gen = 0
         self.failed: StorageFailed | None = None  # sticky (see the module docstring)
         self.fsyncs = 0  # counter, for tests and metrics
+        self._ident: dict = {}  # the IDENTITY record as last written (after recover)
 
     # --- I/O primitives: every OSError makes the storage failed ----------
     def _io(self, op: str, fn, *args):
@@ -247,26 +279,29 @@ class FileStorage(MemoryStorage):
                 continue
         return sorted(segs)
 
-    def recover(self) -> Recovered:
-        """Check identity, read snapshot and segments, cut a torn tail, open for appending.
+    def recover(self, opener: str | None = None) -> Recovered:
+        """Check identity, read snapshot and segments, cut a torn tail, open for appending;
+        ``opener`` (the netlet id of this process) is added to ``IDENTITY.openers``.
 
         Raises :class:`CorruptStorage` (nothing changed on disk) or
         :class:`StorageFailed`."""
-        return self._io("recover", self._recover)
+        return self._io("recover", self._recover, opener)
 
-    def _recover(self) -> Recovered:
-        created = self._make_directory()
+    def _recover(self, opener: str | None) -> Recovered:
+        self._make_directory()
         rec = Recovered()
         segs = self._segments()
         snap_path = self.path / SNAPSHOT_FILE
-        had_identity = (self.path / IDENTITY_FILE).exists()
-        rec.generation, rec.fresh = self._identity(has_data=bool(segs) or snap_path.exists(), created=created)
-        if had_identity and not segs:  # recover() always leaves a segment: the log was deleted
+        ident = self._read_identity()
+        if ident is not None and not segs:  # recover() always leaves a segment: the log was deleted
             raise CorruptStorage(self.path, 0, "no log segment beside an existing IDENTITY")
         gens = [gen for gen, _ in segs]
         if gens and gens != list(range(gens[0], gens[0] + len(gens))):
             missing = sorted(set(range(gens[0], gens[-1] + 1)) - set(gens))
             raise CorruptStorage(self.path, 0, f"log segment(s) {missing} missing")
+        if ident is not None and int(ident.get("segment", gens[0])) not in gens:
+            raise CorruptStorage(self.path / f"log-{int(ident['segment']):08d}.seg", 0,
+                                 "log segment named by IDENTITY is missing")
         if snap_path.exists():
             data = snap_path.read_bytes()
             records, valid = read_frames(data)
@@ -274,6 +309,9 @@ class FileStorage(MemoryStorage):
                 raise CorruptStorage(snap_path, valid, "snapshot is not one valid record")
             rec.snapshot = records[0]
         base = rec.snapshot["seq"] if rec.snapshot else 0
+        if ident is not None and base < int(ident.get("snapshot", 0)):
+            raise CorruptStorage(snap_path, 0, f"snapshot of seq {ident['snapshot']} named by IDENTITY is "
+                                 + ("missing" if rec.snapshot is None else f"older (seq {base})"))
         entries: list = []
         promised = rec.snapshot.get("promised", 0) if rec.snapshot else 0
         commit = base
@@ -314,7 +352,18 @@ class FileStorage(MemoryStorage):
         rec.promised_epoch = promised
         rec.commit_seq = min(commit, base + len(entries))
         self._gen = segs[-1][0] if segs else 1
-        self._open(self._gen)
+        self._open(self._gen)  # before a new IDENTITY: one never stands without a segment
+        if ident is None:  # created empty, or its IDENTITY was lost: nothing proves what it held
+            app, slot = self.owner or (None, None)
+            ident = {"app": app, "slot": slot, "generation": uuid.uuid4().hex, "proven": False,
+                     "snapshot": base, "segment": segs[0][0] if segs else self._gen, "openers": []}
+        openers = list(ident.get("openers") or [])
+        if opener is not None:
+            openers = (openers + [opener])[-OPENERS_KEPT:]
+        self._write_identity(dict(ident, openers=openers))
+        rec.generation = str(ident.get("generation"))
+        rec.unproven = not self._ident.get("proven")
+        rec.openers = openers
         return rec
 
     def _make_directory(self) -> bool:
@@ -325,32 +374,42 @@ class FileStorage(MemoryStorage):
         fsync_directory(self.path.parent)
         return True
 
-    def _identity(self, has_data: bool, created: bool) -> tuple[str, bool]:
-        """(generation, fresh): read ``IDENTITY``, or write a new one.
-
-        A directory holding data but no ``IDENTITY`` predates identities and
-        is adopted as not fresh; one naming another owner is corrupt."""
+    def _read_identity(self) -> dict | None:
+        """The ``IDENTITY`` record (None: there is none); one naming another owner is corrupt.
+        A record from before ``proven`` existed reads as unproven."""
         ident = self.path / IDENTITY_FILE
-        if ident.exists():
-            data = ident.read_bytes()
-            records, valid = read_frames(data)
-            if len(records) != 1 or valid != len(data) or not isinstance(records[0], dict):
-                raise CorruptStorage(ident, valid, "identity is not one valid record")
-            found = records[0]
-            if self.owner is not None and (found.get("app"), found.get("slot")) != tuple(self.owner):
-                raise CorruptStorage(ident, 0, f"belongs to {found.get('app')}/{found.get('slot')}, "
-                                     f"not {self.owner[0]}/{self.owner[1]}")
-            return str(found.get("generation")), False
-        generation = uuid.uuid4().hex
-        app, slot = self.owner or (None, None)
+        if not ident.exists():
+            return None
+        data = ident.read_bytes()
+        records, valid = read_frames(data)
+        if len(records) != 1 or valid != len(data) or not isinstance(records[0], dict):
+            raise CorruptStorage(ident, valid, "identity is not one valid record")
+        found = records[0]
+        if self.owner is not None and (found.get("app"), found.get("slot")) != tuple(self.owner):
+            raise CorruptStorage(ident, 0, f"belongs to {found.get('app')}/{found.get('slot')}, "
+                                 f"not {self.owner[0]}/{self.owner[1]}")
+        return found
+
+    def _write_identity(self, ident: dict) -> None:
+        """Replace ``IDENTITY`` atomically and durably (a crash leaves the old one or this one)."""
         tmp = self.path / (IDENTITY_FILE + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(frame({"app": app, "slot": slot, "generation": generation}))
+            f.write(frame(ident))
             f.flush()
             self._fsync(f.fileno())
-        os.replace(tmp, ident)
+        os.replace(tmp, self.path / IDENTITY_FILE)
         fsync_directory(self.path)
-        return generation, not has_data
+        self._ident = ident
+
+    def identity(self) -> dict:
+        return {"generation": self._ident.get("generation"), "unproven": not self._ident.get("proven"),
+                "openers": list(self._ident.get("openers") or [])}
+
+    def mark_proven(self) -> None:
+        """This storage holds every acknowledged write (the module docstring says when the
+        replica may call this); durable before it returns. Idempotent."""
+        if self._ident and not self._ident.get("proven"):
+            self._io("identity", self._write_identity, dict(self._ident, proven=True))
 
     def _open(self, gen: int) -> None:
         """Open segment ``gen`` for appending; a new segment's directory entry is fsynced."""
@@ -432,6 +491,8 @@ class FileStorage(MemoryStorage):
         self.set_commit(commit)
         self.append_entries(tail)
         self._write_buffer(fsync=True)
+        # from here on the old segments may go: recovery requires this snapshot and segment
+        self._write_identity(dict(self._ident, snapshot=snap["seq"], segment=self._gen))
         for gen, p in old:
             if gen < self._gen:
                 p.unlink(missing_ok=True)
