@@ -208,15 +208,18 @@ class FaultyCluster(Cluster):
         p.write_bytes(bytes(data))
         self.damaged.add(slot)
 
-    def lose_file(self, slot: str, which: int, how: str) -> None:
-        """One file of a stopped replica is lost: deleted, or (a segment) renamed one number
-        ``up`` or ``down``. What it held is read first, from a copy, for :meth:`start`."""
+    def lose_file(self, slot: str, what: str, how: str) -> None:
+        """One file of a stopped replica is lost: ``what`` (``snapshot.bin``, ``IDENTITY``, the
+        ``first`` or ``last`` log segment) deleted, or a segment renamed one number ``up`` or
+        ``down``. What it held is read first, from a copy, for :meth:`start` to compare."""
         d = self.nodes[slot].directory
         if not d.is_dir() or slot in self.damaged or slot in self.lost:
             return
-        files = sorted(p for p in d.iterdir() if p.name in ("snapshot.bin", "IDENTITY") or p.suffix == ".seg")
-        if not files:
+        segs = sorted(d.glob("log-*.seg"))
+        p = {"first": segs[:1], "last": segs[-1:]}.get(what, [d / what])
+        if not p or not p[0].exists():
             return
+        p = p[0]
         copy = Path(tempfile.mkdtemp(prefix="jtrix-held-")) / "r"
         try:
             shutil.copytree(d, copy)
@@ -225,7 +228,6 @@ class FaultyCluster(Cluster):
             reader.storage.close()
         finally:
             shutil.rmtree(copy.parent, ignore_errors=True)
-        p = files[which % len(files)]
         if how != "delete" and p.suffix == ".seg":
             target = d / f"log-{int(p.stem[4:]) + (1 if how == 'up' else -1):08d}.seg"
             if target.exists():
@@ -233,7 +235,7 @@ class FaultyCluster(Cluster):
             p.rename(target)
         else:
             p.unlink()
-        event(f"lost {p.name.split('-')[0]} ({how if p.suffix == '.seg' else 'delete'})")
+        event(f"lost {what} ({how if p.suffix == '.seg' else 'delete'})")
         self.lost[slot] = held
 
     def lose_directory(self, slot: str) -> None:
@@ -280,11 +282,12 @@ class DiskFaultMachine(ReplicationMachine):
         if self.c.nodes[slot].replica is None and slot not in self.c.corrupt:
             self.c.flip(slot, which, where, bit)
 
-    @rule(i=st.integers(0, 3), which=st.integers(0, 10), how=st.sampled_from(["delete", "up", "down"]))
-    def lose_file(self, i, which, how):
+    @rule(i=st.integers(0, 3), what=st.sampled_from(["snapshot.bin", "IDENTITY", "first", "last"]),
+          how=st.sampled_from(["delete", "up", "down"]))
+    def lose_file(self, i, what, how):
         slot = self.slot(i)
         if self.c.nodes[slot].replica is None and slot not in self.c.corrupt:
-            self.c.lose_file(slot, which, how)
+            self.c.lose_file(slot, what, how)
 
     @rule(i=st.integers(0, 3))
     def lose_directory(self, i):
