@@ -334,8 +334,10 @@ def test_recovery_is_a_prefix_or_refuses(tmp_path_factory, n, where, bit, cut):
 def test_identity_unproven_and_swapped_directories(tmp_path):
     """Storage identity: a new or wiped directory is unproven; another slot's is corrupt."""
     d = tmp_path / "r"
-    rec = FileStorage(d, "fsync", owner=("app", "s/0")).recover("app/s/0#1")
+    first = FileStorage(d, "fsync", owner=("app", "s/0"))
+    rec = first.recover("app/s/0#1")
     assert rec.unproven and rec.generation and rec.openers == ["app/s/0#1"]
+    first.close()  # the opener is recorded with the process's first sync
     s = FileStorage(d, "fsync", owner=("app", "s/0"))
     again = s.recover("app/s/0#2")
     assert again.unproven and again.generation == rec.generation  # still unproven: nothing proved it

@@ -261,3 +261,18 @@ def test_losing_any_one_file_never_recovers_a_smaller_proven_replica(tmp_path_fa
     except CorruptStorage:
         return
     assert rec.unproven or _content(rec) == held, f"lost {p.name}: {_content(rec)} recovered, held {held}"
+
+
+def test_an_opener_is_durable_with_the_first_sync_and_survives_compaction(tmp_path):
+    """Openers cost no fsync of their own: the record rides on the process's first sync (a promise
+    syncs before it answers, so a process is recorded before it can be granted or counted)."""
+    d = tmp_path / "replica"
+    s, _ = _open(d, "n#1")
+    s.close(sync=False)  # crashed before any sync: never promised, never trusted, not recorded
+    r = Replica("s/0", ListNetlet(), FileStorage(d, "fsync", OWNER), incarnation="n#2")
+    r.prepare(1)
+    r.storage.close(sync=False)
+    assert _open(d)[1].openers == ["n#2"]
+    s = _compacted(d, 3, tail=1)  # opened by n#1 again, then compacted: segment 1 is gone
+    s.close()
+    assert _open(d)[1].openers == ["n#2", "n#1"]

@@ -21,17 +21,18 @@ A framed record is ``>II`` (payload length, CRC32 of the payload) then the
 msgpack payload. A record is one of ``["e", entry]`` (the log holds ``entry``
 at its seq and nothing after it), ``["t", seq]`` (drop entries after seq),
 ``["p", epoch]`` (promised epoch), ``["c", seq]`` (commit index, written
-lazily: a recovered commit index may lag, never lead).
+lazily: a recovered commit index may lag, never lead), ``["o", netlet id]``
+(a process opened this storage: buffered at recovery, so durable with the
+process's first sync -- before it can promise, ack or be trusted -- at no
+extra fsync; a compaction carries the last ``OPENERS_KEPT`` over).
 
     IDENTITY            one framed record {app, slot, generation, proven,
-                        snapshot, segment, openers}, replaced atomically (temp
-                        file, fsync, rename, fsync directory) whenever one of
-                        them changes: ``snapshot`` is the seq snapshot.bin must
+                        snapshot, segment}, replaced atomically (temp file,
+                        fsync, rename, fsync directory) whenever one of them
+                        changes: ``snapshot`` is the seq snapshot.bin must
                         hold at least (0: none), ``segment`` the segment that
                         must exist (the first one since the last compaction),
-                        ``openers`` the netlet ids of the last processes that
-                        opened this storage (``OPENERS_KEPT``), ``proven`` see
-                        below
+                        ``proven`` see below
 
 Faults (what must hold):
 
@@ -90,7 +91,7 @@ SNAPSHOT_FILE = "snapshot.bin"
 IDENTITY_FILE = "IDENTITY"
 OPENERS_KEPT = 64  # how many opening processes IDENTITY remembers (an older one proves nothing)
 #: the first bytes of every log record's payload: msgpack fixarray(2), fixstr(1), kind
-_RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c"))
+_RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c", b"o"))
 
 
 class StorageFailed(OSError):
@@ -251,7 +252,8 @@ class FileStorage(MemoryStorage):
         self._gen = 0
         self.failed: StorageFailed | None = None  # sticky (see the module docstring)
         self.fsyncs = 0  # counter, for tests and metrics
-        self._ident: dict = {}  # the IDENTITY record as last written (after recover)
+        self._ident: dict = {}  # the IDENTITY record as last read or written (after recover)
+        self._openers: list[str] = []  # the last OPENERS_KEPT ``o`` records, oldest first
 
     # --- I/O primitives: every OSError makes the storage failed ----------
     def _io(self, op: str, fn, *args):
@@ -281,7 +283,7 @@ class FileStorage(MemoryStorage):
 
     def recover(self, opener: str | None = None) -> Recovered:
         """Check identity, read snapshot and segments, cut a torn tail, open for appending;
-        ``opener`` (the netlet id of this process) is added to ``IDENTITY.openers``.
+        ``opener`` (the netlet id of this process) is recorded as an ``o`` record.
 
         Raises :class:`CorruptStorage` (nothing changed on disk) or
         :class:`StorageFailed`."""
@@ -313,6 +315,7 @@ class FileStorage(MemoryStorage):
             raise CorruptStorage(snap_path, 0, f"snapshot of seq {ident['snapshot']} named by IDENTITY is "
                                  + ("missing" if rec.snapshot is None else f"older (seq {base})"))
         entries: list = []
+        openers: list = []
         promised = rec.snapshot.get("promised", 0) if rec.snapshot else 0
         commit = base
         for i, (gen, p) in enumerate(segs):
@@ -329,7 +332,7 @@ class FileStorage(MemoryStorage):
                 with open(p, "rb") as f:  # written by a process that may have died before its fsync
                     self._fsync(f.fileno())
             for pos, r in enumerate(records):
-                if not (isinstance(r, list) and len(r) == 2 and r[0] in ("e", "t", "p", "c")):
+                if not (isinstance(r, list) and len(r) == 2 and r[0] in ("e", "t", "p", "c", "o")):
                     raise CorruptStorage(p, -1, f"record {pos} is not a log record")
                 kind, val = r[0], r[1]
                 if kind == "e":
@@ -348,6 +351,8 @@ class FileStorage(MemoryStorage):
                     promised = max(promised, val)
                 elif kind == "c":
                     commit = max(commit, val)
+                elif kind == "o":
+                    openers.append(str(val))
         rec.entries = entries
         rec.promised_epoch = promised
         rec.commit_seq = min(commit, base + len(entries))
@@ -356,14 +361,17 @@ class FileStorage(MemoryStorage):
         if ident is None:  # created empty, or its IDENTITY was lost: nothing proves what it held
             app, slot = self.owner or (None, None)
             ident = {"app": app, "slot": slot, "generation": uuid.uuid4().hex, "proven": False,
-                     "snapshot": base, "segment": segs[0][0] if segs else self._gen, "openers": []}
-        openers = list(ident.get("openers") or [])
+                     "snapshot": base, "segment": segs[0][0] if segs else self._gen}
+            self._write_identity(ident)
+        else:
+            self._ident = ident
         if opener is not None:
-            openers = (openers + [opener])[-OPENERS_KEPT:]
-        self._write_identity(dict(ident, openers=openers))
+            openers.append(opener)
+            self._buf += frame(["o", opener])
+        self._openers = list(dict.fromkeys(openers))[-OPENERS_KEPT:]  # a compaction's copies repeat them
         rec.generation = str(ident.get("generation"))
         rec.unproven = not self._ident.get("proven")
-        rec.openers = openers
+        rec.openers = list(self._openers)
         return rec
 
     def _make_directory(self) -> bool:
@@ -403,7 +411,7 @@ class FileStorage(MemoryStorage):
 
     def identity(self) -> dict:
         return {"generation": self._ident.get("generation"), "unproven": not self._ident.get("proven"),
-                "openers": list(self._ident.get("openers") or [])}
+                "openers": list(self._openers)}
 
     def mark_proven(self) -> None:
         """This storage holds every acknowledged write (the module docstring says when the
@@ -489,6 +497,8 @@ class FileStorage(MemoryStorage):
         self._open(self._gen)
         self.set_promise(promised)
         self.set_commit(commit)
+        for opener in self._openers:
+            self._buf += frame(["o", opener])
         self.append_entries(tail)
         self._write_buffer(fsync=True)
         # from here on the old segments may go: recovery requires this snapshot and segment
