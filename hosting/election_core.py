@@ -94,7 +94,7 @@ class Promised:
     epoch: int
     slot: str
     position: Position | None  # None: no answer, or refused
-    storage: Mapping | None = None  # the promise's storage identity (generation, fresh)
+    storage: Mapping | None = None  # the promise's storage identity (generation, unproven, openers)
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,7 @@ def test_snapshot_that_raises_ends_the_netlet_instead_of_killing_its_flusher(nod
 def test_warm_start_refuses_when_the_masters_storage_was_wiped(node, tmp_path):
     """The backups die first (they leave the in-sync set), then the master, whose replica
     directory is lost meanwhile: only the master could prove the newest acknowledged writes,
-    and its new process has fresh storage, so no master is elected (``election.blocked``)
+    and its new process has new (unproven) storage, so no master is elected (``election.blocked``)
     -- rather than a warm start from backups that may lack acknowledged writes."""
     import shutil
 
@@ -263,7 +263,7 @@ def test_warm_start_refuses_when_the_masters_storage_was_wiped(node, tmp_path):
     os.kill(master["pid"], signal.SIGKILL)
     blocked = wait_for(lambda: events_since(node, "election.blocked", since), 30, "the warm start refused")
     assert "cannot be proven" in blocked[0]["detail"]["reason"], blocked
-    # every slot came back (the master's with fresh storage), and still nobody was elected
+    # every slot came back (the master's with new, unproven storage), and still nobody was elected
     pids = {n["pid"] for n in app["netlets"]}
     wait_for(lambda: all(n["pid"] not in (None, *pids) and n["state"] == "running"
                          for n in node.app("kvstore")["netlets"]), 30, "every slot running again")
