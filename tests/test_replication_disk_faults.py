@@ -379,6 +379,28 @@ def test_a_refused_warm_start_stays_refused_after_the_holder_was_revoked(tmp_pat
         c.close()
 
 
+def test_a_refused_warm_start_stays_refused_after_an_owner_change(tmp_path):
+    """F1 of the follow-up: the trusted set lived in the electing node's core; a new owner (or the
+    node restarted) after the first attempt had revoked the holder knew none, and the rewritten
+    directory -- restarted since, so no longer 'fresh' -- was elected, losing r1. The arbiter's
+    state records it now."""
+    c = _cluster(tmp_path)
+    try:
+        c.submit("s/0", "r1", "r1")
+        c.crash("s/0")
+        c.lose_directory("s/0")
+        c.start("s/0")
+        assert c.elect(warm=True) is None  # refused; the holder is revoked now
+        c.owner_change()  # another node's election core, knowing only the arbiter's state
+        for s in c.slots:
+            c.crash(s)
+            c.start(s)
+        assert c.elect(warm=True) is None  # still refused
+        assert c.masters() == []
+    finally:
+        c.close()
+
+
 def test_warm_proof_rules():
     """``hosting.warm_proof``: a trusted slot proves only with proven storage its trusted process
     opened; an unknown trusted process or an unproven storage never proves (F1 of the follow-up)."""
