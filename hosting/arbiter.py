@@ -63,6 +63,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping, Protocol, Sequence
 
+from hosting.warm_proof import trusted_set
+
 
 class EpochStore(Protocol):
     """Persistence for the arbiter's per-app state (a JSON-able dict).
@@ -127,6 +129,20 @@ class AppState:
     incarnations: dict[str, str] = field(default_factory=dict)  # slot -> current netlet id
     granted: str | None = None  # the netlet id the holder's epoch was granted to
     isr_version: int = 0  # see the module docstring: increases with every ISR change or decision
+    #: ``hosting.warm_proof`` trusted set (slot -> netlet id) recorded when ``begin_election`` revoked a
+    #: holder, kept until the next grant (None: none recorded); see :meth:`last_trusted`
+    trusted: dict[str, str | None] | None = None
+    elected: bool = False  # some epoch was ever granted (before that, nothing can have been acknowledged)
+
+    def last_trusted(self) -> dict[str, str | None] | None:
+        """The last master's trusted set: derived from the holder and ISR while one is recorded,
+        else the one recorded at its revocation; ``{}`` if no epoch was ever granted (nothing was
+        acknowledged: nothing to prove); None: not known (state saved before it was recorded)."""
+        if not self.elected:
+            return {}
+        if self.holder is not None:
+            return trusted_set(self.isr, self.holder, self.holder_netlet(), self.incarnations)
+        return dict(self.trusted) if self.trusted is not None else None
 
     def holder_netlet(self) -> str | None:
         """The process holding the current grant (None: no holder). A newer process started in
@@ -139,12 +155,14 @@ class AppState:
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "holder": self.holder, "isr": sorted(self.isr),
                 "electing": self.electing, "incarnations": dict(self.incarnations), "granted": self.granted,
-                "isr_version": self.isr_version}
+                "isr_version": self.isr_version, "trusted": self.trusted, "elected": self.elected}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> AppState:
         return cls(int(d["epoch"]), d.get("holder"), set(d.get("isr", ())), d.get("electing"),
-                   dict(d.get("incarnations") or {}), d.get("granted"), int(d.get("isr_version", 0)))
+                   dict(d.get("incarnations") or {}), d.get("granted"), int(d.get("isr_version", 0)),
+                   dict(d["trusted"]) if d.get("trusted") is not None else None,
+                   bool(d.get("elected", int(d["epoch"]) > 0)))  # older state: elected unless epoch 0
 
     def copy(self) -> AppState:
         return AppState.from_dict(self.to_dict())
@@ -238,10 +256,12 @@ class Arbiter:
     # --- election ---------------------------------------------------------------
     @_retry_on_conflict
     def begin_election(self, app: str, candidates: Iterable[str] = ()) -> int:
-        """Revoke the holder and return a fresh epoch for ``prepare`` (persisted first)."""
+        """Revoke the holder and return a fresh epoch for ``prepare`` (persisted first). The
+        revoked holder's trusted set is recorded (``AppState.trusted``) until the next grant."""
         with self._lock:
             st = self._get(app)
             if st.holder is not None:
+                st.trusted = st.last_trusted()
                 st.isr.discard(st.holder)
             st.epoch += 1
             st.isr_version += 1
@@ -275,6 +295,8 @@ class Arbiter:
                 return None
             st.holder = winner
             st.granted = st.incarnations.get(winner)
+            st.trusted = None  # the holder's own set from now on (``last_trusted``)
+            st.elected = True
             st.electing = None
             st.isr = {winner} if warm else st.isr | {winner}
             st.isr_version += 1

@@ -21,7 +21,6 @@ mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -30,7 +29,6 @@ from hosting import grants, wire
 from hosting.arbiter import StaleEpoch
 from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
-from hosting.warm_proof import trusted_set
 from netlets.credential import replica_handshake
 from warrants.errors import NotFound
 
@@ -134,18 +132,8 @@ class Elector:
                      trusted=self._trusted(app))
 
     def _trusted(self, app: str) -> dict | None:
-        """``hosting.warm_proof``'s trusted set of the arbiter's state now (None: no holder recorded;
-        the core keeps the last one across attempts, since ``begin_election`` drops the holder)."""
-        prior = self.node.arbiter.state(app)
-        return trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
-                           self._storage_generation)
-
-    def _storage_generation(self, netlet_id: str | None) -> str | None:
-        """The storage generation netlet ``netlet_id`` reported (its durable status), if known."""
-        row = self.node.registry.netlet(netlet_id) if netlet_id else None
-        if row is None or not row["status"]:
-            return None
-        return (json.loads(row["status"]).get("storage") or {}).get("generation")
+        """``hosting.warm_proof``'s trusted set, as the arbiter's state records it."""
+        return self.node.arbiter.state(app).last_trusted()
 
     def begin(self, action: Begin) -> int:
         epoch = self.node.arbiter.begin_election(action.app, action.candidates)

@@ -27,9 +27,11 @@ Contracts (the arbiter holds the invariants; this only sequences):
     In a cluster, a warm start that could only choose among re-created slots
     is refused (``Blocked``) until the facts change.
     A warm start chooses only from storage that can prove what it holds
-    (``hosting.warm_proof``): fresh (wiped, lost) storage is left out, and if
-    no member of the last in-sync set answered with the storage it had then,
-    nothing is elected (``Blocked``).
+    (``hosting.warm_proof``): unproven (wiped, lost, not caught up) storage is
+    left out, and if no member of the last in-sync set answered with the
+    proven storage its trusted process had, nothing is elected (``Blocked``).
+    The trusted set comes from the arbiter's state (recorded when the holder
+    was revoked), so a node restart or an owner change does not lose it.
   * Answers that do not belong to the attempt in progress (a late ``Promised``
     of an earlier epoch, a duplicate) change nothing.
   * A failed attempt that could succeed later is retried (``Retry``) after
@@ -66,7 +68,8 @@ class Facts:
     live: Mapping[str, Replica] = field(default_factory=dict)  # ready replicas of the master type
     eligible: Sequence[str] = ()  # live in-sync slots the arbiter would elect (holder excluded)
     warm_blocked: bool = False  # cluster: every slot that may hold the newest writes was re-created
-    #: ``hosting.warm_proof.trusted_set`` of the arbiter's state as read now (None: no holder recorded)
+    #: the last master's trusted set as the arbiter's state records it (``AppState.last_trusted``;
+    #: ``{}``: no epoch was ever granted, so nothing was acknowledged; None: not known)
     trusted: Mapping[str, str | None] | None = None
 
 
@@ -91,7 +94,7 @@ class Promised:
     epoch: int
     slot: str
     position: Position | None  # None: no answer, or refused
-    storage: Mapping | None = None  # the promise's storage identity (generation, fresh)
+    storage: Mapping | None = None  # the promise's storage identity (generation, unproven, openers)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ class Attempt:
     pending: set[str] = field(default_factory=set)  # candidates whose prepare has not answered
     positions: dict[str, Position] = field(default_factory=dict)
     promises: dict[str, dict] = field(default_factory=dict)  # slot → {"storage": identity} of each promise
+    trusted: Mapping[str, str | None] | None = None  # Facts.trusted as gathered for this attempt
     winner: str | None = None
 
 
@@ -209,9 +213,6 @@ class AppElection:
     cold: bool = False  # submitted and never elected: its first master is chosen like a warm start's
     warming: bool = False  # a warm start was begun (its slots restarted) and has not elected yet
     blocked: bool = False  # the Blocked event was emitted for the current blockage
-    #: the last master's trusted set (``hosting.warm_proof``), captured while a holder was recorded and
-    #: kept across attempts (``begin_election`` drops the holder); None: not known since this node started
-    trusted: Mapping[str, str | None] | None = None
     attempt: Attempt | None = None
     again: bool = False  # requested while the attempt ran
 
@@ -296,8 +297,6 @@ class ElectionCore:
     def _gathered(self, app: str, st: AppElection, a: Attempt, f: Facts) -> list[Action]:
         if not (f.registered and f.owner and f.slots) or f.terminating or f.held:
             return self._finish(app, st, retry=False)
-        if f.trusted is not None:
-            st.trusted = dict(f.trusted)
         eligible = tuple(s for s in f.eligible if s in f.live)
         warm = not eligible
         out: list[Action] = []
@@ -316,26 +315,28 @@ class ElectionCore:
             candidates = tuple(sorted(f.live))
         else:
             candidates = eligible
-        a.mode = "cold" if st.cold else ("warm" if warm else "failover")
+        never_elected = f.trusted is not None and not f.trusted  # nothing acknowledged: nothing to prove
+        a.mode = "cold" if st.cold or (warm and never_elected) else ("warm" if warm else "failover")
         a.live = dict(f.live)
         a.candidates = candidates
         a.warm = tuple(f.slots) if warm else ()
+        a.trusted = dict(f.trusted) if f.trusted is not None else None
         return out + [Begin(app, candidates, a.mode)]
 
     def _choose(self, app: str, st: AppElection, a: Attempt) -> list[Action]:
         """Every candidate answered. A warm start (not a cold one) chooses only from storage that can
         prove what it holds (``hosting.warm_proof``): refused outright when no replica of the last
-        in-sync set answered with the storage it had; otherwise fresh storage is left out."""
+        in-sync set answered with the storage it had; otherwise unproven storage is left out."""
         positions, warm = dict(a.positions), a.warm
         if a.mode == "warm":
-            refusal = warm_refusal(a.promises, st.trusted)
+            refusal = warm_refusal(a.promises, a.trusted)
             if refusal is not None:
                 out: list[Action] = [] if st.blocked else [Blocked(app, refusal)]
                 st.blocked = True
                 return out + self._finish(app, st, retry=False)  # re-evaluated at the next readiness event
-            fresh = unproven(a.promises)
-            positions = {s: p for s, p in positions.items() if s not in fresh}
-            warm = tuple(s for s in warm if s not in fresh)
+            left_out = unproven(a.promises)
+            positions = {s: p for s, p in positions.items() if s not in left_out}
+            warm = tuple(s for s in warm if s not in left_out)
         return [Choose(app, a.epoch, positions, warm)]
 
     def _finish(self, app: str, st: AppElection, retry: bool) -> list[Action]:

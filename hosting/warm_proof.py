@@ -1,57 +1,84 @@
 """Which replicas a warm start may choose from: only storage that can prove what it holds.
 
-Rule (finding 7 of issue 13). Every acknowledged write is on every member of
-the in-sync set at the last grant, holder included: the *trusted* set, each
-member named with the storage generation its process had (a replica's
-storage identity, reported in its status and in every promise). A warm start
-may elect only if some trusted slot answered with that same storage -- not
-fresh (created empty by the answering process) and of the recorded
-generation: a directory wiped and re-created since, even if a later process
-has written into it, proves nothing. The best position among all answering
-replicas (fresh ones left out) then holds everything that one holds. The trusted
-set must be captured before the first ``begin_election`` since the last grant
-(which revokes the holder) and kept across attempts; when it is not known at
-all, any fresh storage refuses the warm start. Pure data in, data out.
+Rule (finding 7 of issue 13 and its follow-ups). Every acknowledged write is
+on every member of the in-sync set at the last grant, holder included: the
+*trusted* set, each member named with the netlet id of the process that was
+in it (the holder: the process granted the epoch). The arbiter records it
+when ``begin_election`` revokes the holder and keeps it until the next grant
+(``AppState.trusted``), so it survives failed attempts, node restarts and
+owner changes. A warm start may elect only if some trusted slot *proves* it
+still has that storage: its promise reports storage that
+
+* is durable (a generation; memory durability keeps nothing across a warm
+  start by definition, and promises nothing to prove: see ``volatile``),
+* is not *unproven* (created empty -- a new, wiped or identity-less directory
+  -- and not caught up since: ``netlets.replication.storage``), and
+* was opened by the trusted process (its netlet id is among the storage's
+  ``openers``): a directory wiped and re-created since, even if a later
+  process has written into it, was not; an unknown trusted process proves
+  nothing.
+
+Then the best position among the answering replicas, unproven ones left out,
+holds everything that one holds. When no trusted set is recorded at all (an
+app never elected, state from before the record existed), any unproven
+answering storage refuses the warm start: each in-sync member's storage is
+then either proven, and the best position holds what it holds, or it refuses.
+Pure data in, data out.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 
-def trusted_set(isr, holder: str | None, granted: str | None, incarnations: Mapping[str, str],
-                generation_of: Callable[[str | None], str | None]) -> dict[str, str | None] | None:
-    """slot → expected storage generation (None: unknown) for the arbiter's state read *before*
-    ``begin_election`` (which drops the holder); None when no holder is recorded.
-    ``generation_of(netlet_id)``: the generation that process reported (None if unknown)."""
+def trusted_set(isr, holder: str | None, granted: str | None,
+                incarnations: Mapping[str, str]) -> dict[str, str | None] | None:
+    """slot → netlet id of the process trusted in it (None: unknown), from the arbiter's state
+    while a holder is recorded; None when there is no holder."""
     if holder is None:
         return None
-    trusted = {slot: generation_of(incarnations.get(slot)) for slot in isr if slot != holder}
-    trusted[holder] = generation_of(granted)
+    trusted = {slot: incarnations.get(slot) for slot in isr if slot != holder}
+    trusted[holder] = granted
     return trusted
 
 
+def _storage(promise: dict | None) -> dict:
+    return (promise or {}).get("storage") or {}
+
+
+def volatile(promises: Mapping[str, dict]) -> bool:
+    """Every answer reports storage that keeps nothing across processes (durability memory)."""
+    return bool(promises) and all(_storage(p).get("generation") is None for p in promises.values())
+
+
 def unproven(promises: Mapping[str, dict]) -> set[str]:
-    """Slots whose promise reports fresh storage."""
-    return {slot for slot, p in promises.items() if (p.get("storage") or {}).get("fresh")}
+    """Slots whose promise cannot vouch for its storage: unproven, or with no identity at all
+    (an answer without one, from durable storage, proves nothing either)."""
+    if volatile(promises):
+        return set()
+    return {slot for slot, p in promises.items()
+            if _storage(p).get("unproven", True) or _storage(p).get("generation") is None}
 
 
-def _proves(promise: dict | None, expected: str | None) -> bool:
-    storage = (promise or {}).get("storage") or {}
-    if promise is None or storage.get("fresh"):
-        return False
-    return expected is None or storage.get("generation") in (None, expected)
+def _proves(promise: dict | None, netlet: str | None) -> bool:
+    storage = _storage(promise)
+    return (promise is not None and netlet is not None and storage.get("generation") is not None
+            and storage.get("unproven") is False and netlet in (storage.get("openers") or ()))
 
 
 def warm_refusal(promises: Mapping[str, dict], trusted: Mapping[str, str | None] | None) -> str | None:
-    """Why a warm start must not elect from ``promises`` (None: it may, leaving out the unproven)."""
-    if trusted is None:
-        fresh = unproven(promises)
-        if not fresh:
-            return None
-        return (f"storage of {', '.join(sorted(fresh))} is fresh (wiped or lost) and the in-sync set of "
-                "the last master is not known: the newest acknowledged writes cannot be proven present")
-    if any(_proves(promises.get(slot), expected) for slot, expected in trusted.items()):
+    """Why a warm start must not elect from ``promises`` (None: it may, leaving out ``unproven``)."""
+    if volatile(promises):
         return None
-    return (f"no replica of the last in-sync set ({', '.join(sorted(trusted))}) answered with the storage "
-            "it had then (wiped, lost or replaced since): the newest acknowledged writes cannot be proven present")
+    if trusted is None:
+        bad = unproven(promises)
+        if not bad:
+            return None
+        return (f"storage of {', '.join(sorted(bad))} is unproven (wiped, lost or not caught up since) and "
+                "the in-sync set of the last master is not known: the newest acknowledged writes cannot be "
+                "proven present")
+    if any(_proves(promises.get(slot), netlet) for slot, netlet in trusted.items()):
+        return None
+    return (f"no replica of the last in-sync set ({', '.join(sorted(trusted))}) answered with the proven "
+            "storage its trusted process had (wiped, lost or replaced since): the newest acknowledged writes "
+            "cannot be proven present")

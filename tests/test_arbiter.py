@@ -274,3 +274,34 @@ def test_finding2_a_locked_registry_database_is_a_retryable_error(tmp_path):
     retry.join(timeout=10)
     assert answers == [(True, 1)], "the registry stayed locked after the failed transaction"
     assert set(registry.load_arbiter_state("app")["isr"]) == {"s/0"}
+
+
+def test_the_trusted_set_is_recorded_when_the_holder_is_revoked_and_kept_until_the_next_grant():
+    """Issue 13 finding 7 follow-up F1: the warm-start proof's trusted set lived only in the electing
+    node's memory, so a node restart or an owner change mid-election lost it."""
+    store = MemoryEpochStore()
+    a = Arbiter(store)
+    assert a.state("app").last_trusted() == {}  # never elected: nothing acknowledged
+    for s in ("s/0", "s/1", "s/2"):
+        a.netlet_started("app", s, s + "#1")
+    a.bootstrap("app", "s/0")
+    assert a.change_isr("app", "expand", 1, "s/1", a.state("app").isr_version, "s/1#1")["ok"]
+    a.netlet_started("app", "s/0", "s/0#2")  # a newer process in the holder's slot is not the holder
+    assert a.state("app").last_trusted() == {"s/0": "s/0#1", "s/1": "s/1#1"}
+    a.begin_election("app", ["s/0", "s/1", "s/2"])
+    a.netlet_started("app", "s/1", "s/1#2")
+    a.begin_election("app", ["s/0", "s/1", "s/2"])  # a second attempt keeps it
+    restarted = Arbiter(store)  # another node, or this one restarted: the stored state says it
+    assert restarted.state("app").holder is None
+    assert restarted.state("app").last_trusted() == {"s/0": "s/0#1", "s/1": "s/1#1"}
+    e = restarted.begin_election("app", ["s/0", "s/1", "s/2"])
+    assert restarted.choose("app", e, {s: (1, 1) for s in ("s/0", "s/1", "s/2")},
+                            warm=("s/0", "s/1", "s/2")) == "s/0"
+    assert Arbiter(store).state("app").trusted is None
+    assert Arbiter(store).state("app").last_trusted() == {"s/0": "s/0#2"}
+
+
+def test_state_saved_before_the_trusted_set_was_recorded_reads_as_unknown():
+    old = {"epoch": 3, "holder": None, "isr": [], "electing": 3, "incarnations": {"s/0": "s/0#1"}}
+    assert AppState.from_dict(old).last_trusted() is None  # elected once (epoch > 0), set unknown
+    assert AppState.from_dict(dict(old, epoch=0)).last_trusted() == {}

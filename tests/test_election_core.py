@@ -164,3 +164,60 @@ def test_a_request_during_an_attempt_runs_right_after_it():
     assert core.step(APP, Gathered(facts)) == [Gather(APP)]  # the remembered request
     assert core.step(APP, Gathered(facts)) == []  # held: nothing to do, no retry
     assert not core.running(APP)
+
+
+# --- the warm-start proof across node restarts (issue 13 finding 7 follow-up F1) ---------------------
+def _warm_attempt(core: ElectionCore, trusted, storages: dict) -> list:
+    """One warm-start attempt over every slot of SLOTS[:2], each answering with ``storages[slot]``."""
+    slots = SLOTS[:2]
+    live = {s: (f"app/{s}#9", f"ep-{s}") for s in slots}
+    assert core.step(APP, Requested()) == [Gather(APP)]
+    acts = core.step(APP, Gathered(Facts(registered=True, slots=slots, live=live, trusted=trusted)))
+    assert [a.mode for a in acts if isinstance(a, Begin)] == ["warm"]
+    out = []
+    for p in core.step(APP, Began(7)):
+        out += core.step(APP, Promised(7, p.slot, (1, 5 if p.slot == "s/0" else 3), storages[p.slot]))
+    return out
+
+
+def test_a_node_restarted_mid_election_still_refuses_wiped_storage():
+    """The attack: the node restarted after ``begin_election`` revoked the holder; its new core
+    never saw the trusted set (the old core kept it in memory) and a wiped directory whose slot
+    restarted once (no longer 'fresh') was elected. The arbiter's state records it now."""
+    from hosting.arbiter import Arbiter, MemoryEpochStore
+    store = MemoryEpochStore()
+    arb = Arbiter(store)
+    for s in SLOTS[:2]:
+        arb.netlet_started(APP, s, f"app/{s}#1")
+    arb.bootstrap(APP, "s/0")  # s/0#1 alone acknowledged writes (s/1 never joined)
+    arb.begin_election(APP, SLOTS[:2])  # a first attempt revoked the holder ... then the node restarted
+    trusted = Arbiter(store).state(APP).last_trusted()  # the restarted node's arbiter, from the store
+    assert trusted == {"s/0": "app/s/0#1"}
+    wiped = {"generation": "new", "unproven": True, "openers": ["app/s/0#2", "app/s/0#9"]}
+    behind = {"generation": "g1", "unproven": False, "openers": ["app/s/1#1", "app/s/1#9"]}
+    out = _warm_attempt(ElectionCore(), trusted, {"s/0": wiped, "s/1": behind})
+    assert [type(a) for a in out] == [Blocked] and not any(isinstance(a, Choose) for a in out)
+
+
+def test_unknown_trusted_set_refuses_any_unproven_storage_and_elects_among_proven():
+    wiped = {"generation": "n0", "unproven": True, "openers": ["app/s/0#9"]}
+    ok0 = {"generation": "g0", "unproven": False, "openers": ["app/s/0#1", "app/s/0#9"]}
+    ok1 = {"generation": "g1", "unproven": False, "openers": ["app/s/1#1", "app/s/1#9"]}
+    assert [type(a) for a in _warm_attempt(ElectionCore(), None, {"s/0": wiped, "s/1": ok1})] == [Blocked]
+    out = _warm_attempt(ElectionCore(), None, {"s/0": ok0, "s/1": ok1})
+    assert [set(a.positions) for a in out if isinstance(a, Choose)] == [{"s/0", "s/1"}]
+
+
+def test_a_never_elected_app_starts_like_a_cold_start_after_a_node_restart():
+    """Nothing was ever acknowledged before the first grant (trusted set ``{}``): all-new storage
+    is not refused when the node restarted before the first election (it loses the cold flag)."""
+    new = {s: {"generation": s, "unproven": True, "openers": [f"app/{s}#9"]} for s in SLOTS[:2]}
+    core = ElectionCore()
+    live = {s: (f"app/{s}#9", f"ep-{s}") for s in SLOTS[:2]}
+    core.step(APP, Requested())
+    acts = core.step(APP, Gathered(Facts(registered=True, slots=SLOTS[:2], live=live, trusted={})))
+    assert [a.mode for a in acts if isinstance(a, Begin)] == ["cold"]
+    out = []
+    for p in core.step(APP, Began(1)):
+        out += core.step(APP, Promised(1, p.slot, (0, 0), new[p.slot]))
+    assert [set(a.positions) for a in out if isinstance(a, Choose)] == [set(SLOTS[:2])]

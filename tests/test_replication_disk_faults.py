@@ -11,16 +11,20 @@ a real ``FileStorage`` in mode ``fsync`` whose next sync can fail:
   file, then the process dies);
 * a byte flipped anywhere in a stopped replica's files except the last record
   of its last segment (which a torn write could have produced);
-* the directory lost, under a running replica or a stopped one.
+* the directory lost, under a running replica or a stopped one;
+* one file of a stopped replica lost: ``snapshot.bin``, ``IDENTITY`` or a log
+  segment deleted, or a segment renamed one number up or down.
 
 A replica whose storage fails is fail-stopped like the runner does (the
 process exits: crash, the node restarts it later). Checked on top of the
 shared invariants ("every acknowledged command is held by every later
 master", no divergence, ...): a damaged storage is refused at start
 (``CorruptStorage``), never truncated into a shorter log; an undamaged one
-(torn tail included) always starts; a corrupt slot never runs until reset;
-warm starts leave fresh storage out and refuse without proof
-(``hosting.warm_proof``, as ``hosting.election`` does).
+(torn tail included) always starts; a storage that lost a file is refused,
+or starts unproven, or holds exactly what it held (never a valid, smaller
+log); a corrupt slot never runs until reset; warm starts leave unproven
+storage out and refuse without proof (``hosting.warm_proof``, as
+``hosting.election`` does).
 """
 
 from __future__ import annotations
@@ -95,6 +99,8 @@ class FaultyCluster(Cluster):
     def __post_init__(self) -> None:
         self.corrupt: set[str] = set()  # refused at start; never started until reset
         self.damaged: set[str] = set()  # a byte was flipped: the next start must refuse
+        #: a file was lost: the next start must refuse, be unproven or hold this position
+        self.lost: dict[str, tuple[int, int]] = {}
         super().__post_init__()
 
     # processes
@@ -105,10 +111,11 @@ class FaultyCluster(Cluster):
         try:
             self._start(slot)
         except CorruptStorage:
-            if slot not in self.damaged:
+            if slot not in self.damaged and slot not in self.lost:
                 raise InvariantError(f"{slot}: undamaged storage refused as corrupt")
-            event("damaged storage refused")
+            event("damaged storage refused" if slot in self.damaged else "lost file refused")
             self.damaged.discard(slot)
+            self.lost.pop(slot, None)
             self.corrupt.add(slot)
             n.replica = None
             return
@@ -117,6 +124,13 @@ class FaultyCluster(Cluster):
             return
         if slot in self.damaged:
             raise InvariantError(f"{slot}: a flipped byte before the last record was accepted (truncated?)")
+        if slot in self.lost:
+            held, r = self.lost.pop(slot), n.replica
+            if r.storage_identity["unproven"]:
+                event("lost file: unproven")
+            elif r.position != held:
+                raise InvariantError(f"{slot}: lost a file, recovered {r.position} (held {held}) and "
+                                     "claims proven storage")
 
     def _start(self, slot: str) -> None:
         n = self.nodes[slot]
@@ -125,7 +139,6 @@ class FaultyCluster(Cluster):
         replica = Replica(slot, ListNetlet(), storage, self.config, incarnation=inc,
                           min_epoch=self.arbiter.state(APP).epoch)
         n.replica = replica
-        self.generation_of[inc] = replica.storage_identity["generation"]
         n.paused = False
         n.fenced_seen = False
         self.arbiter.netlet_started(APP, slot, inc)
@@ -195,10 +208,41 @@ class FaultyCluster(Cluster):
         p.write_bytes(bytes(data))
         self.damaged.add(slot)
 
+    def lose_file(self, slot: str, what: str, how: str) -> None:
+        """One file of a stopped replica is lost: ``what`` (``snapshot.bin``, ``IDENTITY``, the
+        ``first`` or ``last`` log segment) deleted, or a segment renamed one number ``up`` or
+        ``down``. What it held is read first, from a copy, for :meth:`start` to compare."""
+        d = self.nodes[slot].directory
+        if not d.is_dir() or slot in self.damaged or slot in self.lost:
+            return
+        segs = sorted(d.glob("log-*.seg"))
+        p = {"first": segs[:1], "last": segs[-1:]}.get(what, [d / what])
+        if not p or not p[0].exists():
+            return
+        p = p[0]
+        copy = Path(tempfile.mkdtemp(prefix="jtrix-held-")) / "r"
+        try:
+            shutil.copytree(d, copy)
+            reader = Replica(slot, ListNetlet(), FileStorage(copy, "fsync", (APP, slot)))
+            held = reader.position
+            reader.storage.close()
+        finally:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+        if how != "delete" and p.suffix == ".seg":
+            target = d / f"log-{int(p.stem[4:]) + (1 if how == 'up' else -1):08d}.seg"
+            if target.exists():
+                return
+            p.rename(target)
+        else:
+            p.unlink()
+        event(f"lost {what} ({how if p.suffix == '.seg' else 'delete'})")
+        self.lost[slot] = held
+
     def lose_directory(self, slot: str) -> None:
         d = self.nodes[slot].directory
         shutil.rmtree(d, ignore_errors=True)
         self.damaged.discard(slot)
+        self.lost.pop(slot, None)
 
     def reset(self, slot: str) -> None:
         self.lose_directory(slot)
@@ -238,6 +282,13 @@ class DiskFaultMachine(ReplicationMachine):
         if self.c.nodes[slot].replica is None and slot not in self.c.corrupt:
             self.c.flip(slot, which, where, bit)
 
+    @rule(i=st.integers(0, 3), what=st.sampled_from(["snapshot.bin", "IDENTITY", "first", "last"]),
+          how=st.sampled_from(["delete", "up", "down"]))
+    def lose_file(self, i, what, how):
+        slot = self.slot(i)
+        if self.c.nodes[slot].replica is None and slot not in self.c.corrupt:
+            self.c.lose_file(slot, what, how)
+
     @rule(i=st.integers(0, 3))
     def lose_directory(self, i):
         slot = self.slot(i)
@@ -266,9 +317,9 @@ def _cluster(tmp_path) -> FaultyCluster:
 
 def test_warm_start_refuses_a_master_whose_directory_was_wiped_and_rewritten(tmp_path):
     """The master alone acknowledged r1 (the backups had not joined yet), its directory was
-    lost, the slot restarted once (writing a new IDENTITY: no longer "fresh") and died again.
+    lost, the slot restarted once (still unproven: nothing caught it up) and died again.
     Electing from the survivors, or from the rewritten directory, loses r1: the warm start
-    must refuse, because no trusted slot answers with the storage generation it had."""
+    must refuse, because no trusted slot answers with the proven storage its process had."""
     c = _cluster(tmp_path)
     try:
         c.submit("s/0", "r1", "r1")
@@ -278,7 +329,7 @@ def test_warm_start_refuses_a_master_whose_directory_was_wiped_and_rewritten(tmp
         c.start("s/0")
         c.crash("s/0")
         c.start("s/0")
-        assert not c.nodes["s/0"].replica.storage_identity["fresh"]
+        assert c.nodes["s/0"].replica.storage_identity["unproven"]  # a restart does not change that
         assert c.elect(warm=True) is None  # refused
         assert c.masters() == []
     finally:
@@ -299,7 +350,7 @@ def test_warm_start_leaves_out_a_wiped_backup(tmp_path):
         c.lose_directory("s/2")
         for s in c.slots:
             c.start(s)
-        assert c.nodes["s/2"].replica.storage_identity["fresh"]
+        assert c.nodes["s/2"].replica.storage_identity["unproven"]
         winner = c.elect(warm=True)
         assert winner in ("s/0", "s/1")  # the master's storage survived: elected without s/2
         c.check_master_has_acked(winner)
@@ -328,17 +379,59 @@ def test_a_refused_warm_start_stays_refused_after_the_holder_was_revoked(tmp_pat
         c.close()
 
 
+def test_a_refused_warm_start_stays_refused_after_an_owner_change(tmp_path):
+    """F1 of the follow-up: the trusted set lived in the electing node's core; a new owner (or the
+    node restarted) after the first attempt had revoked the holder knew none, and the rewritten
+    directory -- restarted since, so no longer 'fresh' -- was elected, losing r1. The arbiter's
+    state records it now."""
+    c = _cluster(tmp_path)
+    try:
+        c.submit("s/0", "r1", "r1")
+        c.crash("s/0")
+        c.lose_directory("s/0")
+        c.start("s/0")
+        assert c.elect(warm=True) is None  # refused; the holder is revoked now
+        c.owner_change()  # another node's election core, knowing only the arbiter's state
+        for s in c.slots:
+            c.crash(s)
+            c.start(s)
+        assert c.elect(warm=True) is None  # still refused
+        assert c.masters() == []
+    finally:
+        c.close()
+
+
 def test_warm_proof_rules():
-    fresh = {"storage": {"generation": "g2", "fresh": True}}
-    old = {"storage": {"generation": "g1", "fresh": False}}
-    rewritten = {"storage": {"generation": "g3", "fresh": False}}
-    assert unproven({"a": fresh, "b": old}) == {"a"}
-    assert warm_refusal({"a": old, "b": fresh}, {"a": "g1"}) is None
-    assert warm_refusal({"a": rewritten, "b": old}, {"a": "g1"}) is not None  # a's storage was replaced
-    assert warm_refusal({"a": fresh, "b": old}, {"a": "g1"}) is not None
-    assert warm_refusal({"a": old}, {"a": None}) is None  # generation unknown (older status): not fresh
-    assert warm_refusal({"a": old, "b": old}, None) is None  # unknown trusted set, nothing fresh
-    assert warm_refusal({"a": old, "b": fresh}, None) is not None
-    assert trusted_set({"a", "b"}, "a", "a#1", {"a": "a#2", "b": "b#1"}, {"a#1": "g1", "b#1": "gb"}.get) == \
-        {"a": "g1", "b": "gb"}
-    assert trusted_set({"b"}, None, None, {}, {}.get) is None
+    """``hosting.warm_proof``: a trusted slot proves only with proven storage its trusted process
+    opened; an unknown trusted process or an unproven storage never proves (F1 of the follow-up)."""
+    def promise(gen, unproven, *openers):
+        return {"storage": {"generation": gen, "unproven": unproven, "openers": list(openers)}}
+    new = promise("g2", True, "a#2")
+    old = promise("g1", False, "a#1", "a#2")
+    other = promise("gb", False, "b#1", "b#2")
+    rewritten = promise("g3", False, "a#3")  # caught up since its wipe, but not the trusted process's
+    assert unproven({"a": new, "b": old}) == {"a"}
+    assert warm_refusal({"a": old, "b": new}, {"a": "a#1"}) is None
+    assert warm_refusal({"a": rewritten, "b": other}, {"a": "a#1"}) is not None  # a's storage was replaced
+    assert warm_refusal({"a": new, "b": other}, {"a": "a#1"}) is not None
+    assert warm_refusal({"a": promise("g2", True, "a#1"), "b": other}, {"a": "a#1"}) is not None  # unproven
+    assert warm_refusal({"a": old, "b": other}, {"a": None}) is not None  # trusted process unknown: no proof
+    assert warm_refusal({"a": old, "b": other}, {"a": None, "b": "b#1"}) is None
+    assert warm_refusal({"a": old, "b": other}, None) is None  # unknown trusted set, nothing unproven
+    assert warm_refusal({"a": old, "b": new}, None) is not None
+    assert warm_refusal({"a": {"storage": {"generation": "g1"}}}, None) is not None  # no claim: unproven
+    volatile = {"storage": {"generation": None, "unproven": False, "openers": []}}  # durability memory
+    assert warm_refusal({"a": volatile, "b": volatile}, {"a": "a#1"}) is None and not unproven({"a": volatile})
+    assert trusted_set({"a", "b"}, "a", "a#1", {"a": "a#2", "b": "b#1"}) == {"a": "a#1", "b": "b#1"}
+    assert trusted_set({"b"}, None, None, {}) is None
+
+
+def test_cluster_trusted_process_unknown_does_not_accept_a_rewritten_directory():
+    """The attack: in a cluster the node knew the trusted generations only of its own netlets, and
+    an unknown generation accepted any non-fresh storage -- e.g. wiped directories whose slots
+    restarted once -- electing a lagging replica without the acknowledged writes."""
+    promises = {"s/0": {"storage": {"generation": "new0", "unproven": True, "openers": ["s/0#2", "s/0#3"]}},
+                "s/1": {"storage": {"generation": "new1", "unproven": True, "openers": ["s/1#2", "s/1#3"]}},
+                "s/2": {"storage": {"generation": "g2", "unproven": False, "openers": ["s/2#1", "s/2#2"]}}}
+    assert warm_refusal(promises, {"s/0": "s/0#1", "s/1": "s/1#1"}) is not None
+    assert warm_refusal(promises, {"s/0": None, "s/1": None}) is not None

@@ -331,23 +331,30 @@ def test_recovery_is_a_prefix_or_refuses(tmp_path_factory, n, where, bit, cut):
     assert [e[0] for e in rec.entries] == list(range(1, n))
 
 
-def test_identity_fresh_and_swapped_directories(tmp_path):
-    """Storage identity: a new or wiped directory is fresh; another slot's is corrupt."""
+def test_identity_unproven_and_swapped_directories(tmp_path):
+    """Storage identity: a new or wiped directory is unproven; another slot's is corrupt."""
     d = tmp_path / "r"
-    rec = FileStorage(d, "fsync", owner=("app", "s/0")).recover()
-    assert rec.fresh and rec.generation
+    first = FileStorage(d, "fsync", owner=("app", "s/0"))
+    rec = first.recover("app/s/0#1")
+    assert rec.unproven and rec.generation and rec.openers == ["app/s/0#1"]
+    first.close()  # the opener is recorded with the process's first sync
     s = FileStorage(d, "fsync", owner=("app", "s/0"))
-    again = s.recover()
-    assert not again.fresh and again.generation == rec.generation
+    again = s.recover("app/s/0#2")
+    assert again.unproven and again.generation == rec.generation  # still unproven: nothing proved it
+    assert again.openers == ["app/s/0#1", "app/s/0#2"]
+    s.mark_proven()
     s.append_entries([E(1, 1)])
     s.close()
+    assert not FileStorage(d, "fsync", owner=("app", "s/0")).recover().unproven  # proven is durable
     with pytest.raises(CorruptStorage) as err:
         FileStorage(d, "fsync", owner=("app", "s/1")).recover()
     assert err.value.file.endswith("IDENTITY")
-    (d / "IDENTITY").unlink()  # data from before identities existed: adopted, not fresh
-    assert not FileStorage(d, owner=("app", "s/0")).recover().fresh
-    r = Replica("s/0", ListNetlet(), FileStorage(tmp_path / "wiped", owner=("app", "s/0")))
-    assert r.prepare(1)["storage"] == {"generation": r.storage_identity["generation"], "fresh": True}
+    (d / "IDENTITY").unlink()  # data without an identity (lost, or from before identities): unproven
+    lost = FileStorage(d, owner=("app", "s/0")).recover()
+    assert lost.unproven and lost.generation != rec.generation and [e[0] for e in lost.entries] == [1]
+    r = Replica("s/0", ListNetlet(), FileStorage(tmp_path / "wiped", owner=("app", "s/0")), incarnation="n#1")
+    assert r.prepare(1)["storage"] == {"generation": r.storage_identity["generation"], "unproven": True,
+                                       "openers": ["n#1"]}
 
 
 def test_recovery_fsyncs_what_it_read_and_new_segments_fsync_the_directory(tmp_path, monkeypatch):

@@ -131,13 +131,16 @@ def test_reset_refuses_the_master_and_unknown_slots(node, tmp_path):
     with pytest.raises(warrants.InsufficientRights):
         HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)
     since = last_event_id(node)
-    old_pid = node.slot("kvstore", backup)["pid"]
+    old = node.slot("kvstore", backup)
     xml, key = _delegate(node, ["kill"])
     assert HostingClient(node.client.uri, xml, key).call("reset", "kvstore", backup)  # the netlet stopped
-    # a running backup: stopped, wiped once its process is gone, restarted fresh, caught up
+    # a running backup: stopped, wiped once its process is gone, restarted with new (unproven) storage,
+    # caught up -- which proves it (it holds the master's log through a commit index of its epoch)
     wait_for(lambda: in_sync(node, backup, since), 30, "the reset backup back in sync")
+    wait_for(lambda: node.slot("kvstore", backup)["storage"]["unproven"] is False, 10,
+             "the caught-up backup's storage proven")
     view = node.slot("kvstore", backup)
-    assert view["pid"] != old_pid and view["storage"]["fresh"] is True
+    assert view["pid"] != old["pid"] and view["storage"]["generation"] != old["storage"]["generation"]
 
 
 # --- a full disk -----------------------------------------------------------------------
@@ -239,7 +242,7 @@ def test_snapshot_that_raises_ends_the_netlet_instead_of_killing_its_flusher(nod
 def test_warm_start_refuses_when_the_masters_storage_was_wiped(node, tmp_path):
     """The backups die first (they leave the in-sync set), then the master, whose replica
     directory is lost meanwhile: only the master could prove the newest acknowledged writes,
-    and its new process has fresh storage, so no master is elected (``election.blocked``)
+    and its new process has new (unproven) storage, so no master is elected (``election.blocked``)
     -- rather than a warm start from backups that may lack acknowledged writes."""
     import shutil
 
@@ -260,10 +263,10 @@ def test_warm_start_refuses_when_the_masters_storage_was_wiped(node, tmp_path):
     os.kill(master["pid"], signal.SIGKILL)
     blocked = wait_for(lambda: events_since(node, "election.blocked", since), 30, "the warm start refused")
     assert "cannot be proven" in blocked[0]["detail"]["reason"], blocked
-    # every slot came back (the master's with fresh storage), and still nobody was elected
+    # every slot came back (the master's with new, unproven storage), and still nobody was elected
     pids = {n["pid"] for n in app["netlets"]}
     wait_for(lambda: all(n["pid"] not in (None, *pids) and n["state"] == "running"
                          for n in node.app("kvstore")["netlets"]), 30, "every slot running again")
-    assert node.slot("kvstore", app["master"])["storage"]["fresh"] is True
+    assert node.slot("kvstore", app["master"])["storage"]["unproven"] is True
     assert not events_since(node, "election.won", since)
     assert node.app("kvstore")["master"] is None

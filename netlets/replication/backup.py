@@ -19,6 +19,12 @@ Rules (see docs/replication.md):
 * The commit index becomes ``min(msg.commit_seq, last seq this message
   verified)``; the state machine applies only up to it (stale, never dirty).
 * Entries, promise and commit are synced (group commit) before the ``ack``.
+* Unproven storage becomes proven (``storage.mark_proven``) once an append
+  left it durably holding the master's log through the master's commit index
+  and the entry there is of the master's own epoch: that index is at or after
+  the master's barrier, which follows every write acknowledged before its
+  election, and it covers every write acknowledged in its epoch when it sent.
+  (An older commit index is not enough: a new master's recovered one may lag.)
 """
 
 from __future__ import annotations
@@ -82,6 +88,8 @@ def handle_append(r: Replica, msg: dict) -> dict:
     storage.append_entries(new)
     r.set_commit(min(msg["commit_seq"], end))
     storage.sync()
+    if end >= msg["commit_seq"] and log.epoch_at(msg["commit_seq"]) == epoch:
+        storage.mark_proven()
     r.apply_committed()
     r.maybe_compact()
     return M.ack(r.promised_epoch, r.slot, r.incarnation, bid, end, r.commit_seq)

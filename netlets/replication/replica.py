@@ -72,9 +72,7 @@ class Replica:
         self.master = None  # MasterRole while master
         self.master_slot: str | None = None
         self.lease_valid_until = float("-inf")  # set by the runner while master
-        rec = self.storage.recover()  # CorruptStorage / StorageFailed: this replica must not run
-        #: what an election learns of this replica's storage (see :meth:`prepare`)
-        self.storage_identity = {"generation": rec.generation, "fresh": rec.fresh}
+        rec = self.storage.recover(self.incarnation)  # CorruptStorage / StorageFailed: must not run
         self.snap: dict | None = rec.snapshot
         if rec.snapshot:
             self.sm.restore(rec.snapshot)
@@ -86,6 +84,11 @@ class Replica:
         self.apply_committed()
 
     # --- state -------------------------------------------------------------
+    @property
+    def storage_identity(self) -> dict:
+        """What an election learns of this replica's storage (see :meth:`prepare`)."""
+        return self.storage.identity()
+
     @property
     def position(self) -> tuple[int, int]:
         """``(epoch of last entry, last seq)``; compare as tuples."""
@@ -160,8 +163,9 @@ class Replica:
         After a successful promise this replica refuses every message of a lower
         epoch, so its position can no longer grow under the old master. Returns
         a ``promise`` message with the position and ``storage``: the storage's
-        generation id and whether it was created empty by this process (a
-        ``fresh`` replica cannot prove it holds anything acknowledged before).
+        generation id, the processes that opened it and whether it is
+        ``unproven`` (created empty and not caught up since: it cannot prove it
+        holds anything acknowledged before; ``storage`` module docstring).
         Refused (``ok`` False) when a higher epoch was already promised or we are
         master of this epoch.
         """
@@ -179,7 +183,9 @@ class Replica:
 
         ``isr`` is the arbiter's in-sync set at the grant (it contains this
         slot); ``peers`` every other replica slot to replicate to. Appends the
-        no-op barrier. Raises ValueError if a higher epoch was promised.
+        no-op barrier. Raises ValueError if a higher epoch was promised. The
+        storage is proven from now on: the arbiter elected it as holding every
+        acknowledged write.
         """
         from .master import MasterRole
 
@@ -187,6 +193,7 @@ class Replica:
             raise ValueError(f"cannot become master of epoch {epoch} "
                              f"(promised {self.promised_epoch}, role {self.role})")
         self.adopt_epoch(epoch)
+        self.storage.mark_proven()
         self.role = "master"
         self.master_slot = self.slot
         self.master = MasterRole(self, epoch, set(isr), list(peers), now)

@@ -21,10 +21,18 @@ A framed record is ``>II`` (payload length, CRC32 of the payload) then the
 msgpack payload. A record is one of ``["e", entry]`` (the log holds ``entry``
 at its seq and nothing after it), ``["t", seq]`` (drop entries after seq),
 ``["p", epoch]`` (promised epoch), ``["c", seq]`` (commit index, written
-lazily: a recovered commit index may lag, never lead).
+lazily: a recovered commit index may lag, never lead), ``["o", netlet id]``
+(a process opened this storage: buffered at recovery, so durable with the
+process's first sync -- before it can promise, ack or be trusted -- at no
+extra fsync; a compaction carries the last ``OPENERS_KEPT`` over).
 
-    IDENTITY            one framed record {app, slot, generation}, written (and
-                        the directory fsynced) when the storage is created
+    IDENTITY            one framed record {app, slot, generation, proven,
+                        snapshot, segment}, replaced atomically (temp file,
+                        fsync, rename, fsync directory) whenever one of them
+                        changes: ``snapshot`` is the seq snapshot.bin must
+                        hold at least (0: none), ``segment`` the segment that
+                        must exist (the first one since the last compaction),
+                        ``proven`` see below
 
 Faults (what must hold):
 
@@ -44,9 +52,23 @@ Faults (what must hold):
 * **Recovered means durable.** In mode ``fsync`` recovery fsyncs every segment
   it read before returning, so entries written by a process that crashed
   between ``write`` and ``fsync`` are durable before they are reported held.
-* **Identity.** A directory without ``IDENTITY`` and without data is *fresh*
-  (a new generation id is written); a fresh replica proves nothing about what
-  was acknowledged before, so a warm start must not count it (``Recovered.fresh``).
+* **Nothing lost looks smaller.** Losing one file never recovers as a valid but
+  smaller replica: a missing or older ``snapshot.bin`` than ``IDENTITY`` names,
+  a missing segment ``IDENTITY`` names (deleted, renamed) or a gap between
+  segments is :class:`CorruptStorage`; a lost ``IDENTITY`` beside data makes
+  the storage *unproven* (below) under a new generation. (Not detectable: a
+  last segment cut exactly at a record boundary, which is what a torn tail
+  looks like; the other replicas cover it.)
+* **Proven storage.** Storage created empty (a new or wiped directory, or data
+  without ``IDENTITY``) is *unproven*, durably (``IDENTITY.proven`` false, so
+  it stays unproven across restarts), until it provably holds everything
+  acknowledged: :meth:`mark_proven` is called by the replica when it becomes
+  master (the arbiter elected it as holding every acknowledged write) or when,
+  as a backup, its durable commit index reached the commit index a master told
+  it (every write acknowledged before that master sent it is in this storage;
+  later ones are on the in-sync set, which counts this replica from then on or
+  not at all). Unproven storage proves nothing about earlier acknowledgements:
+  a warm start leaves it out (``hosting.warm_proof``).
 """
 
 from __future__ import annotations
@@ -67,8 +89,9 @@ _HDR = struct.Struct(">II")
 REPLICA_DIR = "replica"  # a slot's replica storage: <slot directory>/replica
 SNAPSHOT_FILE = "snapshot.bin"
 IDENTITY_FILE = "IDENTITY"
+OPENERS_KEPT = 64  # how many opening processes IDENTITY remembers (an older one proves nothing)
 #: the first bytes of every log record's payload: msgpack fixarray(2), fixstr(1), kind
-_RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c"))
+_RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c", b"o"))
 
 
 class StorageFailed(OSError):
@@ -110,7 +133,8 @@ class Recovered:
     promised_epoch: int = 0
     commit_seq: int = 0
     generation: str | None = None  # the storage's identity (None: no identity, memory)
-    fresh: bool = False  # created empty by this recovery: proves nothing about earlier acks
+    unproven: bool = False  # created empty and not yet proven (module docstring): proves no earlier ack
+    openers: list = field(default_factory=list)  # netlet ids that opened it, oldest first, this one last
 
 
 def _pack(obj: Any) -> bytes:
@@ -177,8 +201,16 @@ class MemoryStorage:
 
     mode = "memory"
 
-    def recover(self) -> Recovered:
+    def recover(self, opener: str | None = None) -> Recovered:
         return Recovered()
+
+    def identity(self) -> dict:
+        """What an election learns of this storage: ``generation`` (None: not durable, nothing
+        survives the process), ``unproven``, ``openers`` (see the module docstring)."""
+        return {"generation": None, "unproven": False, "openers": []}
+
+    def mark_proven(self) -> None:
+        pass
 
     def append_entries(self, entries: list) -> None:
         pass
@@ -220,6 +252,8 @@ class FileStorage(MemoryStorage):
         self._gen = 0
         self.failed: StorageFailed | None = None  # sticky (see the module docstring)
         self.fsyncs = 0  # counter, for tests and metrics
+        self._ident: dict = {}  # the IDENTITY record as last read or written (after recover)
+        self._openers: list[str] = []  # the last OPENERS_KEPT ``o`` records, oldest first
 
     # --- I/O primitives: every OSError makes the storage failed ----------
     def _io(self, op: str, fn, *args):
@@ -247,26 +281,29 @@ class FileStorage(MemoryStorage):
                 continue
         return sorted(segs)
 
-    def recover(self) -> Recovered:
-        """Check identity, read snapshot and segments, cut a torn tail, open for appending.
+    def recover(self, opener: str | None = None) -> Recovered:
+        """Check identity, read snapshot and segments, cut a torn tail, open for appending;
+        ``opener`` (the netlet id of this process) is recorded as an ``o`` record.
 
         Raises :class:`CorruptStorage` (nothing changed on disk) or
         :class:`StorageFailed`."""
-        return self._io("recover", self._recover)
+        return self._io("recover", self._recover, opener)
 
-    def _recover(self) -> Recovered:
-        created = self._make_directory()
+    def _recover(self, opener: str | None) -> Recovered:
+        self._make_directory()
         rec = Recovered()
         segs = self._segments()
         snap_path = self.path / SNAPSHOT_FILE
-        had_identity = (self.path / IDENTITY_FILE).exists()
-        rec.generation, rec.fresh = self._identity(has_data=bool(segs) or snap_path.exists(), created=created)
-        if had_identity and not segs:  # recover() always leaves a segment: the log was deleted
+        ident = self._read_identity()
+        if ident is not None and not segs:  # recover() always leaves a segment: the log was deleted
             raise CorruptStorage(self.path, 0, "no log segment beside an existing IDENTITY")
         gens = [gen for gen, _ in segs]
         if gens and gens != list(range(gens[0], gens[0] + len(gens))):
             missing = sorted(set(range(gens[0], gens[-1] + 1)) - set(gens))
             raise CorruptStorage(self.path, 0, f"log segment(s) {missing} missing")
+        if ident is not None and int(ident.get("segment", gens[0])) not in gens:
+            raise CorruptStorage(self.path / f"log-{int(ident['segment']):08d}.seg", 0,
+                                 "log segment named by IDENTITY is missing")
         if snap_path.exists():
             data = snap_path.read_bytes()
             records, valid = read_frames(data)
@@ -274,7 +311,11 @@ class FileStorage(MemoryStorage):
                 raise CorruptStorage(snap_path, valid, "snapshot is not one valid record")
             rec.snapshot = records[0]
         base = rec.snapshot["seq"] if rec.snapshot else 0
+        if ident is not None and base < int(ident.get("snapshot", 0)):
+            raise CorruptStorage(snap_path, 0, f"snapshot of seq {ident['snapshot']} named by IDENTITY is "
+                                 + ("missing" if rec.snapshot is None else f"older (seq {base})"))
         entries: list = []
+        openers: list = []
         promised = rec.snapshot.get("promised", 0) if rec.snapshot else 0
         commit = base
         for i, (gen, p) in enumerate(segs):
@@ -291,7 +332,7 @@ class FileStorage(MemoryStorage):
                 with open(p, "rb") as f:  # written by a process that may have died before its fsync
                     self._fsync(f.fileno())
             for pos, r in enumerate(records):
-                if not (isinstance(r, list) and len(r) == 2 and r[0] in ("e", "t", "p", "c")):
+                if not (isinstance(r, list) and len(r) == 2 and r[0] in ("e", "t", "p", "c", "o")):
                     raise CorruptStorage(p, -1, f"record {pos} is not a log record")
                 kind, val = r[0], r[1]
                 if kind == "e":
@@ -310,11 +351,27 @@ class FileStorage(MemoryStorage):
                     promised = max(promised, val)
                 elif kind == "c":
                     commit = max(commit, val)
+                elif kind == "o":
+                    openers.append(str(val))
         rec.entries = entries
         rec.promised_epoch = promised
         rec.commit_seq = min(commit, base + len(entries))
         self._gen = segs[-1][0] if segs else 1
-        self._open(self._gen)
+        self._open(self._gen)  # before a new IDENTITY: one never stands without a segment
+        if ident is None:  # created empty, or its IDENTITY was lost: nothing proves what it held
+            app, slot = self.owner or (None, None)
+            ident = {"app": app, "slot": slot, "generation": uuid.uuid4().hex, "proven": False,
+                     "snapshot": base, "segment": segs[0][0] if segs else self._gen}
+            self._write_identity(ident)
+        else:
+            self._ident = ident
+        if opener is not None:
+            openers.append(opener)
+            self._buf += frame(["o", opener])
+        self._openers = list(dict.fromkeys(openers))[-OPENERS_KEPT:]  # a compaction's copies repeat them
+        rec.generation = str(ident.get("generation"))
+        rec.unproven = not self._ident.get("proven")
+        rec.openers = list(self._openers)
         return rec
 
     def _make_directory(self) -> bool:
@@ -325,32 +382,42 @@ class FileStorage(MemoryStorage):
         fsync_directory(self.path.parent)
         return True
 
-    def _identity(self, has_data: bool, created: bool) -> tuple[str, bool]:
-        """(generation, fresh): read ``IDENTITY``, or write a new one.
-
-        A directory holding data but no ``IDENTITY`` predates identities and
-        is adopted as not fresh; one naming another owner is corrupt."""
+    def _read_identity(self) -> dict | None:
+        """The ``IDENTITY`` record (None: there is none); one naming another owner is corrupt.
+        A record from before ``proven`` existed reads as unproven."""
         ident = self.path / IDENTITY_FILE
-        if ident.exists():
-            data = ident.read_bytes()
-            records, valid = read_frames(data)
-            if len(records) != 1 or valid != len(data) or not isinstance(records[0], dict):
-                raise CorruptStorage(ident, valid, "identity is not one valid record")
-            found = records[0]
-            if self.owner is not None and (found.get("app"), found.get("slot")) != tuple(self.owner):
-                raise CorruptStorage(ident, 0, f"belongs to {found.get('app')}/{found.get('slot')}, "
-                                     f"not {self.owner[0]}/{self.owner[1]}")
-            return str(found.get("generation")), False
-        generation = uuid.uuid4().hex
-        app, slot = self.owner or (None, None)
+        if not ident.exists():
+            return None
+        data = ident.read_bytes()
+        records, valid = read_frames(data)
+        if len(records) != 1 or valid != len(data) or not isinstance(records[0], dict):
+            raise CorruptStorage(ident, valid, "identity is not one valid record")
+        found = records[0]
+        if self.owner is not None and (found.get("app"), found.get("slot")) != tuple(self.owner):
+            raise CorruptStorage(ident, 0, f"belongs to {found.get('app')}/{found.get('slot')}, "
+                                 f"not {self.owner[0]}/{self.owner[1]}")
+        return found
+
+    def _write_identity(self, ident: dict) -> None:
+        """Replace ``IDENTITY`` atomically and durably (a crash leaves the old one or this one)."""
         tmp = self.path / (IDENTITY_FILE + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(frame({"app": app, "slot": slot, "generation": generation}))
+            f.write(frame(ident))
             f.flush()
             self._fsync(f.fileno())
-        os.replace(tmp, ident)
+        os.replace(tmp, self.path / IDENTITY_FILE)
         fsync_directory(self.path)
-        return generation, not has_data
+        self._ident = ident
+
+    def identity(self) -> dict:
+        return {"generation": self._ident.get("generation"), "unproven": not self._ident.get("proven"),
+                "openers": list(self._openers)}
+
+    def mark_proven(self) -> None:
+        """This storage holds every acknowledged write (the module docstring says when the
+        replica may call this); durable before it returns. Idempotent."""
+        if self._ident and not self._ident.get("proven"):
+            self._io("identity", self._write_identity, dict(self._ident, proven=True))
 
     def _open(self, gen: int) -> None:
         """Open segment ``gen`` for appending; a new segment's directory entry is fsynced."""
@@ -430,8 +497,12 @@ class FileStorage(MemoryStorage):
         self._open(self._gen)
         self.set_promise(promised)
         self.set_commit(commit)
+        for opener in self._openers:
+            self._buf += frame(["o", opener])
         self.append_entries(tail)
         self._write_buffer(fsync=True)
+        # from here on the old segments may go: recovery requires this snapshot and segment
+        self._write_identity(dict(self._ident, snapshot=snap["seq"], segment=self._gen))
         for gen, p in old:
             if gen < self._gen:
                 p.unlink(missing_ok=True)

@@ -19,7 +19,6 @@ from typing import Any
 
 from hosting.arbiter import Arbiter, StaleEpoch
 from hosting.election_core import ElectionRunner, Facts
-from hosting.warm_proof import trusted_set
 from netlets.replicated import LEASE_SAFETY
 from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
@@ -89,11 +88,8 @@ class SimElectionHost:
     def gather(self, app: str) -> Facts:
         c = self.c
         live = {s: (c.nodes[s].replica.incarnation, s) for s in c.slots if c.alive(s)}
-        prior = c.arbiter.state(app)
-        trusted = trusted_set(prior.isr, prior.holder, prior.holder_netlet(), prior.incarnations,
-                              c.generation_of.get)
         return Facts(registered=True, held=c.held(), slots=tuple(c.slots), live=live,
-                     eligible=tuple(c.arbiter.eligible(app, live)), trusted=trusted)
+                     eligible=tuple(c.arbiter.eligible(app, live)), trusted=c.arbiter.state(app).last_trusted())
 
     def begin(self, action) -> int:
         return self.c.arbiter.begin_election(action.app, action.candidates)
@@ -169,8 +165,6 @@ class Cluster:
         #: requests' seqs): the hot-loop check (``check_no_hot_refusals``)
         self.refusals: dict[tuple, set[int]] = {}
         self.nodes: dict[str, Node] = {}
-        #: incarnation -> the storage generation that process reported (the node reads it from status)
-        self.generation_of: dict[str, str] = {}
         self._inc = itertools.count(1)
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
         self.waiting: dict[tuple[str, int], str] = {}  # (incarnation, token) -> req_id
@@ -192,7 +186,6 @@ class Cluster:
         inc = f"{slot}#{next(self._inc)}"
         n.replica = Replica(slot, ListNetlet(), storage, self.config, incarnation=inc,
                             min_epoch=self.arbiter.state(APP).epoch)
-        self.generation_of[inc] = n.replica.storage_identity["generation"]
         n.paused = False
         n.fenced_seen = False
         self.arbiter.netlet_started(APP, slot, inc)
@@ -266,7 +259,9 @@ class Cluster:
     def owner_change(self) -> None:
         """Another node takes the app over (the old owner died): it shares the arbiter's state
         but none of the old owner's lease timing, so it waits one lease length for a holder it
-        cannot see dead (``control.waiting`` / re-adoption), then elects if it was not renewed."""
+        cannot see dead (``control.waiting`` / re-adoption), then elects if it was not renewed.
+        Its election core is its own: it knows only what the arbiter's state records."""
+        self.elector = ElectionRunner(self.election_host)
         st = self.arbiter.state(APP)
         if st.holder is not None and self.nodes[st.holder].replica is not None:
             self.nodes[st.holder].lease_expiry = self.now + self.lease_ttl
