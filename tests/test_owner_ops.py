@@ -27,7 +27,7 @@ def test_every_isr_request_a_master_forwards_passes_the_owners_check(request_):
 @pytest.mark.parametrize("args, why", [
     (["other/store/0#1", "shrink", 4, "store/1", None, 7], "is not a netlet of"),
     ([NETLET, "expand", 4, "store/1", "other/store/1#2", 7], "is not a netlet of"),
-    ([NETLET, "shrink", 4, None, None, 7], ""),
+    ([NETLET, "shrink", 4, None, None, 7], "bad slot"),
     ([NETLET, "drop", 4, "store/1", None, 7], "unknown arbiter request"),
     ([NETLET, "shrink", 4, "store/1", None, "7"], "version"),
     ([NETLET, "shrink", 4, "store/1", None], "expected 6 arguments"),
