@@ -2,8 +2,10 @@
 
 Every method but ``hello`` takes ``auth`` first (see ``hosting.auth``) and
 checks it for the right the operation needs *before* doing anything; a warrant
-scoped to one app only reaches that app. Netlet warrants (issued by the node,
-``data`` = the netlet id) can only renew and report for their own netlet.
+scoped to one app only reaches that app. A warrant the node issued to one of its
+processes (a netlet, a bootstrap run) is held to its binding in ``_check`` too
+(``hosting.bindings``: that process alive, that app instance current, the
+methods of its kind only), and a netlet's acts only for its own netlet.
 ``owner_op`` is for cluster members only (right ``member``, which no client
 warrant carries). Names that become paths are checked by ``warrants.names``.
 Errors reach the caller as ``JtrixError`` subclasses; anything else is logged
@@ -24,11 +26,13 @@ from typing import Any
 
 import Pyro5.api
 
+import warrants
+from hosting import bindings
 from hosting import status as views
 from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
 from hosting.cluster import owner_op_args
 from hosting.digest import call_digest
-from hosting.node import NETLET_WARRANT_PREFIX, Node
+from hosting.node import Node
 from warrants import names
 from warrants.errors import BadInput, JtrixError, NotFound
 
@@ -75,18 +79,22 @@ class HostingAPI:
         self.node = node
         self.metrics = metrics
         self.auth = Authorizer(node.node_cert, node.service_id)
+        self.bindings = bindings.Bindings(warrants.cert_fingerprint(node.node_cert), node)
         node.on_trusted_certs = self.auth.trust
 
-    def _check(self, auth, method: str, right: str, app: str | None = None):
-        return self.auth.check(auth, method, right, app, _CALL_ARGS.get())
+    def _check(self, auth, method: str, right: str | tuple[str, ...], app=None, netlet_id: str | None = None):
+        """The one authorization of every call: the warrant (``hosting.auth``: every right in
+        ``right``), then its binding if the node issued it to a process (``hosting.bindings``);
+        with ``netlet_id``, a netlet's warrant must be that netlet's own."""
+        warrant = self.auth.check(auth, method, right, app, _CALL_ARGS.get())
+        binding = self.bindings.check(warrant, method)
+        if netlet_id is not None and binding is not None and binding.process != netlet_id:
+            raise warrants.InsufficientRights(f"warrant is for {binding.process}, not {netlet_id}")
+        return warrant
 
     def _check_netlet(self, auth, method: str, right: str, netlet_id: str):
-        """A netlet warrant (data ``netlet:<id>``) only acts for its own netlet."""
-        warrant = self._check(auth, method, right, _netlet_app(netlet_id))
-        bound = warrant.data or ""
-        if bound.startswith(NETLET_WARRANT_PREFIX) and bound != NETLET_WARRANT_PREFIX + netlet_id:
-            raise BadInput(f"warrant is for {bound[len(NETLET_WARRANT_PREFIX):]}, not {netlet_id}")
-        return warrant
+        """For one netlet's own calls (renew, report, its ISR requests)."""
+        return self._check(auth, method, right, _netlet_app(netlet_id), netlet_id=netlet_id)
 
     # -- public -----------------------------------------------------------
     @_guarded
@@ -109,10 +117,9 @@ class HostingAPI:
     @_guarded
     def submit_app(self, auth, descriptor_xml: bytes, source: str, codebase_sha: str,
                    replace: bool = False, start: bool = True) -> dict[str, Any]:
-        import warrants
-
         descriptor = warrants.parse_descriptor(bytes(descriptor_xml), str(source), read_files=False)
-        self._check(auth, "submit_app", "launch", descriptor.name)
+        # replacing terminates the running app: that takes the right to terminate it
+        self._check(auth, "submit_app", ("launch", "terminate") if replace else "launch", descriptor.name)
         return self.node.submit_app(bytes(descriptor_xml), str(source), names.check_codebase(codebase_sha), bool(replace),
                                     bool(start))
 

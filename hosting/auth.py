@@ -9,7 +9,8 @@ the replay window.
 
 Contracts:
   * :meth:`Authorizer.check` returns the verified warrant only if its chain is
-    trusted, in its time window, grants ``right`` on this service (and app),
+    trusted, in its time window, grants ``right`` (each of them, for a tuple)
+    on this service (and app),
     and — when it names a holder — the proof verifies; otherwise it raises a
     ``BadInput`` subclass named by the cause.
   * A (nonce) is accepted at most once within the replay window; timestamps
@@ -74,9 +75,11 @@ class Authorizer:
     def trust(self, certs) -> None:
         self._verifier.add_trusted(certs)
 
-    def check(self, auth: Any, method: str, right: str, app: str | None = None,
+    def check(self, auth: Any, method: str, right: str | tuple[str, ...], app: str | None = None,
               args_digest: str = EMPTY_ARGS):
-        """``args_digest``: ``call_digest`` of the arguments the call arrived with (after ``auth``)."""
+        """``right``: the right the call needs, or a tuple of rights it needs all of;
+        ``args_digest``: ``call_digest`` of the arguments the call arrived with (after ``auth``)."""
+        rights = (right,) if isinstance(right, str) else tuple(right)
         if not isinstance(auth, dict) or not isinstance(auth.get("warrant"), str):
             raise CallRefused("call refused: no warrant presented")
         ts, nonce = auth.get("ts"), auth.get("nonce")
@@ -90,8 +93,11 @@ class Authorizer:
         verified = self._verifier.verify(xml)  # cached; the full check follows
         if app is ANY_APP:
             app = verified.app
-        service = service_for(verified, self._own, self.service, self._verifier.trusted, right)
-        warrant = self._verifier.check(xml, right, app=app, proof=proof, context=context, service=service)
+        service = service_for(verified, self._own, self.service, self._verifier.trusted, rights[0])
+        warrant = self._verifier.check(xml, rights[0], app=app, proof=proof, context=context, service=service)
+        for more in rights[1:]:
+            service_for(verified, self._own, self.service, self._verifier.trusted, more)
+            warrant.authorize(more, service, app)
         if not self._nonces.fresh(nonce, float(ts)):
             raise CallRefused("call refused: replayed nonce")
         return warrant

@@ -11,8 +11,10 @@ Contracts:
     ``apps/<app>``, the codebase on ``PYTHONPATH``, start document on stdin),
     with one log file per run under ``logs/<app>/bootstrap/``.
   * Its only authority is :func:`bootstrap_warrant`: node-issued,
-    holder-bound to a fresh key, rights ``launch`` and ``status`` on that app
-    alone, valid for about an hour.
+    holder-bound to a fresh key, bound to this run and this instance of the
+    app (``hosting.bindings``): it opens ``run_netlet`` and ``status`` of that
+    app alone, and nothing once the run has exited (or the app was
+    terminated); valid for an hour at most.
   * It is not a slot: no lease, no netlet record, not in the app's netlet
     list, never restarted. At most one runs per app; a bootstrap asked for
     while one runs is skipped (event ``bootstrap.skipped``).
@@ -26,7 +28,6 @@ Contracts:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -37,28 +38,22 @@ from pathlib import Path
 from typing import Any
 
 import warrants
+from hosting import bindings
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
 from hosting.spawn import spawn_netlet
 
 log = logging.getLogger(__name__)
 
 BOOTSTRAP_MODULE = "netlets.bootstrap_runner"
-BOOTSTRAP_RIGHTS = ("launch", "status")
-BOOTSTRAP_WARRANT_PREFIX = "bootstrap:"  # warrant data of a bootstrap's warrant
-BOOTSTRAP_WARRANT_LIFETIME = dt.timedelta(hours=1)
 LOG_NAME = "bootstrap"  # logs/<app>/bootstrap/
 
 
-def bootstrap_warrant(node_key, node_cert, service: str, app: str,
-                      now: dt.datetime | None = None) -> tuple[bytes, Any]:
-    """A warrant for one bootstrap run and its fresh holder key: ``launch`` + ``status`` on ``app`` only."""
-    key = warrants.generate_key()
-    now = now or dt.datetime.now(dt.timezone.utc)
-    xml = warrants.issue_warrant(node_key, node_cert, rights=list(BOOTSTRAP_RIGHTS), service=service, app=app,
-                                 holder=key.public_key(), not_before=now - dt.timedelta(minutes=5),
-                                 not_after=now + BOOTSTRAP_WARRANT_LIFETIME,
-                                 data=BOOTSTRAP_WARRANT_PREFIX + app)
-    return xml, key
+def bootstrap_warrant(node, app: str, door: str) -> tuple[bytes, Any]:
+    """The warrant of the bootstrap run ``door`` of ``app`` and its fresh holder key
+    (``hosting.bindings.BOOTSTRAP``: ``run_netlet`` and ``status`` of this instance of ``app``,
+    while this run lives)."""
+    binding = bindings.bind(bindings.BOOTSTRAP, node.app_instance(app) or "", door)
+    return bindings.issue(node.node_key, node.node_cert, node.service_id, binding)
 
 
 @dataclass
@@ -98,8 +93,8 @@ class Bootstrapper:
                 node.registry.add_event("bootstrap.skipped", app, None, mode=mode,
                                         reason=f"a bootstrap is still running (pid {self.runs[app].pid})")
                 return None
-            warrant_xml, key = bootstrap_warrant(node.node_key, node.node_cert, node.service_id, app)
             door = f"{app}/bootstrap#{os.urandom(8).hex()}"
+            warrant_xml, key = bootstrap_warrant(node, app, door)
             doc = {"node_uri": node.uri, "node_door": node.door_of(door),
                    "service": node.service_id, "app": app, "mode": mode,
                    "class_ref": descriptor.bootstrap_class,

@@ -12,7 +12,6 @@ warrant of every call first). Contracts of the node as a whole:
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 import json
 import logging
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import grants, wire
+from hosting import bindings, grants, wire
 from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
@@ -53,8 +52,6 @@ from warrants.errors import BadInput, JtrixError, NotFound
 
 log = logging.getLogger(__name__)
 
-NETLET_RIGHTS = ("lease", "report", "status")
-NETLET_WARRANT_PREFIX = "netlet:"  # warrant data of a netlet's own warrant
 #: status keys whose change is persisted at once (others, like seq, only in memory)
 DURABLE_STATUS_KEYS = ("phase", "role", "epoch", "endpoint", "app_status", "storage", "fault")
 
@@ -174,6 +171,8 @@ class Node(SupervisorHooks):
         self.event_shipper = EventShipper(self.etcd, self.name, self.registry) if self.etcd else None
         self.cluster_events = ClusterEvents(self.etcd) if self.etcd else None
         self.status_cache: dict[str, dict[str, Any]] = {}
+        #: app -> (the supervisor's runtime of its registration, its instance): ``app_instance``
+        self._instances: dict[str, tuple[Any, str]] = {}
         self.started_wall = time.time()
         self.uri: str | None = None
         #: each process this node starts gets door_key(door_root, its id) and proves with it which
@@ -487,13 +486,8 @@ class Node(SupervisorHooks):
         descriptor = self.descriptor(app)
         row = self.registry.slot(app, slot)
         ntype = descriptor.netlet_type(row["type"])
-        key = warrants.generate_key()
-        now = dt.datetime.now(dt.timezone.utc)
-        warrant = warrants.issue_warrant(self.node_key, self.node_cert, rights=list(NETLET_RIGHTS),
-                                         service=self.service_id, app=app, holder=key.public_key(),
-                                         not_before=now - dt.timedelta(minutes=5),
-                                         not_after=now + dt.timedelta(days=365),
-                                         data=NETLET_WARRANT_PREFIX + netlet_id)
+        binding = bindings.bind(bindings.NETLET, self.app_instance(app) or "", netlet_id)
+        warrant, key = bindings.issue(self.node_key, self.node_cert, self.service_id, binding)
         return {
             "node_uri": self.uri, "node_json": str(self.home.netlet_node_json), "service": self.service_id,
             "node_door": self.door_of(netlet_id),
@@ -507,6 +501,31 @@ class Node(SupervisorHooks):
             "app_secret": self.registry.app_secret(app).hex(),
             "tls": self.issue_tls(netlet_id), "grant_trust": self.grant_signer.trust(),
         }
+
+    # -- whose node-issued warrants are good (hosting.bindings) --------------------------------
+    def app_instance(self, app: str) -> str | None:
+        """The instance of ``app`` registered here now (None: none). Cached per registration: the
+        supervisor makes a new runtime at every one, and only a registration changes the secret."""
+        rt = self.supervisor.apps.get(app)
+        if rt is None:
+            return None
+        cached = self._instances.get(app)
+        if cached is not None and cached[0] is rt:
+            return cached[1]
+        secret = self.registry.app_secret(app)
+        if secret is None:
+            return None
+        instance = bindings.instance_of(secret)
+        self._instances[app] = (rt, instance)
+        return instance
+
+    def holder_alive(self, binding: bindings.Binding) -> bool:
+        """The process ``binding`` names is alive on this node: a netlet the supervisor watches (its
+        own or re-adopted), or the bootstrap run being watched now."""
+        if binding.kind is bindings.NETLET:
+            return binding.process in self.supervisor.live
+        run = self.bootstrapper.running(binding.app)
+        return run is not None and run.door == binding.process
 
     # -- the door (hosting.daemon.NodeDoor): which of the node's processes holds a connection ----
     # A holder is a netlet id (``app/type/index#incarnation``) or a bootstrap's (``app/bootstrap#run``);

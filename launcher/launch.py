@@ -335,7 +335,7 @@ def report_failure(client, err: LaunchFailed, app: str, as_json: bool) -> int:
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Fail if the app is not ready after this many seconds.")
 @click.option("--detach", is_flag=True, help="Return as soon as the app is submitted.")
-@click.option("--replace", is_flag=True, help="Replace the app if it is already running (terminates it first).")
+@click.option("--replace", is_flag=True, help="Replace the app if it is already running (terminates it first: needs the terminate right).")
 @json_option
 def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_json) -> int:
     """Verify BOOTSTRAP.xml, upload its codebase, start the app and wait until it is ready.
@@ -351,6 +351,8 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
     source = str(Path(descriptor).resolve())
     desc_bytes = Path(descriptor).read_bytes()
     rights = ("launch",) if detach else ("launch", "status")  # following the app needs `status`
+    if replace:
+        rights += ("terminate",)  # replacing terminates the running app
     target = (remote_target(host, desc, warrant, key, rights, home) if host
               else local_target(home, desc, warrant, key, rights))
     client = target.client()

@@ -41,9 +41,10 @@ class Bootstrap:
       * ``run`` decides which slots to start, in which order, and what to wait
         for between them, through ``ctx`` only (:class:`BootstrapContext`);
         a bootstrap never touches Pyro5 or warrants. Its authority is a
-        node-issued warrant for this app alone, granting ``launch`` and
-        ``status``, valid for about an hour: a bootstrap should finish well
-        within that.
+        node-issued warrant bound to this run and this instance of the
+        app (``hosting.bindings``): ``run_netlet`` and ``status`` of this app,
+        while the run is alive, for an hour at most: a bootstrap should finish
+        well within that.
       * In "warm" mode some slots may still have live netlets, and the node
         keeps replacing dead ones while the bootstrap runs: start slots with
         ``ctx.start_if_missing(slot)`` (``run_netlet`` refuses a slot that

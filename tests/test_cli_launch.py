@@ -172,6 +172,28 @@ def test_refused_warrants_exit_2_and_change_nothing(tidy, tmp_path):
     assert snapshot(node) == before
 
 
+def test_replace_needs_a_warrant_that_may_terminate(tidy, tmp_path):
+    """--replace terminates the running app: a launch+status warrant is refused before anything is sent."""
+    node = tidy
+    node_key = warrants.load_private_key(node.home / "node.key.pem")
+    node_cert = warrants.load_cert(node.home / "node.crt.pem")
+    now = dt.datetime.now(dt.timezone.utc)
+    no_terminate = warrants.issue_warrant(node_key, node_cert, rights=["launch", "status"], service=node.client.service,
+                                          app="w", not_after=now + dt.timedelta(hours=1))
+    (tmp_path / "launch-only.xml").write_bytes(no_terminate)
+    path = write(tmp_path, "w.xml", descriptor_xml("w", ECHO2))
+    assert launch(node.home, path).returncode == 0
+    pids = {n["slot"]: n["pid"] for n in node.app("w")["netlets"]}
+    since = node.events(0)[-1]["index"]
+    r = launch(node.home, path, "--replace", "--warrant", str(tmp_path / "launch-only.xml"))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    error = one_line_error(r)  # checked locally, before anything is sent
+    assert error.startswith(f"jtrix-launch: {tmp_path / 'launch-only.xml'}: warrant refused: ") and \
+        "does not grant 'terminate'" in error, error
+    assert {n["slot"]: n["pid"] for n in node.app("w")["netlets"]} == pids
+    assert not [e for e in node.events(since) if e["kind"].startswith(("app.", "netlet."))]
+
+
 def test_crash_looping_app_exits_1_with_its_log_lines(tidy, tmp_path):
     node = tidy
     netlets = '  <netlet type="c" class="workers:CrashAtStart" replicas="1"/>'

@@ -121,3 +121,33 @@ def test_not_owner_reaches_a_client_as_itself(cluster):  # noqa: F811
                          env=env)
     assert out.stdout.split() == ["warrants.errors", "NotOwner", "3", "node", "modules", "imported:", "False"], \
         out.stdout + out.stderr
+
+
+def test_a_netlets_warrant_opens_its_calls_on_its_own_node_only(cluster, tmp_path):  # noqa: F811
+    """A node-issued warrant is checked against the live netlets of the node that issued it
+    (``hosting.bindings``): another member cannot know whether that netlet lives, so it refuses it."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from nodeutil import APPS
+
+    n1, n2 = cluster("n1"), cluster("n2")
+    wait_for(lambda: len(n1.client.call("host_status")["nodes"]) == 2, 20, "both members")
+    n1.launch(descriptor_xml("shop", '<netlet type="w" class="hostile:Exfil" replicas="2"/>',
+                             codebase=APPS / "hostile"), tmp_path)
+
+    def published():
+        netlets = n1.app("shop")["netlets"]
+        return netlets if all(n["app_status"].get("warrant") for n in netlets) else None
+
+    by_node = {n["node"]: n["app_status"] for n in wait_for(published, 30, "both netlets' warrants")}
+    assert set(by_node) == {"n1", "n2"}
+    for home, other in ((n1, n2), (n2, n1)):
+        stolen = by_node["n1" if home is n1 else "n2"]
+        key = load_pem_private_key(stolen["key_pem"].encode(), None)
+        own, foreign = _client(home, stolen["warrant"].encode(), key), _client(other, stolen["warrant"].encode(), key)
+        assert own.call("status", "shop")["apps"][0]["name"] == "shop"
+        assert own.call("renew", stolen["netlet_id"], {})["lease_s"] > 0
+        with pytest.raises(InsufficientRights, match="of another node"):
+            foreign.call("status", "shop")
+        own.close()
+        foreign.close()

