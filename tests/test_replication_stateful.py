@@ -137,6 +137,19 @@ class ReplicationMachine(RuleBasedStateMachine):
         if ours:
             self.c.deliver(ours[i % len(ours)])
 
+    @rule(i=st.integers(0, 10), arbiter_only=st.booleans())
+    def hold(self, i, arbiter_only):
+        """Hold one packet back past everything else and the sender's timeouts."""
+        self.c.hold(i, arbiter_only)
+
+    @rule(i=st.integers(0, 10), deliver=st.booleans())
+    def release(self, i, deliver):
+        """A held packet arrives late: first in line, or at once."""
+        if self.c.delay_line:
+            self.c.release(i)
+            if deliver:
+                self.c.deliver(0)
+
     @rule(i=st.integers(0, 10))
     def arbiter_timeout(self, i):
         """A runner gives up waiting for an ISR answer (the request or answer may still arrive)."""
@@ -148,7 +161,7 @@ class ReplicationMachine(RuleBasedStateMachine):
         self.c.isr_save_failures = list(modes)
 
     # --- time and timers -------------------------------------------------------
-    @rule(dt=st.sampled_from([0.05, 0.2, 0.5]))
+    @rule(dt=st.sampled_from([0.05, 0.2, 0.5, 1.0]))
     def advance(self, dt):
         self.c.now += dt
 
@@ -196,6 +209,13 @@ class ReplicationMachine(RuleBasedStateMachine):
         holder = self.c.arbiter.state("app").holder
         if holder is not None and self.c.nodes[holder].replica is not None:
             self.c.nodes[holder].paused = True
+
+    @rule(i=st.integers(0, 3))
+    def pause_any(self, i):
+        """Any replica stalls (a backup that stops acking is what makes a master shrink)."""
+        n = self.c.nodes[self.slot(i)]
+        if n.replica is not None:
+            n.paused = True
 
     @rule(i=st.integers(0, 3))
     def resume(self, i):

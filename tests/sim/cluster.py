@@ -153,6 +153,10 @@ class Cluster:
         self.store = FlakyStore()
         self.arbiter = Arbiter(self.store)
         self.net: list[Packet] = []
+        #: the delay line: packets held back (``hold``) while everything else is delivered and
+        #: time passes, until ``release`` puts one back first in line -- a message overtaken by
+        #: every later one and by the sender's timeouts (issue 13 finding 1's class)
+        self.delay_line: list[Packet] = []
         self.partitions: set[frozenset] = set()
         #: how the next election prepare RPCs fail: "before" (never arrived) or "after" (promised, answer lost)
         self.lost_prepares: list[str] = []
@@ -200,6 +204,7 @@ class Cluster:
         n.paused = False
         self.arbiter.netlet_died(APP, slot)
         self.net = [p for p in self.net if p.dst != slot]
+        self.delay_line = [p for p in self.delay_line if p.dst != slot]
         if self.arbiter.state(APP).holder == slot:
             self.elect()  # the node learns of a death at once (pidfd)
 
@@ -333,6 +338,18 @@ class Cluster:
         if self.net:
             self.net.pop(i % len(self.net))
 
+    def hold(self, i: int, arbiter_only: bool = False) -> None:
+        """Hold back one in-flight packet (among the ISR requests and answers only, if
+        ``arbiter_only``): nothing delivers it until :meth:`release`."""
+        ks = [k for k, p in enumerate(self.net) if not arbiter_only or p.kind in ("arb", "arbrep")]
+        if ks:
+            self.delay_line.append(self.net.pop(ks[i % len(ks)]))
+
+    def release(self, i: int) -> None:
+        """Put one held packet back, first in line: the next ``deliver(0)`` delivers it."""
+        if self.delay_line:
+            self.net.insert(0, self.delay_line.pop(i % len(self.delay_line)))
+
     # --- ISR requests: the node's side and the runner's timeout ---------------------
     def _arbiter_receives(self, p: Packet) -> None:
         req = p.msg["req"]
@@ -371,7 +388,8 @@ class Cluster:
 
     def expire_arbiter_calls(self) -> None:
         """Time out every waiting ISR request whose packets are all gone (lost on the way)."""
-        flying = {(p.msg["inc"], p.msg["req"]) for p in self.net if p.kind in ("arb", "arbrep")}
+        flying = {(p.msg["inc"], p.msg["req"]) for p in self.net + self.delay_line
+                  if p.kind in ("arb", "arbrep")}
         for call in self._waiting_calls():
             if call not in flying:
                 self._time_out(call)
