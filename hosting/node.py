@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import bindings, grants, wire
+from hosting import bindings, grants, netlet_status, wire
 from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
@@ -656,8 +656,9 @@ class Node(SupervisorHooks):
                 "netlets": netlets}
 
     def report(self, netlet_id: str, status: dict) -> None:
+        """Record what a netlet says of itself: only what ``hosting.netlet_status`` accepts."""
         old = self.status_cache.get(netlet_id, {})
-        new = {**old, **status}
+        new = {**old, **netlet_status.accepted(status)}
         if any(old.get(k) != new.get(k) for k in DURABLE_STATUS_KEYS):
             try:
                 self.registry.update_netlet(netlet_id, status=new)

@@ -228,3 +228,30 @@ class Thief(Bootstrap):
             while s.recv(1024):
                 pass
         super().run(ctx)
+
+
+class StatusBloat(Netlet):
+    """Reports its own status ``reports`` times through its node-issued warrant (found in its
+    own process), each time with new invented keys and an oversized ``app_status`` (~``kb`` KB
+    each), then publishes how many the node took (``bloat``)."""
+
+    def on_started(self, inherited):
+        threading.Thread(target=self._bloat, daemon=True).start()
+
+    def _bloat(self):
+        import gc
+
+        doc = next(o for o in gc.get_objects() if type(o).__name__ == "StartDocument")
+        client = doc.client()
+        reports, kb = int(self.config.get("reports", "20")), int(self.config.get("kb", "200"))
+        sent, error = 0, None
+        for i in range(reports):
+            junk = {f"k{i}_{j}": "x" * 1000 for j in range(kb // 2)}
+            junk["app_status"] = {f"a{j}": "y" * 1000 for j in range(kb // 2)}
+            try:
+                client.call("report", doc.netlet_id, junk)
+                sent += 1
+            except Exception as err:  # noqa: BLE001  (the refusal is the result)
+                error = str(err)[:200]
+                break
+        self.publish(bloat={"sent": sent, "error": error})
