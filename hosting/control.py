@@ -40,13 +40,12 @@ from hosting.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
 from hosting.store_retry import STORE_ERRORS
+from hosting.timing import UNTIL_SERVING_S
 from warrants.errors import JtrixError
 
 log = logging.getLogger(__name__)
 
 CONTROL_LEASE_PREFIX = "control:"
-#: node-side length of a lease granted before the node serves (re-granted at its ttl on serving)
-UNTIL_SERVING_S = 24 * 3600.0
 
 
 class Fenced(JtrixError):
