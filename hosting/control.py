@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 CONTROL_LEASE_PREFIX = "control:"
 
 
-class Fenced(JtrixError):
+class LeaseFenced(JtrixError):
     """The caller does not hold the control lease at the epoch it claims."""
 
 
@@ -113,7 +113,7 @@ class ControlLeases:
         with self._lock:
             cur = self.current(app)
             if cur["holder"] is not None and cur["holder"] != holder:
-                raise Fenced(f"control lease of {app} is held by {cur['holder']} (epoch {cur['epoch']})")
+                raise LeaseFenced(f"control lease of {app} is held by {cur['holder']} (epoch {cur['epoch']})")
             if cur["holder"] == holder:
                 self.lessor.grant(self.lease_id(app), ttl)
                 return cur["epoch"]
@@ -123,15 +123,15 @@ class ControlLeases:
             return epoch
 
     def renew(self, app: str, holder: str, epoch: int, ttl: float) -> float:
-        """Renew for the app's lease length ``ttl`` from now, and return it. Fenced (naming the
+        """Renew for the app's lease length ``ttl`` from now, and return it. LeaseFenced (naming the
         current epoch) unless ``holder`` holds the live lease at ``epoch``."""
         with self._lock:
             cur = self.current(app)
             if cur["holder"] != holder or cur["epoch"] != epoch:
-                raise Fenced(f"{holder} does not hold the control lease of {app} at epoch {epoch}"
+                raise LeaseFenced(f"{holder} does not hold the control lease of {app} at epoch {epoch}"
                              f" (current epoch {cur['epoch']})")
             if self.lessor.get(self.lease_id(app)) is None:
-                raise Fenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
+                raise LeaseFenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
             self.lessor.grant(self.lease_id(app), ttl)
             return ttl
 

@@ -32,7 +32,7 @@ from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
 from hosting.confine import Confinement
-from hosting.control import ControlLeases, Fenced, slot_of
+from hosting.control import ControlLeases, LeaseFenced, slot_of
 from hosting.election import Elector
 from hosting.etcd import Etcd, TLSFiles
 from hosting.etcd_epochs import EtcdEpochStore
@@ -587,7 +587,7 @@ class Node(SupervisorHooks):
         try:
             return {"ok": True, "epoch": epoch,
                     "ttl": self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)}
-        except Fenced:
+        except LeaseFenced:
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
 
     def owner_op(self, app: str, op: str, args: list) -> Any:

@@ -41,7 +41,7 @@ from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.outcomes import capture, unwrap
 from netlets.replication import messages as M
-from netlets.replication.effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
+from netlets.replication.effects import ArbiterRequest, Complete, MasterFenced, RoleChanged, Send
 from netlets.replication.replica import Replica, ReplicationConfig
 from netlets.replication.state import SnapshotFailed, not_master
 from netlets.replication.storage import REPLICA_DIR, StorageFailed, fsync_directory, open_storage
@@ -217,7 +217,7 @@ class ReplicatedHost(NetletHost):
                 threading.Thread(target=self._ask_arbiter, args=(effect,), daemon=True).start()
             elif isinstance(effect, RoleChanged):
                 self._role_changed(effect)
-            elif isinstance(effect, Fenced):
+            elif isinstance(effect, MasterFenced):
                 self._fenced(effect.epoch)
 
     def _ask_arbiter(self, req: ArbiterRequest) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from hosting.arbiter import Arbiter, StaleEpoch
 from hosting.election_core import ElectionRunner, Facts
 from hosting.timing import EPSILON
-from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
+from netlets.replication import (ArbiterRequest, Complete, MasterFenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
 
 from . import arbiter_link
@@ -390,7 +390,7 @@ class Cluster:
                         if n.fenced_seen:
                             raise InvariantError(f"fenced master {slot} acknowledged {req}")
                         self.acked[req] = eff.outcome["value"]
-                elif isinstance(eff, Fenced):
+                elif isinstance(eff, MasterFenced):
                     n.fenced_seen = True
                 elif isinstance(eff, RoleChanged) and eff.role == "master":
                     n.fenced_seen = False  # a new term of this process
