@@ -26,10 +26,9 @@ from typing import Any
 import warrants
 from hosting.digest import call_digest
 from hosting.trust import service_for
-from warrants.replay import NonceCache
+from warrants.replay import REPLAY_WINDOW_S, NonceCache
 from warrants.errors import BadInput
 
-REPLAY_WINDOW_S = 120.0
 #: ``app`` for operations that concern no particular app (content-addressed
 #: uploads): a warrant scoped to any one app is enough.
 ANY_APP = object()

@@ -40,16 +40,15 @@ from hosting.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
 from hosting.store_retry import STORE_ERRORS
+from hosting.timing import UNTIL_SERVING_S
 from warrants.errors import JtrixError
 
 log = logging.getLogger(__name__)
 
 CONTROL_LEASE_PREFIX = "control:"
-#: node-side length of a lease granted before the node serves (re-granted at its ttl on serving)
-UNTIL_SERVING_S = 24 * 3600.0
 
 
-class Fenced(JtrixError):
+class LeaseFenced(JtrixError):
     """The caller does not hold the control lease at the epoch it claims."""
 
 
@@ -114,7 +113,7 @@ class ControlLeases:
         with self._lock:
             cur = self.current(app)
             if cur["holder"] is not None and cur["holder"] != holder:
-                raise Fenced(f"control lease of {app} is held by {cur['holder']} (epoch {cur['epoch']})")
+                raise LeaseFenced(f"control lease of {app} is held by {cur['holder']} (epoch {cur['epoch']})")
             if cur["holder"] == holder:
                 self.lessor.grant(self.lease_id(app), ttl)
                 return cur["epoch"]
@@ -124,15 +123,15 @@ class ControlLeases:
             return epoch
 
     def renew(self, app: str, holder: str, epoch: int, ttl: float) -> float:
-        """Renew for the app's lease length ``ttl`` from now, and return it. Fenced (naming the
+        """Renew for the app's lease length ``ttl`` from now, and return it. LeaseFenced (naming the
         current epoch) unless ``holder`` holds the live lease at ``epoch``."""
         with self._lock:
             cur = self.current(app)
             if cur["holder"] != holder or cur["epoch"] != epoch:
-                raise Fenced(f"{holder} does not hold the control lease of {app} at epoch {epoch}"
+                raise LeaseFenced(f"{holder} does not hold the control lease of {app} at epoch {epoch}"
                              f" (current epoch {cur['epoch']})")
             if self.lessor.get(self.lease_id(app)) is None:
-                raise Fenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
+                raise LeaseFenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
             self.lessor.grant(self.lease_id(app), ttl)
             return ttl
 

@@ -29,12 +29,12 @@ from hosting import grants, wire
 from hosting.arbiter import StaleEpoch
 from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
+from hosting.timing import PREPARE_TIMEOUT_S
 from netlets.credential import replica_handshake
 from warrants.errors import NotFound
 
 log = logging.getLogger(__name__)
 
-PREPARE_TIMEOUT_S = 1.0
 POOL_THREADS = 32
 
 

@@ -35,7 +35,7 @@ Contracts (the arbiter holds the invariants; this only sequences):
   * Answers that do not belong to the attempt in progress (a late ``Promised``
     of an earlier epoch, a duplicate) change nothing.
   * A failed attempt that could succeed later is retried (``Retry``) after
-    ``RETRY_DELAY_S``; a failed promotion is not: the winner never renews,
+    ``ELECTION_RETRY_S`` (``hosting.timing``); a failed promotion is not: the winner never renews,
     its control lease runs out and that loss requests the next election.
 """
 
@@ -46,11 +46,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence, Union
 
+from hosting.timing import ELECTION_RETRY_S
 from hosting.warm_proof import unproven, warm_refusal
 
 log = logging.getLogger(__name__)
-
-RETRY_DELAY_S = 0.2
 
 Position = tuple  # (last_epoch, last_seq) as the replica reports it
 Replica = tuple  # (netlet id, endpoint)
@@ -345,7 +344,7 @@ class ElectionCore:
             st.again = False
             st.attempt = Attempt()
             return [Gather(app)]
-        return [Retry(app, RETRY_DELAY_S)] if retry else []
+        return [Retry(app, ELECTION_RETRY_S)] if retry else []
 
 
 class ElectionHost(Protocol):

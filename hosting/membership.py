@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from hosting.etcd import Etcd, EtcdUnavailable
+from hosting.timing import Timing
 from warrants.errors import BadInput, JtrixError
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,15 @@ class LocalMembership:
 
 @dataclass(frozen=True)
 class EtcdMembershipConfig:
-    """Checked at construction: etcd's lease unit is whole seconds."""
+    """Checked at construction: etcd's lease unit is whole seconds, and the renewal
+    timing derived from ``ttl`` (``hosting.timing``) is consistent."""
 
     ttl: int = 3  # seconds without a renewal before the cluster declares a node dead
 
     def __post_init__(self) -> None:
         if self.ttl < 1:
             raise BadInput("membership ttl must be at least 1 s")
+        Timing(membership_ttl=self.ttl)
 
 
 class EtcdMembership:
@@ -139,7 +142,8 @@ class EtcdMembership:
         self.on_fenced, self.on_app_lost, self.on_rejoined = on_fenced, on_app_lost, on_rejoined
         # Renewals must fail fast: a keepalive stuck for longer than a third of the ttl
         # would let the lease lapse unnoticed.
-        self._renewer = Etcd(etcd.url, etcd.prefix, timeout=max(0.5, config.ttl / 3), tls=etcd.tls)
+        self.timing = Timing(membership_ttl=config.ttl)  # re-derived from the ttl etcd grants
+        self._renewer = Etcd(etcd.url, etcd.prefix, timeout=self.timing.membership_renew_timeout_s, tls=etcd.tls)
         self.lease = 0
         self.ttl = config.ttl  # as granted (etcd may raise it to its minimum)
         self._valid_until = 0.0  # monotonic: our lease surely lives until then (from the last renewal sent)
@@ -161,6 +165,7 @@ class EtcdMembership:
     def _join_once(self) -> None:
         asked = time.monotonic()
         lease, self.ttl = self.etcd.grant(self.config.ttl)
+        self.timing = Timing(membership_ttl=self.ttl)
         value = json.dumps({**self.info, "name": self.name, "pid": os.getpid(), "joined": time.time(),
                             "ttl": self.ttl})
         while self.etcd.create(self._key(), value, lease) is None:
@@ -198,7 +203,7 @@ class EtcdMembership:
         *sent* (etcd may have extended the lease any time after), so this node gives itself
         up no later than etcd does, plus one renewal attempt (ttl/3 wait + ttl/3 timeout)."""
         last_ok = time.monotonic()
-        while not self._stop.wait(self.ttl / 3):
+        while not self._stop.wait(self.timing.membership_renew_s):
             sent = time.monotonic()
             try:
                 alive = self._renewer.keepalive(self.lease) > 0
@@ -225,7 +230,7 @@ class EtcdMembership:
                 self._join_once()
             except EtcdUnavailable as err:
                 log.warning("rejoining the cluster failed: %s", err)
-                self._stop.wait(self.ttl / 3)
+                self._stop.wait(self.timing.membership_renew_s)
                 continue
             if self.on_rejoined is not None:
                 try:

@@ -32,7 +32,7 @@ from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
 from hosting.confine import Confinement
-from hosting.control import ControlLeases, Fenced, slot_of
+from hosting.control import ControlLeases, LeaseFenced, slot_of
 from hosting.election import Elector
 from hosting.etcd import Etcd, TLSFiles
 from hosting.etcd_epochs import EtcdEpochStore
@@ -44,6 +44,7 @@ from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
+from hosting.timing import Timing
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
 from netlets.credential import CLIENT, credential, door_key
@@ -278,8 +279,9 @@ class Node(SupervisorHooks):
             # TTL — an election before that could give the app two masters serving reads. So it
             # holds a lease of one TTL here: renewed if it is in fact alive, else it runs out
             # and the election follows (nothing elects while it is held).
-            self.control.start_timing(app, holder, state.epoch, descriptor.lease_ttl, event=False)
-            self.registry.add_event("control.waiting", app, state.holder, holder=holder, wait_s=descriptor.lease_ttl)
+            wait_s = Timing(lease_ttl=descriptor.lease_ttl).takeover_wait_s
+            self.control.start_timing(app, holder, state.epoch, wait_s, event=False)
+            self.registry.add_event("control.waiting", app, state.holder, holder=holder, wait_s=wait_s)
         else:
             self.elector.control_lost(app)
 
@@ -585,7 +587,7 @@ class Node(SupervisorHooks):
         try:
             return {"ok": True, "epoch": epoch,
                     "ttl": self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)}
-        except Fenced:
+        except LeaseFenced:
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
 
     def owner_op(self, app: str, op: str, args: list) -> Any:

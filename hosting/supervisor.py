@@ -70,6 +70,7 @@ from hosting.spawn import spawn_netlet
 from hosting.start_queue import StartQueue
 from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
+from hosting.timing import Timing
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
 from netlets.replication.storage import REPLICA_DIR, fsync_directory
 from warrants.descriptor_model import Descriptor
@@ -248,7 +249,8 @@ class Supervisor:
             self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded)
             live = LiveNetlet(netlet_id, app, slot, incarnation, 0, time.monotonic())  # pid 0: spawning
             self.live[netlet_id] = live
-            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
+            timing = Timing(lease_ttl=rt.descriptor.lease_ttl)
+            self.lessor.grant(lease_id_of(netlet_id), timing.start_lease_s(self.start_timeout))
         try:
             self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
@@ -328,7 +330,7 @@ class Supervisor:
                 if abs(psutil.Process(row["pid"]).create_time() - row["create_time"]) > 0.01:
                     self.live.pop(fd_key, None)
                     return False
-                self.lessor.grant(lease_id_of(row["id"]), max(descriptor_ttl * 3, 3.0))
+                self.lessor.grant(lease_id_of(row["id"]), Timing(lease_ttl=descriptor_ttl).adopted_lease_s)
             self.registry.add_event("netlet.adopted", row["app"], row["slot"], netlet=row["id"], pid=row["pid"])
             return True
         except (psutil.NoSuchProcess, ProcessGone):

@@ -37,9 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from warrants.errors import BadInput
-from warrants.replay import NonceCache
+from warrants.replay import REPLAY_WINDOW_S, NonceCache
 
-REPLAY_WINDOW_S = 120.0
 CLIENT, REPLICA = "client", "replica"
 ROLES = (CLIENT, REPLICA)
 #: the role of a node-started process proving its door key to its node (never a netlet endpoint's)

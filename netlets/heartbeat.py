@@ -29,6 +29,7 @@ from typing import Any, Callable
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
 from hosting.client import HostingClient, NodeUnreachable
+from hosting.timing import Timing
 from warrants.errors import BadInput, NotFound
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Heartbeat:
         self.client = client
         self.netlet_id = netlet_id
         self.ttl = ttl
+        self.timing = Timing(lease_ttl=ttl)
         self.node_json = Path(node_json)
         self.status = status
         self.on_disowned = on_disowned
@@ -86,7 +88,7 @@ class Heartbeat:
             self.client.close()
 
     def _run(self) -> None:
-        period = self.ttl / 3
+        period = self.timing.heartbeat_s
         while not self._stop.is_set():
             started = time.monotonic()
             left = self.orphan_timeout - (started - self.last_ok_mono)

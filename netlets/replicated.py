@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from hosting import grants, wire
+from hosting.timing import Timing
 from netlets.credential import replica_handshake
 from netlets.faults import fail_stop
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.outcomes import capture, unwrap
 from netlets.replication import messages as M
-from netlets.replication.effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
+from netlets.replication.effects import ArbiterRequest, Complete, MasterFenced, RoleChanged, Send
 from netlets.replication.replica import Replica, ReplicationConfig
 from netlets.replication.state import SnapshotFailed, not_master
 from netlets.replication.storage import REPLICA_DIR, StorageFailed, fsync_directory, open_storage
@@ -49,7 +50,6 @@ from warrants.errors import CommandFailed, NotMaster
 log = logging.getLogger(__name__)
 
 EXIT_FENCED = 76
-LEASE_SAFETY = 0.1  # ε: the master's view of its lease ends this fraction of the TTL early
 COMMAND_TIMEOUT_S = 30.0
 SNAPSHOT_RPC_TIMEOUT_S = 30.0
 FAIL_STOP_LOCK_S = 1.0
@@ -141,13 +141,14 @@ class ReplicatedHost(NetletHost):
         super().__init__(netlet, doc)
         raw = doc.raw
         self.ttl = doc.lease_ttl
-        self.rpc_timeout = max(0.5, self.ttl)
-        config = ReplicationConfig(ack=raw.get("ack", "all"), retransmit_timeout=max(0.1, self.ttl / 4),
-                                   replication_timeout=max(0.3, self.ttl / 2))
+        self.timing = Timing(lease_ttl=self.ttl)
+        self.rpc_timeout = self.timing.replica_rpc_s
+        config = ReplicationConfig(ack=raw.get("ack", "all"), retransmit_timeout=self.timing.retransmit_s,
+                                   replication_timeout=self.timing.replication_timeout)
         directory = Path.cwd() / REPLICA_DIR
         mode = raw.get("durability", "fsync")
         if mode != "memory":
-            self._storage_lock = lock_directory(directory, wait_s=2 * self.ttl)
+            self._storage_lock = lock_directory(directory, wait_s=self.timing.storage_lock_wait_s)
         storage = open_storage(mode, None if mode == "memory" else directory, owner=(doc.app, doc.slot))
         self.lock = threading.RLock()
         self.replica = Replica(doc.slot, netlet, storage, config, incarnation=doc.netlet_id,
@@ -216,7 +217,7 @@ class ReplicatedHost(NetletHost):
                 threading.Thread(target=self._ask_arbiter, args=(effect,), daemon=True).start()
             elif isinstance(effect, RoleChanged):
                 self._role_changed(effect)
-            elif isinstance(effect, Fenced):
+            elif isinstance(effect, MasterFenced):
                 self._fenced(effect.epoch)
 
     def _ask_arbiter(self, req: ArbiterRequest) -> None:
@@ -260,7 +261,7 @@ class ReplicatedHost(NetletHost):
         if claim is None or control is None:
             return
         if control.get("ok"):
-            valid_until = sent_at + float(control["ttl"]) * (1 - LEASE_SAFETY)
+            valid_until = sent_at + self.timing.holder_valid_for(float(control["ttl"]))
             self.with_replica(lambda r, now: _extend_lease(r, valid_until))
         else:
             self.with_replica(lambda r, now: _lose_lease(r, int(control["epoch"])))
@@ -282,7 +283,7 @@ class ReplicatedHost(NetletHost):
         super().stop()
         for worker in self._workers:
             if worker.is_alive() and worker is not threading.current_thread():
-                worker.join(timeout=max(1.0, self.ttl))
+                worker.join(timeout=self.timing.worker_join_s)
         with self.lock:
             self._closed = True
             self.replica.storage.close(sync=True)
@@ -300,7 +301,7 @@ class ReplicatedHost(NetletHost):
         self._worker(rounds)
 
     def _ticker(self) -> None:
-        period = max(0.02, self.replica.config.retransmit_timeout / 5)
+        period = self.timing.ticker_s
 
         def rounds() -> None:
             while not self._stopping.wait(period):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from hosting.backoff import next_restart
 from hosting.codebases import CodebaseStore
-from hosting.control import ControlLeases, Fenced
+from hosting.control import ControlLeases, LeaseFenced
 from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, describe_status
 from hosting.registry import Registry
@@ -119,11 +119,11 @@ def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
     control = make(reg)
     try:
         e1 = control.acquire("app", "app/s/0#1", 0.2)
-        with pytest.raises(Fenced):
+        with pytest.raises(LeaseFenced):
             control.acquire("app", "app/s/1#1", 0.2)
         assert control.renew("app", "app/s/0#1", e1, 0.2) == 0.2
         wait_for(lambda: lost, 3, "the control lease to expire")
-        with pytest.raises(Fenced):
+        with pytest.raises(LeaseFenced):
             control.renew("app", "app/s/0#1", e1, 0.2)
         e2 = control.acquire("app", "app/s/1#1", 0.2)
         assert e2 > e1
@@ -151,7 +151,7 @@ def test_the_control_lease_stays_with_the_granted_process_when_its_slot_restarts
         epoch = control.acquire("app", "app/s/0#1", 30)
         arbiter.netlet_started("app", "s/0", "app/s/0#2")
         assert control.holder("app") == "app/s/0#1"
-        with pytest.raises(Fenced):
+        with pytest.raises(LeaseFenced):
             control.renew("app", "app/s/0#2", epoch, 30)
         assert not control.revoke_if_held_by("app", "app/s/0#2", "not the holder")
         assert control.revoke_if_held_by("app", "app/s/0#1", "holder crashed")

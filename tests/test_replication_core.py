@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netlets.replication import (ArbiterRequest, Complete, Fenced, Replica, ReplicationConfig,
+from netlets.replication import (ArbiterRequest, Complete, MasterFenced, Replica, ReplicationConfig,
                                  Send)
 from hosting.arbiter import Arbiter, MemoryEpochStore
 from netlets.replication import messages as M
@@ -111,9 +111,9 @@ def test_gap_and_conflict_replies():
 
 def test_malformed_messages_raise_protocol_error():
     b = mk("s/1")
-    with pytest.raises(M.ProtocolError):
+    with pytest.raises(M.MalformedMessage):
         b.handle({"t": "append", "epoch": "x"})
-    with pytest.raises(M.ProtocolError):
+    with pytest.raises(M.MalformedMessage):
         b.handle(M.append(1, "s/0", 1, 0, 0, [M.entry(2, 1, M.CMD, None, 1)], 0))
 
 
@@ -175,7 +175,7 @@ def test_shrink_needs_arbiter_and_refusal_fences():
     a.begin_election("app", ["s/1"])  # meanwhile the node elects again
     answer(a, m, req, 1.6)  # refused: a newer epoch exists
     effs = m.take_effects()
-    assert Fenced(2) in effs and completes_of(effs)[t]["error"]["type"] == "NotMaster"
+    assert MasterFenced(2) in effs and completes_of(effs)[t]["error"]["type"] == "NotMaster"
     assert m.role == "fenced" and m.commit_seq == 0
     t2 = m.submit("r2", "y", 2.0)
     assert completes(m)[t2]["error"]["retryable"]
@@ -207,7 +207,7 @@ def test_stale_master_is_fenced_by_backup_reply():
     for s in sends(old):
         old.on_reply("s/1", b.handle(s.msg), 0.0)
     effs = old.take_effects()
-    assert Fenced(2) in effs
+    assert MasterFenced(2) in effs
     assert not completes_of(effs)[t]["ok"] and old.role == "fenced"
     assert not old.can_serve_linearizable(0.0)
 
@@ -511,7 +511,7 @@ _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_siz
 
 @given(st.dictionaries(st.sampled_from(["ok", "epoch", "version", "isr", "retry", "x"]), _json, max_size=6) | _json)
 def test_a_malformed_arbiter_answer_is_a_protocol_error_and_never_moves_the_master(answer):
-    """``validate_isr_answer`` raises only ProtocolError on anything msgpack can carry, and the
+    """``validate_isr_answer`` raises only MalformedMessage on anything msgpack can carry, and the
     master treats a malformed answer as no answer."""
     a = arbiter_for(["s/1"])
     m = mk("s/0")
@@ -520,7 +520,7 @@ def test_a_malformed_arbiter_answer_is_a_protocol_error_and_never_moves_the_mast
     try:
         M.validate_isr_answer(answer)
         valid = True
-    except M.ProtocolError:
+    except M.MalformedMessage:
         valid = False
     before = (m.master.isr_version, set(m.master.counted))
     m.on_arbiter_reply(sync, answer, 0.1)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-DEFAULT_WINDOW_S = 120.0
+#: how far a call's timestamp may be from now, and how long its nonce is remembered
+REPLAY_WINDOW_S = 120.0
 
 
 class NonceCache:
@@ -20,7 +21,7 @@ class NonceCache:
     from the front, never by scanning them all.
     """
 
-    def __init__(self, window: float = DEFAULT_WINDOW_S) -> None:
+    def __init__(self, window: float = REPLAY_WINDOW_S) -> None:
         self.window = window
         self._seen: dict[str, float] = {}  # nonce -> monotonic arrival time, oldest first
         self._lock = threading.Lock()

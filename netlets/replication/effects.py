@@ -13,7 +13,7 @@ The core appends these to ``Replica.effects``; the runner drains them with
   ``Replica.on_arbiter_failed(request)`` when none came. Any number may be in
   flight at the runner (late, lost, duplicated): the core acts only on the
   answer to the one request it is waiting for.
-* :class:`Fenced` — this replica learned of a higher epoch while master: it
+* :class:`MasterFenced` — this replica learned of a higher epoch while master: it
   will commit nothing more; the runner should step down (exit; the node
   restarts the slot as a backup).
 * :class:`RoleChanged` — call the netlet hook (``on_master``/``on_backup``).
@@ -48,7 +48,7 @@ class ArbiterRequest:
 
 
 @dataclass(frozen=True)
-class Fenced:
+class MasterFenced:
     epoch: int  # the higher epoch that fenced us
 
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import messages as M
-from .effects import ArbiterRequest, Complete, Fenced, Send
+from .effects import ArbiterRequest, Complete, MasterFenced, Send
 from .state import not_master
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ class MasterRole:
     def on_reply(self, peer: str, reply: dict, now: float) -> None:
         try:
             reply = M.validate(reply, (M.ACK, M.MISMATCH, M.STALE))
-        except M.ProtocolError:
+        except M.MalformedMessage:
             return
         if self.fenced:
             return
@@ -348,7 +348,7 @@ class MasterRole:
             return
         try:
             answer = M.validate_isr_answer(answer)
-        except M.ProtocolError:
+        except M.MalformedMessage:
             answer = {"retry": "malformed answer"}
         epoch = answer.get("epoch", self.epoch)
         if epoch > self.epoch:
@@ -405,4 +405,4 @@ class MasterRole:
             for token in tokens:
                 r.effects.append(Complete(token, not_master(f"fenced by epoch {epoch}")))
         self.waiters.clear()
-        r.effects.append(Fenced(epoch))
+        r.effects.append(MasterFenced(epoch))

@@ -4,7 +4,7 @@ Everything here is a plain ``dict``/``list``/``str``/``int``/``bytes``/``None``/
 ``bool`` value, so it survives msgpack unchanged (no tuples needed, no integer
 dict keys). Each message is a dict with a type tag ``"t"``. Constructors build
 them; :func:`validate` checks one received from the network and raises
-:class:`ProtocolError` when it is malformed (the receiver then drops it).
+:class:`MalformedMessage` when it is malformed (the receiver then drops it).
 
 Entries
 -------
@@ -60,7 +60,7 @@ STALE = "stale"
 PROMISE = "promise"
 
 
-class ProtocolError(ValueError):
+class MalformedMessage(ValueError):
     """A received message is malformed; the receiver drops it."""
 
 
@@ -94,14 +94,14 @@ def e_cmd(e: list) -> Any:
 def validate_entry(e: Any) -> list:
     """Check one entry; return it as a list (msgpack may hand back a list anyway)."""
     if not isinstance(e, (list, tuple)) or len(e) != 5:
-        raise ProtocolError(f"bad entry: {e!r:.80}")
+        raise MalformedMessage(f"bad entry: {e!r:.80}")
     seq, epoch, kind, req_id, _ = e
     if not _is_int(seq) or seq < 1 or not _is_int(epoch) or epoch < 0:
-        raise ProtocolError(f"bad entry position: {e!r:.80}")
+        raise MalformedMessage(f"bad entry position: {e!r:.80}")
     if kind not in (CMD, NOOP):
-        raise ProtocolError(f"bad entry kind: {kind!r}")
+        raise MalformedMessage(f"bad entry kind: {kind!r}")
     if req_id is not None and not isinstance(req_id, str):
-        raise ProtocolError(f"bad request id: {req_id!r}")
+        raise MalformedMessage(f"bad request id: {req_id!r}")
     return list(e)
 
 
@@ -163,13 +163,13 @@ def _is_int(v: Any) -> bool:
 def validate(msg: Any, expect: tuple[str, ...] | None = None) -> dict:
     """Check a received message's shape; return it (entries normalised to lists).
 
-    ``expect`` restricts the accepted types. Raises :class:`ProtocolError`.
+    ``expect`` restricts the accepted types. Raises :class:`MalformedMessage`.
     """
     if not isinstance(msg, dict):
-        raise ProtocolError(f"message is not a dict: {type(msg).__name__}")
+        raise MalformedMessage(f"message is not a dict: {type(msg).__name__}")
     t = msg.get("t")
     if t not in _FIELDS or (expect is not None and t not in expect):
-        raise ProtocolError(f"unexpected message type {t!r}")
+        raise MalformedMessage(f"unexpected message type {t!r}")
     for name, typ in _FIELDS[t].items():
         v = msg.get(name)
         if typ is int:
@@ -179,17 +179,17 @@ def validate(msg: Any, expect: tuple[str, ...] | None = None) -> dict:
         else:
             ok = isinstance(v, typ)
         if not ok:
-            raise ProtocolError(f"{t}: bad field {name}={v!r:.60}")
+            raise MalformedMessage(f"{t}: bad field {name}={v!r:.60}")
     if t == APPEND:
         entries = [validate_entry(e) for e in msg["entries"]]
         for i, e in enumerate(entries):
             if e[0] != msg["prev_seq"] + 1 + i:
-                raise ProtocolError("append: entries are not contiguous after prev_seq")
+                raise MalformedMessage("append: entries are not contiguous after prev_seq")
         msg = dict(msg, entries=entries)
     elif t == PROMISE:
         pos = msg["position"]
         if len(pos) != 2 or not all(_is_int(x) for x in pos):
-            raise ProtocolError(f"promise: bad position {pos!r}")
+            raise MalformedMessage(f"promise: bad position {pos!r}")
     return msg
 
 
@@ -204,16 +204,16 @@ def position_of(pos: Any) -> tuple[int, int]:
 # ``{"retry": reason, "epoch"?}`` — not decided (store failure, not the lease holder): ask again.
 
 def validate_isr_answer(answer: Any) -> dict:
-    """Check an arbiter answer (see above); raises :class:`ProtocolError` when malformed."""
+    """Check an arbiter answer (see above); raises :class:`MalformedMessage` when malformed."""
     if not isinstance(answer, dict):
-        raise ProtocolError(f"arbiter answer is not a dict: {type(answer).__name__}")
+        raise MalformedMessage(f"arbiter answer is not a dict: {type(answer).__name__}")
     if "epoch" in answer and not _is_int(answer["epoch"]):
-        raise ProtocolError(f"arbiter answer: bad epoch {answer['epoch']!r:.40}")
+        raise MalformedMessage(f"arbiter answer: bad epoch {answer['epoch']!r:.40}")
     if "retry" in answer:
         return answer
     isr = answer.get("isr")
     if (not isinstance(answer.get("ok"), bool) or "epoch" not in answer or not _is_int(answer.get("version"))
             or not isinstance(isr, dict)
             or not all(isinstance(s, str) and (i is None or isinstance(i, str)) for s, i in isr.items())):
-        raise ProtocolError(f"bad arbiter answer: {answer!r:.80}")
+        raise MalformedMessage(f"bad arbiter answer: {answer!r:.80}")
     return answer

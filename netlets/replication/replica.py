@@ -150,7 +150,7 @@ class Replica:
     def handle(self, msg: dict, now: float | None = None) -> dict | None:
         """A message from a master (``append``/``snapshot``); returns the reply.
 
-        Malformed messages raise :class:`~.messages.ProtocolError`.
+        Malformed messages raise :class:`~.messages.MalformedMessage`.
         """
         msg = M.validate(msg, (M.APPEND, M.SNAPSHOT))
         if msg["t"] == M.APPEND:

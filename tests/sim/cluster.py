@@ -19,8 +19,8 @@ from typing import Any
 
 from hosting.arbiter import Arbiter, StaleEpoch
 from hosting.election_core import ElectionRunner, Facts
-from netlets.replicated import LEASE_SAFETY
-from netlets.replication import (ArbiterRequest, Complete, Fenced, FileStorage, MemoryStorage,
+from hosting.timing import EPSILON
+from netlets.replication import (ArbiterRequest, Complete, MasterFenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
 
 from . import arbiter_link
@@ -259,7 +259,7 @@ class Cluster:
         """A grant or renewal answered now: the node's side ends ``ttl`` from now, the holder's
         ``ttl·(1-ε)`` from now (it counts from sending the renewal, which is now here)."""
         n.lease_expiry = self.now + ttl
-        n.replica.lease_valid_until = self.now + ttl * (1 - LEASE_SAFETY)
+        n.replica.lease_valid_until = self.now + ttl * (1 - EPSILON)
 
     def owner_change(self) -> None:
         """Another node takes the app over (the old owner died): it shares the arbiter's state
@@ -408,7 +408,7 @@ class Cluster:
                         if n.fenced_seen:
                             raise InvariantError(f"fenced master {slot} acknowledged {req}")
                         self.acked[req] = eff.outcome["value"]
-                elif isinstance(eff, Fenced):
+                elif isinstance(eff, MasterFenced):
                     n.fenced_seen = True
                 elif isinstance(eff, RoleChanged) and eff.role == "master":
                     n.fenced_seen = False  # a new term of this process
