@@ -7,7 +7,7 @@ Contracts:
   * A lease expires ``ttl`` seconds (monotonic) after its last grant or renewal,
     unless revoked first. ``on_expire`` is called at most once per grant, on
     the timer thread, never for a revoked lease.
-  * ``renew`` of an unknown, revoked or expired lease returns False and does
+  * ``renew`` of an unknown, revoked or expired lease returns None and does
     not resurrect it: the holder must be granted a new lease.
 """
 

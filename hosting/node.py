@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import bindings, grants, wire
+from hosting import bindings, grants
 from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
@@ -762,9 +762,3 @@ class Node(SupervisorHooks):
 def _parse_stored(row) -> Descriptor:
     """Re-parse a descriptor kept in the registry (never opening files it names)."""
     return warrants.parse_descriptor(row["descriptor"], row["source"], read_files=False)
-
-
-
-def open_node(home: Path, host: str = "127.0.0.1", port: int = 0) -> Node:
-    wire.configure()
-    return Node(NodeConfig(home=Path(home), host=host, port=port))

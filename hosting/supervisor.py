@@ -66,7 +66,7 @@ from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
 from hosting.registry import Registry
 from hosting.resources import bind_resources, wipe
-from hosting.spawn import spawn_netlet
+from hosting.spawn import spawn_app_process
 from hosting.start_queue import StartQueue
 from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
@@ -256,9 +256,9 @@ class Supervisor:
             slot_dir = self.home.slot_dir(app, slot)
             sandbox = self.confinement.prepare(app, Path(rt.codebase_dir), slot_dir,
                                                [Path(r["path"]) for r in told.values() if r["kind"] == "directory"])
-            spawned = spawn_netlet(cwd=slot_dir, sandbox=sandbox,
-                                   log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
-                                   env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
+            spawned = spawn_app_process(cwd=slot_dir, sandbox=sandbox,
+                                         log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
+                                         env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
         except BaseException:
             with self.lock:  # nothing runs: the slot is free again
                 self.live.pop(netlet_id, None)
