@@ -42,7 +42,7 @@ from hosting.lessor import Lessor
 from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
 from hosting.registry import Registry, RegistryEpochStore
-from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
+from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
@@ -129,7 +129,7 @@ class Node(SupervisorHooks):
         self.confinement = Confinement(self.home, self.registry, config.confine)
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
-        self.lessor = Lessor(self.timers, self._on_lease_expired)
+        self.lessor = Lessor(self.timers)  # each lease's expiry is its granter's (supervisor, control)
         self.etcd = Etcd(config.cluster, tls=config.etcd_tls) if config.cluster else None
         member_info = {"service": self.service_id, "started": time.time()}
         #: set while this node may run netlets: always alone, while a member in a cluster
@@ -679,13 +679,6 @@ class Node(SupervisorHooks):
         endpoint = self.status_cache.get(netlet.netlet_id, {}).get("endpoint")
         if netlet.ready and endpoint and netlet.end_reason is None:
             self.cluster.publish(netlet.app, netlet.slot, netlet.netlet_id, endpoint)
-
-    # -- leases -----------------------------------------------------------
-    def _on_lease_expired(self, lease_id: str) -> None:
-        if lease_id.startswith(NETLET_LEASE_PREFIX):
-            self.supervisor.on_lease_expired(lease_id[len(NETLET_LEASE_PREFIX):])
-        else:
-            self.control.expired(lease_id.split(":", 1)[1])
 
     # -- supervisor hooks (SupervisorHooks) --------------------------------
     def may_start(self, app: str, slot: str) -> bool:

@@ -248,7 +248,7 @@ class Supervisor:
             self.registry.update_slot(app, slot, incarnation=incarnation, resources=recorded)
             live = LiveNetlet(netlet_id, app, slot, incarnation, 0, time.monotonic())  # pid 0: spawning
             self.live[netlet_id] = live
-            self.lessor.grant(lease_id_of(netlet_id), max(self.start_timeout, rt.descriptor.lease_ttl))
+            self._grant_lease(netlet_id, max(self.start_timeout, rt.descriptor.lease_ttl))
         try:
             self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
@@ -328,7 +328,7 @@ class Supervisor:
                 if abs(psutil.Process(row["pid"]).create_time() - row["create_time"]) > 0.01:
                     self.live.pop(fd_key, None)
                     return False
-                self.lessor.grant(lease_id_of(row["id"]), max(descriptor_ttl * 3, 3.0))
+                self._grant_lease(row["id"], max(descriptor_ttl * 3, 3.0))
             self.registry.add_event("netlet.adopted", row["app"], row["slot"], netlet=row["id"], pid=row["pid"])
             return True
         except (psutil.NoSuchProcess, ProcessGone):
@@ -396,6 +396,10 @@ class Supervisor:
                 n.blameless = True
                 self.watcher.signal_group(n.netlet_id, signal.SIGKILL)
         return [n.netlet_id for n in victims]
+
+    def _grant_lease(self, netlet_id: str, ttl: float) -> None:
+        """(Re)start the netlet's lease: its expiry means the netlet hangs (``on_lease_expired``)."""
+        self.lessor.grant(lease_id_of(netlet_id), ttl, lambda: self.on_lease_expired(netlet_id))
 
     def on_lease_expired(self, netlet_id: str) -> None:
         with self.lock:
