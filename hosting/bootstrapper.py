@@ -40,7 +40,7 @@ from typing import Any
 import warrants
 from hosting import bindings
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
-from hosting.spawn import spawn_netlet
+from hosting.spawn import spawn_app_process
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ class Bootstrapper:
             row = node.registry.app(app)
             sandbox = node.supervisor.confinement.prepare(app, node.codebases.dir_of(row["codebase_sha"]),
                                                           cwd, [])
-            spawned = spawn_netlet(cwd=cwd, sandbox=sandbox,
-                                   log_dir=log_dir, incarnation=run_no, module=BOOTSTRAP_MODULE,
-                                   env_extra={"JTRIX_APP": app, "JTRIX_BOOTSTRAP": mode}, secrets=doc)
+            spawned = spawn_app_process(cwd=cwd, sandbox=sandbox,
+                                         log_dir=log_dir, incarnation=run_no, module=BOOTSTRAP_MODULE,
+                                         env_extra={"JTRIX_APP": app, "JTRIX_BOOTSTRAP": mode}, secrets=doc)
             run = BootstrapRun(app, mode, spawned.pid, spawned.popen, spawned.log_path, time.monotonic(),
                                door=door)
             self.runs[app] = run

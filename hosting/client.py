@@ -23,7 +23,7 @@ from Pyro5.errors import TimeoutError as CallTimeout
 import warrants
 from hosting import wire
 from hosting.auth import make_auth
-from hosting.home import Home, default_home
+from hosting.home import Home, default_home, read_node_info
 from hosting.tls import TLSIdentity, client_identity
 from warrants.errors import BadInput, JtrixError, NotFound
 
@@ -70,8 +70,6 @@ class HostingClient:
         """A client of the node recorded in ``home`` (or of the node at ``uri``) acting with the
         home's admin warrant (or the one given), over TLS with the home's client identity when
         the home's node is a cluster member (``hosting.tls.client_identity``)."""
-        from hosting.daemon import read_node_info
-
         h = Home(Path(home) if home else default_home())
         info = {"uri": uri} if uri else read_node_info(h.root)
         if not info or not info.get("uri"):

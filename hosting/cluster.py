@@ -130,8 +130,27 @@ class ClusterAgent:
         self._lock = threading.Lock()
         self._rebalancing = threading.Lock()
 
+    #: a netlet on a node that vanished is presumed dead, not seen dead (``hosting.topology``)
+    sees_all_netlets = False
+
     def start(self) -> None:
         self.view.start()
+
+    def recover(self) -> None:
+        """The cluster says what runs here and who owns what: loading the view hosts the slots
+        placed here and claims apps whose owner is gone; re-adopted netlets are published
+        again, and control of the apps this node still owns is taken up."""
+        node = self.node
+        self.start()
+        for row in node.registry.apps():
+            if row["state"] != "terminating":
+                self.stop_superseded(row["name"])
+                self.host(row["name"])
+        for netlet in list(node.supervisor.live.values()):  # re-adopted: under the node's lease now
+            self._publish(netlet)  # (not those host() just stopped: their slots moved meanwhile)
+        for row in node.registry.apps():
+            if self.owns(row["name"]):  # still ours: our lease outlived our restart
+                node.recover_control(row["name"])
 
     def close(self) -> None:
         self.view.close()
@@ -143,6 +162,13 @@ class ClusterAgent:
     # -- who owns what --------------------------------------------------------
     def owns(self, app: str) -> bool:
         return self.node.membership.owns(app)
+
+    def forwarded_here(self, app: str) -> bool:
+        return self.owns(app)
+
+    def owner_elsewhere(self, app: str) -> str | None:
+        owner = self.view.owner(app)
+        return owner if owner not in (None, self.node.name) else None
 
     def owner_call(self, app: str, op: str, *args: Any) -> Any:
         """Run ``op`` on the app's owner (NotOwner if none is known; JtrixError if unreachable)."""
@@ -164,6 +190,22 @@ class ClusterAgent:
                                        timeout=FORWARD_TIMEOUT_S, tls=self.node.tls)
                 self._clients[uri] = client
             return client
+
+    # -- an app's life (the owner) -------------------------------------------------
+    def share_app(self, app: str, descriptor_xml: bytes, source: str, codebase_sha: str, secret: bytes) -> None:
+        """Store what any node needs to run (or take over) the app."""
+        self.store.put_codebase(codebase_sha, self.node.codebases.archive(codebase_sha))
+        self.store.put_app(app, descriptor_xml, source, codebase_sha, secret)
+
+    def unplace(self, app: str) -> None:
+        self.etcd.delete(f"apps/{app}/placement")
+
+    def wait_unpublished(self, app: str, timeout: float) -> bool:
+        return self.view.wait_until(lambda: not self.view.live(app), timeout)
+
+    def forget_app(self, app: str) -> None:
+        self.store.delete_app(app)
+        self.etcd.delete(f"apps/{app}/moved")
 
     # -- placing (the owner) ---------------------------------------------------
     def slot_types(self, app: str) -> dict[str, str]:
@@ -232,6 +274,10 @@ class ClusterAgent:
         it now (what to act on after a pause, when the view may still be catching up)."""
         placement = self.stored_placement(app) if fresh else self.view.placement(app)
         return sorted(s for s, n in (placement or {}).items() if n == self.node.name)
+
+    def hosts(self, app: str, slot: str) -> bool:
+        """Whether ``slot`` is placed on this node, as the view has it."""
+        return slot in self.placed_here(app)
 
     def may_run(self, app: str, slot: str) -> bool:
         """Whether ``slot`` is placed on this node now (False when etcd cannot tell)."""
@@ -318,6 +364,33 @@ class ClusterAgent:
         if not self.node.codebases.has(spec["codebase"]):
             self.node.add_codebase(self.store.get_codebase(spec["codebase"]), spec["codebase"])
         self.node.register_app(spec["descriptor"], spec["source"], spec["codebase"], spec["secret"])
+
+    def replicas(self, app: str) -> dict[str, tuple[str, str]]:
+        return {slot: (n.netlet_id, n.endpoint) for slot, n in self.view.live(app).items()}
+
+    def netlet_ready(self, app: str, slot: str, netlet_id: str) -> None:
+        self.endpoint_changed(netlet_id)  # without an endpoint yet: published once it serves one
+
+    def endpoint_changed(self, netlet_id: str) -> None:
+        netlet = self.node.supervisor.live.get(netlet_id)
+        if netlet is not None:
+            self._publish(netlet)  # the owner learns of it by its view
+
+    def netlet_gone(self, app: str, slot: str, netlet_id: str) -> None:
+        try:
+            self.unpublish(app, slot, netlet_id)
+        except JtrixError as err:  # etcd down: the key goes with this node's lease anyway
+            log.warning("unpublishing %s: %s", netlet_id, err)
+
+    def _publish(self, netlet) -> None:
+        """Publish a ready netlet of this node's (once its endpoint is known) to the cluster —
+        never one the node is ending. The slot's key is one for the whole cluster: a netlet
+        stopped because its slot was placed on another node (say, re-adopted by a restart after
+        the slot moved) would overwrite its successor's entry, then delete it on exiting
+        (``unpublish``), hiding a running replica from the owner for good."""
+        endpoint = self.node.status_cache.get(netlet.netlet_id, {}).get("endpoint")
+        if netlet.ready and endpoint and netlet.end_reason is None:
+            self.publish(netlet.app, netlet.slot, netlet.netlet_id, endpoint)
 
     def publish(self, app: str, slot: str, netlet_id: str, endpoint: str) -> None:
         """Publish a ready netlet as ``slot``'s replica — unless a newer incarnation of the slot

@@ -46,14 +46,12 @@ from typing import Any
 
 import psutil
 
-from hosting.home import Home
+from hosting.home import ID_RANGE, Home
 from netlets import landlock
 from warrants.errors import BadInput
 
 log = logging.getLogger(__name__)
 
-#: uids/gids the node gives to apps and codebases (systemd's DynamicUser range)
-ID_RANGE = range(61184, 65520)
 MODES = ("auto", "uid", "landlock", "none")
 TMP_NAME = ".tmp"
 

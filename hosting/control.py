@@ -74,6 +74,10 @@ class ControlLeases:
     def lease_id(app: str) -> str:
         return CONTROL_LEASE_PREFIX + app
 
+    def _grant(self, app: str, ttl: float) -> None:
+        """(Re)start the app's lease for ``ttl`` seconds: its running out is :meth:`expired`."""
+        self.lessor.grant(self.lease_id(app), ttl, lambda: self.expired(app))
+
     def holder(self, app: str) -> str | None:
         """The netlet id holding the lease now (None when free or lapsed)."""
         return self.current(app)["holder"]
@@ -92,10 +96,10 @@ class ControlLeases:
         the node does not serve yet)."""
         with self._lock:
             if self._serving:
-                self.lessor.grant(self.lease_id(app), ttl)
+                self._grant(app, ttl)
             else:
                 self._before_serving[app] = ttl
-                self.lessor.grant(self.lease_id(app), UNTIL_SERVING_S)
+                self._grant(app, UNTIL_SERVING_S)
             if event:
                 self.registry.add_event("control.granted", app, slot_of(holder), holder=holder, epoch=epoch)
 
@@ -106,7 +110,7 @@ class ControlLeases:
             pending, self._before_serving = self._before_serving, {}
             for app, ttl in pending.items():
                 if self.lessor.get(self.lease_id(app)) is not None:  # not revoked meanwhile
-                    self.lessor.grant(self.lease_id(app), ttl)
+                    self._grant(app, ttl)
 
     def acquire(self, app: str, holder: str, ttl: float) -> int:
         """For non-replicated apps: take the lease if free; returns the epoch."""
@@ -115,7 +119,7 @@ class ControlLeases:
             if cur["holder"] is not None and cur["holder"] != holder:
                 raise LeaseFenced(f"control lease of {app} is held by {cur['holder']} (epoch {cur['epoch']})")
             if cur["holder"] == holder:
-                self.lessor.grant(self.lease_id(app), ttl)
+                self._grant(app, ttl)
                 return cur["epoch"]
             self.arbiter.netlet_started(app, slot_of(holder), holder)
             epoch = self.arbiter.bootstrap(app, slot_of(holder))
@@ -132,7 +136,7 @@ class ControlLeases:
                              f" (current epoch {cur['epoch']})")
             if self.lessor.get(self.lease_id(app)) is None:
                 raise LeaseFenced(f"control lease of {app} at epoch {epoch} has expired (current epoch {cur['epoch']})")
-            self.lessor.grant(self.lease_id(app), ttl)
+            self._grant(app, ttl)
             return ttl
 
     def release(self, app: str, holder: str, epoch: int) -> None:

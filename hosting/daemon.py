@@ -14,7 +14,6 @@ Contracts:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -31,7 +30,7 @@ import psutil
 from hosting import wire
 from hosting.api import HostingAPI
 from hosting.etcd import TLSFiles
-from hosting.home import Home
+from hosting.home import Home, read_node_info
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
 from hosting.tls import client_identity
@@ -47,13 +46,6 @@ OBJECT_ID = "jtrix.hosting"
 def etcd_tls_of(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | None:
     """The etcd TLS settings from three optional file paths (None when none is given)."""
     return TLSFiles(ca, cert, key) if (ca or cert or key) else None
-
-
-def read_node_info(home: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(Home(Path(home)).node_json.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -85,8 +85,7 @@ class Elector:
     def request(self, app: str) -> None:
         """Run an election for ``app`` now (or right after the one in progress); in a
         cluster only the app's owner runs its elections."""
-        cluster = self.node.cluster
-        if cluster is not None and not cluster.owns(app):
+        if not self.node.topology.owns(app):
             return
         self.runner.request(app)
 
@@ -124,11 +123,10 @@ class Elector:
         if not registered:
             return Facts(registered=False)
         live = self.live_replicas(app)
-        cluster = node.cluster
         return Facts(registered=True, terminating=node.supervisor.is_terminating(app),
-                     owner=cluster is None or cluster.owns(app), held=node.control.holder(app) is not None,
+                     owner=node.topology.owns(app), held=node.control.holder(app) is not None,
                      slots=tuple(mt.slots), live=live, eligible=tuple(node.arbiter.eligible(app, live)),
-                     warm_blocked=cluster is not None and cluster.warm_start_blocked(app),
+                     warm_blocked=node.topology.warm_start_blocked(app),
                      trusted=self._trusted(app))
 
     def _trusted(self, app: str) -> dict | None:

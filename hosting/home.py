@@ -30,16 +30,20 @@ only those it needs (see there).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warrants import names
 from warrants.errors import BadInput
 
 ADMIN_WARRANT_DAYS = 3650
+#: uids/gids the node gives to apps and codebases (systemd's DynamicUser range; ``hosting.confine``)
+ID_RANGE = range(61184, 65520)
 log = logging.getLogger(__name__)
 
 
@@ -108,6 +112,14 @@ class Home:
                            names.check_slot(slot, allow_bootstrap=True).replace("/", "-"))
 
 
+def read_node_info(home: Path) -> dict[str, Any] | None:
+    """What the home's ``node.json`` records of its running node (None: none recorded, or unreadable)."""
+    try:
+        return json.loads(Home(Path(home)).node_json.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_secret(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -145,8 +157,6 @@ def make_private(root: Path, at_most: dict[Path, int] | None = None) -> int:
     except the group rights :mod:`hosting.confine` granted to a netlet gid (read and search at
     most); an entry of ``at_most`` keeps at most the mode given there. Returns how many entries
     were changed; HomeNotOwned for one this user cannot change."""
-    from hosting.confine import ID_RANGE
-
     tightened = 0
     for dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
         for name in [*filenames, *dirnames, None]:

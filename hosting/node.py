@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import bindings, grants, netlet_status, wire
+from hosting import bindings, grants, netlet_status
 from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
@@ -42,9 +42,10 @@ from hosting.lessor import Lessor
 from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
 from hosting.registry import Registry, RegistryEpochStore
-from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
+from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.timing import Timing
+from hosting.topology import LocalTopology, Topology, at_owner, owner_operations
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
 from netlets.credential import CLIENT, credential, door_key
@@ -130,7 +131,7 @@ class Node(SupervisorHooks):
         self.confinement = Confinement(self.home, self.registry, config.confine)
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
-        self.lessor = Lessor(self.timers, self._on_lease_expired)
+        self.lessor = Lessor(self.timers)  # each lease's expiry is its granter's (supervisor, control)
         self.etcd = Etcd(config.cluster, tls=config.etcd_tls) if config.cluster else None
         member_info = {"service": self.service_id, "started": time.time()}
         #: set while this node may run netlets: always alone, while a member in a cluster
@@ -166,8 +167,11 @@ class Node(SupervisorHooks):
                                      start_timeout=config.start_timeout, hooks=self,
                                      start_limit=config.start_limit)
         self.bootstrapper = Bootstrapper(self)
-        #: the node's duties in a cluster (None when it is a cluster of one)
+        #: the node's duties in a cluster (None when it is a cluster of one): its store and member
+        #: clients, for what runs in a cluster only; whether anything is clustered asks ``topology``
         self.cluster: ClusterAgent | None = ClusterAgent(self, self.etcd) if self.etcd else None
+        #: where the node stands among nodes (``hosting.topology``): owning, hosting, forwarding
+        self.topology: Topology = self.cluster if self.cluster is not None else LocalTopology(self)
         #: in a cluster: this node's events copied to etcd, and the whole cluster's read from there
         self.event_shipper = EventShipper(self.etcd, self.name, self.registry) if self.etcd else None
         self.cluster_events = ClusterEvents(self.etcd) if self.etcd else None
@@ -230,32 +234,7 @@ class Node(SupervisorHooks):
                                             reason="died while the node was down")
             if row["state"] == "terminating":
                 self.supervisor.terminate(row["name"], descriptor.grace)
-                continue
-            if self.cluster is None:
-                self.recover_control(row["name"])
-                self._start_missing_slots(row["name"])
-        if self.cluster is not None:
-            # The cluster says what runs here and who owns what: loading the view hosts the
-            # slots placed here and claims apps whose owner is gone.
-            self.cluster.start()
-            for row in self.registry.apps():
-                if row["state"] != "terminating":
-                    self.cluster.stop_superseded(row["name"])
-                    self.cluster.host(row["name"])
-            for netlet in list(self.supervisor.live.values()):  # re-adopted: under the node's lease now
-                self._publish(netlet)  # (not those host() just stopped: their slots moved meanwhile)
-            for row in self.registry.apps():
-                if self.cluster.owns(row["name"]):  # still ours: our lease outlived our restart
-                    self.recover_control(row["name"])
-
-    def _start_missing_slots(self, app: str) -> None:
-        """Start every slot of ``app`` that should run and has no live netlet (at its backoff time)."""
-        for slot in self.registry.slots(app):
-            # failed: gave up; pending: never started (a custom bootstrap decides when)
-            if slot["state"] in ("failed", "pending") or self.supervisor.live_in_slot(app, slot["slot"]):
-                continue
-            delay = max(0.0, (slot["next_attempt"] or 0) - time.time())
-            self.timers.call_later(delay, lambda s=slot["slot"]: self.supervisor.request_start(app, s, "replace"))
+        self.topology.recover()
 
     def recover_control(self, app: str) -> None:
         """The master that held the control lease before this node (or the app's previous
@@ -273,7 +252,7 @@ class Node(SupervisorHooks):
             self.control.start_timing(app, holder, state.epoch, descriptor.lease_ttl, event=False)
             self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
             self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
-        elif holder is not None and self.cluster is not None:
+        elif holder is not None and not self.topology.sees_all_netlets:
             # Presumed dead (its node is gone), not seen dead: it may run on, believing in a lease
             # granted by the previous owner (whose grants nobody here knows) for up to a lease
             # TTL — an election before that could give the app two masters serving reads. So it
@@ -305,8 +284,7 @@ class Node(SupervisorHooks):
         self.supervisor.shutdown()
         self.bootstrapper.shutdown()
         self.elector.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        self.topology.close()
         self.membership.close()
         if self.trust is not None:
             self.trust.close()
@@ -337,14 +315,7 @@ class Node(SupervisorHooks):
     def replicas(self, app: str) -> dict[str, tuple[str, str]]:
         """slot → (netlet id, endpoint) of every ready netlet of ``app`` that serves an endpoint:
         this node's own, or in a cluster every node's (as published)."""
-        if self.cluster is not None:
-            return {slot: (n.netlet_id, n.endpoint) for slot, n in self.cluster.view.live(app).items()}
-        out = {}
-        for n in list(self.supervisor.live.values()):
-            endpoint = self.status_cache.get(n.netlet_id, {}).get("endpoint")
-            if n.app == app and n.ready and endpoint:
-                out[n.slot] = (n.netlet_id, endpoint)
-        return out
+        return self.topology.replicas(app)
 
     def add_codebase(self, data: bytes, sha: str | None) -> str:
         sha = self.codebases.add(data, sha)
@@ -365,8 +336,8 @@ class Node(SupervisorHooks):
         descriptor = warrants.parse_descriptor(descriptor_xml, source, read_files=False)
         if not self.codebases.pin(codebase_sha):  # pinned: replacing an app cannot collect it
             raise BadInput(f"codebase {codebase_sha[:12]} has not been uploaded")
-        owner = self.cluster.view.owner(descriptor.name) if self.cluster is not None else None
-        if owner not in (None, self.name):
+        owner = self.topology.owner_elsewhere(descriptor.name)
+        if owner is not None:
             raise AppClaimed(f"app {descriptor.name!r} runs on node {owner}")
         existing = self.registry.app(descriptor.name)
         if existing is not None:
@@ -375,15 +346,12 @@ class Node(SupervisorHooks):
             self.terminate(descriptor.name, wait_s=60)
         self.membership.claim_app(descriptor.name)
         secret = os.urandom(32)
-        if self.cluster is not None:  # what any node needs to run (or take over) the app
-            self.cluster.store.put_codebase(codebase_sha, self.codebases.archive(codebase_sha))
-            self.cluster.store.put_app(descriptor.name, descriptor_xml, source, codebase_sha, secret)
+        self.topology.share_app(descriptor.name, descriptor_xml, source, codebase_sha, secret)
         self.register_app(descriptor_xml, source, codebase_sha, secret)
         slots = [slot for t in descriptor.netlet_types for slot in t.slots]
         self.registry.add_event("app.submitted", descriptor.name, None, codebase=codebase_sha, slots=len(slots))
         self.elector.app_submitted(descriptor.name)
-        if self.cluster is not None:
-            self.cluster.place_app(descriptor.name, "launched")
+        self.topology.place_app(descriptor.name, "launched")
         if start:
             self.bootstrap(descriptor.name, "cold")
         return {"app": descriptor.name, "slots": slots}
@@ -406,10 +374,9 @@ class Node(SupervisorHooks):
         if descriptor.bootstrap_class:
             self.bootstrapper.start(app, mode)
             return
-        here = None if self.cluster is None else set(self.cluster.placed_here(app))  # others: their nodes
         for ntype in descriptor.netlet_types:
             for slot in ntype.slots:
-                if here is None or slot in here:
+                if self.topology.hosts(app, slot):  # others: their nodes
                     self.supervisor.request_start(app, slot, mode)
 
     def run_netlet(self, app: str, slot: str) -> str:
@@ -421,6 +388,7 @@ class Node(SupervisorHooks):
             raise JtrixError(f"{app}/{slot} is already running or the app is terminating")
         return netlet_id
 
+    @at_owner("terminate")
     def terminate(self, app: str, grace: float | None = None, wait_s: float = 60.0) -> bool:
         """Stop every netlet of ``app`` (SIGTERM, grace, SIGKILL); True once all are gone.
 
@@ -428,26 +396,20 @@ class Node(SupervisorHooks):
         unplaces the app — each node then stops its own netlets of it — and
         waits until none is published any more.
         """
-        if self.cluster is not None and not self.cluster.owns(app):
-            return self.cluster.owner_call(app, "terminate", grace, wait_s)
         descriptor = self.descriptor(app)
         started = time.monotonic()
-        if self.cluster is not None:
-            self.etcd.delete(f"apps/{app}/placement")
+        self.topology.unplace(app)
         rt = self.supervisor.terminate(app, descriptor.grace if grace is None else grace)
         if rt is None:
             raise NotFound(f"no app named {app!r}")
         self.bootstrapper.kill(app, wait_s)  # after terminate began: no bootstrap can start any more
         done = rt.gone.wait(wait_s)
-        if self.cluster is not None and done:  # other nodes' netlets: their keys go when they are gone
-            left = max(0.0, wait_s - (time.monotonic() - started))
-            done = self.cluster.view.wait_until(lambda: not self.cluster.view.live(app), left)
+        if done:  # other nodes' netlets: their keys go when they are gone
+            done = self.topology.wait_unpublished(app, max(0.0, wait_s - (time.monotonic() - started)))
         if done:
             self.lessor.revoke(self.control.lease_id(app))
             self.arbiter.forget(app)
-            if self.cluster is not None:
-                self.cluster.store.delete_app(app)
-                self.etcd.delete(f"apps/{app}/moved")
+            self.topology.forget_app(app)
             self.membership.release_app(app)
             self.collect_codebases()
         return done
@@ -472,7 +434,7 @@ class Node(SupervisorHooks):
         mt = descriptor.master_type
         if mt is None or slot not in mt.slots:
             raise NotFound(f"{app}/{slot} is not a replica of {app}")
-        if self.cluster is not None and slot not in self.cluster.placed_here(app):
+        if not self.topology.hosts(app, slot):
             raise BadInput(f"{app}/{slot} runs on another node: reset it there")
         holder = self.control.holder(app)
         if holder is not None and slot_of(holder) == slot:
@@ -574,16 +536,11 @@ class Node(SupervisorHooks):
                 answer["control"] = control
         return answer
 
+    @at_owner("renew", unforwarded=None)
     def control_renewal(self, app: str, netlet_id: str, epoch: int) -> dict[str, Any] | None:
         """Renew the control lease ``netlet_id`` claims at ``epoch`` (by the app's owner, in a
         cluster): ``{"ok", "epoch", "ttl"}``; None if the owner could not be asked (the lease
         is then not renewed, and runs out on the holder's clock)."""
-        if self.cluster is not None and not self.cluster.owns(app):
-            try:
-                return self.cluster.owner_call(app, "renew", netlet_id, epoch)
-            except JtrixError as err:
-                log.info("control renewal of %s not forwarded: %s", netlet_id, err)
-                return None
         try:
             return {"ok": True, "epoch": epoch,
                     "ttl": self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)}
@@ -591,27 +548,22 @@ class Node(SupervisorHooks):
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
 
     def owner_op(self, app: str, op: str, args: list) -> Any:
-        """What another node forwards to the app's owner (``hosting.cluster``)."""
-        if self.cluster is None or not self.cluster.owns(app):
+        """What another node forwards to the app's owner (``hosting.cluster``): the methods
+        decorated ``at_owner``, answered as if called here."""
+        if not self.topology.forwarded_here(app):
             raise NotOwner(f"node {self.name} does not own {app!r}")
-        if op == "renew":
-            return self.control_renewal(app, str(args[0]), int(args[1]))
-        if op == "arbiter":
-            return self.arbiter_request(*args)
-        if op == "access":
-            return self.app_access(app, *args)
-        if op == "terminate":
-            return self.terminate(app, *args)
-        raise BadInput(f"unknown owner operation {op!r}")
+        answer = OWNER_OPERATIONS.get(op)
+        if answer is None:
+            raise BadInput(f"unknown owner operation {op!r}")
+        return answer(self, app, args)
 
+    @at_owner("arbiter", app_of=lambda netlet_id: netlet_id.split("/", 1)[0])
     def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str | None,
                         incarnation: str | None, version: int | None = None) -> dict[str, Any]:
         """The master's ISR request (``hosting.arbiter.Arbiter.change_isr``; ``sync``: the current
         version). Fenced by epoch, by version and by holding the lease; an answer with
         ``retry`` was not decided (not the lease holder here, or the store failed)."""
         app = netlet_id.split("/", 1)[0]
-        if self.cluster is not None and not self.cluster.owns(app):
-            return self.cluster.owner_call(app, "arbiter", netlet_id, kind, epoch, slot, incarnation, version)
         if kind not in ("sync", "shrink", "expand"):
             raise BadInput(f"unknown arbiter request {kind!r}")
         if self.control.holder(app) != netlet_id:
@@ -625,10 +577,11 @@ class Node(SupervisorHooks):
             return {"retry": str(err)}
         if answer["ok"]:
             self.registry.add_event(f"isr.{kind}", app, slot, epoch=answer["epoch"], version=answer["version"])
-            if kind == "expand" and self.cluster is not None:
-                self.cluster.caught_up(app, str(slot))
+            if kind == "expand":
+                self.topology.caught_up(app, str(slot))
         return answer
 
+    @at_owner("access")
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
         """What an access point needs: the app's client credential (``netlets.credential``: it opens
         the client surface of the netlets, never replication), its netlets' endpoints and the master.
@@ -638,8 +591,6 @@ class Node(SupervisorHooks):
         learns of the next one the moment it can serve, instead of polling).
         ``ready`` says whether the listed master's promotion has completed.
         """
-        if self.cluster is not None and not self.cluster.owns(app):
-            return self.cluster.owner_call(app, "access", after_epoch, wait_s)
         if after_epoch is not None and wait_s > 0 and self.descriptor(app).master_type is not None:
             # Only a completed promotion ends the wait: after a node restart nothing counts as
             # promoted until the master is re-adopted or a new one wins.
@@ -668,31 +619,12 @@ class Node(SupervisorHooks):
                 log.warning("status of %s not recorded (retried at its next renewal): %s", netlet_id, err)
                 return
         self.status_cache[netlet_id] = new
-        if self.cluster is not None and new.get("endpoint") and new.get("endpoint") != old.get("endpoint"):
-            live = self.supervisor.live.get(netlet_id)
-            if live is not None:
-                self._publish(live)
-
-    def _publish(self, netlet) -> None:
-        """Publish a ready netlet of this node's (once its endpoint is known) to the cluster —
-        never one the node is ending. The slot's key is one for the whole cluster: a netlet
-        stopped because its slot was placed on another node (say, re-adopted by a restart after
-        the slot moved) would overwrite its successor's entry, then delete it on exiting
-        (``unpublish``), hiding a running replica from the owner for good."""
-        endpoint = self.status_cache.get(netlet.netlet_id, {}).get("endpoint")
-        if netlet.ready and endpoint and netlet.end_reason is None:
-            self.cluster.publish(netlet.app, netlet.slot, netlet.netlet_id, endpoint)
-
-    # -- leases -----------------------------------------------------------
-    def _on_lease_expired(self, lease_id: str) -> None:
-        if lease_id.startswith(NETLET_LEASE_PREFIX):
-            self.supervisor.on_lease_expired(lease_id[len(NETLET_LEASE_PREFIX):])
-        else:
-            self.control.expired(lease_id.split(":", 1)[1])
+        if new.get("endpoint") and new.get("endpoint") != old.get("endpoint"):
+            self.topology.endpoint_changed(netlet_id)
 
     # -- supervisor hooks (SupervisorHooks) --------------------------------
     def may_start(self, app: str, slot: str) -> bool:
-        return self.member.is_set() and (self.cluster is None or self.cluster.may_run(app, slot))
+        return self.member.is_set() and self.topology.may_run(app, slot)
 
     def start_priority(self, app: str) -> int:
         """Slots of replicated apps without a master start first (they cannot serve at all)."""
@@ -701,31 +633,20 @@ class Node(SupervisorHooks):
         return 0 if replicated and self.control.holder(app) is None else 1
 
     def next_incarnation(self, app: str, slot: str, local_next: int) -> int:
-        return local_next if self.cluster is None else self.cluster.next_incarnation(app, slot, local_next)
+        return self.topology.next_incarnation(app, slot, local_next)
 
     def netlet_spawned(self, app: str, slot: str, netlet_id: str) -> None:
         self.elector.netlet_spawned(app, slot, netlet_id)
 
     def netlet_ready(self, app: str, slot: str, netlet_id: str) -> None:
-        if self.cluster is None:
-            self.elector.netlet_ready(app, slot, netlet_id)
-            return
-        netlet = self.supervisor.live.get(netlet_id)
-        if netlet is not None:  # without an endpoint yet: published by report() once it serves one
-            self._publish(netlet)  # the owner learns of it by its view
+        self.topology.netlet_ready(app, slot, netlet_id)
 
     def netlet_gone(self, app: str, slot: str, netlet_id: str, reason: str) -> None:
         self.close_door(netlet_id)
         self.status_cache.pop(netlet_id, None)
-        if self.cluster is None or self.cluster.owns(app):
+        if self.topology.owns(app):
             self.control.revoke_if_held_by(app, netlet_id, f"holder {reason}")
-        if self.cluster is None:
-            self.elector.netlet_gone(app, slot, netlet_id)
-            return
-        try:
-            self.cluster.unpublish(app, slot, netlet_id)
-        except JtrixError as err:  # etcd down: the key goes with this node's lease anyway
-            log.warning("unpublishing %s: %s", netlet_id, err)
+        self.topology.netlet_gone(app, slot, netlet_id)
 
     # -- membership (cluster) ----------------------------------------------
     def _on_fenced(self, why: str) -> None:
@@ -745,10 +666,7 @@ class Node(SupervisorHooks):
         self.registry.add_event("node.rejoined", None, None, name=self.name)
         for row in self.registry.apps():
             if row["state"] == "running":
-                if self.cluster is not None:
-                    self.cluster.host(row["name"])
-                else:
-                    self._start_missing_slots(row["name"])
+                self.topology.host(row["name"])
 
     def _on_app_lost(self, app: str, why: str = "claimed by another node while this one was fenced") -> None:
         """Another node owns ``app`` now (its elections and control lease); this node goes on
@@ -762,12 +680,10 @@ class Node(SupervisorHooks):
         self.elector.control_lost(app)
 
 
+#: owner operation -> how the owner answers one forwarded to it (``Node.owner_op``)
+OWNER_OPERATIONS = owner_operations(Node)
+
+
 def _parse_stored(row) -> Descriptor:
     """Re-parse a descriptor kept in the registry (never opening files it names)."""
     return warrants.parse_descriptor(row["descriptor"], row["source"], read_files=False)
-
-
-
-def open_node(home: Path, host: str = "127.0.0.1", port: int = 0) -> Node:
-    wire.configure()
-    return Node(NodeConfig(home=Path(home), host=host, port=port))

@@ -48,10 +48,11 @@ def new_log_path(log_dir: Path, incarnation: int) -> Path:
     return log_dir / f"{stamp}-{incarnation}.log"
 
 
-def spawn_netlet(*, cwd: Path, log_dir: Path, incarnation: int,
-                 env_extra: dict[str, str], secrets: dict[str, Any], sandbox: "Sandbox",
-                 module: str = NETLET_MODULE) -> Spawned:
-    """Start one netlet process (``python -m <module>``); returns once it exists (not once it is ready)."""
+def spawn_app_process(*, cwd: Path, log_dir: Path, incarnation: int,
+                       env_extra: dict[str, str], secrets: dict[str, Any], sandbox: "Sandbox",
+                       module: str = NETLET_MODULE) -> Spawned:
+    """Start one process the node runs for an app — a netlet (the default ``module``) or another
+    such as its bootstrap (``python -m <module>``); returns once it exists (not once it is ready)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = new_log_path(log_dir, incarnation)
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}

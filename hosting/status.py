@@ -63,9 +63,8 @@ def app_view(node, app_row) -> dict[str, Any]:
     netlets = {(n["slot"], n["incarnation"]): n for n in node.registry.netlets(app)}
     control = node.control.current(app)
     views = []
-    here = None if node.cluster is None else set(node.cluster.placed_here(app))  # others: their nodes
     for slot_row in node.registry.slots(app):
-        if here is None or slot_row["slot"] in here:
+        if node.topology.hosts(app, slot_row["slot"]):  # others: their nodes
             views.append(netlet_view(node, slot_row, netlets.get((slot_row["slot"], slot_row["incarnation"]))))
     master = None
     if control["holder"]:

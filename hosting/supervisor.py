@@ -66,7 +66,7 @@ from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
 from hosting.registry import Registry
 from hosting.resources import bind_resources, wipe
-from hosting.spawn import spawn_netlet
+from hosting.spawn import spawn_app_process
 from hosting.start_queue import StartQueue
 from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
@@ -250,7 +250,7 @@ class Supervisor:
             live = LiveNetlet(netlet_id, app, slot, incarnation, 0, time.monotonic())  # pid 0: spawning
             self.live[netlet_id] = live
             timing = Timing(lease_ttl=rt.descriptor.lease_ttl)
-            self.lessor.grant(lease_id_of(netlet_id), timing.start_lease_s(self.start_timeout))
+            self._grant_lease(netlet_id, timing.start_lease_s(self.start_timeout))
         try:
             self.hooks.netlet_spawned(app, slot, netlet_id)
             secrets = self.make_secrets(app, slot, netlet_id, incarnation, told)
@@ -258,9 +258,9 @@ class Supervisor:
             slot_dir = self.home.slot_dir(app, slot)
             sandbox = self.confinement.prepare(app, Path(rt.codebase_dir), slot_dir,
                                                [Path(r["path"]) for r in told.values() if r["kind"] == "directory"])
-            spawned = spawn_netlet(cwd=slot_dir, sandbox=sandbox,
-                                   log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
-                                   env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
+            spawned = spawn_app_process(cwd=slot_dir, sandbox=sandbox,
+                                         log_dir=self.home.log_dir(app, slot), incarnation=incarnation,
+                                         env_extra={"JTRIX_APP": app, "JTRIX_SLOT": slot}, secrets=secrets)
         except BaseException:
             with self.lock:  # nothing runs: the slot is free again
                 self.live.pop(netlet_id, None)
@@ -330,7 +330,7 @@ class Supervisor:
                 if abs(psutil.Process(row["pid"]).create_time() - row["create_time"]) > 0.01:
                     self.live.pop(fd_key, None)
                     return False
-                self.lessor.grant(lease_id_of(row["id"]), Timing(lease_ttl=descriptor_ttl).adopted_lease_s)
+                self._grant_lease(row["id"], Timing(lease_ttl=descriptor_ttl).adopted_lease_s)
             self.registry.add_event("netlet.adopted", row["app"], row["slot"], netlet=row["id"], pid=row["pid"])
             return True
         except (psutil.NoSuchProcess, ProcessGone):
@@ -398,6 +398,10 @@ class Supervisor:
                 n.blameless = True
                 self.watcher.signal_group(n.netlet_id, signal.SIGKILL)
         return [n.netlet_id for n in victims]
+
+    def _grant_lease(self, netlet_id: str, ttl: float) -> None:
+        """(Re)start the netlet's lease: its expiry means the netlet hangs (``on_lease_expired``)."""
+        self.lessor.grant(lease_id_of(netlet_id), ttl, lambda: self.on_lease_expired(netlet_id))
 
     def on_lease_expired(self, netlet_id: str) -> None:
         with self.lock:

@@ -82,6 +82,20 @@ def test_lease_expires_unless_renewed_and_revoke_is_silent():
         timers.stop()
 
 
+def test_a_lease_expires_into_its_own_callback_kept_across_re_grants():
+    timers = Timers()
+    default, own = [], []
+    lessor = Lessor(timers, default.append)
+    try:
+        lessor.grant("mine", 5.0, lambda: own.append("mine"))
+        lessor.grant("mine", 0.1)  # a re-grant (new ttl) keeps the lease's callback
+        lessor.grant("other", 0.1)
+        wait_for(lambda: own and default, 2, "both leases to expire")
+        assert own == ["mine"] and default == ["other"]
+    finally:
+        timers.stop()
+
+
 # -- registry and control leases -------------------------------------------
 def test_registry_events_are_ordered_and_epochs_never_go_back(tmp_path):
     reg = Registry(tmp_path / "r.sqlite")
