@@ -56,10 +56,6 @@ def warm_start_blocked(moved: set[str], isr: set[str], holder: str | None) -> bo
     return bool(moved) and not ((set(isr) | ({holder} if holder else set())) - set(moved))
 
 
-def _incarnation(netlet_id: str) -> int:
-    return int(netlet_id.rsplit("#", 1)[1])
-
-
 #: Owner operations and their argument counts. The forwarding node checked its own caller for
 #: the operation's right first (``hosting.api``: ``renew`` and ``arbiter`` come from a netlet
 #: warrant with ``lease`` bound to that netlet, ``access`` needs ``call``, ``terminate``
@@ -327,7 +323,7 @@ class ClusterAgent:
         value = json.dumps({"netlet": netlet_id, "node": self.node.name, "endpoint": endpoint})
         while True:
             kv = self.etcd.get(key)
-            if kv is not None and _incarnation(kv.json()["netlet"]) > _incarnation(netlet_id):
+            if kv is not None and names.NetletId.parse(kv.json()["netlet"]).incarnation > names.NetletId.parse(netlet_id).incarnation:
                 return
             if self.etcd.swap(key, value, kv.mod_revision if kv else 0, lease=self.node.membership.lease):
                 return

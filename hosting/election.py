@@ -31,6 +31,7 @@ from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts
                                    Retry, WarmStart, Won)
 from netlets.credential import replica_handshake
 from warrants.errors import NotFound
+from warrants.names import NetletId
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Elector:
         if holder is None:
             return
         live = self.live_replicas(app)
-        master_slot = holder.split("/", 1)[1].split("#", 1)[0]
+        master_slot = NetletId.parse(holder).slot
         if master_slot not in live:
             return
         epoch = self.node.arbiter.state(app).epoch

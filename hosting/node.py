@@ -32,7 +32,7 @@ from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
 from hosting.confine import Confinement
-from hosting.control import ControlLeases, Fenced, slot_of
+from hosting.control import ControlLeases, Fenced
 from hosting.election import Elector
 from hosting.etcd import Etcd, TLSFiles
 from hosting.etcd_epochs import EtcdEpochStore
@@ -49,6 +49,7 @@ from hosting.trust import EtcdTrust
 from netlets.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
+from warrants.names import NetletId, process_of
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +474,7 @@ class Node(SupervisorHooks):
         if self.cluster is not None and slot not in self.cluster.placed_here(app):
             raise BadInput(f"{app}/{slot} runs on another node: reset it there")
         holder = self.control.holder(app)
-        if holder is not None and slot_of(holder) == slot:
+        if holder is not None and NetletId.parse(holder).slot == slot:
             raise BadInput(f"{app}/{slot} is the master: only a backup can be rebuilt from the master")
         try:
             return self.supervisor.reset_slot(app, slot, descriptor.grace)
@@ -536,18 +537,21 @@ class Node(SupervisorHooks):
         """Open the door to ``holder`` (closing its place's previous holder's, if a spawn failed);
         the start document's ``node_door``: its own key."""
         with self._doors_lock:
-            self._doors[holder.rsplit("#", 1)[0]] = holder
+            self._doors[process_of(holder).place] = holder
         return {"holder": holder, "key": door_key(self.door_root, holder).hex()}
 
     def close_door(self, holder: str) -> None:
         """``holder`` exited: its key opens nothing more, and what it holds is shut down."""
         with self._doors_lock:
-            if self._doors.get(place := holder.rsplit("#", 1)[0]) == holder:
+            if self._doors.get(place := process_of(holder).place) == holder:
                 del self._doors[place]
         self.door_revoked(holder)  # after the door closed: nothing is reserved for it past this
 
     def door_open(self, holder: str) -> bool:
-        return self._doors.get(holder.rsplit("#", 1)[0]) == holder
+        try:
+            return self._doors.get(process_of(holder).place) == holder
+        except BadInput:
+            return False  # no process of this node's is named so
 
     def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:
         """A netlet's heartbeat: renew its lease (and the control lease it claims), record its status.
@@ -555,7 +559,7 @@ class Node(SupervisorHooks):
         The control part never raises: it answers ``{"ok": False, "epoch": current}``
         to a holder that lost the lease, which fences itself on seeing it.
         """
-        app = netlet_id.split("/", 1)[0]
+        app = NetletId.parse(netlet_id).app
         lease = self.lessor.renew(lease_id_of(netlet_id))
         if lease is None:
             raise NotFound(f"netlet {netlet_id} has no live lease (it is being replaced)")
@@ -607,7 +611,7 @@ class Node(SupervisorHooks):
         """The master's ISR request (``hosting.arbiter.Arbiter.change_isr``; ``sync``: the current
         version). Fenced by epoch, by version and by holding the lease; an answer with
         ``retry`` was not decided (not the lease holder here, or the store failed)."""
-        app = netlet_id.split("/", 1)[0]
+        app = NetletId.parse(netlet_id).app
         if self.cluster is not None and not self.cluster.owns(app):
             return self.cluster.owner_call(app, "arbiter", netlet_id, kind, epoch, slot, incarnation, version)
         if kind not in ("sync", "shrink", "expand"):
@@ -644,14 +648,14 @@ class Node(SupervisorHooks):
             self.registry.wait_until(lambda: self.promoted.get(app, 0) > after_epoch, wait_s)
         secret = self.app_secret(app)
         holder = self.control.holder(app)
-        master = slot_of(holder) if holder else None
+        master = NetletId.parse(holder).slot if holder else None
         replicas = self.replicas(app)
         netlets = [{"slot": slot["slot"], "type": slot["type"], "endpoint": replicas[slot["slot"]][1],
                     "role": "master" if slot["slot"] == master else "backup"}
                    for slot in self.registry.slots(app) if slot["slot"] in replicas]
         epoch = self.arbiter.state(app).epoch
         return {"app": app, "credential": credential(secret, CLIENT).hex(),
-                "master": slot_of(holder) if holder else None,
+                "master": master,
                 "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
                 "netlets": netlets}
 

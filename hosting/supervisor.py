@@ -73,6 +73,7 @@ from hosting.timers import Timer, Timers
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
 from netlets.replication.storage import REPLICA_DIR, fsync_directory
 from warrants.descriptor_model import Descriptor
+from warrants.names import NetletId
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ NETLET_LEASE_PREFIX = "netlet:"
 
 
 def netlet_id_of(app: str, slot: str, incarnation: int) -> str:
-    return f"{app}/{slot}#{incarnation}"
+    return str(NetletId.of(app, slot, incarnation))
 
 
 def lease_id_of(netlet_id: str) -> str:
