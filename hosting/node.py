@@ -432,7 +432,7 @@ class Node(SupervisorHooks):
         descriptor = self.descriptor(app)
         started = time.monotonic()
         if self.cluster is not None:
-            self.etcd.delete(f"apps/{app}/placement")
+            self.cluster.unplace(app)
         rt = self.supervisor.terminate(app, descriptor.grace if grace is None else grace)
         if rt is None:
             raise NotFound(f"no app named {app!r}")
@@ -446,7 +446,6 @@ class Node(SupervisorHooks):
             self.arbiter.forget(app)
             if self.cluster is not None:
                 self.cluster.store.delete_app(app)
-                self.etcd.delete(f"apps/{app}/moved")
             self.membership.release_app(app)
             self.collect_codebases()
         return done
