@@ -36,6 +36,7 @@ import logging
 import threading
 from typing import Callable
 
+from hosting import lease_ids
 from hosting.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
@@ -45,7 +46,6 @@ from warrants.names import NetletId
 
 log = logging.getLogger(__name__)
 
-CONTROL_LEASE_PREFIX = "control:"
 #: node-side length of a lease granted before the node serves (re-granted at its ttl on serving)
 UNTIL_SERVING_S = 24 * 3600.0
 
@@ -69,7 +69,7 @@ class ControlLeases:
 
     @staticmethod
     def lease_id(app: str) -> str:
-        return CONTROL_LEASE_PREFIX + app
+        return lease_ids.control(app)
 
     def holder(self, app: str) -> str | None:
         """The netlet id holding the lease now (None when free or lapsed)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import bindings, grants, wire
+from hosting import bindings, grants, lease_ids, wire
 from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
@@ -42,7 +42,7 @@ from hosting.lessor import Lessor
 from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
 from hosting.registry import Registry, RegistryEpochStore
-from hosting.supervisor import NETLET_LEASE_PREFIX, Supervisor, SupervisorHooks, lease_id_of
+from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.trust import EtcdTrust
@@ -685,10 +685,11 @@ class Node(SupervisorHooks):
 
     # -- leases -----------------------------------------------------------
     def _on_lease_expired(self, lease_id: str) -> None:
-        if lease_id.startswith(NETLET_LEASE_PREFIX):
-            self.supervisor.on_lease_expired(lease_id[len(NETLET_LEASE_PREFIX):])
+        kind, subject = lease_ids.parse(lease_id)
+        if kind == lease_ids.NETLET:
+            self.supervisor.on_lease_expired(subject)
         else:
-            self.control.expired(lease_id.split(":", 1)[1])
+            self.control.expired(subject)
 
     # -- supervisor hooks (SupervisorHooks) --------------------------------
     def may_start(self, app: str, slot: str) -> bool:
