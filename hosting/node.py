@@ -41,6 +41,7 @@ from hosting.secretbox import SecretBox
 from hosting.lessor import Lessor
 from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
+from hosting.promotions import Promotions
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
@@ -158,8 +159,8 @@ class Node(SupervisorHooks):
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost,
                                      serving=False)  # until start_serving
         self.elector = Elector(self, threads=config.election_threads)
-        #: app → epoch of the last master whose promotion completed (this node's run only)
-        self.promoted: dict[str, int] = {}
+        #: the masters whose promotion completed (this node's run only): what access points wait for
+        self.promoted = Promotions()
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      confinement=self.confinement,
@@ -271,7 +272,7 @@ class Node(SupervisorHooks):
             # One lease length everywhere (``hosting.control``): whoever renews it next answers
             # lease_ttl, as any owner would, so a later owner's one-TTL wait covers it.
             self.control.start_timing(app, holder, state.epoch, descriptor.lease_ttl, event=False)
-            self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
+            self.promoted.record(app, state.epoch)  # its promotion completed in an earlier run of the node
             self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
         elif holder is not None and self.cluster is not None:
             # Presumed dead (its node is gone), not seen dead: it may run on, believing in a lease
@@ -644,7 +645,7 @@ class Node(SupervisorHooks):
         if after_epoch is not None and wait_s > 0 and self.descriptor(app).master_type is not None:
             # Only a completed promotion ends the wait: after a node restart nothing counts as
             # promoted until the master is re-adopted or a new one wins.
-            self.registry.wait_until(lambda: self.promoted.get(app, 0) > after_epoch, wait_s)
+            self.promoted.wait_beyond(app, after_epoch, wait_s)
         secret = self.app_secret(app)
         holder = self.control.holder(app)
         master = NetletId.parse(holder).slot if holder else None
@@ -655,7 +656,7 @@ class Node(SupervisorHooks):
         epoch = self.arbiter.state(app).epoch
         return {"app": app, "credential": credential(secret, CLIENT).hex(),
                 "master": master,
-                "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
+                "epoch": epoch, "ready": holder is not None and self.promoted.completed(app, epoch),
                 "netlets": netlets}
 
     def report(self, netlet_id: str, status: dict) -> None:
