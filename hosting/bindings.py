@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 import warrants
 from warrants import names
-from warrants.errors import InsufficientRights, NotFound
+from warrants.errors import BadInput, InsufficientRights, NotFound
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ BOOTSTRAP = Kind("bootstrap", ("launch", "status"), frozenset({"run_netlet", "st
 KINDS = {k.name: k for k in (NETLET, BOOTSTRAP)}
 
 _INSTANCE_RE = re.compile(r"[0-9a-f]{32}")
-_BOOTSTRAP_RE = re.compile(r"([a-z][a-z0-9_\-]{0,62})/bootstrap#[0-9a-f]{16}")
 _PREFIXES = tuple(f"{k}:" for k in KINDS)
 
 
@@ -83,13 +82,11 @@ def bind(kind: Kind, instance: str, process: str) -> Binding:
     """A binding, checked: ``process`` must be a process name of ``kind``; ValueError otherwise."""
     if not _INSTANCE_RE.fullmatch(instance):
         raise ValueError(f"bad app instance {instance!r}")
-    if kind is NETLET:
-        m = names.NETLET_ID_RE.fullmatch(process)
-    else:
-        m = _BOOTSTRAP_RE.fullmatch(process)
-    if m is None:
-        raise ValueError(f"bad {kind.name} process name {process!r}")
-    return Binding(kind, instance, process, m.group(1))
+    try:
+        app = (names.NetletId if kind is NETLET else names.BootstrapRun).parse(process).app
+    except BadInput:
+        raise ValueError(f"bad {kind.name} process name {process!r}") from None
+    return Binding(kind, instance, process, app)
 
 
 def parse(data: str | None) -> Binding | None:

@@ -36,6 +36,7 @@ import threading
 from typing import Any, Callable
 
 import warrants
+from hosting import etcd_keys as keys
 from hosting.cluster_store import ClusterStore
 from hosting.cluster_view import ClusterView, LiveNetlet, ViewHandlers
 from hosting.etcd import Etcd, EtcdUnavailable
@@ -54,10 +55,6 @@ def warm_start_blocked(moved: set[str], isr: set[str], holder: str | None) -> bo
     and the last master — was re-created on another node since (its data died with its
     node): a warm start choosing among the rest could lose them. Nothing moved: never."""
     return bool(moved) and not ((set(isr) | ({holder} if holder else set())) - set(moved))
-
-
-def _incarnation(netlet_id: str) -> int:
-    return int(netlet_id.rsplit("#", 1)[1])
 
 
 #: Owner operations and their argument counts. The forwarding node checked its own caller for
@@ -197,15 +194,12 @@ class ClusterAgent:
         self.store.put_codebase(codebase_sha, self.node.codebases.archive(codebase_sha))
         self.store.put_app(app, descriptor_xml, source, codebase_sha, secret)
 
-    def unplace(self, app: str) -> None:
-        self.etcd.delete(f"apps/{app}/placement")
-
     def wait_unpublished(self, app: str, timeout: float) -> bool:
         return self.view.wait_until(lambda: not self.view.live(app), timeout)
 
     def forget_app(self, app: str) -> None:
+        """Forget a terminated app's spec and moved set (``ClusterStore.delete_app``)."""
         self.store.delete_app(app)
-        self.etcd.delete(f"apps/{app}/moved")
 
     # -- placing (the owner) ---------------------------------------------------
     def slot_types(self, app: str) -> dict[str, str]:
@@ -226,7 +220,7 @@ class ClusterAgent:
         moved before the new placement is written, so no host can re-create one
         unmarked; marks added for a write that lost the race are taken back.
         """
-        key = f"apps/{app}/placement"
+        key = keys.placement(app)
         while True:
             live = [m.name for m in self.node.membership.nodes()]
             kv = self.etcd.get(key)
@@ -264,9 +258,13 @@ class ClusterAgent:
             if self.owns(app):
                 self._replace(app, f"rebalance: {why}", decide)
 
+    def unplace(self, app: str) -> None:
+        """Delete ``app``'s placement: every node then stops its netlets of it (``host``)."""
+        self.etcd.delete(keys.placement(app))
+
     def stored_placement(self, app: str) -> dict[str, str] | None:
         """``app``'s placement as etcd has it now (the view may still be catching up)."""
-        kv = self.etcd.get(f"apps/{app}/placement")
+        kv = self.etcd.get(keys.placement(app))
         return json.loads(kv.value) if kv else None
 
     def placed_here(self, app: str, fresh: bool = False) -> list[str]:
@@ -289,7 +287,7 @@ class ClusterAgent:
     def next_incarnation(self, app: str, slot: str, floor: int) -> int:
         """A number above every incarnation of ``slot`` started on any node (and >= ``floor``):
         a counter in etcd, compare-and-swapped, so two nodes never start the same netlet id."""
-        key = f"apps/{app}/incarnations/{slot}"
+        key = keys.incarnations(app, slot)
         while True:
             kv = self.etcd.get(key)
             number = max(floor, int(kv.value) + 1 if kv else 1)
@@ -351,7 +349,7 @@ class ClusterAgent:
         if the slot is placed here (again)."""
         node = self.node
         for netlet in [n for n in list(node.supervisor.live.values()) if n.app == app]:
-            kv = self.etcd.get(f"apps/{app}/incarnations/{netlet.slot}")
+            kv = self.etcd.get(keys.incarnations(app, netlet.slot))
             if kv is not None and int(kv.value) > netlet.incarnation:
                 node.supervisor.stop_netlet(netlet.netlet_id, "superseded by a newer incarnation on another node",
                                             node.descriptor(app).grace, blameless=True)
@@ -396,17 +394,17 @@ class ClusterAgent:
         """Publish a ready netlet as ``slot``'s replica — unless a newer incarnation of the slot
         (started on another node) is published already: a stale one must never hide it (its
         exit would then unpublish the slot altogether). Compare-and-swapped."""
-        key = f"apps/{app}/live/{slot}"
+        key = keys.live(app, slot)
         value = json.dumps({"netlet": netlet_id, "node": self.node.name, "endpoint": endpoint})
         while True:
             kv = self.etcd.get(key)
-            if kv is not None and _incarnation(kv.json()["netlet"]) > _incarnation(netlet_id):
+            if kv is not None and names.NetletId.parse(kv.json()["netlet"]).incarnation > names.NetletId.parse(netlet_id).incarnation:
                 return
             if self.etcd.swap(key, value, kv.mod_revision if kv else 0, lease=self.node.membership.lease):
                 return
 
     def unpublish(self, app: str, slot: str, netlet_id: str) -> None:
-        key = f"apps/{app}/live/{slot}"
+        key = keys.live(app, slot)
         kv = self.etcd.get(key)
         if kv is not None and kv.json().get("netlet") == netlet_id:
             self.etcd.delete_if(key, kv.mod_revision)
@@ -455,7 +453,7 @@ class ClusterAgent:
         """Whether ``name`` is a member as etcd says now (the view may not have applied the
         member's removal yet: its keys go in the same revision)."""
         try:
-            return self.etcd.get(f"nodes/{name}") is not None
+            return self.etcd.get(keys.node(name)) is not None
         except EtcdUnavailable:
             return False  # cannot tell: presume it dead (the cautious answer here)
 

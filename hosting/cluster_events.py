@@ -24,18 +24,14 @@ import threading
 import time
 from typing import Any
 
+from hosting import etcd_keys as keys
 from hosting.etcd import Etcd, EtcdUnavailable, WatchEvent
 
 log = logging.getLogger(__name__)
 
-PREFIX = "events/"
 BATCH = 100  # events read from the registry at a time
 KEEP = 5000
 RETRY_S = 1.0
-
-
-def _key(node: str, index: int) -> str:
-    return f"{PREFIX}{node}/{index:012d}"
 
 
 class EventShipper:
@@ -69,8 +65,8 @@ class EventShipper:
             self._shipped_cond.notify_all()
 
     def _last_shipped(self) -> int:
-        last = self.etcd.last_under(f"{PREFIX}{self.node}/")
-        return int(last.key.rsplit("/", 1)[1]) if last is not None else 0
+        last = self.etcd.last_under(keys.events_of(self.node))
+        return keys.parse(last.key).number if last is not None else 0
 
     def _run(self) -> None:
         since: int | None = None
@@ -84,12 +80,12 @@ class EventShipper:
                     continue
                 for event in batch:
                     value = json.dumps({"node": self.node, **event.as_dict()})
-                    if self.etcd.create(_key(self.node, event.idx), value) is None:
+                    if self.etcd.create(keys.event(self.node, event.idx), value) is None:
                         since = None  # written already (an answer was lost): resume from etcd
                         break
                     since = event.idx
                     if since % BATCH == 0 and since > KEEP:
-                        self.etcd.delete_range(_key(self.node, 0), _key(self.node, since - KEEP + 1))
+                        self.etcd.delete_range(keys.event(self.node, 0), keys.event(self.node, since - KEEP + 1))
                     self._set_shipped(since)  # (after its trim: what ``shipped`` covers is done)
             except EtcdUnavailable as err:
                 log.debug("event shipping paused: %s", err)
@@ -118,7 +114,7 @@ class ClusterEvents:
         with self._cond:
             if self._watch is None:
                 self._newest = revision
-                self._watch = self.etcd.watch_prefix(PREFIX, revision + 1, self._on_event)
+                self._watch = self.etcd.watch_prefix(keys.EVENTS, revision + 1, self._on_event)
 
     def read(self, since: int = 0, app: str | None = None, limit: int = 1000,
              wait_s: float = 0.0) -> list[dict[str, Any]]:
@@ -127,7 +123,7 @@ class ClusterEvents:
         deadline = time.monotonic() + wait_s
         scanned, found = since, []
         while True:
-            kvs, revision = self.etcd.changed_since(PREFIX, scanned, limit)
+            kvs, revision = self.etcd.changed_since(keys.EVENTS, scanned, limit)
             for kv in kvs:
                 event = json.loads(kv.value)
                 scanned = kv.mod_revision

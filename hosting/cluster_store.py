@@ -23,6 +23,7 @@ import hashlib
 import json
 from typing import Callable
 
+from hosting import etcd_keys as keys
 from hosting.etcd import Etcd
 from warrants.errors import BadInput, NotFound
 
@@ -35,7 +36,7 @@ class ClusterStore:
 
     # -- codebases (content-addressed) -------------------------------------
     def has_codebase(self, sha: str) -> bool:
-        return self.etcd.get(f"codebases/{sha}") is not None
+        return self.etcd.get(keys.codebase(sha)) is not None
 
     def put_codebase(self, sha: str, data: bytes) -> None:
         """Store ``data`` under ``sha`` (BadInput if it does not hash to it); idempotent."""
@@ -45,18 +46,18 @@ class ClusterStore:
             return
         chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
         for i, chunk in enumerate(chunks):
-            self.etcd.put(f"codebases/{sha}/{i}", base64.b64encode(chunk))
-        self.etcd.put(f"codebases/{sha}", json.dumps({"size": len(data), "chunks": len(chunks)}))
+            self.etcd.put(keys.codebase_chunk(sha, i), base64.b64encode(chunk))
+        self.etcd.put(keys.codebase(sha), json.dumps({"size": len(data), "chunks": len(chunks)}))
 
     def get_codebase(self, sha: str) -> bytes:
         """The archive stored under ``sha`` (NotFound if none; JtrixError if it fails its hash)."""
-        index = self.etcd.get(f"codebases/{sha}")
+        index = self.etcd.get(keys.codebase(sha))
         if index is None:
             raise NotFound(f"codebase {sha[:12]} is not in the cluster store")
         count = int(index.json()["chunks"])
         parts = []
         for i in range(count):
-            kv = self.etcd.get(f"codebases/{sha}/{i}")
+            kv = self.etcd.get(keys.codebase_chunk(sha, i))
             if kv is None:
                 raise NotFound(f"codebase {sha[:12]}: chunk {i} of {count} is missing")
             parts.append(base64.b64decode(kv.value))
@@ -67,13 +68,13 @@ class ClusterStore:
 
     # -- app specs ------------------------------------------------------------
     def put_app(self, app: str, descriptor_xml: bytes, source: str, codebase_sha: str, secret: bytes) -> None:
-        self.etcd.put(f"apps/{app}/spec", json.dumps({
+        self.etcd.put(keys.spec(app), json.dumps({
             "descriptor": base64.b64encode(descriptor_xml).decode(), "source": source,
             "codebase": codebase_sha, "secret": secret.hex()}))
 
     def get_app(self, app: str) -> dict | None:
         """``{"descriptor": bytes, "source", "codebase", "secret": bytes}`` or None."""
-        kv = self.etcd.get(f"apps/{app}/spec")
+        kv = self.etcd.get(keys.spec(app))
         if kv is None:
             return None
         spec = kv.json()
@@ -81,18 +82,20 @@ class ClusterStore:
                 "codebase": spec["codebase"], "secret": bytes.fromhex(spec["secret"])}
 
     def delete_app(self, app: str) -> None:
-        self.etcd.delete(f"apps/{app}/spec")
+        """Forget ``app``: its spec and its moved set (its codebase stays: content-addressed)."""
+        self.etcd.delete(keys.spec(app))
+        self.etcd.delete(keys.moved(app))
 
     # -- moved slots ------------------------------------------------------------
     def moved(self, app: str) -> set[str]:
         """Slots of ``app`` re-created on another node that have not caught up since."""
-        kv = self.etcd.get(f"apps/{app}/moved")
+        kv = self.etcd.get(keys.moved(app))
         return set(kv.json()) if kv else set()
 
     def update_moved(self, app: str, change: Callable[[set[str]], set[str]]) -> set[str]:
         """Replace the moved set by ``change(current)``, compare-and-swapped on the revision read
         (``change`` runs again on a conflict); returns the new set."""
-        key = f"apps/{app}/moved"
+        key = keys.moved(app)
         while True:
             kv = self.etcd.get(key)
             current = set(kv.json()) if kv else set()

@@ -1,11 +1,12 @@
 """A node's live picture of the cluster's apps, kept current by etcd watches.
 
-Keys (under the cluster prefix):
+Keys (``hosting.etcd_keys``):
   * ``apps/<app>/owner``      — the node running the app's elections (a claim under its lease);
   * ``apps/<app>/placement``  — ``{slot: node}``, written by the owner;
   * ``apps/<app>/live/<slot>`` — ``{netlet, node, endpoint}`` of a ready netlet, written by
     the node it runs on, under that node's lease (so it vanishes with the node);
   * ``nodes/<name>``          — members (``hosting.membership``).
+Other keys under those prefixes, and keys outside the schema, are not the view's: skipped.
 
 Contracts:
   * The view is loaded, then follows every change in revision order (one watch
@@ -24,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from hosting import etcd_keys as keys
 from hosting.etcd import Etcd, WatchEvent
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class ClusterView:
     def start(self, timeout: float = 30.0) -> None:
         """Load the current state and return once its handlers have run; then follow changes."""
         self._thread.start()
-        for prefix in ("nodes/", "apps/"):
+        for prefix in (keys.NODES, keys.APPS):
             kvs, revision = self.etcd.get_prefix(prefix)
             for kv in kvs:
                 self._queue.put(WatchEvent("put", kv.key, kv.value, kv.mod_revision))
@@ -115,30 +117,32 @@ class ClusterView:
                 self._changed.notify_all()
 
     def _apply(self, event: WatchEvent) -> None:
-        parts = event.key.split("/")
+        key = keys.match(event.key)
+        if key is None:
+            return
         value = json.loads(event.value) if event.kind == "put" and event.value[:1] in (b"{", b"[") else None
-        if parts[0] == "nodes" and len(parts) == 2:
+        if key.kind == "node":
             joined = event.kind == "put"
             if joined:
-                self.members = {**self.members, parts[1]: value or {}}
+                self.members = {**self.members, key.name: value or {}}
             else:
-                self.members = {k: v for k, v in self.members.items() if k != parts[1]}
-            self.handlers.member(parts[1], joined)
-        elif parts[0] == "apps" and len(parts) == 3 and parts[2] == "owner":
+                self.members = {k: v for k, v in self.members.items() if k != key.name}
+            self.handlers.member(key.name, joined)
+        elif key.kind == "owner":
             owner = event.value.decode() if event.kind == "put" else None
             if owner is None:
-                self.owners = {k: v for k, v in self.owners.items() if k != parts[1]}
+                self.owners = {k: v for k, v in self.owners.items() if k != key.name}
             else:
-                self.owners = {**self.owners, parts[1]: owner}
-            self.handlers.owner(parts[1], owner)
-        elif parts[0] == "apps" and len(parts) == 3 and parts[2] == "placement":
+                self.owners = {**self.owners, key.name: owner}
+            self.handlers.owner(key.name, owner)
+        elif key.kind == "placement":
             if value is None:
-                self.placements = {k: v for k, v in self.placements.items() if k != parts[1]}
+                self.placements = {k: v for k, v in self.placements.items() if k != key.name}
             else:
-                self.placements = {**self.placements, parts[1]: dict(value)}
-            self.handlers.placement(parts[1], value)
-        elif parts[0] == "apps" and len(parts) == 5 and parts[2] == "live":
-            app, slot = parts[1], f"{parts[3]}/{parts[4]}"
+                self.placements = {**self.placements, key.name: dict(value)}
+            self.handlers.placement(key.name, value)
+        elif key.kind == "live":
+            app, slot = key.name, key.slot
             old = self.lives.get(app, {}).get(slot)
             new = LiveNetlet(value["netlet"], value["node"], value["endpoint"]) if value else None
             slots = {k: v for k, v in self.lives.get(app, {}).items() if k != slot}

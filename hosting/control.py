@@ -36,25 +36,20 @@ import logging
 import threading
 from typing import Callable
 
+from hosting import lease_ids
 from hosting.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
 from hosting.store_retry import STORE_ERRORS
 from hosting.timing import UNTIL_SERVING_S
-from warrants.errors import JtrixError
+from warrants.errors import BadInput, JtrixError
+from warrants.names import NetletId
 
 log = logging.getLogger(__name__)
-
-CONTROL_LEASE_PREFIX = "control:"
 
 
 class LeaseFenced(JtrixError):
     """The caller does not hold the control lease at the epoch it claims."""
-
-
-def slot_of(netlet_id: str) -> str:
-    """``app/type/i#n`` → ``type/i``."""
-    return netlet_id.split("/", 1)[1].split("#", 1)[0]
 
 
 class ControlLeases:
@@ -72,7 +67,7 @@ class ControlLeases:
 
     @staticmethod
     def lease_id(app: str) -> str:
-        return CONTROL_LEASE_PREFIX + app
+        return lease_ids.control(app)
 
     def _grant(self, app: str, ttl: float) -> None:
         """(Re)start the app's lease for ``ttl`` seconds: its running out is :meth:`expired`."""
@@ -101,7 +96,7 @@ class ControlLeases:
                 self._before_serving[app] = ttl
                 self._grant(app, UNTIL_SERVING_S)
             if event:
-                self.registry.add_event("control.granted", app, slot_of(holder), holder=holder, epoch=epoch)
+                self.registry.add_event("control.granted", app, NetletId.parse(holder).slot, holder=holder, epoch=epoch)
 
     def start_serving(self) -> None:
         """The node answers renewals from now: leases granted before run their ttl from now."""
@@ -121,8 +116,9 @@ class ControlLeases:
             if cur["holder"] == holder:
                 self._grant(app, ttl)
                 return cur["epoch"]
-            self.arbiter.netlet_started(app, slot_of(holder), holder)
-            epoch = self.arbiter.bootstrap(app, slot_of(holder))
+            slot = NetletId.parse(holder).slot
+            self.arbiter.netlet_started(app, slot, holder)
+            epoch = self.arbiter.bootstrap(app, slot)
             self.start_timing(app, holder, epoch, ttl)
             return epoch
 
@@ -170,7 +166,10 @@ class ControlLeases:
         threading.Thread(target=self.on_lost, args=(app, holder, epoch, why), daemon=True,
                          name=f"control-lost-{app}").start()
         try:
-            self.registry.add_event("control.lost", app, slot_of(holder) if "/" in holder else holder,
-                                    holder=holder, epoch=epoch, why=why)
+            slot = NetletId.parse(holder).slot
+        except BadInput:
+            slot = holder  # the grant's process was never recorded: ``holder`` is its slot
+        try:
+            self.registry.add_event("control.lost", app, slot, holder=holder, epoch=epoch, why=why)
         except STORE_ERRORS as err:
             log.warning("control.lost of %s at epoch %d not recorded: %s", app, epoch, err)

@@ -37,6 +37,7 @@ from hosting.tls import client_identity
 from hosting.wire_gate import Holder, RefusalEvents
 from netlets import landlock
 from netlets.credential import DoorChecker
+from warrants import names
 from warrants.errors import JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class NodeDoor:
 
     def holder(self, handshake: object) -> Holder | None:
         name = self.checker.holder(handshake)
-        return (name.split("/", 1)[0], name) if name is not None else None
+        return (names.process_of(name).app, name) if name is not None else None
 
     def is_open(self, holder: str) -> bool:
         return self.node.door_open(holder)

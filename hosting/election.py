@@ -14,6 +14,12 @@ number of apps (``tests/test_mass_election.py`` runs more elections at once
 than its pool has threads). A step that must wait for anything (a lock held
 across a spawn, an RPC) may wait only on its own bound.
 
+Errors: a candidate's or the network's failure (an RPC that raised, a malformed answer) is an
+answer — no promise, a failed promotion — logged briefly; a failure of the node's own (minting
+a grant, a store) is a bug or an outage and is never taken for a candidate's answer: it raises
+into ``hosting.election_core.ElectionRunner`` (which logs it and retries), and nothing run on
+the pool ends unlogged (``_run``).
+
 Events: ``election.started``, ``election.won`` (epoch, winner, positions,
 mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
 ``netlet.join`` (a backup joining a running master).
@@ -32,6 +38,7 @@ from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts
 from hosting.timing import PREPARE_TIMEOUT_S
 from netlets.credential import replica_handshake
 from warrants.errors import NotFound
+from warrants.names import NetletId
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +108,28 @@ class Elector:
         if holder is None:
             return
         live = self.live_replicas(app)
-        master_slot = holder.split("/", 1)[1].split("#", 1)[0]
+        master_slot = NetletId.parse(holder).slot
         if master_slot not in live:
             return
         epoch = self.node.arbiter.state(app).epoch
         peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
-        self._pool.submit(self._rpc_logged, live[master_slot][1], app, "replication_peers", epoch, peers,
-                          grants.for_peers(self.node.grant_signer, app, live[master_slot][0], epoch, peers))
+        grant = grants.for_peers(self.node.grant_signer, app, live[master_slot][0], epoch, peers)
+        self.submit(lambda: self._rpc_logged(live[master_slot][1], app, "replication_peers", epoch, peers, grant))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- ElectionHost ----------------------------------------------------------
     def submit(self, fn: Callable[[], None]) -> None:
-        self._pool.submit(fn)
+        self._pool.submit(self._run, fn)
+
+    @staticmethod
+    def _run(fn: Callable[[], None]) -> None:
+        """A pool task: what it raises is logged (the pool would keep it in a future nobody reads)."""
+        try:
+            fn()
+        except Exception:
+            log.exception("election task failed")
 
     def gather(self, app: str) -> Facts:
         node = self.node
@@ -141,16 +156,23 @@ class Elector:
 
     def prepare(self, action: Prepare, reply: Callable[[Position | None], None]) -> None:
         def call() -> None:
-            position = storage = None
+            promise = None
             try:
-                promise = self._rpc(action.endpoint, action.app, "replication_prepare", action.epoch,
-                                    grants.for_prepare(self.node.grant_signer, action.app, action.netlet, action.epoch))
-                if promise.get("ok"):
-                    position, storage = tuple(promise["position"]), promise.get("storage")
-            except Exception as err:  # whatever the candidate or the network did: no promise
-                log.info("election of %s: %s did not promise: %s", action.app, action.slot, err)
-            reply(position, storage)
-        self._pool.submit(call)
+                promise = self._promise(action)
+            finally:  # exactly once, whatever happened (ElectionHost): a failure of ours is no promise too
+                reply(*(promise or (None, None)))
+        self.submit(call)
+
+    def _promise(self, action: Prepare) -> tuple[Position, dict | None] | None:
+        """The candidate's promise ``(position, storage)``; None if it gave none. Raises only for
+        the node's own failures (the module's "Errors")."""
+        grant = grants.for_prepare(self.node.grant_signer, action.app, action.netlet, action.epoch)
+        try:
+            promise = self._rpc(action.endpoint, action.app, "replication_prepare", action.epoch, grant)
+            return (tuple(promise["position"]), promise.get("storage")) if promise.get("ok") else None
+        except Exception as err:  # whatever the candidate or the network did: no promise
+            log.info("election of %s: %s did not promise: %s", action.app, action.slot, err)
+            return None
 
     def choose(self, action: Choose) -> str | None:
         try:
@@ -163,17 +185,17 @@ class Elector:
         state = node.arbiter.state(action.app)
         peers = {s: ep for s, (_, ep) in self.live_replicas(action.app).items() if s != action.slot}
         node.control.start_timing(action.app, action.netlet, action.epoch, node.descriptor(action.app).lease_ttl)
+        isr = sorted(state.isr)
+        grant = grants.for_promote(node.grant_signer, action.app, action.netlet, action.epoch, isr, peers)
         try:
-            isr = sorted(state.isr)
-            self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers,
-                      grants.for_promote(node.grant_signer, action.app, action.netlet, action.epoch, isr, peers))
+            self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers, grant)
         except Exception as err:  # it will not renew: its control lease expires and we elect again
             log.warning("election of %s: promoting %s failed: %s", action.app, action.slot, err)
             return False
         return True
 
     def won(self, action: Won) -> None:
-        self.node.promoted[action.app] = action.epoch  # before the event: it wakes waiting access points
+        self.node.promoted.record(action.app, action.epoch)  # before the event announcing it
         self.node.registry.add_event("election.won", action.app, action.slot, epoch=action.epoch,
                                      netlet=action.netlet,
                                      positions={s: list(p) for s, p in action.positions.items()}, mode=action.mode)

@@ -26,10 +26,8 @@ import threading
 from typing import Callable
 
 from hosting.arbiter import OwnershipLost, StoreConflict
+from hosting import etcd_keys as keys
 from hosting.etcd import Etcd, WatchEvent
-
-SUFFIX = "/arbiter"
-
 
 class EtcdEpochStore:
     def __init__(self, etcd: Etcd, owner_lease: Callable[[], int] | None = None) -> None:
@@ -40,8 +38,8 @@ class EtcdEpochStore:
         self._revisions: dict[str, int] = {}  # app -> mod_revision last read or written (0: absent)
         self._lock = threading.Lock()
         self._subscribers: list = []
-        _, revision = etcd.get_prefix("apps/")
-        self._watch = etcd.watch_prefix("apps/", revision + 1, self._changed)
+        _, revision = etcd.get_prefix(keys.APPS)
+        self._watch = etcd.watch_prefix(keys.APPS, revision + 1, self._changed)
 
     def subscribe(self, on_foreign_change) -> None:
         """Call ``on_foreign_change(app)`` when another node changes an app's state."""
@@ -51,9 +49,10 @@ class EtcdEpochStore:
         self._watch.cancel()
 
     def _changed(self, event: WatchEvent) -> None:
-        if not event.key.endswith(SUFFIX):
+        key = keys.match(event.key)
+        if key is None or key.kind != "arbiter":
             return
-        app = event.key[len("apps/"):-len(SUFFIX)]
+        app = key.name
         with self._lock:
             if event.revision <= self._revisions.get(app, 0):
                 return  # our own write (or older)
@@ -62,7 +61,7 @@ class EtcdEpochStore:
 
     @staticmethod
     def key(app: str) -> str:
-        return f"apps/{app}{SUFFIX}"
+        return keys.arbiter(app)
 
     def load(self, app: str) -> dict | None:
         kv = self.etcd.get(self.key(app))
@@ -75,7 +74,7 @@ class EtcdEpochStore:
             expected = self._revisions.get(app)
         if expected is None:
             raise StoreConflict(f"{app}: arbiter state saved without being loaded first")
-        held = (f"apps/{app}/owner", self.owner_lease()) if owner_only and self.owner_lease else None
+        held = (keys.owner(app), self.owner_lease()) if owner_only and self.owner_lease else None
         revision = self.etcd.swap(self.key(app), json.dumps(state, sort_keys=True), expected, held=held)
         if revision is None:
             with self._lock:

@@ -46,10 +46,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hosting.control import slot_of
 from hosting.digest import digest
 from warrants.errors import BadInput
 from warrants.keys import private_key_pem
+from warrants.names import NetletId
 
 DOMAIN = b"jtrix-grant/1\0"
 PREPARE, PROMOTE, PEERS = "prepare", "promote", "peers"
@@ -101,7 +101,7 @@ class GrantSigner:
         master public key, DER, for ``promote``)."""
         if op not in OPS:
             raise ValueError(f"unknown grant op {op!r}")
-        master = None if op == PREPARE else slot_of(to)
+        master = None if op == PREPARE else NetletId.parse(to).slot
         body = json.dumps({"v": 1, "app": app, "op": op, "epoch": int(epoch), "to": to, "master": master,
                            "args": digest(args), "mkey": master_key.hex() if master_key else None},
                           sort_keys=True, separators=(",", ":")).encode()

@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from hosting import etcd_keys as keys
 from hosting.etcd import Etcd, EtcdUnavailable
 from hosting.timing import Timing
 from warrants.errors import BadInput, JtrixError
@@ -153,7 +154,7 @@ class EtcdMembership:
         self._thread: threading.Thread | None = None
 
     def _key(self) -> str:
-        return f"nodes/{self.name}"
+        return keys.node(self.name)
 
     # -- joining ------------------------------------------------------------
     def join(self) -> None:
@@ -186,9 +187,9 @@ class EtcdMembership:
             self.etcd.revoke(existing.lease)
         self.lease = lease
         if not self._apps:  # a restart: the claims our lease still holds are ours
-            kvs, _ = self.etcd.get_prefix("apps/")
-            self._apps = {kv.key.split("/")[1] for kv in kvs
-                          if kv.key.endswith("/owner") and kv.lease == lease and kv.value.decode() == self.name}
+            kvs, _ = self.etcd.get_prefix(keys.APPS)
+            self._apps = {key.name for kv in kvs if (key := keys.match(kv.key)) is not None and key.kind == "owner"
+                          and kv.lease == lease and kv.value.decode() == self.name}
         self._valid_until = asked + self.ttl
         with self._lock:
             lost = {app for app in self._apps if not self._claim(app)}
@@ -241,7 +242,7 @@ class EtcdMembership:
 
     # -- apps -------------------------------------------------------------
     def _claim(self, app: str) -> bool:
-        key = f"apps/{app}/owner"
+        key = keys.owner(app)
         if self.etcd.create(key, self.name, self.lease) is not None:
             return True
         owner = self.etcd.get(key)
@@ -251,7 +252,7 @@ class EtcdMembership:
         """Claim ``app`` for this node; AppClaimed if another live node holds it."""
         with self._lock:
             if not self._claim(app):
-                owner = self.etcd.get(f"apps/{app}/owner")
+                owner = self.etcd.get(keys.owner(app))
                 raise AppClaimed(f"app {app!r} runs on node {owner.value.decode() if owner else '?'}")
             self._apps.add(app)
 
@@ -264,20 +265,23 @@ class EtcdMembership:
     def release_app(self, app: str) -> None:
         with self._lock:
             self._apps.discard(app)
-            owner = self.etcd.get(f"apps/{app}/owner")
+            owner = self.etcd.get(keys.owner(app))
             if owner is not None and owner.lease == self.lease:
-                self.etcd.delete_if(f"apps/{app}/owner", owner.mod_revision)
+                self.etcd.delete_if(keys.owner(app), owner.mod_revision)
 
     # -- views ------------------------------------------------------------
     def nodes(self) -> list[Member]:
         """Every member: one is a member exactly while its key exists; ``healthy`` while
         its lease has more than a third of its ttl left (it renews every third)."""
-        kvs, _ = self.etcd.get_prefix("nodes/")
+        kvs, _ = self.etcd.get_prefix(keys.NODES)
         out = []
         for kv in kvs:
+            key = keys.match(kv.key)
+            if key is None or key.kind != "node":
+                continue  # not a member's key
             left = self.etcd.time_to_live(kv.lease)
             info = {**kv.json(), "lease_s": left}
-            out.append(_member(kv.key.split("/", 1)[1], info, healthy=left * 3 >= int(info.get("ttl", 1))))
+            out.append(_member(key.name, info, healthy=left * 3 >= int(info.get("ttl", 1))))
         return out
 
     def close(self, leave: bool = False) -> None:

@@ -32,7 +32,7 @@ from hosting.cluster import ClusterAgent, NotOwner
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
 from hosting.confine import Confinement
-from hosting.control import ControlLeases, LeaseFenced, slot_of
+from hosting.control import ControlLeases, LeaseFenced
 from hosting.election import Elector
 from hosting.etcd import Etcd, TLSFiles
 from hosting.etcd_epochs import EtcdEpochStore
@@ -41,6 +41,7 @@ from hosting.secretbox import SecretBox
 from hosting.lessor import Lessor
 from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
+from hosting.promotions import Promotions
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
@@ -51,6 +52,7 @@ from hosting.trust import EtcdTrust
 from netlets.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
+from warrants.names import NetletId, process_of
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +161,8 @@ class Node(SupervisorHooks):
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost,
                                      serving=False)  # until start_serving
         self.elector = Elector(self, threads=config.election_threads)
-        #: app → epoch of the last master whose promotion completed (this node's run only)
-        self.promoted: dict[str, int] = {}
+        #: the masters whose promotion completed (this node's run only): what access points wait for
+        self.promoted = Promotions()
         self.supervisor = Supervisor(home=self.home, registry=self.registry, timers=self.timers,
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      confinement=self.confinement,
@@ -250,7 +252,7 @@ class Node(SupervisorHooks):
             # One lease length everywhere (``hosting.control``): whoever renews it next answers
             # lease_ttl, as any owner would, so a later owner's one-TTL wait covers it.
             self.control.start_timing(app, holder, state.epoch, descriptor.lease_ttl, event=False)
-            self.promoted[app] = state.epoch  # its promotion completed in an earlier run of the node
+            self.promoted.record(app, state.epoch)  # its promotion completed in an earlier run of the node
             self.registry.add_event("control.readopted", app, state.holder, holder=holder, epoch=state.epoch)
         elif holder is not None and not self.topology.sees_all_netlets:
             # Presumed dead (its node is gone), not seen dead: it may run on, believing in a lease
@@ -437,7 +439,7 @@ class Node(SupervisorHooks):
         if not self.topology.hosts(app, slot):
             raise BadInput(f"{app}/{slot} runs on another node: reset it there")
         holder = self.control.holder(app)
-        if holder is not None and slot_of(holder) == slot:
+        if holder is not None and NetletId.parse(holder).slot == slot:
             raise BadInput(f"{app}/{slot} is the master: only a backup can be rebuilt from the master")
         try:
             return self.supervisor.reset_slot(app, slot, descriptor.grace)
@@ -500,18 +502,21 @@ class Node(SupervisorHooks):
         """Open the door to ``holder`` (closing its place's previous holder's, if a spawn failed);
         the start document's ``node_door``: its own key."""
         with self._doors_lock:
-            self._doors[holder.rsplit("#", 1)[0]] = holder
+            self._doors[process_of(holder).place] = holder
         return {"holder": holder, "key": door_key(self.door_root, holder).hex()}
 
     def close_door(self, holder: str) -> None:
         """``holder`` exited: its key opens nothing more, and what it holds is shut down."""
         with self._doors_lock:
-            if self._doors.get(place := holder.rsplit("#", 1)[0]) == holder:
+            if self._doors.get(place := process_of(holder).place) == holder:
                 del self._doors[place]
         self.door_revoked(holder)  # after the door closed: nothing is reserved for it past this
 
     def door_open(self, holder: str) -> bool:
-        return self._doors.get(holder.rsplit("#", 1)[0]) == holder
+        try:
+            return self._doors.get(process_of(holder).place) == holder
+        except BadInput:
+            return False  # no process of this node's is named so
 
     def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]:
         """A netlet's heartbeat: renew its lease (and the control lease it claims), record its status.
@@ -519,7 +524,7 @@ class Node(SupervisorHooks):
         The control part never raises: it answers ``{"ok": False, "epoch": current}``
         to a holder that lost the lease, which fences itself on seeing it.
         """
-        app = netlet_id.split("/", 1)[0]
+        app = NetletId.parse(netlet_id).app
         lease = self.lessor.renew(lease_id_of(netlet_id))
         if lease is None:
             raise NotFound(f"netlet {netlet_id} has no live lease (it is being replaced)")
@@ -563,7 +568,7 @@ class Node(SupervisorHooks):
         """The master's ISR request (``hosting.arbiter.Arbiter.change_isr``; ``sync``: the current
         version). Fenced by epoch, by version and by holding the lease; an answer with
         ``retry`` was not decided (not the lease holder here, or the store failed)."""
-        app = netlet_id.split("/", 1)[0]
+        app = NetletId.parse(netlet_id).app
         if kind not in ("sync", "shrink", "expand"):
             raise BadInput(f"unknown arbiter request {kind!r}")
         if self.control.holder(app) != netlet_id:
@@ -594,18 +599,18 @@ class Node(SupervisorHooks):
         if after_epoch is not None and wait_s > 0 and self.descriptor(app).master_type is not None:
             # Only a completed promotion ends the wait: after a node restart nothing counts as
             # promoted until the master is re-adopted or a new one wins.
-            self.registry.wait_until(lambda: self.promoted.get(app, 0) > after_epoch, wait_s)
+            self.promoted.wait_beyond(app, after_epoch, wait_s)
         secret = self.app_secret(app)
         holder = self.control.holder(app)
-        master = slot_of(holder) if holder else None
+        master = NetletId.parse(holder).slot if holder else None
         replicas = self.replicas(app)
         netlets = [{"slot": slot["slot"], "type": slot["type"], "endpoint": replicas[slot["slot"]][1],
                     "role": "master" if slot["slot"] == master else "backup"}
                    for slot in self.registry.slots(app) if slot["slot"] in replicas]
         epoch = self.arbiter.state(app).epoch
         return {"app": app, "credential": credential(secret, CLIENT).hex(),
-                "master": slot_of(holder) if holder else None,
-                "epoch": epoch, "ready": holder is not None and self.promoted.get(app, epoch) == epoch,
+                "master": master,
+                "epoch": epoch, "ready": holder is not None and self.promoted.completed(app, epoch),
                 "netlets": netlets}
 
     def report(self, netlet_id: str, status: dict) -> None:

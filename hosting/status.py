@@ -15,6 +15,7 @@ import psutil
 
 from hosting.supervisor import lease_id_of
 from warrants.errors import JtrixError
+from warrants.names import NetletId
 
 
 def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
@@ -68,7 +69,7 @@ def app_view(node, app_row) -> dict[str, Any]:
             views.append(netlet_view(node, slot_row, netlets.get((slot_row["slot"], slot_row["incarnation"]))))
     master = None
     if control["holder"]:
-        master = control["holder"].split("/", 1)[1].split("#")[0]
+        master = NetletId.parse(control["holder"]).slot
     return {"name": app, "state": app_row["state"], "epoch": control["epoch"], "master": master,
             "netlets": views}
 

@@ -59,6 +59,7 @@ from typing import Any, Callable
 
 import psutil
 
+from hosting import lease_ids
 from hosting.backoff import Decision, next_restart
 from hosting.confine import Confinement
 from hosting.home import Home
@@ -74,18 +75,16 @@ from hosting.timing import Timing
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
 from netlets.replication.storage import REPLICA_DIR, fsync_directory
 from warrants.descriptor_model import Descriptor
+from warrants.names import NetletId
 
 log = logging.getLogger(__name__)
 
-NETLET_LEASE_PREFIX = "netlet:"
-
 
 def netlet_id_of(app: str, slot: str, incarnation: int) -> str:
-    return f"{app}/{slot}#{incarnation}"
+    return str(NetletId.of(app, slot, incarnation))
 
 
-def lease_id_of(netlet_id: str) -> str:
-    return NETLET_LEASE_PREFIX + netlet_id
+lease_id_of = lease_ids.netlet  # a netlet's liveness lease (``hosting.lease_ids``)
 
 
 class SupervisorHooks:

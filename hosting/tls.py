@@ -36,10 +36,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hosting import etcd_keys
 from warrants.errors import BadInput
 from warrants.keys import private_key_pem
 
-CA_KEY = "tls/ca"
+CA_KEY = etcd_keys.CA
 CA_DAYS = 3650
 LEAF_DAYS = 365
 

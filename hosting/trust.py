@@ -22,6 +22,7 @@ from typing import Callable
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from hosting import etcd_keys as keys
 from hosting.etcd import Etcd, WatchEvent
 from hosting.home import service_id_of
 from warrants.errors import InsufficientRights
@@ -54,14 +55,12 @@ def service_for(warrant, own_fingerprint: str, own_service: str, trusted: Callab
 class EtcdTrust:
     """Publishes this node's certificate and feeds every member's to ``on_certs``."""
 
-    PREFIX = "certs/"
-
     def __init__(self, etcd: Etcd, own_cert, on_certs: Callable[[list], None]) -> None:
         self.etcd, self.on_certs = etcd, on_certs
-        self.etcd.create(self.PREFIX + service_id_of(own_cert), own_cert.public_bytes(serialization.Encoding.PEM))
-        kvs, revision = etcd.get_prefix(self.PREFIX)
+        self.etcd.create(keys.cert(service_id_of(own_cert)), own_cert.public_bytes(serialization.Encoding.PEM))
+        kvs, revision = etcd.get_prefix(keys.CERTS)
         self.on_certs([c for c in (self._load(kv.key, kv.value) for kv in kvs) if c is not None])
-        self._watch = etcd.watch_prefix(self.PREFIX, revision + 1, self._changed)
+        self._watch = etcd.watch_prefix(keys.CERTS, revision + 1, self._changed)
 
     def _load(self, key: str, pem: bytes):
         """The certificate under ``key``, or None if it does not match its service id."""
@@ -70,7 +69,8 @@ class EtcdTrust:
         except ValueError as err:  # someone wrote garbage into etcd
             log.warning("ignoring %s: not a certificate (%s)", key, err)
             return None
-        if key[len(self.PREFIX):] != service_id_of(cert):
+        parsed = keys.match(key)
+        if parsed is None or parsed.kind != "cert" or parsed.name != service_id_of(cert):
             log.warning("ignoring %s: its certificate is for %s", key, service_id_of(cert))
             return None
         return cert

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from hosting import cluster_events
+from hosting import cluster_events, etcd_keys
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.etcd import Etcd
 from hosting.registry import Registry
@@ -88,7 +88,7 @@ def test_shipping_resumes_without_duplicates_after_a_restart_and_a_lost_answer(e
     first.close(flush_s=0)
     # as if the next event's write had succeeded but its answer was lost
     registry.add_event("lost-answer", None, None)
-    etcd.create(cluster_events._key("a", 11), json.dumps({"node": "a", "index": 11, "time": 0, "app": None,
+    etcd.create(etcd_keys.event("a", 11), json.dumps({"node": "a", "index": 11, "time": 0, "app": None,
                                                          "slot": None, "kind": "lost-answer", "detail": {}}))
     for i in range(5):
         registry.add_event("after", None, None, i=i)

@@ -56,3 +56,71 @@ def test_under_refuses_a_link_that_leads_out_of_the_root(tmp_path):
         names.under(root, "out")
     with pytest.raises(BadInput, match="leads outside"):
         names.under(root, "..", "root-sibling")
+
+
+# -- typed ids: the one place an id is taken apart or put together --------------------------------
+apps = st.from_regex(names.APP_RE, fullmatch=True)
+slot_ids = st.builds(names.SlotId, st.from_regex(names.TYPE_RE, fullmatch=True), st.integers(0, 99))
+netlet_ids = st.builds(lambda app, s, n: names.NetletId(app, s.type, s.index, n), apps, slot_ids,
+                       st.integers(0, 10**12 - 1))
+bootstrap_runs = st.builds(names.BootstrapRun, apps, st.from_regex(r"[0-9a-f]{16}", fullmatch=True))
+ID_TYPES = [names.SlotId, names.NetletId, names.BootstrapRun]
+# text made of id parts, so near misses (a leading zero, a missing part, one too many) are common
+ID_TOKENS = ["kv", "store", "a-b", "/", "#", "0", "00", "07", "1", "99", "100", "bootstrap", "0123456789abcdef",
+             "-", "A", " ", ""]
+id_like = st.lists(st.sampled_from(ID_TOKENS), max_size=8).map("".join) | hostile
+
+
+@given(slot_ids)
+def test_a_slot_id_round_trips(slot):
+    assert names.SlotId.parse(str(slot)) == slot
+    assert names.check_slot(str(slot)) == str(slot)
+
+
+@given(netlet_ids)
+def test_a_netlet_id_round_trips(netlet):
+    text = str(netlet)
+    assert names.NetletId.parse(text) == netlet == names.process_of(text)
+    assert names.NetletId.of(netlet.app, netlet.slot, netlet.incarnation) == netlet
+    assert names.netlet_app(text) == netlet.app
+    assert text == f"{netlet.place}#{netlet.incarnation}" and netlet.place == f"{netlet.app}/{netlet.slot}"
+    assert netlet_id_of(netlet.app, netlet.slot, netlet.incarnation) == text
+
+
+@given(bootstrap_runs)
+def test_a_bootstrap_run_round_trips(run):
+    assert names.BootstrapRun.parse(str(run)) == run == names.process_of(str(run))
+    assert run.place == f"{run.app}/bootstrap"
+
+
+@given(id_like, st.sampled_from(range(len(ID_TYPES))))
+def test_an_id_parse_accepts_is_canonical_and_anything_else_is_bad_input(text, which):
+    """``parse`` refuses with BadInput (never another error), and what it accepts is exactly what
+    formatting the parsed id gives back: one spelling per id."""
+    try:
+        parsed = ID_TYPES[which].parse(text)
+    except BadInput:
+        return
+    assert str(parsed) == text
+
+
+@pytest.mark.parametrize("text", ["kv/store/0", "kv/store/00#1", "kv/store/07#1", "kv/store/100#1", "kv/store/1#01",
+                                  "kv/store/1#", "kv/store/1#1#1", "Kv/store/1#1", "kv/store#1", "kv//0#1",
+                                  "kv/store/1#1234567890123", "kv/bootstrap#0123456789abcdef", "", None, 7])
+def test_a_malformed_netlet_id_is_refused(text):
+    with pytest.raises(BadInput):
+        names.NetletId.parse(text)
+
+
+@pytest.mark.parametrize("fields", [("kv", "store", -1, 1), ("kv", "store", 100, 1), ("kv", "store", "1", 1),
+                                    ("kv", "store", True, 1), ("kv", "store", 1, -1), ("kv", "store", 1, 10**12),
+                                    ("kv", "Store", 1, 1), ("k/v", "store", 1, 1), (None, "store", 1, 1)])
+def test_a_netlet_id_is_checked_at_construction(fields):
+    with pytest.raises(BadInput):
+        names.NetletId(*fields)
+
+
+@pytest.mark.parametrize("text", ["kv/bootstrap#0123456789ABCDEF", "kv/bootstrap#0123", "kv/bootstrap", "kv/store/0#1x"])
+def test_a_malformed_process_name_is_refused(text):
+    with pytest.raises(BadInput):
+        names.process_of(text)
