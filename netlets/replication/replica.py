@@ -25,7 +25,7 @@ from . import messages as M
 from .effects import Complete, RoleChanged
 from .log import Log
 from .state import StateMachine, not_master
-from .storage import MemoryStorage
+from .storage import MemoryStorage, Storage
 
 ACK_POLICIES = ("all", "async")
 
@@ -52,7 +52,7 @@ class ReplicationConfig:
 class Replica:
     """The replication core of one netlet process (see module docstring)."""
 
-    def __init__(self, slot: str, netlet: Any, storage: MemoryStorage | None = None,
+    def __init__(self, slot: str, netlet: Any, storage: Storage | None = None,
                  config: ReplicationConfig | None = None, *, incarnation: str | None = None,
                  min_epoch: int = 0) -> None:
         """Recover from ``storage``; start as a backup.
