@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from netlets.replication import FileStorage, MemoryStorage, Replica, ReplicationConfig, Storage
+from netlets.replication import FileStorage, MemoryStorage, Replica, ReplicationConfig
 from netlets.replication.dedup import DedupTable
 from netlets.replication.log import Log
 from netlets.replication.messages import CMD, NOOP, entry
-from netlets.replication.storage import open_storage, read_frames
+from netlets.replication.storage import Storage, open_storage, read_frames
 from tests.sim import ListNetlet
 
 

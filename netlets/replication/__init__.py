@@ -9,10 +9,10 @@ from .effects import ArbiterRequest, Complete, Fenced, RoleChanged, Send
 from .messages import ProtocolError
 from .replica import ACK_POLICIES, ReplicationConfig, Replica
 from .state import not_master
-from .storage import FileStorage, MemoryStorage, Storage, open_storage
+from .storage import FileStorage, MemoryStorage, open_storage
 
 __all__ = [
     "ACK_POLICIES", "ArbiterRequest", "Complete", "Fenced", "FileStorage", "MemoryStorage",
     "ProtocolError", "Replica", "ReplicationConfig", "RoleChanged", "Send", "not_master",
-    "Storage", "open_storage",
+    "open_storage",
 ]

@@ -6,7 +6,9 @@ durable :class:`~.storage.Storage`, and one live role
 (:class:`~.backup.BackupRole` or :class:`~.master.MasterRole`, see
 :mod:`.role`) to which it delegates what depends on the role.
 
-Transitions (all here; roles change the replica only through its methods):
+Transitions are all here. Roles read the log and the state machine, sync
+the storage (and mark it proven) and emit effects; every other change goes
+through a :class:`Replica` method:
 
 * start → backup, recovering from storage;
 * backup → master: the arbiter's grant (:meth:`Replica.become_master`);
