@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from netlets.replication import (ArbiterRequest, Complete, MasterFenced, Replica, ReplicationConfig,
-                                 Send)
+                                 RoleChanged, Send)
 from hosting.arbiter import Arbiter, MemoryEpochStore
 from netlets.replication import messages as M
 from tests.sim import ListNetlet
@@ -210,6 +210,32 @@ def test_stale_master_is_fenced_by_backup_reply():
     assert MasterFenced(2) in effs
     assert not completes_of(effs)[t]["ok"] and old.role == "fenced"
     assert not old.can_serve_linearizable(0.0)
+
+
+def test_a_fenced_master_acts_on_nothing_more_and_follows_the_new_master():
+    """Stepping down drops the master role: what reaches the former master afterwards (late
+    replies, timers, arbiter answers, new peers, a runner's fence) sends, asks, commits and
+    promises nothing; the new master's first append makes it that master's backup."""
+    old, b = mk("s/0"), mk("s/1")
+    old.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    barrier = sends(old)[0]
+    (sync,) = asked(old)
+    old.take_effects()
+    assert b.prepare(2)["ok"]
+    old.on_reply("s/1", b.handle(barrier.msg), 0.0)
+    assert MasterFenced(2) in old.take_effects() and old.role == "fenced" and old.master is None
+    old.on_reply("s/1", M.ack(1, "s/1", "s/1#1", barrier.msg["bid"], 1, 1), 0.1)
+    old.on_send_failed("s/1", 0.2)
+    old.on_arbiter_reply(sync, {"retry": "late"}, 0.3)
+    old.on_arbiter_failed(sync, 0.4)
+    old.set_peers(["s/1", "s/2"], 0.5)
+    old.tick(5.0)
+    old.flush(5.0)
+    old.fence(3)
+    assert old.take_effects() == [] and old.commit_seq == 0 and old.promised_epoch == 2
+    reply = old.handle(M.append(2, "s/1", 1, 0, 0, [], 0))
+    assert reply["t"] == M.ACK and old.role == "backup"
+    assert old.take_effects() == [RoleChanged("backup", 2, "s/1")]
 
 
 def test_exactly_once_dedup_and_waiting_on_inherited_tail():

@@ -8,7 +8,7 @@ from netlets.replication import FileStorage, MemoryStorage, Replica, Replication
 from netlets.replication.dedup import DedupTable
 from netlets.replication.log import Log
 from netlets.replication.messages import CMD, NOOP, entry
-from netlets.replication.storage import open_storage, read_frames
+from netlets.replication.storage import Storage, open_storage, read_frames
 from tests.sim import ListNetlet
 
 
@@ -116,6 +116,13 @@ def test_replica_recovers_state_and_uncommitted_tail(tmp_path):
     r2 = Replica("a/0", ListNetlet(), FileStorage(tmp_path, "fsync"), cfg)
     assert r2.sm.netlet.items == [f"q{i}" for i in range(7)]
     assert "q3" in r2.sm.dedup and r2.position == (1, 8) and r2.promised_epoch == 1
+
+
+def test_every_storage_implements_the_interface_on_its_own(tmp_path):
+    """FileStorage is no MemoryStorage with overrides: a method it lacked would be a silent no-op."""
+    assert isinstance(open_storage("memory", None), Storage)
+    assert isinstance(open_storage("fsync", tmp_path), Storage)
+    assert not issubclass(FileStorage, MemoryStorage)
 
 
 def test_open_storage_modes(tmp_path):

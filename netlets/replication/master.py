@@ -45,9 +45,11 @@ reset are ignored); silence beyond ``retransmit_timeout`` resends from
 ``match_seq + 1``; when the needed entries were compacted away the backup gets
 the latest snapshot.
 
-Fencing: a reply or arbiter answer carrying a higher epoch fences the master:
-pending callers get the retryable NotMaster outcome, nothing is committed any
-more.
+Fencing: a reply or arbiter answer carrying a higher epoch is adopted
+(``Replica.adopt_epoch``), which makes the replica step down: this role is
+dropped (it commits nothing more, and the replica drives it no more) and its
+pending callers get the retryable NotMaster outcome (:meth:`MasterRole.release`).
+While this role is live its epoch is the replica's promised epoch.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import messages as M
-from .effects import ArbiterRequest, Complete, MasterFenced, Send
+from .effects import ArbiterRequest, Complete, Send
+from .role import Role
 from .state import not_master
 
 if TYPE_CHECKING:
@@ -104,11 +107,14 @@ class _Refusals:
         return last is not None and last[:2] == (kind, inc) and now < last[3]
 
 
-class MasterRole:
+class MasterRole(Role):
+    name = "master"
+
     def __init__(self, r: Replica, epoch: int, isr: set[str], peers: list[str], now: float):
+        """Master of ``epoch`` (the replica's promised epoch) with the arbiter's ``isr`` at the
+        grant; appends the barrier and ships it."""
         self.r = r
         self.epoch = epoch
-        self.fenced = False
         #: the arbiter's ISR as of its last answer (the grant's until then) and its version
         #: (None: not learned yet), with the process the arbiter recorded for each member
         self.isr = set(isr) | {r.slot}
@@ -131,28 +137,29 @@ class MasterRole:
                 self.pending_req[req] = s
         self.durable_seq = log.last_seq  # recovered or acked as a backup: synced
         self.barrier_seq = log.last_seq + 1
-        self._append(M.entry(self.barrier_seq, epoch, M.NOOP, None, None))
+        r.append([M.entry(self.barrier_seq, epoch, M.NOOP, None, None)])
         self.peers: dict[str, _Peer] = {}
         self.set_peers(peers, now)
         self.flush(now)  # sync and ship the barrier at once
 
     # --- client side ---------------------------------------------------------
-    def _append(self, e: list) -> None:
-        self.r.log.append(e)
-        self.r.storage.append_entries([e])
+    def owns_epoch(self, epoch: int) -> bool:
+        return epoch <= self.epoch
+
+    def can_serve_linearizable(self, now: float) -> bool:
+        """Barrier committed (every earlier acknowledged write applied) and the lease valid."""
+        return self.r.commit_seq >= self.barrier_seq and now < self.r.lease_valid_until
 
     def submit(self, req_id: str | None, command: Any, now: float) -> int:
         r = self.r
         token = r.next_token()
-        if self.fenced:
-            r.effects.append(Complete(token, not_master("fenced")))
-        elif req_id is not None and req_id in r.sm.dedup:
+        if req_id is not None and req_id in r.sm.dedup:
             r.effects.append(Complete(token, r.sm.dedup.get(req_id)))
         elif req_id is not None and req_id in self.pending_req:
             self.waiters.setdefault(self.pending_req[req_id], []).append(token)
         else:
             seq = r.log.last_seq + 1
-            self._append(M.entry(seq, self.epoch, M.CMD, req_id, command))
+            r.append([M.entry(seq, self.epoch, M.CMD, req_id, command)])
             if req_id is not None:
                 self.pending_req[req_id] = seq
             self.waiters.setdefault(seq, []).append(token)
@@ -162,8 +169,6 @@ class MasterRole:
         return token
 
     def flush(self, now: float) -> None:
-        if self.fenced:
-            return
         self.r.storage.sync()
         self.durable_seq = self.r.log.last_seq
         self._maybe_commit()
@@ -171,8 +176,6 @@ class MasterRole:
 
     # --- replication ---------------------------------------------------------
     def _ship(self, now: float) -> None:
-        if self.fenced:
-            return
         r, log = self.r, self.r.log
         for p in self.peers.values():
             while len(p.inflight) < self.r.config.window and not p.snapshot_inflight:
@@ -203,13 +206,11 @@ class MasterRole:
             reply = M.validate(reply, (M.ACK, M.MISMATCH, M.STALE))
         except M.MalformedMessage:
             return
-        if self.fenced:
-            return
         p = self.peers.get(reply["from"])
         if p is None or reply["from"] != peer:
             return
         if reply["epoch"] > self.epoch:
-            self.fence(reply["epoch"])
+            self.r.adopt_epoch(reply["epoch"])  # steps down
             return
         inc = reply["inc"]
         if inc != p.inc:
@@ -245,13 +246,11 @@ class MasterRole:
 
     def on_send_failed(self, peer: str, now: float) -> None:
         p = self.peers.get(peer)
-        if p is not None and not self.fenced:
+        if p is not None:
             p.reset(p.match_seq + 1, self.next_bid)
             self._ship(now)
 
     def tick(self, now: float) -> None:
-        if self.fenced:
-            return
         cfg = self.r.config
         for p in self.peers.values():
             if p.inflight and min(p.inflight.values()) + cfg.retransmit_timeout <= now:
@@ -261,8 +260,6 @@ class MasterRole:
 
     # --- commit ----------------------------------------------------------------
     def _maybe_commit(self) -> None:
-        if self.fenced:
-            return
         r = self.r
         c = self.durable_seq
         if r.config.ack == "all":
@@ -317,7 +314,7 @@ class MasterRole:
 
     def _ask(self, now: float) -> None:
         """Send the wanted ISR change, unless one is outstanding or a failed one must wait."""
-        if self.fenced or self.outstanding is not None or now < self.ask_after:
+        if self.outstanding is not None or now < self.ask_after:
             return
         wanted = self._wanted(now)
         if wanted is None:
@@ -344,7 +341,7 @@ class MasterRole:
     def on_arbiter_reply(self, req: ArbiterRequest, answer: dict, now: float) -> None:
         """The arbiter's answer to ``req`` (``hosting.arbiter.AppState.isr_answer``, or
         ``{"retry": ...}``); ignored unless ``req`` is the outstanding request."""
-        if self.fenced or req != self.outstanding:
+        if req != self.outstanding:
             return
         try:
             answer = M.validate_isr_answer(answer)
@@ -352,7 +349,7 @@ class MasterRole:
             answer = {"retry": "malformed answer"}
         epoch = answer.get("epoch", self.epoch)
         if epoch > self.epoch:
-            self.fence(epoch)
+            self.r.adopt_epoch(epoch)  # steps down
             return
         same_version = "retry" not in answer and answer["version"] == self.isr_version
         if same_version and epoch == self.epoch and not answer["ok"] and req.kind != "sync":
@@ -391,18 +388,12 @@ class MasterRole:
         self._ask(now)  # a counted member we cannot reach any more is shrunk
         self._ship(now)
 
-    # --- fencing ---------------------------------------------------------------
-    def fence(self, epoch: int) -> None:
-        if self.fenced:
-            return
-        self.fenced = True
-        r = self.r
-        r.role = "fenced"
-        if epoch > r.promised_epoch:
-            r.promised_epoch = epoch
-            r.storage.set_promise(epoch)
+    # --- stepping down ---------------------------------------------------------
+    def release(self, epoch: int) -> None:
+        """The replica stepped down because of ``epoch``: every caller still waiting gets the
+        retryable NotMaster outcome (a later master may or may not commit its entry; a retry
+        with the same request id is applied at most once either way)."""
         for tokens in self.waiters.values():
             for token in tokens:
-                r.effects.append(Complete(token, not_master(f"fenced by epoch {epoch}")))
+                self.r.effects.append(Complete(token, not_master(f"fenced by epoch {epoch}")))
         self.waiters.clear()
-        r.effects.append(MasterFenced(epoch))

@@ -2,6 +2,8 @@
 
 The only I/O the replication core does; it is a separate object so that tests
 can run it on real temporary directories and the core stays testable.
+:class:`Storage` is the interface the core relies on (its contracts);
+:class:`FileStorage` and :class:`MemoryStorage` implement it.
 
 Modes (the descriptor's ``durability``):
 
@@ -78,6 +80,7 @@ import os
 import struct
 import uuid
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,7 +199,78 @@ def torn_tail(data: bytes, valid: int) -> bool:
     return True
 
 
-class MemoryStorage:
+class Storage(ABC):
+    """The durable state of one replica: what the replication core requires of any storage.
+
+    Contracts (every implementation; see the module docstring for the file layout):
+
+    * :meth:`recover` is called once, before anything else; it returns what
+      the storage holds (the entries contiguous after the snapshot, the
+      recovered commit index never above the last entry) or raises
+      :class:`CorruptStorage` / :class:`StorageFailed`: then the replica must
+      not run.
+    * :meth:`append_entries`, :meth:`truncate_after`, :meth:`set_promise` and
+      :meth:`set_commit` only buffer; they take effect in call order, and none
+      is durable before the next :meth:`sync` returns.
+    * :meth:`sync` returns only once every record buffered before it is
+      durable (per the mode); otherwise it raises :class:`StorageFailed`, now
+      and at every later call (fail-stop: nothing buffered since the last
+      successful sync is ever reported durable).
+    * :meth:`save_snapshot` and :meth:`mark_proven` are durable when they
+      return; a crash during :meth:`save_snapshot` recovers either the old
+      base and log or the new ones, never an old divergent tail on the new base.
+    """
+
+    #: the durability mode: ``fsync``, ``write`` or ``memory`` (nothing survives the process)
+    mode: str
+
+    @abstractmethod
+    def recover(self, opener: str | None = None) -> Recovered:
+        """What this storage holds; ``opener`` (the netlet id of this process) is recorded."""
+
+    @abstractmethod
+    def identity(self) -> dict:
+        """What an election learns of this storage: ``generation`` (None: not durable, nothing
+        survives the process), ``unproven``, ``openers`` (see the module docstring)."""
+
+    @abstractmethod
+    def mark_proven(self) -> None:
+        """This storage holds every acknowledged write (the module docstring says when the
+        replica may call this); durable before it returns. Idempotent."""
+
+    @abstractmethod
+    def append_entries(self, entries: list) -> None:
+        """Buffer ``entries`` (contiguous, following the log's last entry)."""
+
+    @abstractmethod
+    def truncate_after(self, seq: int) -> None:
+        """Buffer dropping every entry after ``seq``."""
+
+    @abstractmethod
+    def set_promise(self, epoch: int) -> None:
+        """Buffer the promised epoch (recovery keeps the highest)."""
+
+    @abstractmethod
+    def set_commit(self, seq: int) -> None:
+        """Buffer the commit index (recovery keeps the highest; it may lag, never lead)."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Make everything buffered durable, or raise :class:`StorageFailed` for good."""
+
+    @abstractmethod
+    def save_snapshot(self, snap: dict, tail: list, promised: int, commit: int,
+                      discard_old_tail: bool = False) -> None:
+        """Make ``snap`` the durable base and ``tail`` (entries after it) the log;
+        ``discard_old_tail``: the old log does not match ``snap`` and must never
+        reappear after it."""
+
+    @abstractmethod
+    def close(self, sync: bool = True) -> None:
+        """Release the storage; ``sync=False`` drops unsynced records (what a crash does)."""
+
+
+class MemoryStorage(Storage):
     """Durability ``memory``: keeps nothing; every call is a no-op."""
 
     mode = "memory"
@@ -205,8 +279,6 @@ class MemoryStorage:
         return Recovered()
 
     def identity(self) -> dict:
-        """What an election learns of this storage: ``generation`` (None: not durable, nothing
-        survives the process), ``unproven``, ``openers`` (see the module docstring)."""
         return {"generation": None, "unproven": False, "openers": []}
 
     def mark_proven(self) -> None:
@@ -235,7 +307,7 @@ class MemoryStorage:
         pass
 
 
-class FileStorage(MemoryStorage):
+class FileStorage(Storage):
     """Durability ``fsync`` or ``write`` in directory ``path`` (created if missing)."""
 
     def __init__(self, path: str | os.PathLike, mode: str = "fsync",
@@ -414,8 +486,6 @@ class FileStorage(MemoryStorage):
                 "openers": list(self._openers)}
 
     def mark_proven(self) -> None:
-        """This storage holds every acknowledged write (the module docstring says when the
-        replica may call this); durable before it returns. Idempotent."""
         if self._ident and not self._ident.get("proven"):
             self._io("identity", self._write_identity, dict(self._ident, proven=True))
 
@@ -533,7 +603,7 @@ def fsync_directory(path: Path) -> None:
 
 
 def open_storage(mode: str, path: str | os.PathLike | None,
-                 owner: tuple[str, str] | None = None) -> MemoryStorage:
+                 owner: tuple[str, str] | None = None) -> Storage:
     """The storage for a durability mode (``path`` required unless ``memory``)."""
     if mode == "memory":
         return MemoryStorage()
