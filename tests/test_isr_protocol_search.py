@@ -149,5 +149,7 @@ def test_the_search_finds_the_finding1_mutant(monkeypatch):
 
     monkeypatch.setattr(arbiter.Arbiter, "change_isr", ignoring_the_version)
     with pytest.raises((InvariantError, Flaky)):
+        # Found, not shrunk; derandomized so that it is one fixed search (a random one finds it in
+        # about 2 runs of 3 within 1000 examples, mostly once targeting starts, past ~500).
         run_state_machine_as_test(ISRMachine, settings=settings(
-            PROFILE, max_examples=1000, phases=[Phase.generate, Phase.target]))  # found, not shrunk
+            PROFILE, max_examples=3000, phases=[Phase.generate, Phase.target], derandomize=True))
