@@ -37,22 +37,50 @@ settings.register_profile("thorough", max_examples=1000, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
-#: Fixtures that start real hosting nodes or etcd: a test using one (directly or through another
-#: fixture) is ``slow``, and so is every test of a module that starts nodes by hand.
-SLOW_FIXTURES = {"node", "etcd", "etcd_url"}
-SLOW_MODULES = {"test_chaos", "test_cli_apps", "test_cli_launch", "test_cluster", "test_cluster_netns",
-                "test_etcd_tls", "test_membership", "test_linearizability_kvstore", "test_replication_e2e",
-                "test_bootstrap", "test_hosting_failures", "test_hosting_auth", "test_hosting_status",
-                "test_netlet_api", "test_pipeline"}
+#: Every test has exactly one kind, the most expensive thing it does (first match wins):
+#:
+#: ``chaos``    the bench/chaos.py runs (marked ``@pytest.mark.chaos`` in the test);
+#: ``cluster``  starts etcd: uses one of :data:`CLUSTER_FIXTURES` (directly or through another
+#:              fixture), or is in a module of :data:`CLUSTER_MODULES` (which start it by hand);
+#: ``process``  starts a real hosting node, netlets or the CLI: uses :data:`PROCESS_FIXTURES`, or
+#:              is in a module of :data:`PROCESS_MODULES` (which start them by hand);
+#: ``property`` a hypothesis test (``@given`` or a state machine): in-process, many examples;
+#: ``unit``     everything else: pure logic, parsers, in-process servers.
+#:
+#: ``slow`` is added to chaos, cluster and process tests, so ``-m "not slow"`` (the inner loop)
+#: runs the unit and property tests only and starts no node, netlet, CLI or etcd.
+KINDS = ("chaos", "cluster", "process", "property", "unit")
+SLOW_KINDS = {"chaos", "cluster", "process"}
+CLUSTER_FIXTURES = {"etcd", "etcd_url"}
+CLUSTER_MODULES = {"test_cluster", "test_cluster_netns", "test_etcd_tls"}
+PROCESS_FIXTURES = {"node"}
+PROCESS_MODULES = {"test_cli_apps", "test_cli_launch", "test_cli_warrant", "test_membership",
+                   "test_linearizability_kvstore", "test_replication_e2e", "test_bootstrap",
+                   "test_hosting_failures", "test_hosting_auth", "test_hosting_status", "test_netlet_api",
+                   "test_pipeline", "test_mass_election", "test_confinement", "test_security_confined"}
+
+
+def kind_of(item) -> str:
+    """The test's kind (see :data:`KINDS`)."""
+    module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if item.get_closest_marker("chaos"):
+        return "chaos"
+    if fixtures & CLUSTER_FIXTURES or module in CLUSTER_MODULES:
+        return "cluster"
+    if fixtures & PROCESS_FIXTURES or module in PROCESS_MODULES:
+        return "process"
+    if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+        return "property"
+    return "unit"
 
 
 def pytest_collection_modifyitems(config, items):
-    """``-m "not slow"`` is the inner-loop subset: pure logic, parsers, state machines, in-process
-    servers. Everything that starts a node, a netlet or etcd is marked ``slow``."""
+    """Mark every test with its kind, and the chaos, cluster and process ones ``slow``."""
     import pytest
 
     for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES \
-                or item.get_closest_marker("chaos"):
+        kind = kind_of(item)
+        item.add_marker(getattr(pytest.mark, kind))
+        if kind in SLOW_KINDS:
             item.add_marker(pytest.mark.slow)
