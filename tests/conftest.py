@@ -11,7 +11,9 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 TEST_KNOBS = {"JTRIX_TESTDATA", "JTRIX_HYPOTHESIS_EXAMPLES"}
@@ -21,8 +23,10 @@ _NO_HOME = tempfile.mkdtemp(prefix="jtrix-no-home-")
 atexit.register(shutil.rmtree, _NO_HOME, True)
 os.environ["JTRIX_HOME"] = os.path.join(_NO_HOME, "absent")
 
-from etcdutil import etcd, etcd_url  # noqa: F401  (a private etcd per test session, a key prefix per test)
-from nodeutil import node  # noqa: F401  (the `node` fixture: a real hosting node in a temp home)
+
+from hosting.etcd import Etcd  # noqa: E402  (after the environment is made hermetic)
+from testkit.etcd import EtcdServer, unique_prefix  # noqa: E402
+from testkit.node import cleanup_node, start_node  # noqa: E402
 
 settings.register_profile(
     "ci",
@@ -77,10 +81,43 @@ def kind_of(item) -> str:
 
 def pytest_collection_modifyitems(config, items):
     """Mark every test with its kind, and the chaos, cluster and process ones ``slow``."""
-    import pytest
-
     for item in items:
         kind = kind_of(item)
         item.add_marker(getattr(pytest.mark, kind))
         if kind in SLOW_KINDS:
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """A real hosting node in its own ``JTRIX_HOME`` (tmp_path/home); at teardown it and every
+    process it ever started are SIGKILLed by pid (testkit.node.cleanup_node)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("JTRIX_HOME", str(home))
+    running = start_node(home)
+    try:
+        yield running
+    finally:
+        cleanup_node(running)
+
+
+@pytest.fixture(scope="session")
+def etcd_url():
+    """A private etcd for the session (per xdist worker), on free ports; skips the test when the
+    ``etcd`` binary is missing (scripts/test.sh installs Debian's etcd-server as root)."""
+    if shutil.which("etcd") is None:
+        pytest.skip("etcd not installed (scripts/test.sh installs Debian's etcd-server as root)")
+    root = Path(tempfile.mkdtemp(prefix="jtrix-etcd-"))
+    server = EtcdServer(root)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd(etcd_url) -> Etcd:
+    """An etcd view on a key prefix no other test uses."""
+    return Etcd(etcd_url, unique_prefix())

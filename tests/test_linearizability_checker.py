@@ -14,22 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import linearizability
+from testkit import linearizability
 import netlets
-from linearizability import (
-    UNKNOWN,
-    Operation,
-    check,
-    kv_model,
-    load_history,
-    op_record,
-    parse_etcd_history,
-    parse_kv_history,
-    register_model,
-    save_history,
-)
-from nodeutil import APPS, descriptor_xml, wait_for
-from test_replication_e2e import launch_kvstore
+from testkit.kvstore import launch_kvstore
+from testkit.linearizability import (Operation, UNKNOWN, check, kv_model, load_history, op_record, parse_etcd_history,
+                                     parse_kv_history, register_model, save_history)
+from testkit.node import APPS, descriptor_xml
+from testkit.wait import wait_for
 
 INF = math.inf
 
