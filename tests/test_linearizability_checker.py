@@ -1,4 +1,4 @@
-"""The linearizability checker (tests/linearizability.py) against recorded
+"""The linearizability checker (testkit/linearizability.py) against recorded
 histories with known verdicts, hand-made cases, generated histories (checked
 against examples/kvstore's own apply and a brute-force search), the history
 file format, and a deliberately broken store on a real node."""
