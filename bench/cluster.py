@@ -29,10 +29,11 @@ import threading
 import time
 from pathlib import Path
 
-from harness import KvApp, latency_ms, table, write_json
-from nodeutil import RunningNode, cleanup_node, kill_node_with_its_netlets, wait_for
-
-from etcdutil import EtcdServer, unique_prefix
+from harness import latency_ms, table, write_json
+from testkit.fleet import Fleet
+from testkit.kvstore import kvstore_xml
+from testkit.node import RunningNode, kill_node_with_its_netlets
+from testkit.wait import wait_for
 
 NAMES = ("n1", "n2", "n3")
 
@@ -65,20 +66,18 @@ class Writer(threading.Thread):
 
 
 class Cluster:
+    """The three-node fleet, its members by name (n1, n2, n3)."""
+
     def __init__(self, tmp: Path) -> None:
-        from hosting.client import HostingClient
+        self.fleet = Fleet(tmp, len(NAMES))
+        self.url = self.fleet.url
 
-        self.tmp, self.client_of = tmp, HostingClient.for_home
-        self.etcd = EtcdServer(tmp)
-        self.etcd.start()
-        self.url = self.etcd.url + unique_prefix().rstrip("/")
-        self.nodes = {name: self.start(name) for name in NAMES}
+    @property
+    def nodes(self) -> dict[str, RunningNode]:
+        return {node.home.name: node for node in self.fleet.nodes}
 
-    def start(self, name: str) -> RunningNode:
-        from hosting.daemon import start_background
-
-        start_background(self.tmp / name, cluster=self.url, name=name)
-        return RunningNode(self.tmp / name, self.client_of(self.tmp / name))
+    def restart(self, name: str) -> RunningNode:
+        return self.fleet.restart(self.fleet.by_name(name))
 
     def app(self, via: str) -> dict:
         return self.nodes[via].app("kvstore")
@@ -110,9 +109,7 @@ class Cluster:
                 and (moved is None or json.loads(moved.value) == []))
 
     def close(self) -> None:
-        for node in self.nodes.values():
-            cleanup_node(node)
-        self.etcd.stop()
+        self.fleet.close()
 
 
 def trial(cluster: Cluster, scenario: str, n: int) -> tuple[dict, dict]:
@@ -142,7 +139,7 @@ def trial(cluster: Cluster, scenario: str, n: int) -> tuple[dict, dict]:
     writer.stop.set()
     writer.join(60)
     if scenario == "kill":
-        cluster.nodes[victim] = cluster.start(victim)  # the machine comes back: the node rejoins, empty
+        cluster.restart(victim)  # the machine comes back: the node rejoins, empty
     row = {"trial": n, "scenario": scenario, "victim": victim, "via": via,
            "new_master_ms": round((t_master - t0) * 1000), "writes_back_ms": round((t_back - t0) * 1000),
            "write_gap_ms": round(writer.longest_gap(t0, t_back) * 1000),
@@ -161,7 +158,7 @@ def main() -> None:
     cluster = Cluster(tmp)
     rows, acked = [], {}
     try:
-        cluster.nodes["n1"].launch(KvApp.descriptor(3, "fsync", 1.0), tmp)
+        cluster.nodes["n1"].launch(kvstore_xml(replicas=3, durability="fsync", ttl=1.0), tmp)
         wait_for(lambda: cluster.healthy("n1") and cluster.app("n1")["master"], 60, "kvstore ready")
         scenarios = ["kill", "pause"] if args.scenario == "both" else [args.scenario]
         for scenario in scenarios:

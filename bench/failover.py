@@ -20,7 +20,7 @@ import signal
 import time
 
 from harness import KvApp, latency_ms, table, write_json
-from nodeutil import wait_for
+from testkit.wait import wait_for
 
 
 def trials(app: KvApp, kv, n: int, sig: signal.Signals) -> dict:

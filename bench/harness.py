@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: statistics, JSON results, and a kvstore on a private node.
+"""Shared by the benchmarks: statistics, JSON results, and a kvstore on a private node (over testkit).
 
 ``KvApp`` starts a hosting node in a fresh temporary ``JTRIX_HOME``, launches
 examples/kvstore with the asked replicas / durability / lease TTL, and on
@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-sys.path.insert(0, str(ROOT / "tests"))
+from testkit.kvstore import kvstore_xml, wait_master
+from testkit.node import ROOT, RunningNode, cleanup_node, master_of, start_node
+from testkit.wait import wait_for
 
-from nodeutil import RunningNode, cleanup_node, wait_for  # noqa: E402
+RESULTS = ROOT / "bench" / "results"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -66,29 +66,17 @@ class KvApp:
     """examples/kvstore on a private node (see the module docstring)."""
 
     def __init__(self, replicas: int = 3, durability: str = "fsync", ttl: float = 1.0) -> None:
-        from hosting.client import HostingClient
-        from hosting.daemon import start_background
-
         self.replicas = replicas
         self.tmp = Path(tempfile.mkdtemp(prefix="jtrix-bench-"))
         home = self.tmp / "home"
         os.environ["JTRIX_HOME"] = str(home)
-        start_background(home)
-        self.node = RunningNode(home, HostingClient.for_home(home))
+        self.node: RunningNode = start_node(home)
         try:
-            self.node.launch(self.descriptor(replicas, durability, ttl), self.tmp)
+            self.node.launch(kvstore_xml(replicas=replicas, durability=durability, ttl=ttl), self.tmp)
             self.wait_master(0)
         except BaseException:
             self.close()
             raise
-
-    @staticmethod
-    def descriptor(replicas: int, durability: str, ttl: float) -> str:
-        xml = (ROOT / "examples/kvstore/bootstrap.xml").read_text()
-        xml = xml.replace('<codebase path="."/>', f'<codebase path="{ROOT / "examples/kvstore"}"/>')
-        xml = xml.replace('durability="fsync"', f'durability="{durability}"')
-        xml = xml.replace('ttl="1.0"', f'ttl="{ttl}"')
-        return xml.replace('replicas="3"', f'replicas="{replicas}"')
 
     def connect(self, **kwargs):
         import netlets
@@ -98,16 +86,10 @@ class KvApp:
         return self.node.app("kvstore")
 
     def master(self) -> dict:
-        a = self.app()
-        return next(n for n in a["netlets"] if n["slot"] == a["master"])
+        return master_of(self.app())
 
     def wait_master(self, above: int) -> dict:
-        def ok():
-            a = self.app()
-            if a["master"] and a["epoch"] > above:
-                m = next(n for n in a["netlets"] if n["slot"] == a["master"])
-                return a if m["role"] == "master" else None
-        return wait_for(ok, 60, "a master")
+        return wait_master(self.node, above, timeout=60)
 
     def wait_in_sync(self) -> None:
         """Every slot running, and the in-sync set back to every replica."""

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from harness import ROOT, latency_ms, table, write_json
-from nodeutil import RunningNode, cleanup_node
+from testkit.node import RunningNode, cleanup_node
 
 LAUNCH = str(Path(sys.executable).parent / "jtrix-launch")
 DESCRIPTOR = ROOT / "examples" / "kvstore" / "bootstrap.xml"

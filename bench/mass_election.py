@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness import latency_ms, table, write_json
-from manyapps import (events_since, first_write, kill, launch_many, masters, newest_index, state, wait_elected,
-                      wait_in_sync)
-from nodeutil import RunningNode, cleanup_node
+from testkit.manyapps import (events_since, first_write, kill, launch_many, masters, newest_index, state,
+                              wait_elected, wait_in_sync)
+from testkit.node import RunningNode, cleanup_node
 
 from hosting.client import HostingClient
 from hosting.daemon import start_background

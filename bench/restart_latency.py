@@ -23,12 +23,8 @@ from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from harness import pct  # noqa: E402
-from rivals import supervisord_restart, wait_new_child  # noqa: E402
+from harness import pct
+from rivals import supervisord_restart, wait_new_child
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -38,14 +34,11 @@ def summary(name: str, values: list[float]) -> str:
 
 
 def bench_jtrix(trials: int) -> tuple[list[float], list[float]]:
-    from hosting.client import HostingClient
-    from hosting.daemon import start_background
-    from nodeutil import cleanup_node, descriptor_xml, RunningNode
+    from testkit.node import cleanup_node, descriptor_xml, start_node
 
     tmp = Path(tempfile.mkdtemp(prefix="jtrix-bench-"))
     home = tmp / "home"
-    start_background(home)
-    node = RunningNode(home, HostingClient.for_home(home))
+    node = start_node(home)
     spawned, ready = [], []
     try:
         xml = descriptor_xml("bench", '<netlet type="w" class="workers:Echo" replicas="1"/>',

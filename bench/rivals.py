@@ -38,10 +38,9 @@ from pathlib import Path
 
 import psutil
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from harness import pct
 
-from harness import pct  # noqa: E402
+HERE = Path(__file__).resolve().parent
 NODE = HERE / "pysyncobj_node.py"
 
 #: SyncObjConf keyword arguments ("{dir}" and "{i}" in strings: the cluster's temp dir and the

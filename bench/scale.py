@@ -40,7 +40,7 @@ RAM, the next N is lowered to the largest safe multiple of 50 (and the run
 stops after it). While netlets start, a run is aborted if available memory
 falls below 15 %. Every process started is killed in ``finally`` (also on
 Ctrl-C / SIGTERM): the node and every netlet it recorded, by pid and process
-group (tests/nodeutil.cleanup_node), then anything left whose cwd or command
+group (testkit.node.cleanup_node), then anything left whose cwd or command
 line is inside the temporary home.
 
 Usage: bench/run.sh scale [--counts 100,300,500] [--trials 20] [--json PATH] [--keep-going] [--py-spy DIR]
@@ -67,10 +67,9 @@ from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from nodeutil import RunningNode, cleanup_node, descriptor_xml, kill_recorded, processes_under  # noqa: E402
+from harness import pct
+from testkit.node import ROOT, RunningNode, cleanup_node, descriptor_xml
+from testkit.procs import kill_under
 
 APP = "scale"
 TTL = 1.0  # the descriptor default
@@ -79,11 +78,6 @@ MAX_REPLICAS = 64  # warrants/schemas/descriptor.xsd: replicas maxInclusive 64 (
 
 
 # -- small helpers -------------------------------------------------------------
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
-
-
 def stats(values: list[float]) -> dict[str, Any] | None:
     if not values:
         return None
@@ -188,30 +182,6 @@ def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
         except psutil.Error:
             pass
     return out
-
-
-def kill_strays(home: Path) -> int:
-    """SIGKILL (by process group) anything still running from ``home``: cwd inside it or it in argv."""
-    root = str(Path(home).resolve())
-    victims = {p.pid: p for p in processes_under(home)}
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any(root == a or a.startswith(root + os.sep) for a in (p.info["cmdline"] or [])):
-                victims[p.pid] = p
-        except psutil.Error:
-            pass
-    victims.pop(os.getpid(), None)
-    killed = [v for v in (kill_recorded(p.pid, p.create_time()) for p in victims.values()
-                          if _alive(p)) if v is not None]
-    psutil.wait_procs(killed, timeout=10)
-    return len(killed)
-
-
-def _alive(p: psutil.Process) -> bool:
-    try:
-        return p.is_running()
-    except psutil.Error:
-        return False
 
 
 def netlet_types(n: int) -> str:
@@ -671,7 +641,7 @@ def main() -> None:
                     results.append(r)
                     raise
             finally:
-                strays = kill_strays(tmp / "home")
+                strays = len(kill_under(tmp / "home"))
                 if strays:
                     log(f"N={n}: killed {strays} stray processes left under {tmp}")
                 if not args.keep and not failed:

@@ -18,8 +18,10 @@ import pytest
 import netlets
 from hosting.client import HostingClient
 from hosting.daemon import start_background
-from nodeutil import process_dead, wait_for
-from test_replication_e2e import launch_kvstore, master_of, wait_master
+from testkit.kvstore import launch_kvstore, wait_master
+from testkit.node import master_of
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 
 NODE_DOWN_S = 1.0  # how long the node stays dead: the fault under test, not a synchronisation
 

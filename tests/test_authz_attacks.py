@@ -23,7 +23,9 @@ import warrants
 from hosting.client import HostingClient
 from hosting.codebases import MAX_MEMBERS, MAX_UNPACKED_BYTES
 from hosting.daemon import start_background
-from nodeutil import APPS, JTRIX, descriptor_xml, events_of, process_dead, wait_for
+from testkit.node import APPS, JTRIX, descriptor_xml, events_of
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 from warrants.errors import BadInput
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,7 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nodeutil import descriptor_xml, events_of, kill_recorded, process_dead, process_gone, wait_for
+from testkit.node import descriptor_xml, events_of
+from testkit.procs import kill_recorded, process_dead, process_gone
+from testkit.wait import wait_for
 
 ECHO2 = '  <netlet type="w" class="workers:Echo" replicas="2"/>'
 

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 import warrants
 from hosting.client import HostingClient
-from nodeutil import APPS, descriptor_xml, events_of, process_dead, wait_for
+from testkit.node import APPS, descriptor_xml, events_of
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 
 HOSTILE = APPS / "hostile"
 

@@ -17,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
-from nodeutil import kill_recorded, processes_under
+from testkit.procs import kill_under
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAOS = ROOT / "bench" / "chaos.py"
@@ -30,16 +29,7 @@ RUN_S = 60
 def _kill_leftovers(work: Path) -> list[int]:
     """Whatever still runs from the harness's work directory — its nodes' homes, its etcd — (it
     cleans up itself; this must find nothing)."""
-    left = [p for p in processes_under(work)]
-    for proc in psutil.process_iter():
-        try:
-            if str(work) in " ".join(proc.cmdline()) and proc.pid not in {p.pid for p in left}:
-                left.append(proc)
-        except psutil.Error:
-            continue
-    victims = [kill_recorded(p.pid, p.create_time()) for p in left if p.is_running()]
-    psutil.wait_procs([v for v in victims if v is not None], timeout=10)
-    return [p.pid for p in left]
+    return kill_under(work)
 
 
 def _run_chaos(tmp_path, run_s: int, extra: list[str], kinds: set[str]) -> None:
@@ -103,16 +93,13 @@ def test_chaos_on_a_three_node_cluster_with_machine_faults(tmp_path):
 # ------------------------------------------- the harness's own checks catch violations
 
 def _chaos_module():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import chaos
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return chaos
+    from testkit.chaos import checks
+
+    return checks
 
 
 def _op(client, call, ret, f, key, value, out=None):
-    from linearizability import Operation
+    from testkit.linearizability import Operation
 
     return Operation(client, call, ret, (f, key, value), out)
 

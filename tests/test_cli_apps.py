@@ -15,7 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nodeutil import descriptor_xml, process_gone, wait_for
+from testkit.node import descriptor_xml
+from testkit.procs import process_gone
+from testkit.wait import wait_for
 
 BIN = Path(sys.executable).parent
 ECHO2 = '  <netlet type="w" class="workers:Echo" replicas="2"/>'

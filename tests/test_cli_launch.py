@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import warrants
-from nodeutil import RunningNode, cleanup_node, descriptor_xml
+from testkit.node import RunningNode, cleanup_node, descriptor_xml
 
 BIN = Path(sys.executable).parent
 ECHO2 = '  <netlet type="w" class="workers:Echo" replicas="2"/>'

@@ -26,10 +26,11 @@ from hosting.daemon import start_background
 from hosting.cluster_store import ClusterStore
 from hosting.etcd import Etcd
 from warrants.errors import BadInput
-from etcdutil import unique_prefix
-from nodeutil import (RunningNode, cleanup_node, descriptor_xml, events_of, kill_node_with_its_netlets,
-                      process_dead, wait_for)
-from test_replication_e2e import KVSTORE, master_of
+from testkit.etcd import unique_prefix
+from testkit.kvstore import KVSTORE
+from testkit.node import RunningNode, cleanup_node, descriptor_xml, events_of, kill_node_with_its_netlets, master_of
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -265,7 +266,7 @@ def test_netlets_serve_on_the_nodes_own_address_so_other_machines_reach_them(etc
 
 
 def test_bad_or_unreachable_cluster_urls_are_one_line_errors(tmp_path):
-    from etcdutil import free_port
+    from testkit.etcd import free_port
 
     runner = RunningNode(tmp_path / "h", None)
     bad = runner.jtrix("host", "start", "--cluster", "etcd-host:2379")
@@ -283,7 +284,7 @@ def test_a_node_cut_off_from_etcd_fences_itself_runs_nothing_until_it_rejoins(tm
     and starts none while cut off; when etcd answers again it rejoins and warm-starts the app."""
     import shutil
 
-    from etcdutil import EtcdServer
+    from testkit.etcd import EtcdServer
 
     if shutil.which("etcd") is None:
         pytest.skip("etcd not installed (scripts/test.sh installs Debian's etcd-server as root)")

@@ -19,7 +19,8 @@ import warrants
 from hosting.client import HostingClient
 from hosting.cluster import member_warrant
 from hosting.tls import client_identity
-from nodeutil import descriptor_xml, events_of, wait_for
+from testkit.node import descriptor_xml, events_of
+from testkit.wait import wait_for
 from test_cluster import cluster, kvstore_master, launch_kvstore  # noqa: F401  (cluster: the fixture)
 from warrants.errors import BadInput, InsufficientRights
 
@@ -128,7 +129,7 @@ def test_a_netlets_warrant_opens_its_calls_on_its_own_node_only(cluster, tmp_pat
     (``hosting.bindings``): another member cannot know whether that netlet lives, so it refuses it."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from nodeutil import APPS
+    from testkit.node import APPS
 
     n1, n2 = cluster("n1"), cluster("n2")
     wait_for(lambda: len(n1.client.call("host_status")["nodes"]) == 2, 20, "both members")

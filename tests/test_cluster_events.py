@@ -12,7 +12,8 @@ from hosting import cluster_events, etcd_keys
 from hosting.cluster_events import ClusterEvents, EventShipper
 from hosting.etcd import Etcd
 from hosting.registry import Registry
-from nodeutil import kill_node_with_its_netlets, wait_for
+from testkit.node import kill_node_with_its_netlets
+from testkit.wait import wait_for
 from test_cluster import cluster  # noqa: F401  (the fixture: nodes joined on a private etcd)
 
 
@@ -130,7 +131,7 @@ def test_each_node_keeps_its_newest_events_only(etcd, registries, shippers, monk
 
 
 def test_etcd_down_leaves_events_in_sqlite_and_the_node_unaffected(registries, shippers, etcd):
-    from etcdutil import free_port
+    from testkit.etcd import free_port
 
     registry = registries("a")
     dead = Etcd(f"http://127.0.0.1:{free_port()}", etcd.prefix, timeout=0.5)

@@ -21,10 +21,11 @@ import pytest
 
 import netlets
 import netns
-from etcdutil import EtcdServer, unique_prefix
+from testkit.etcd import EtcdServer, unique_prefix
 from hosting.client import HostingClient
 from hosting.daemon import node_answers
-from nodeutil import RunningNode, cleanup_node, wait_for
+from testkit.node import RunningNode, cleanup_node
+from testkit.wait import wait_for
 from test_cluster import Writers, kvstore_master, launch_kvstore
 
 pytestmark = [pytest.mark.timeout(240),

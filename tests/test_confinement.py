@@ -29,7 +29,8 @@ from hosting.confine import ID_RANGE, runtime_paths, unreachable
 from hosting.daemon import node_answers, stop
 from hosting.home import ensure_home
 from netlets import landlock
-from nodeutil import APPS, RunningNode, cleanup_node, descriptor_xml, start_node, wait_for
+from testkit.node import APPS, RunningNode, cleanup_node, descriptor_xml, start_node
+from testkit.wait import wait_for
 
 NOBODY = 65534
 HOSTILE = APPS / "hostile"

@@ -18,8 +18,10 @@ import pytest
 
 from hosting.client import HostingClient
 from hosting.daemon import start_background
-from manyapps import kvstore_xml, wait_in_sync
-from nodeutil import events_of, process_dead, wait_for
+from testkit.manyapps import kvstore_xml, wait_in_sync
+from testkit.node import events_of
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 
 
 @pytest.mark.parametrize("ttl", [0.5, 1.0, 3.0])

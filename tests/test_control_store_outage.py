@@ -10,7 +10,7 @@ from hosting.control import ControlLeases
 from hosting.lessor import Lessor
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.timers import Timers
-from nodeutil import wait_for
+from testkit.wait import wait_for
 from test_store_retry import Locked
 
 

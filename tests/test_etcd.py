@@ -110,7 +110,7 @@ def test_watch_delivers_every_change_once_in_order_across_a_dropped_stream(etcd)
 
 
 def test_unreachable_etcd_is_an_etcd_unavailable_error():
-    from etcdutil import free_port
+    from testkit.etcd import free_port
 
     dead = Etcd(f"http://127.0.0.1:{free_port()}", timeout=0.5)
     with pytest.raises(EtcdUnavailable, match="did not answer"):

@@ -12,7 +12,7 @@ from hosting.arbiter import Arbiter, StaleEpoch, StoreConflict
 from hosting.etcd import Etcd
 from hosting.etcd_epochs import EtcdEpochStore
 
-from etcdutil import unique_prefix
+from testkit.etcd import unique_prefix
 from test_etcd import wait_for
 
 

@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from hosting.etcd import Etcd, EtcdUnavailable, TLSFiles
-from etcdutil import EtcdServer, make_tls_files, unique_prefix
-from nodeutil import RunningNode, cleanup_node, wait_for
+from testkit.etcd import EtcdServer, make_tls_files, unique_prefix
+from testkit.node import RunningNode, cleanup_node
+from testkit.wait import wait_for
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ def test_replayed_call_is_refused(node):
 
 
 def test_netlet_warrant_cannot_act_for_another_netlet(node, tmp_path):
-    from nodeutil import descriptor_xml
+    from testkit.node import descriptor_xml
     node.launch(descriptor_xml("pair", '<netlet type="w" class="workers:Echo" replicas="2"/>'), tmp_path)
     node.wait_running("pair")
     with pytest.raises(warrants.InsufficientRights, match="not pair/w/0#1"):
@@ -119,7 +119,7 @@ def test_a_netlet_cannot_take_an_apps_control_lease_outside_an_election(node, tm
     """The control lease is granted by the elector alone (the most up-to-date replica, the warm-start
     proof): no endpoint lets a netlet's code take it. Before, ``acquire_control`` bootstrapped any app
     whose lease was free with the caller's slot as master."""
-    from nodeutil import descriptor_xml
+    from testkit.node import descriptor_xml
     node.launch(descriptor_xml("idle", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path,
                 start=False)
     hostile = _netlet_client(node, "idle/w/0#1")
@@ -147,7 +147,7 @@ def test_silent_and_garbage_connections_do_not_stall_other_clients(node):
 
 
 def test_app_scoped_launch_warrant_uploads_and_launches_only_its_app(node, tmp_path):
-    from nodeutil import descriptor_xml
+    from testkit.node import descriptor_xml
     xml, key = _delegate(node, ["launch", "status"], app="mine")
     client = HostingClient(node.client.uri, xml, key)
     desc = tmp_path / "mine.xml"
@@ -165,7 +165,8 @@ def test_app_scoped_launch_warrant_uploads_and_launches_only_its_app(node, tmp_p
 def test_a_relayed_envelope_is_refused_with_other_arguments(node, tmp_path):
     """The proof covers the arguments: whoever relays a signed call cannot change what it asks."""
     from hosting import wire
-    from nodeutil import descriptor_xml, process_gone
+    from testkit.node import descriptor_xml
+    from testkit.procs import process_gone
     node.launch(descriptor_xml("relay", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)
     node.wait_running("relay")
     pid = node.slot("relay", "w/0")["pid"]

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from nodeutil import descriptor_xml, events_of, node_children_zombies, process_dead, process_gone, wait_for
+from testkit.node import descriptor_xml, events_of
+from testkit.procs import node_children_zombies, process_dead, process_gone
+from testkit.wait import wait_for
 
 ECHO2 = """  <netlet type="w" class="workers:Echo" replicas="2">
     <resource kind="directory" name="data"/>

@@ -12,7 +12,8 @@ from Pyro5.errors import CommunicationError
 import netlets
 from hosting import wire
 from netlets.credential import client_handshake
-from nodeutil import descriptor_xml, wait_for
+from testkit.node import descriptor_xml
+from testkit.wait import wait_for
 from warrants.errors import NotFound
 
 ECHO = """  <netlet type="w" class="workers:Echo" replicas="2">

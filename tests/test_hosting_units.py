@@ -23,7 +23,7 @@ from hosting.lessor import Lessor
 from hosting.pidwatch import PidWatcher, describe_status
 from hosting.registry import Registry
 from hosting.timers import Timers
-from nodeutil import wait_for
+from testkit.wait import wait_for
 from warrants.descriptor_model import RestartPolicy
 from warrants.errors import BadInput
 

@@ -1,4 +1,4 @@
-"""The linearizability checker (tests/linearizability.py) against recorded
+"""The linearizability checker (testkit/linearizability.py) against recorded
 histories with known verdicts, hand-made cases, generated histories (checked
 against examples/kvstore's own apply and a brute-force search), the history
 file format, and a deliberately broken store on a real node."""
@@ -14,22 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import linearizability
+from testkit import linearizability
 import netlets
-from linearizability import (
-    UNKNOWN,
-    Operation,
-    check,
-    kv_model,
-    load_history,
-    op_record,
-    parse_etcd_history,
-    parse_kv_history,
-    register_model,
-    save_history,
-)
-from nodeutil import APPS, descriptor_xml, wait_for
-from test_replication_e2e import launch_kvstore
+from testkit.kvstore import launch_kvstore
+from testkit.linearizability import (Operation, UNKNOWN, check, kv_model, load_history, op_record, parse_etcd_history,
+                                     parse_kv_history, register_model, save_history)
+from testkit.node import APPS, descriptor_xml
+from testkit.wait import wait_for
 
 INF = math.inf
 

@@ -20,9 +20,10 @@ import threading
 import time
 
 import netlets
-from linearizability import Operation, check, kv_model, save_history
-from nodeutil import wait_for
-from test_replication_e2e import launch_kvstore, master_of, wait_master
+from testkit.kvstore import launch_kvstore, wait_master
+from testkit.linearizability import Operation, check, kv_model, save_history
+from testkit.node import master_of
+from testkit.wait import wait_for
 
 KEYS = ["a", "b", "c"]
 

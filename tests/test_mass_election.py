@@ -21,8 +21,10 @@ import pytest
 
 from hosting.client import HostingClient
 from hosting.daemon import start_background
-from manyapps import events_since, first_write, kill, launch_many, masters, newest_index, state, wait_elected
-from nodeutil import RunningNode, cleanup_node, process_dead, wait_for
+from testkit.manyapps import events_since, first_write, kill, launch_many, masters, newest_index, state, wait_elected
+from testkit.node import RunningNode, cleanup_node
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 
 APPS = 20  # more than the old pool's 16 threads
 

@@ -24,8 +24,9 @@ from netlets.credential import client_handshake
 from netlets.host import MAX_BATCH
 from netlets.outcomes import capture, unwrap
 from netlets.pipeline import PipelineConfig
-from nodeutil import wait_for
-from test_replication_e2e import launch_kvstore, master_of, wait_master
+from testkit.kvstore import launch_kvstore, wait_master
+from testkit.node import master_of
+from testkit.wait import wait_for
 from warrants.errors import BadInput, CommandFailed, JtrixError, NotFound, NotMaster
 
 

@@ -10,40 +10,17 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 import netlets
 from hosting import wire
 from netlets.credential import client_handshake
-from nodeutil import events_of, process_dead, wait_for
+from testkit.kvstore import launch_kvstore, wait_master
+from testkit.node import events_of, master_of
+from testkit.procs import process_dead
+from testkit.wait import wait_for
 from warrants.errors import NotMaster
-
-KVSTORE = Path(__file__).resolve().parent.parent / "examples" / "kvstore"
-
-
-def launch_kvstore(node, tmp_path, ttl: float = 1.0, durability: str = "fsync") -> None:
-    xml = (KVSTORE / "bootstrap.xml").read_text()
-    xml = xml.replace('<codebase path="."/>', f'<codebase path="{KVSTORE}"/>')
-    xml = xml.replace('<lease ttl="1.0" grace="2.0"/>', f'<lease ttl="{ttl}" grace="1.0"/>')
-    xml = xml.replace('durability="fsync"', f'durability="{durability}"')
-    node.launch(xml, tmp_path)
-    wait_master(node)
-
-
-def wait_master(node, above_epoch: int = 0, timeout: float = 20.0) -> dict:
-    def ready():
-        a = node.app("kvstore")
-        if not a["master"] or a["epoch"] <= above_epoch:
-            return None
-        m = next(n for n in a["netlets"] if n["slot"] == a["master"])
-        return a if m["role"] == "master" else None
-    return wait_for(ready, timeout, f"a kvstore master above epoch {above_epoch}")
-
-
-def master_of(app: dict) -> dict:
-    return next(n for n in app["netlets"] if n["slot"] == app["master"])
 
 
 class Writers:

@@ -18,8 +18,9 @@ import warrants
 from hosting import grants, wire
 from hosting.grants import GrantSigner
 from netlets.credential import REPLICA, make_handshake, replica_handshake
-from nodeutil import wait_for
-from test_replication_e2e import launch_kvstore, master_of, wait_master
+from testkit.kvstore import launch_kvstore, wait_master
+from testkit.node import master_of
+from testkit.wait import wait_for
 from warrants.errors import JtrixError
 
 

@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from netlets import landlock
-from nodeutil import cleanup_node, wait_for
+from testkit.node import cleanup_node
+from testkit.wait import wait_for
 from test_confinement import (NOBODY, launch, netlets_xml, open_home, published,  # noqa: F401 (fixtures)
                               python_for_others, start_node_as_nobody, start_node_as_root)
 

@@ -13,8 +13,9 @@ import os
 
 import pytest
 
-from nodeutil import wait_for
-from test_replication_e2e import launch_kvstore, master_of
+from testkit.kvstore import launch_kvstore
+from testkit.node import master_of
+from testkit.wait import wait_for
 
 
 @pytest.mark.parametrize("where", ["for the replica directory", "inside it"])

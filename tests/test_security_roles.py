@@ -17,7 +17,7 @@ import pytest
 from Pyro5 import protocol
 
 from netlets.credential import client_handshake
-from nodeutil import descriptor_xml
+from testkit.node import descriptor_xml
 from test_wire_attacks import ECHO, address, connect_data, peak_rss, pyro_message, read_reply
 
 
@@ -91,7 +91,7 @@ def _every_api_call(node, app: str) -> dict[str, tuple]:
 def test_a_client_gets_no_replica_credential_nor_grant_from_any_api(node, tmp_path, rights):
     from hosting import wire
     from netlets.credential import CLIENT, credential, make_handshake
-    from test_replication_e2e import launch_kvstore
+    from testkit.kvstore import launch_kvstore
 
     launch_kvstore(node, tmp_path)
     secrets = _secrets_of(node, "kvstore")

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hosting.start_queue import StartQueue
-from nodeutil import wait_for
+from testkit.wait import wait_for
 
 
 class Starts:

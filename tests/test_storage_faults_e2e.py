@@ -21,8 +21,10 @@ import time
 import pytest
 
 import netlets
-from nodeutil import events_of, wait_for
-from test_replication_e2e import KVSTORE, Writers, master_of, wait_master
+from test_replication_e2e import Writers
+from testkit.kvstore import KVSTORE, wait_master
+from testkit.node import events_of, master_of
+from testkit.wait import wait_for
 
 
 def launch(node, tmp_path, restart: str = 'backoff-base="0.1" backoff-cap="1" healthy-after="10" give-up-after="3"'):
@@ -203,7 +205,7 @@ def test_full_disk_fail_stops_then_writes_resume_without_an_operator(node, tmp_p
         lost = [k for k, v in writers.acked.items() if kv.get_latest(k) != v]
         assert lost == [], f"{len(lost)} acknowledged writes lost, e.g. {lost[:3]}"
     finally:
-        from nodeutil import cleanup_node
+        from testkit.node import cleanup_node
         cleanup_node(node)  # every process holding files on the tmpfs is gone before unmounting
         subprocess.run(["umount", "-l", str(slots)], capture_output=True)
 
@@ -217,7 +219,7 @@ def test_snapshot_that_raises_ends_the_netlet_instead_of_killing_its_flusher(nod
     from concurrent.futures import wait
 
     from netlets.pipeline import PipelineConfig
-    from nodeutil import APPS, descriptor_xml
+    from testkit.node import APPS, descriptor_xml
 
     xml = descriptor_xml("faulty", '<netlet type="c" class="faulty:BrokenSnapshot" replicas="1" master-eligible="true"/>',
                          codebase=APPS / "faulty", replication='ack="all" durability="write"',

@@ -9,7 +9,7 @@ import pytest
 
 from hosting.registry import Registry
 from hosting.store_retry import StoreRetry
-from nodeutil import wait_for
+from testkit.wait import wait_for
 
 
 class Locked:

@@ -23,8 +23,8 @@ from hosting.lessor import Lessor
 from hosting.registry import Registry
 from hosting.supervisor import Supervisor
 from hosting.timers import Timers
-from manyapps import kvstore_xml
-from nodeutil import wait_for
+from testkit.manyapps import kvstore_xml
+from testkit.wait import wait_for
 
 APP = "kv0"
 CODEBASE = "0" * 64

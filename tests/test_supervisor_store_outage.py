@@ -14,8 +14,9 @@ import os
 import signal
 import sqlite3
 
-from nodeutil import descriptor_xml, events_of, wait_for
-from test_replication_e2e import launch_kvstore
+from testkit.kvstore import launch_kvstore
+from testkit.node import descriptor_xml, events_of
+from testkit.wait import wait_for
 from test_store_retry import Locked
 
 

@@ -21,7 +21,8 @@ from Pyro5.errors import CommunicationError
 from hosting import wire
 from hosting.node import NodeConfig
 from hosting.tls import ClusterCA, TLSIdentity, client_identity, cluster_ca
-from nodeutil import RunningNode, wait_for
+from testkit.node import RunningNode
+from testkit.wait import wait_for
 from warrants.errors import BadInput
 
 wire.configure()
@@ -182,12 +183,12 @@ def test_every_endpoint_of_a_cluster_speaks_tls_with_cluster_certificates(etcd_u
     """Nodes, netlets and clients of a cluster: the node API and the netlet endpoints complete a
     handshake only with the cluster's certificates, and present certificates naming the node's
     address; the home's client certificate is what the CLI and access points use."""
-    from etcdutil import unique_prefix
+    from testkit.etcd import unique_prefix
     from hosting.client import HostingClient
     from hosting.daemon import start_background
-    from nodeutil import cleanup_node
+    from testkit.node import cleanup_node
     from test_cluster import kvstore_master, launch_kvstore
-    from test_replication_e2e import master_of
+    from testkit.node import master_of
 
     url = etcd_url + unique_prefix().rstrip("/")
     home = tmp_path / "n1"

@@ -25,7 +25,8 @@ import pytest
 from Pyro5 import protocol
 
 from hosting.client import HostingClient
-from nodeutil import descriptor_xml, events_of, wait_for
+from testkit.node import descriptor_xml, events_of
+from testkit.wait import wait_for
 
 ECHO = '  <netlet type="w" class="workers:Echo" replicas="{n}"/>'
 MSGPACK = 4

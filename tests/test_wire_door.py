@@ -23,7 +23,8 @@ import pytest
 
 from hosting.wire_gate import PER_HOLDER
 from netlets.credential import door_handshake
-from nodeutil import APPS, descriptor_xml, events_of, wait_for
+from testkit.node import APPS, descriptor_xml, events_of
+from testkit.wait import wait_for
 
 sys.path.insert(0, str(APPS / "hostile"))
 from hostile import open_door  # noqa: E402  (the attacker's own connection maker)

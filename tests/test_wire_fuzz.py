@@ -26,7 +26,7 @@ from hosting import wire
 from hosting.grants import GrantSigner, GrantVerifier
 from netlets.credential import HandshakeChecker, client_handshake
 from netlets.endpoint import AppDaemon
-from nodeutil import wait_for
+from testkit.wait import wait_for
 
 SECRET, APP = b"s" * 32, "fuzz"
 
