@@ -17,7 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hosting.netlet_status import APP_STATUS_MAX_BYTES, FIELDS, RECORD_MAX_BYTES, accepted
-from nodeutil import APPS, descriptor_xml, wait_for
+from testkit.node import APPS, descriptor_xml
+from testkit.wait import wait_for
 
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=50),
                        lambda inner: st.lists(inner, max_size=5)

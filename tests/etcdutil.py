@@ -1,7 +1,0 @@
-"""Moved to testkit.etcd (issue 17): import from there.
-
-Kept only so that tests written before the move, on branches merged after it, still
-import; to be deleted once no test imports ``etcdutil``.
-"""
-
-from testkit.etcd import *  # noqa: F401,F403
