@@ -14,8 +14,14 @@ number of apps (``tests/test_mass_election.py`` runs more elections at once
 than its pool has threads). A step that must wait for anything (a lock held
 across a spawn, an RPC) may wait only on its own bound.
 
+A ``replication_promote`` RPC that fails (a timeout: ``become_master`` syncs
+inside it) has an unknown outcome, not a failed one: the winner may be master.
+The holder's first renewal at its epoch completes the promotion then
+(``renewed``: ``election.confirmed``), as a successful RPC would have.
+
 Events: ``election.started``, ``election.won`` (epoch, winner, positions,
-mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
+mode), ``election.confirmed`` (a promotion completed by the winner's renewal),
+``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
 ``netlet.join`` (a backup joining a running master).
 """
 
@@ -27,6 +33,7 @@ from typing import Any, Callable
 
 from hosting import grants, wire
 from hosting.arbiter import StaleEpoch
+from hosting.control import slot_of
 from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
 from netlets.credential import replica_handshake
@@ -169,10 +176,21 @@ class Elector:
             isr = sorted(state.isr)
             self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers,
                       grants.for_promote(node.grant_signer, action.app, action.netlet, action.epoch, isr, peers))
-        except Exception as err:  # it will not renew: its control lease expires and we elect again
-            log.warning("election of %s: promoting %s failed: %s", action.app, action.slot, err)
+        except Exception as err:  # outcome unknown: a master renews (``renewed``); else its lease expires
+            log.warning("election of %s: promoting %s at epoch %d: outcome unknown: %s", action.app, action.slot,
+                        action.epoch, err)
             return False
         return True
+
+    def renewed(self, app: str, netlet: str, epoch: int) -> None:
+        """The control lease holder renewed at ``epoch``: it is master at that epoch, so its
+        promotion completed, whatever its RPC answered (the first such renewal records it)."""
+        node = self.node
+        if node.promoted.get(app, 0) >= epoch or self.master_type(app) is None:
+            return
+        node.promoted[app] = epoch  # before the event: it wakes waiting access points
+        node.registry.add_event("election.confirmed", app, slot_of(netlet), epoch=epoch, netlet=netlet,
+                                by="renewal")
 
     def won(self, action: Won) -> None:
         self.node.promoted[action.app] = action.epoch  # before the event: it wakes waiting access points

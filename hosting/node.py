@@ -372,6 +372,7 @@ class Node(SupervisorHooks):
                 raise BadInput(f"app {descriptor.name!r} is already running (use --replace)")
             self.terminate(descriptor.name, wait_s=60)
         self.membership.claim_app(descriptor.name)
+        self.arbiter.new_instance(descriptor.name)  # never elected: a cold start, even after a restart
         secret = os.urandom(32)
         if self.cluster is not None:  # what any node needs to run (or take over) the app
             self.cluster.store.put_codebase(codebase_sha, self.codebases.archive(codebase_sha))
@@ -583,10 +584,11 @@ class Node(SupervisorHooks):
                 log.info("control renewal of %s not forwarded: %s", netlet_id, err)
                 return None
         try:
-            return {"ok": True, "epoch": epoch,
-                    "ttl": self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)}
+            ttl = self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)
         except Fenced:
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
+        self.elector.renewed(app, netlet_id, epoch)
+        return {"ok": True, "epoch": epoch, "ttl": ttl}
 
     def owner_op(self, app: str, op: str, args: list) -> Any:
         """What another node forwards to the app's owner (``hosting.cluster``)."""
