@@ -309,6 +309,18 @@ class Arbiter:
         self.choose(app, epoch, {slot: (0, 0)}, warm=[slot])
         return epoch
 
+    @_retry_on_conflict
+    def new_instance(self, app: str) -> int:
+        """A new instance of ``app`` (a name submitted again after a terminate, or ``--replace``)
+        starts from a fresh state: no holder, in-sync set, processes or trusted set, and never
+        elected (its first election is a cold start, whoever runs it: a restarted node, a new
+        owner). Only the epoch carries over, so epochs never go back. Returns the epoch."""
+        with self._lock:
+            st = self._get(app)
+            self._apps[app] = fresh = AppState(epoch=st.epoch, isr_version=st.isr_version + 1)
+            self._save(app, fresh)
+            return fresh.epoch
+
     # --- in-sync set ------------------------------------------------------------
     def isr_view(self, app: str) -> dict:
         """The current ISR as :meth:`AppState.isr_answer` (``ok`` True): what a new master asks

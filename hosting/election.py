@@ -20,8 +20,14 @@ a grant, a store) is a bug or an outage and is never taken for a candidate's ans
 into ``hosting.election_core.ElectionRunner`` (which logs it and retries), and nothing run on
 the pool ends unlogged (``_run``).
 
+A ``replication_promote`` RPC that fails (a timeout: ``become_master`` syncs
+inside it) has an unknown outcome, not a failed one: the winner may be master.
+The holder's first renewal at its epoch completes the promotion then
+(``renewed``: ``election.confirmed``), as a successful RPC would have.
+
 Events: ``election.started``, ``election.won`` (epoch, winner, positions,
-mode), ``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
+mode), ``election.confirmed`` (a promotion completed by the winner's renewal),
+``election.blocked``, ``app.bootstrap`` (mode ``warm``) and
 ``netlet.join`` (a backup joining a running master).
 """
 
@@ -189,10 +195,21 @@ class Elector:
         grant = grants.for_promote(node.grant_signer, action.app, action.netlet, action.epoch, isr, peers)
         try:
             self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers, grant)
-        except Exception as err:  # it will not renew: its control lease expires and we elect again
-            log.warning("election of %s: promoting %s failed: %s", action.app, action.slot, err)
+        except Exception as err:  # outcome unknown: a master renews (``renewed``); else its lease expires
+            log.warning("election of %s: promoting %s at epoch %d: outcome unknown: %s", action.app, action.slot,
+                        action.epoch, err)
             return False
         return True
+
+    def renewed(self, app: str, netlet: str, epoch: int) -> None:
+        """The control lease holder renewed at ``epoch``: it is master at that epoch, so its
+        promotion completed, whatever its RPC answered (the first such renewal records it)."""
+        node = self.node
+        if node.promoted.recorded_at_least(app, epoch) or self.master_type(app) is None:
+            return
+        node.promoted.record(app, epoch)  # before the event announcing it
+        node.registry.add_event("election.confirmed", app, NetletId.parse(netlet).slot, epoch=epoch, netlet=netlet,
+                                by="renewal")
 
     def won(self, action: Won) -> None:
         self.node.promoted.record(action.app, action.epoch)  # before the event announcing it

@@ -34,9 +34,20 @@ Contracts (the arbiter holds the invariants; this only sequences):
     was revoked), so a node restart or an owner change does not lose it.
   * Answers that do not belong to the attempt in progress (a late ``Promised``
     of an earlier epoch, a duplicate) change nothing.
+  * Whether an attempt is a cold start (nothing was ever acknowledged, so no
+    storage has anything to prove) is decided from durable state only: the
+    arbiter's record that no epoch was ever granted (``Facts.trusted == {}``).
+    Nothing in memory (a flag set at submission, cleared by a ``Won``) may make
+    an app "cold": a grant whose promotion outcome the host never learned may
+    have made a master that acknowledged writes.
   * A failed attempt that could succeed later is retried (``Retry``) after
-    ``ELECTION_RETRY_S`` (``hosting.timing``); a failed promotion is not: the winner never renews,
-    its control lease runs out and that loss requests the next election.
+    ``ELECTION_RETRY_S`` (``hosting.timing``). A promotion whose RPC failed is *not known to have
+    failed* (``Promoted(ok=False)``: the winner may have become master and the
+    answer was lost): no ``Won``, no retry. If the winner is master it renews at
+    its epoch, and the host counts that renewal as the promotion's completion;
+    if it is not, it never renews, its control lease runs out and that loss
+    requests the next election. Either way the grant counts as an election
+    (the arbiter recorded it before the RPC).
 """
 
 from __future__ import annotations
@@ -209,11 +220,16 @@ class Attempt:
 class AppElection:
     """Everything the core remembers about one app between events."""
 
-    cold: bool = False  # submitted and never elected: its first master is chosen like a warm start's
     warming: bool = False  # a warm start was begun (its slots restarted) and has not elected yet
     blocked: bool = False  # the Blocked event was emitted for the current blockage
     attempt: Attempt | None = None
     again: bool = False  # requested while the attempt ran
+
+
+def never_granted(f: Facts) -> bool:
+    """The arbiter's durable record says no epoch of the app was ever granted (``AppState.elected``
+    false, as ``trusted == {}``): nothing can have been acknowledged, nothing has to be proven."""
+    return f.trusted is not None and not f.trusted
 
 
 class ElectionCore:
@@ -226,8 +242,9 @@ class ElectionCore:
         return self.apps.setdefault(app, AppElection())
 
     def submitted(self, app: str) -> None:
-        """A new app: its first election is a cold start (waits for every slot)."""
-        self.apps[app] = AppElection(cold=True)
+        """A new app instance: nothing remembered of an earlier one of that name. (Whether its
+        first election is a cold start is the arbiter's record: ``Facts.trusted``.)"""
+        self.apps[app] = AppElection()
 
     def forget(self, app: str) -> None:
         """The app is gone (terminated); an attempt in progress ends with it."""
@@ -288,8 +305,9 @@ class ElectionCore:
             out: list[Action] = []
             if event.ok:
                 out.append(Won(app, a.winner, a.live[a.winner][0], a.epoch, dict(a.positions), a.mode))
-                st.cold = st.warming = False
-            # not ok: it will not renew; its control lease expires and that requests the next election
+                st.warming = False
+            # not ok: outcome unknown. A master renews (the host counts that as the promotion's
+            # completion); a replica that is not one never does, and its lease's expiry elects again.
             return out + self._finish(app, st, retry=False)
         raise TypeError(f"not an election event: {event!r}")
 
@@ -298,15 +316,16 @@ class ElectionCore:
             return self._finish(app, st, retry=False)
         eligible = tuple(s for s in f.eligible if s in f.live)
         warm = not eligible
+        cold = warm and never_granted(f)
         out: list[Action] = []
-        if warm and not st.cold and f.warm_blocked:
+        if warm and not cold and f.warm_blocked:
             if not st.blocked:
                 st.blocked = True
                 out.append(Blocked(app, BLOCKED_REASON))
             return out + self._finish(app, st, retry=False)  # re-evaluated at the next readiness or lease event
         st.blocked = False
         if warm:
-            if not st.cold and not st.warming:
+            if not cold and not st.warming:
                 st.warming = True
                 out.append(WarmStart(app))
             if set(f.live) != set(f.slots):
@@ -314,8 +333,7 @@ class ElectionCore:
             candidates = tuple(sorted(f.live))
         else:
             candidates = eligible
-        never_elected = f.trusted is not None and not f.trusted  # nothing acknowledged: nothing to prove
-        a.mode = "cold" if st.cold or (warm and never_elected) else ("warm" if warm else "failover")
+        a.mode = "cold" if cold else ("warm" if warm else "failover")
         a.live = dict(f.live)
         a.candidates = candidates
         a.warm = tuple(f.slots) if warm else ()
@@ -333,7 +351,7 @@ class ElectionCore:
                 out: list[Action] = [] if st.blocked else [Blocked(app, refusal)]
                 st.blocked = True
                 return out + self._finish(app, st, retry=False)  # re-evaluated at the next readiness event
-            left_out = unproven(a.promises)
+            left_out = unproven(a.promises, a.trusted)
             positions = {s: p for s, p in positions.items() if s not in left_out}
             warm = tuple(s for s in warm if s not in left_out)
         return [Choose(app, a.epoch, positions, warm)]

@@ -347,6 +347,7 @@ class Node(SupervisorHooks):
                 raise BadInput(f"app {descriptor.name!r} is already running (use --replace)")
             self.terminate(descriptor.name, wait_s=60)
         self.membership.claim_app(descriptor.name)
+        self.arbiter.new_instance(descriptor.name)  # never elected: a cold start, even after a restart
         secret = os.urandom(32)
         self.topology.share_app(descriptor.name, descriptor_xml, source, codebase_sha, secret)
         self.register_app(descriptor_xml, source, codebase_sha, secret)
@@ -547,10 +548,11 @@ class Node(SupervisorHooks):
         cluster): ``{"ok", "epoch", "ttl"}``; None if the owner could not be asked (the lease
         is then not renewed, and runs out on the holder's clock)."""
         try:
-            return {"ok": True, "epoch": epoch,
-                    "ttl": self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)}
+            ttl = self.control.renew(app, netlet_id, epoch, self.descriptor(app).lease_ttl)
         except LeaseFenced:
             return {"ok": False, "epoch": self.arbiter.state(app).epoch}
+        self.elector.renewed(app, netlet_id, epoch)
+        return {"ok": True, "epoch": epoch, "ttl": ttl}
 
     def owner_op(self, app: str, op: str, args: list) -> Any:
         """What another node forwards to the app's owner (``hosting.cluster``): the methods

@@ -29,6 +29,11 @@ class Promotions:
             self._epochs[app] = epoch
             self._changed.notify_all()
 
+    def recorded_at_least(self, app: str, epoch: int) -> bool:
+        """Whether a promotion of ``app`` at ``epoch`` or later was recorded in this run."""
+        with self._changed:
+            return self._epochs.get(app, 0) >= epoch
+
     def completed(self, app: str, epoch: int) -> bool:
         """Whether the master at ``epoch`` counts as promoted: none other was recorded for ``app``
         since this run began, or the last one recorded is at ``epoch``."""

@@ -21,6 +21,8 @@ Safety model (what must hold, whatever the interleaving):
     stays ``corrupt`` until ``reset_slot`` rebuilds it.
   * ``reset_slot`` wipes a slot's replica directory only while no process
     runs in the slot (after its pidfd fired), then starts it again.
+  * A start that fails before its process runs, for any reason, is followed by
+    the same restart decision as a crash (``_start_failed``), never dropped.
   * A netlet's exit is always followed by a restart decision (restart now, after
     a backoff, give up, or the slot's terminal state), whatever the stores do:
     every store-dependent step of an exit, a start and a first renewal (registry
@@ -308,6 +310,35 @@ class Supervisor:
             log.warning("starting %s/%s waits for the store: %s", app, slot, err)
             self.retry.run((app, slot), [lambda: self.start_slot(app, slot, mode)])
             return None
+        except Exception as err:
+            log.exception("starting %s/%s failed", app, slot)
+            self._start_failed(app, slot, mode, err)
+            return None
+
+    def _start_failed(self, app: str, slot: str, mode: str, err: BaseException) -> None:
+        """A start that failed for any other reason than the store's (the spawn's ``OSError``:
+        EMFILE, ENOSPC creating the log file, fork's EAGAIN/ENOMEM; binding resources; preparing
+        the confinement) is answered like a crash of a process that ran for no time: a
+        ``slot.start_failed`` event naming the cause, then the slot's restart decision with its
+        backoff and give-up policy (``_schedule_restart``). Never dropped: these steps are the
+        slot's store-retried work, like an exit's."""
+        cause = f"{type(err).__name__}: {err}"
+        record = {"reason": "start failed", "error": cause}
+        stand_in = LiveNetlet("", app, slot, 0, 0, time.monotonic())  # the process that never ran
+        memo: dict[str, Any] = {}
+        self.retry.run((app, slot), [
+            lambda: self.registry.add_event("slot.start_failed", app, slot, error=cause, mode=mode),
+            lambda: self._decide_after_start_failure(stand_in, record, memo),
+        ])
+
+    def _decide_after_start_failure(self, n: LiveNetlet, record: dict, memo: dict) -> None:
+        with self.lock:
+            rt = self.apps.get(n.app)
+            if rt is None or rt.terminating or rt.slots[n.slot].reset_pending or rt.slots[n.slot].exit_pending:
+                return  # the termination, reset or exit in progress decides the slot's fate
+            if self.live_in_slot(n.app, n.slot) is not None:
+                return  # started meanwhile (a manual run, a bootstrap)
+            self._schedule_restart(rt, n, 0.0, record, memo)
 
     def adopt(self, row, descriptor_ttl: float) -> bool:
         """Re-attach to a netlet started by an earlier run of this node (not our child).

@@ -19,7 +19,16 @@ still has that storage: its promise reports storage that
   nothing.
 
 Then the best position among the answering replicas, unproven ones left out,
-holds everything that one holds. When no trusted set is recorded at all (an
+holds everything that one holds.
+
+One unproven storage vouches all the same: that of a *grant never used*
+(``unused_grant``). When the trusted set is the holder alone (its in-sync set
+at the grant was only itself, as at every cold start) and the holder's trusted
+process answers with the storage it opened, still unproven, that process never
+became master (``become_master`` proves the storage before the replica acts as
+one): it acknowledged nothing, and as the in-sync set's only member it holds,
+in that same storage, whatever was acknowledged before its grant. (So a first
+promotion that never took effect does not block the app for good.) When no trusted set is recorded at all (an
 app never elected, state from before the record existed), any unproven
 answering storage refuses the warm start: each in-sync member's storage is
 then either proven, and the best position holds what it holds, or it refuses.
@@ -51,13 +60,28 @@ def volatile(promises: Mapping[str, dict]) -> bool:
     return bool(promises) and all(_storage(p).get("generation") is None for p in promises.values())
 
 
-def unproven(promises: Mapping[str, dict]) -> set[str]:
-    """Slots whose promise cannot vouch for its storage: unproven, or with no identity at all
-    (an answer without one, from durable storage, proves nothing either)."""
+def unused_grant(promises: Mapping[str, dict], trusted: Mapping[str, str | None] | None) -> set[str]:
+    """The lone trusted slot whose trusted process answers with the storage it opened, durable and
+    still unproven: its grant was never used (module docstring), so that storage vouches."""
+    if not trusted or len(trusted) != 1:
+        return set()
+    ((slot, netlet),) = trusted.items()
+    promise = promises.get(slot)
+    storage = _storage(promise)
+    used = (promise is None or netlet is None or storage.get("generation") is None
+            or storage.get("unproven") is not True or netlet not in (storage.get("openers") or ()))
+    return set() if used else {slot}
+
+
+def unproven(promises: Mapping[str, dict], trusted: Mapping[str, str | None] | None = None) -> set[str]:
+    """Slots whose promise cannot vouch for its storage: unproven (unless it is an unused grant's,
+    given ``trusted``), or with no identity at all (an answer without one, from durable storage,
+    proves nothing either)."""
     if volatile(promises):
         return set()
     return {slot for slot, p in promises.items()
-            if _storage(p).get("unproven", True) or _storage(p).get("generation") is None}
+            if _storage(p).get("unproven", True) or _storage(p).get("generation") is None} - unused_grant(
+                promises, trusted)
 
 
 def _proves(promise: dict | None, netlet: str | None) -> bool:
@@ -77,7 +101,7 @@ def warm_refusal(promises: Mapping[str, dict], trusted: Mapping[str, str | None]
         return (f"storage of {', '.join(sorted(bad))} is unproven (wiped, lost or not caught up since) and "
                 "the in-sync set of the last master is not known: the newest acknowledged writes cannot be "
                 "proven present")
-    if any(_proves(promises.get(slot), netlet) for slot, netlet in trusted.items()):
+    if any(_proves(promises.get(slot), netlet) for slot, netlet in trusted.items()) or unused_grant(promises, trusted):
         return None
     return (f"no replica of the last in-sync set ({', '.join(sorted(trusted))}) answered with the proven "
             "storage its trusted process had (wiped, lost or replaced since): the newest acknowledged writes "

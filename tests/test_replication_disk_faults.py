@@ -207,6 +207,7 @@ class FaultyCluster(Cluster):
         data[pos] ^= 1 << bit
         p.write_bytes(bytes(data))
         self.damaged.add(slot)
+        self.wiped.add(slot)  # storage lost: a refused warm start is right from now on
 
     def lose_file(self, slot: str, what: str, how: str) -> None:
         """One file of a stopped replica is lost: ``what`` (``snapshot.bin``, ``IDENTITY``, the
@@ -237,12 +238,18 @@ class FaultyCluster(Cluster):
             p.unlink()
         event(f"lost {what} ({how if p.suffix == '.seg' else 'delete'})")
         self.lost[slot] = held
+        self.wiped.add(slot)
 
     def lose_directory(self, slot: str) -> None:
         d = self.nodes[slot].directory
         shutil.rmtree(d, ignore_errors=True)
+        self.wiped.add(slot)
         self.damaged.discard(slot)
         self.lost.pop(slot, None)
+
+    def wipe(self, slot: str) -> None:
+        self.crash(slot)
+        self.lose_directory(slot)
 
     def reset(self, slot: str) -> None:
         self.lose_directory(slot)
@@ -296,6 +303,7 @@ class DiskFaultMachine(ReplicationMachine):
             self.c.lose_directory(slot)
         else:  # under a running replica: its next sync must fail, not "succeed" into nothing
             shutil.rmtree(self.c.nodes[slot].directory, ignore_errors=True)
+            self.c.wiped.add(slot)
 
     @rule(i=st.integers(0, 3))
     def reset(self, i):
@@ -414,7 +422,11 @@ def test_warm_proof_rules():
     assert warm_refusal({"a": old, "b": new}, {"a": "a#1"}) is None
     assert warm_refusal({"a": rewritten, "b": other}, {"a": "a#1"}) is not None  # a's storage was replaced
     assert warm_refusal({"a": new, "b": other}, {"a": "a#1"}) is not None
-    assert warm_refusal({"a": promise("g2", True, "a#1"), "b": other}, {"a": "a#1"}) is not None  # unproven
+    assert warm_refusal({"a": promise("g2", True, "a#1"), "b": other}, {"a": "a#1", "b": "b#9"}) is not None
+    # ... but the lone trusted slot (the holder) unproven in its granted process's own storage: that
+    # grant was never used (become_master proves the storage first), so it vouches (review S1)
+    assert warm_refusal({"a": promise("g2", True, "a#1"), "b": other}, {"a": "a#1"}) is None
+    assert unproven({"a": promise("g2", True, "a#1"), "b": new}, {"a": "a#1"}) == {"b"}
     assert warm_refusal({"a": old, "b": other}, {"a": None}) is not None  # trusted process unknown: no proof
     assert warm_refusal({"a": old, "b": other}, {"a": None, "b": "b#1"}) is None
     assert warm_refusal({"a": old, "b": other}, None) is None  # unknown trusted set, nothing unproven

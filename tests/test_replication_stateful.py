@@ -1,7 +1,9 @@
 """Hypothesis state machine: master + backups + arbiter over a faulty network.
 
 Faults: delays and reordering (any in-flight packet may be delivered next),
-drops, duplicates, partitions; ISR requests and the arbiter's answers are
+drops, duplicates, partitions; promote RPCs failing at the node before or after
+they landed (outcome unknown); the app's first master elected by a cold start;
+a slot's directory wiped with its process; ISR requests and the arbiter's answers are
 packets too (late, reordered, duplicated, lost; a runner timing out while they
 fly, so a master has several in flight), and the arbiter's ISR saves may fail
 (nothing written, or written and then the error); master crash (in-memory state lost, durable
@@ -51,13 +53,16 @@ class ReplicationMachine(RuleBasedStateMachine):
     @initialize(n=st.integers(min_value=3, max_value=4),
                 durable=st.booleans(),
                 snapshot_every=st.sampled_from([3, 5, 1000]),
-                lease_ttl=st.sampled_from([0.5, 1.0, 3.0]))
-    def setup(self, n, durable, snapshot_every, lease_ttl):
+                lease_ttl=st.sampled_from([0.5, 1.0, 3.0]),
+                cold_start=st.booleans(),
+                first_promote=st.sampled_from([None, "before", "after"]))
+    def setup(self, n, durable, snapshot_every, lease_ttl, cold_start, first_promote):
         self.tmp = Path(tempfile.mkdtemp(prefix="jtrix-repl-"))
         cfg = ReplicationConfig(batch_max=3, window=2, retransmit_timeout=0.3,
                                 replication_timeout=0.8, snapshot_every=snapshot_every)
         self.durable = durable
-        self.c = Cluster([f"s/{i}" for i in range(n)], self.tmp if durable else None, cfg, lease_ttl=lease_ttl)
+        self.c = Cluster([f"s/{i}" for i in range(n)], self.tmp if durable else None, cfg, lease_ttl=lease_ttl,
+                         cold_start=cold_start, lost_promotes=[first_promote] if cold_start and first_promote else [])
 
     def teardown(self) -> None:
         if self.c is not None:
@@ -240,6 +245,22 @@ class ReplicationMachine(RuleBasedStateMachine):
                 self.c.elect()
             finally:
                 self.c.lost_prepares = []
+
+    @rule(lost=st.lists(st.sampled_from(["before", "after"]), min_size=1, max_size=2))
+    def elect_losing_promotes(self, lost):
+        """An election whose promote RPC fails at the node, having landed or not (outcome unknown)."""
+        st_ = self.c.arbiter.state("app")
+        if st_.holder is None or self.c.lease_expired():
+            self.c.lost_promotes = list(lost)
+            try:
+                self.c.elect(warm=self.durable)
+            finally:
+                self.c.lost_promotes = []
+
+    @rule(i=st.integers(0, 3))
+    def wipe(self, i):
+        """A slot's process dies with its directory (a warm start may then be refused, never unsafe)."""
+        self.c.wipe(self.slot(i))
 
     @rule()
     def warm_start(self):

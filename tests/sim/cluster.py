@@ -13,6 +13,7 @@ and the arbiter's store can fail a save.
 from __future__ import annotations
 
 import itertools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,10 +118,14 @@ class SimElectionHost:
             return None
 
     def promote(self, action) -> bool:
-        if self.c.nodes[action.slot].replica is None:
+        """The ``replication_promote`` RPC; a lost one (``lost_promotes``) fails at the node, having
+        landed ("after": the winner is master, its answer lost) or not ("before")."""
+        c = self.c
+        lost = c.lost_promotes.pop(0) if c.lost_promotes else None
+        if c.nodes[action.slot].replica is None or lost == "before":
             return False
-        self.c._grant(action.slot, action.epoch)
-        return True
+        c._grant(action.slot, action.epoch)
+        return lost is None
 
     def won(self, action) -> None:
         self.winner = action.slot
@@ -131,7 +136,8 @@ class SimElectionHost:
                 self.c.start(s)
 
     def blocked(self, action) -> None:
-        raise InvariantError(f"the simulated node has no cluster to block a warm start: {action}")
+        """Refusing a warm start is right only when some storage was lost (``Cluster.wipe``)."""
+        self.c.blocked.append(action.reason)  # checked by ``Cluster.check``: the runner logs what raises here
 
     def retry(self, action) -> None:
         self.retries += 1  # the simulation's rules request the next election themselves
@@ -148,6 +154,12 @@ class Cluster:
     #: what renewals answer (None: ``lease_ttl``, the rule); set only to show the checks catch a
     #: longer renewal than a new owner's wait (the node before issue 13's finding 3)
     renewal_ttl: float | None = None
+    #: the app is submitted (the node's election core elects its first master: a cold start)
+    #: instead of bootstrapped straight onto the first slot
+    cold_start: bool = False
+    #: how the next promote RPCs fail: "before" (never arrived) or "after" (the winner is master,
+    #: the answer lost: the node cannot tell these apart)
+    lost_promotes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.store = FlakyStore()
@@ -160,6 +172,9 @@ class Cluster:
         self.partitions: set[frozenset] = set()
         #: how the next election prepare RPCs fail: "before" (never arrived) or "after" (promised, answer lost)
         self.lost_prepares: list[str] = []
+        #: slots whose durable directory was wiped (``wipe``), and the reasons of refused warm starts
+        self.wiped: set[str] = set()
+        self.blocked: list[str] = []
         #: ISR requests a runner is waiting on: (incarnation, request) -> True; one no longer here
         #: has timed out (or was answered) at the runner, its packets may still be in flight
         self.arbiter_calls: dict[tuple[str, ArbiterRequest], bool] = {}
@@ -174,12 +189,18 @@ class Cluster:
         self.waiting: dict[tuple[str, int], str] = {}  # (incarnation, token) -> req_id
         self.outcomes: list[tuple[str, dict]] = []
         self.master_epochs: dict[int, str] = {}
+        if self.cold_start:
+            self.arbiter.new_instance(APP)  # the node's submit, before any slot starts
         for s in self.slots:
             d = None if self.root is None else self.root / s.replace("/", "_")
             self.nodes[s] = Node(s, d)
             self.start(s)
         self.election_host = SimElectionHost(self)
         self.elector = ElectionRunner(self.election_host)
+        if self.cold_start:
+            self.elector.submitted(APP)
+            self.elect(warm=True)
+            return
         epoch = self.arbiter.bootstrap(APP, self.slots[0])
         self._grant(self.slots[0], epoch)
 
@@ -207,6 +228,15 @@ class Cluster:
         self.delay_line = [p for p in self.delay_line if p.dst != slot]
         if self.arbiter.state(APP).holder == slot:
             self.elect()  # the node learns of a death at once (pidfd)
+
+    def wipe(self, slot: str) -> None:
+        """The slot's process dies and its directory is lost (disk replaced, ``rm -rf``)."""
+        n = self.nodes[slot]
+        if n.directory is None:
+            return
+        self.crash(slot)
+        shutil.rmtree(n.directory, ignore_errors=True)
+        self.wiped.add(slot)
 
     def alive(self, slot: str) -> bool:
         n = self.nodes[slot]
@@ -455,6 +485,8 @@ class Cluster:
                                  f"{len(self.refusals[key])} times at t={now}, refused each time")
 
     def check(self) -> None:
+        if self.blocked and not self.wiped:
+            raise InvariantError(f"a warm start was refused although no storage was lost: {self.blocked[0]}")
         self.check_isr_counted()
         st = self.arbiter.state(APP)
         if st.holder is not None and self.nodes[st.holder].replica is not None:
