@@ -18,11 +18,12 @@ import stat
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from hosting.confine import ID_RANGE
 from netlets import landlock
-from nodeutil import cleanup_node
+from nodeutil import JTRIX, cleanup_node
 from test_confinement import (NOBODY, launch, netlets_xml, open_home, published,  # noqa: F401 (fixtures)
                               python_for_others, start_node_as_nobody, start_node_as_root)
 
@@ -105,8 +106,11 @@ def test_a_netlet_with_the_nodes_uid_changes_no_mode_and_opens_no_raw_socket(ope
 @pytest.mark.parametrize("mode", ["landlock", "none"])
 def test_a_root_node_refuses_a_confinement_that_would_run_app_code_as_root(tmp_path, mode):
     home = tmp_path / "home"
-    out = subprocess.run([sys.executable, "-m", "hosting.daemon", "--home", str(home), "--confine", mode],
-                         capture_output=True, text=True, timeout=60,
-                         env={k: v for k, v in os.environ.items() if not k.startswith("JTRIX_")})
-    assert out.returncode == 2, out
-    assert len(out.stderr.strip().splitlines()) == 1 and "as root" in out.stderr, out.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JTRIX_")}
+    for argv in ([sys.executable, "-m", "hosting.daemon", "--home", str(home), "--confine", mode],
+                 [*JTRIX, "host", "start", "--home", str(home), "--confine", mode]):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 2, out
+        assert len(out.stderr.strip().splitlines()) == 1 and "app code never runs as root" in out.stderr, out.stderr
+    assert not [p for p in psutil.process_iter(["cmdline"])  # no node was left running
+                if "hosting.daemon" in (p.info["cmdline"] or ()) and str(home) in (p.info["cmdline"] or ())]
