@@ -1,9 +1,8 @@
 """How the node confines the processes it starts for an app (netlets, bootstraps).
 
 Modes (``Confinement.mode``), chosen once per node run:
-  * ``uid`` — the node runs as root, the home is reachable by other users
-    (every ancestor searchable) and so is the Python installation (the
-    interpreter, its standard library, jtrix and its dependencies): each app gets its own uid = gid from
+  * ``uid`` — the node runs as root (always, as root: app code never runs as uid 0): each app
+    gets its own uid = gid from
     :data:`ID_RANGE` (like systemd's DynamicUser), recorded in the registry
     and released when the app is terminated. Its slot directories are owned
     by it (0700), the directories above them are the node's and searchable by
@@ -12,17 +11,27 @@ Modes (``Confinement.mode``), chosen once per node run:
     netlet can reach only its own slots, its codebase (group-readable by a
     gid allocated for that codebase, which only its apps' netlets hold) and
     ``node.json``. A different uid cannot signal the node or another app's
-    processes.
-  * ``landlock`` — otherwise (not root, or the home or Python below a directory
-    other users cannot search, such as ``/root``): netlets run as the node's user, and Landlock limits
+    processes. When the home or the Python installation lies below a directory
+    other users cannot search (a pyenv under ``/root``), each netlet gets a private
+    mount namespace in which a tmpfs covers that directory and only the home and
+    the installation are attached back (``netlets.mountns``); the node checks at start
+    that this works, and refuses to start (ConfinementError, exit 2) when it cannot
+    (no mount namespaces, or a needed path others cannot read itself).
+  * ``landlock`` — the node is not root: netlets run as the node's user, and Landlock limits
     their file access to the slot directory, the codebase, ``node.json`` and
     the Python installation; with Landlock ABI >= 6 they cannot signal
     processes outside their own domain.
   * ``none`` — not root and the kernel has no Landlock: netlets run as the
-    node's user with only ``no_new_privs``; ``status`` says "landlock unavailable".
+    node's user with only ``no_new_privs`` and the seccomp filter; ``status`` says "landlock unavailable".
 
-Every mode: ``PR_SET_NO_NEW_PRIVS``, a private ``TMPDIR`` in the slot, umask
-077, the codebase added to ``sys.path`` only after the confinement is entered
+A root node refuses ``--confine landlock`` and ``--confine none`` (they would run app code
+as root). The netlet is started as root in ``uid`` mode and gives up root itself before any
+code of the app is imported (``netlets.sandbox``): the mount namespace first, then the app's
+uid/gids with every capability and the bounding set dropped and the securebits locked.
+
+Every mode: no capabilities, ``PR_SET_NO_NEW_PRIVS``, a seccomp filter (``netlets.seccomp``:
+no packet or raw sockets, no chmod/chown/utime/xattr by path), a private ``TMPDIR`` in the
+slot, umask 077, the codebase added to ``sys.path`` only after the confinement is entered
 (``netlets.sandbox``), and Landlock on top of the uid whenever the kernel has it.
 
 Invariants: an id is owned by at most one app or codebase at a time, and never
@@ -36,9 +45,11 @@ file outside the app).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +58,8 @@ from typing import Any
 import psutil
 
 from hosting.home import ID_RANGE, Home
-from netlets import landlock
+from netlets import landlock, mountns
+from netlets.mountns import unreachable  # noqa: F401 (part of this module's interface)
 from warrants.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -62,28 +74,15 @@ class ConfinementError(BadInput):
 
 @dataclass(frozen=True)
 class Sandbox:
-    """How one process of an app is started: its identity and the start document's ``sandbox``."""
+    """How one process of an app is started: its identity and the start document's ``sandbox``.
+
+    The process is started with the node's identity; it takes ``uid``/``gid``/``groups`` itself
+    (``spec["identity"]``, ``netlets.sandbox``) after entering its mount namespace, which needs root."""
 
     uid: int | None
     gid: int | None
     groups: tuple[int, ...]
     spec: dict[str, Any]
-
-    def popen_kwargs(self) -> dict[str, Any]:
-        if self.uid is None:
-            return {}
-        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
-
-
-def unreachable(path: Path, itself: bool = False) -> Path | None:
-    """The first ancestor of ``path`` other users cannot search — with ``itself``, or ``path``
-    itself they cannot read — or None."""
-    for parent in reversed(Path(path).parents):
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return parent
-    if itself and not os.stat(path).st_mode & stat.S_IROTH:
-        return Path(path)
-    return None
 
 
 def runtime_paths() -> list[Path]:
@@ -98,22 +97,33 @@ def runtime_paths() -> list[Path]:
     return [Path(os.path.realpath(sys.executable)), *(Path(os.path.realpath(m.__file__)).parent for m in modules)]
 
 
+def installation_paths() -> list[Path]:
+    """Where this interpreter and the packages a netlet imports live, whole: its prefixes and
+    the directories holding jtrix's packages and their dependencies (a site-packages, the source
+    tree of an editable install)."""
+    import hosting
+    import warrants
+
+    packages = [p.parent for p in runtime_paths()[2:]]  # netlets, Pyro5, cryptography -> their parent
+    packages += [Path(os.path.realpath(m.__file__)).parent.parent for m in (hosting, warrants)]
+    return [*runtime_paths(), *{Path(os.path.realpath(p)) for p in (sys.base_prefix, sys.prefix, sys.exec_prefix)},
+            *packages]
+
+
 def choose_mode(requested: str, home: Path, landlock_abi: int) -> tuple[str, str]:
-    """``(mode, why)`` for a node run; ConfinementError if ``requested`` cannot be given."""
+    """``(mode, why)`` for a node run; ConfinementError if ``requested`` cannot be given.
+
+    As root the mode is always ``uid``: app code never runs as uid 0."""
     if requested not in MODES:
         raise ConfinementError(f"unknown confinement {requested!r} (one of {', '.join(MODES)})")
-    if requested == "uid" or (requested == "auto" and os.geteuid() == 0):
-        if os.geteuid() != 0:
-            raise ConfinementError("uid confinement needs a node running as root")
-        blocked = unreachable(home) or next(filter(None, (unreachable(p, itself=True) for p in runtime_paths())), None)
-        if blocked is None:
-            return "uid", "root: one uid per app"
-        why = f"other users cannot reach {blocked} (the home or the Python installation)"
-        if requested == "uid":
-            raise ConfinementError(f"uid confinement: {why}")
-        why = f"root, but {why}: no per-app uid"
-    else:
-        why = "not root" if requested == "auto" else f"{requested} requested"
+    if os.geteuid() == 0:
+        if requested in ("landlock", "none"):
+            raise ConfinementError(f"--confine {requested}: the node runs as root, and app code never runs as "
+                                   "root (use uid or auto)")
+        return "uid", "root: one uid per app"
+    if requested == "uid":
+        raise ConfinementError("uid confinement needs a node running as root")
+    why = "not root" if requested == "auto" else f"{requested} requested"
     if requested == "none":
         return "none", why
     if landlock_abi == 0:
@@ -146,8 +156,31 @@ class Confinement:
         self.landlock_abi = landlock.abi()
         self.mode, self.why = choose_mode(requested, home.root, self.landlock_abi)
         self.node_uid, self.node_gid = os.geteuid(), os.getegid()
-        log.info("netlet confinement: %s (%s; %s)", self.mode, self.why, self.landlock_status())
         self._open_home()
+        #: what each netlet's private mount namespace attaches back below covers (``uid`` mode)
+        self.reveal: mountns.Reveal = self._plan_reveal() if self.mode == "uid" else []
+        if self.reveal:
+            self.why += "; private mount namespace over " + ", ".join(cover for cover, _ in self.reveal)
+        log.info("netlet confinement: %s (%s; %s)", self.mode, self.why, self.landlock_status())
+
+    def _plan_reveal(self) -> mountns.Reveal:
+        """The reveal that lets an app's uid reach the home and the Python installation; checked
+        here in a child as a uid from :data:`ID_RANGE`, so a node that cannot give it does not
+        start (ConfinementError) rather than run a netlet that cannot run."""
+        needed = [self.home.root, *installation_paths()]
+        try:
+            reveal = mountns.plan(needed)
+        except (mountns.Unrevealable, OSError) as err:
+            raise ConfinementError(f"uid confinement: {err}") from None
+        if reveal:
+            job = json.dumps({"reveal": reveal, "readable": [str(p) for p in installation_paths()],
+                              "searchable": [str(self.home.netlet_node_json.parent)], "uid": ID_RANGE[-1]})
+            out = subprocess.run([sys.executable, "-P", "-m", "netlets.mountns"], input=job, capture_output=True,
+                                 text=True, timeout=60, cwd="/")
+            if out.returncode != 0:
+                last = (out.stdout.strip() or out.stderr.strip() or "failed").splitlines()[-1]
+                raise ConfinementError(f"uid confinement: {last}")
+        return reveal
 
     def _open_home(self) -> None:
         """In ``uid`` mode the home, ``apps/``, ``codebases/`` and ``run/`` are searchable but not listable by
@@ -182,7 +215,7 @@ class Confinement:
         spec = {"codebase": str(codebase_dir), "home": str(self.home.root), "tmpdir": str(tmpdir),
                 "landlock": self.landlock_abi > 0 and self.mode != "none",
                 "read_only": [str(codebase_dir), str(self.home.netlet_node_json.parent)],
-                "read_write": [str(tmpdir if work_dir == app_dir else work_dir)]}
+                "read_write": [str(tmpdir if work_dir == app_dir else work_dir)], "reveal": self.reveal}
         if self.mode != "uid":
             return Sandbox(None, None, (), spec)
         app_id = self.registry.allocate_id(f"app:{app}", ID_RANGE, unknown_to_system)
@@ -198,6 +231,7 @@ class Confinement:
             os.chown(d, app_id, app_id, follow_symlinks=False)
         if os.lstat(codebase_dir).st_gid != code_gid:
             _chown_tree(codebase_dir, self.node_uid, code_gid, dir_mode=0o750, file_bits=0o040)
+        spec["identity"] = {"uid": app_id, "gid": app_id, "groups": [code_gid]}
         return Sandbox(app_id, app_id, (code_gid,), spec)
 
     def released(self, app: str) -> None:

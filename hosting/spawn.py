@@ -3,8 +3,9 @@
 Contract: the netlet runs ``<python> -P -m netlets.runner`` (exec, never a bare
 fork) — or ``-m <module>`` for another node-started process such as an app's
 bootstrap — as leader of a new session and process group, with the cwd and
-environment chosen here, umask 077, under the uid/gids of its
-:class:`~hosting.confine.Sandbox`, stdout+stderr appended to a fresh
+environment chosen here, umask 077, under the node's identity (the runner takes
+the uid/gids of its :class:`~hosting.confine.Sandbox` itself, before any code of
+the app runs: ``netlets.sandbox``), stdout+stderr appended to a fresh
 timestamped log file of this run (opened by the node: the netlet writes it
 through that descriptor only), and its secrets (warrant, key, app credential)
 and sandbox written as one JSON document on its stdin — never in argv or the
@@ -71,7 +72,6 @@ def spawn_app_process(*, cwd: Path, log_dir: Path, incarnation: int,
             start_new_session=True,
             close_fds=True,
             umask=0o077,
-            **sandbox.popen_kwargs(),
         )
     try:
         assert popen.stdin is not None

@@ -2,14 +2,21 @@
 
 The node's start document carries a ``sandbox`` section (``hosting.confine``
 writes it): the app's codebase, the directories and files the netlet may use
-(read-write: its slot directory; read-only: the codebase, ``node.json``) and
-whether to apply Landlock. :func:`enter` must be the first thing a runner
+(read-write: its slot directory; read-only: the codebase, ``node.json``),
+whether to apply Landlock, and under a root node the app's ``identity``
+(uid, gid, groups) and the ``reveal`` of its private mount namespace
+(``netlets.mountns``). :func:`enter` must be the first thing a runner
 does after reading its start document, while the process has one thread
 (``PR_SET_NO_NEW_PRIVS`` and Landlock bind the calling thread and what it
 starts, not threads already running).
 
 Invariants once :func:`enter` returned:
+  * the process is not root and holds no capability (``netlets.privileges``): under a root
+    node it runs as its app's uid with an empty bounding set and locked securebits; a start
+    document that would leave it root (no identity under a root node) is refused;
   * no exec can gain privileges (``no_new_privs``), whatever the mode;
+  * the seccomp filter of ``netlets.seccomp`` holds (no packet or raw sockets, no
+    chmod/chown/utime/xattr by path, no ``io_uring``);
   * the process is not dumpable: its ``/proc/<pid>`` (descriptors, environment,
     cwd, memory) is root's, so another netlet with the same uid (``landlock``
     mode) neither lists nor reads it, nor can it ptrace it (the app's own code
@@ -31,7 +38,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from netlets import landlock
+from netlets import landlock, mountns, privileges, seccomp
 
 log = logging.getLogger(__name__)
 
@@ -79,22 +86,33 @@ def enter(spec: dict[str, Any] | None) -> str:
     """Apply ``spec`` (the start document's ``sandbox``) to this process; returns what holds, for the log.
 
     ``spec`` None: a node that confines nothing (older start document): only
-    ``no_new_privs`` is applied. Raises if Landlock was required but failed:
-    a netlet never runs less confined than its node reported.
+    the capabilities, ``no_new_privs`` and the seccomp filter are applied. Raises if the
+    identity, Landlock or the filter was required but failed: a netlet never runs less
+    confined than its node reported, and never as root.
     """
     if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
         raise RuntimeError("sandbox.enter must run while the process has one thread")
+    if spec and spec.get("reveal"):
+        mountns.enter(spec["reveal"])  # as root, before the uid is given up
+    identity = (spec or {}).get("identity")
+    if identity:
+        privileges.drop(identity["uid"], identity["gid"], tuple(identity["groups"]))
+    else:
+        privileges.drop()
     landlock.no_new_privs()
-    landlock.not_dumpable()
+    landlock.not_dumpable()  # after the uid change, which resets it
+    seccomp.install()
     if not spec:
-        return "no_new_privs"
+        return "no capabilities, no_new_privs, seccomp"
     tmpdir = Path(spec["tmpdir"])
     tmpdir.mkdir(mode=0o700, exist_ok=True)
     os.environ["TMPDIR"] = str(tmpdir)
     import tempfile
 
     tempfile.tempdir = None  # recomputed from TMPDIR on next use
-    what = "no_new_privs, private TMPDIR"
+    what = ("uid %d, " % os.getuid() if identity else "") + "no capabilities, no_new_privs, seccomp, private TMPDIR"
+    if spec.get("reveal"):
+        what += ", private mount namespace"
     if spec.get("landlock"):
         home = Path(os.path.realpath(spec["home"]))
         rules = system_rules(home)

@@ -21,7 +21,7 @@ from hosting.confine import ID_RANGE, ConfinementError, choose_mode, unknown_to_
 from hosting.home import make_private
 from hosting.registry import Registry
 from hosting.secretbox import SecretBox
-from netlets import landlock
+from netlets import landlock, mountns
 
 
 # -- sealed secrets -----------------------------------------------------------
@@ -115,19 +115,153 @@ def test_ids_the_system_knows_are_never_given(tmp_path):
 def test_a_mode_that_cannot_be_given_is_refused(tmp_path):
     with pytest.raises(ConfinementError, match="unknown confinement"):
         choose_mode("jail", tmp_path, 7)
-    with pytest.raises(ConfinementError, match="landlock unavailable"):
+    with pytest.raises(ConfinementError, match="as root" if os.geteuid() == 0 else "landlock unavailable"):
         choose_mode("landlock", tmp_path, 0)
-    assert choose_mode("none", tmp_path, 7)[0] == "none"
+    if os.geteuid() != 0:
+        assert choose_mode("none", tmp_path, 7)[0] == "none"
     assert choose_mode("auto", tmp_path, 0)[0] in ("uid", "none")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the uid mode is chosen only as root")
-def test_as_root_an_unreachable_home_falls_back_to_landlock_and_says_why(tmp_path):
-    blocked = next(p for p in reversed(tmp_path.parents) if not os.stat(p).st_mode & stat.S_IXOTH)
-    mode, why = choose_mode("auto", tmp_path, 7)
-    assert mode == "landlock" and str(blocked) in why
-    with pytest.raises(ConfinementError, match=str(blocked)):
-        choose_mode("uid", tmp_path, 7)
+def test_as_root_the_mode_is_uid_even_in_an_unreachable_home_and_never_one_that_keeps_root(tmp_path):
+    assert choose_mode("auto", tmp_path, 7)[0] == choose_mode("uid", tmp_path, 0)[0] == "uid"
+    for mode in ("landlock", "none"):
+        with pytest.raises(ConfinementError, match="as root"):
+            choose_mode(mode, tmp_path, 7)
+
+
+# -- a private mount namespace that reveals what is needed below a closed directory ---------
+@pytest.fixture
+def open_tmp():
+    """A directory below directories every user can search (unlike pytest's tmp_path)."""
+    import shutil
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="jtrix-reveal-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d)
+
+
+def test_a_path_other_users_cannot_read_itself_cannot_be_revealed(open_tmp):
+    tmp_path = open_tmp
+    closed = tmp_path / "closed"
+    (closed / "open" / "deep").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(closed, 0o700)
+    os.chmod(closed / "open", 0o755)
+    plan = mountns.plan([closed / "open" / "deep", closed / "open"])
+    assert plan == [(str(closed), [str(closed / "open")])]  # a path inside another is left to it
+    os.chmod(closed / "open", 0o750)
+    with pytest.raises(mountns.Unrevealable, match="cannot search"):
+        mountns.plan([closed / "open"])
+
+
+REVEAL = textwrap.dedent("""
+    import json, os, sys
+    from netlets import mountns, privileges
+    reveal, uid = json.loads(sys.argv[1]), int(sys.argv[2])
+    mountns.enter(reveal)
+    privileges.drop(uid, uid, ())
+    def attempt(f):
+        try:
+            return sorted(f())
+        except OSError as err:
+            return type(err).__name__
+    print(json.dumps({p: attempt(lambda p=p: os.listdir(p)) for p in sys.argv[3:]}))
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a mount namespace and another uid need root")
+def test_a_reveal_shows_the_needed_paths_under_a_cover_and_nothing_else(open_tmp):
+    tmp_path = open_tmp
+    closed = tmp_path / "closed"
+    for d in ("python/lib", "secret"):
+        (closed / d).mkdir(parents=True)
+    (closed / "python" / "lib" / "os.py").write_text("")
+    (closed / "secret" / "key").write_text("k")
+    os.chmod(tmp_path, 0o755)
+    for d, mode in ((closed, 0o700), (closed / "python", 0o755), (closed / "python" / "lib", 0o755),
+                    (closed / "secret", 0o755)):
+        os.chmod(d, mode)
+    plan = mountns.plan([closed / "python"])
+    out = subprocess.run([sys.executable, "-c", REVEAL, json.dumps(plan), str(ID_RANGE[-1]), str(closed / "python"),
+                          str(closed / "python" / "lib"), str(closed), str(closed / "secret")],
+                         capture_output=True, text=True, timeout=30, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {str(closed / "python"): ["lib"], str(closed / "python" / "lib"): ["os.py"],
+                                      str(closed): ["python"], str(closed / "secret"): "FileNotFoundError"}
+    assert sorted(os.listdir(closed)) == ["python", "secret"]  # the node's own view is unchanged
+
+
+# -- capabilities and the seccomp filter, in a real child ---------------------------------
+DROP = textwrap.dedent("""
+    import json, os, sys
+    from netlets import privileges
+    uid = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    try:
+        privileges.drop(uid, uid, (uid,) if uid else ())
+    except privileges.StillPrivileged as err:
+        print(json.dumps({"refused": str(err)}))
+        sys.exit(0)
+    status = privileges.status()
+    print(json.dumps({"resuid": os.getresuid(), "groups": os.getgroups(), **status}))
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs root")
+def test_dropping_root_leaves_no_capability_not_even_in_the_bounding_set():
+    uid = ID_RANGE[-1]
+    out = subprocess.run([sys.executable, "-c", DROP, str(uid)], capture_output=True, text=True, timeout=30)
+    seen = json.loads(out.stdout)
+    assert seen["resuid"] == [uid] * 3 and seen["groups"] == [uid], seen
+    assert all(seen[k] == 0 for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")), seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the refusal is for a process that is root")
+def test_a_root_process_without_an_identity_refuses_to_go_on():
+    out = subprocess.run([sys.executable, "-c", DROP], capture_output=True, text=True, timeout=30)
+    assert "refusing to run app code" in json.loads(out.stdout)["refused"], out
+
+
+SECCOMP = textwrap.dedent("""
+    import json, os, socket, sys
+    from netlets import landlock, seccomp
+    f = sys.argv[1]
+    landlock.no_new_privs()
+    seccomp.install()
+    def attempt(fn):
+        try:
+            fn()
+            return "ok"
+        except OSError as err:
+            return err.strerror
+    fd = os.open(f, os.O_RDONLY)
+    print(json.dumps({
+        "chmod": attempt(lambda: os.chmod(f, 0o600)), "chown": attempt(lambda: os.chown(f, -1, -1)),
+        "utime": attempt(lambda: os.utime(f)), "setxattr": attempt(lambda: os.setxattr(f, "user.x", b"1")),
+        "fsetxattr": attempt(lambda: os.setxattr(fd, "user.x", b"1")),
+        "fchmod 0644": attempt(lambda: os.fchmod(fd, 0o644)), "fchmod 04700": attempt(lambda: os.fchmod(fd, 0o4700)),
+        "AF_PACKET": attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)),
+        "SOCK_RAW": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 6)),
+        "fchmod 0600": attempt(lambda: os.fchmod(fd, 0o600)), "fchown": attempt(lambda: os.fchown(fd, -1, -1)),
+        "futimens": attempt(lambda: os.utime(fd)), "stat": attempt(lambda: os.stat(f)),
+        "tcp": attempt(lambda: socket.socket().close()), "udp6": attempt(lambda: socket.socket(
+            socket.AF_INET6, socket.SOCK_DGRAM).close()), "unix": attempt(lambda: socket.socket(socket.AF_UNIX).close()),
+    }))
+""")
+
+
+def test_the_seccomp_filter_denies_metadata_by_path_and_raw_sockets_and_nothing_else(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    out = subprocess.run([sys.executable, "-c", SECCOMP, str(f)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    denied = ("chmod", "chown", "utime", "setxattr", "fsetxattr", "fchmod 0644", "fchmod 04700", "AF_PACKET", "SOCK_RAW")
+    assert {k: v for k, v in seen.items() if k in denied} == dict.fromkeys(denied, "Operation not permitted"), seen
+    assert {k: v for k, v in seen.items() if k not in denied} == {k: "ok" for k in seen if k not in denied}, seen
 
 
 # -- the private home ---------------------------------------------------------------

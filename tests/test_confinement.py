@@ -37,7 +37,7 @@ HOSTILE = APPS / "hostile"
 
 
 def netlets_xml(name: str, read: str = "", listing: str = "", signal: str = "", escape: str = "0",
-                plant: str = "") -> str:
+                plant: str = "", chmod: str = "", raw: str = "0") -> str:
     return descriptor_xml(name, f"""
   <netlet type="probe" class="hostile:Prober" replicas="1">
     <resource kind="directory" name="data"/>
@@ -46,6 +46,8 @@ def netlets_xml(name: str, read: str = "", listing: str = "", signal: str = "", 
     <param name="signal">{signal}</param>
     <param name="escape">{escape}</param>
     <param name="plant">{plant}</param>
+    <param name="chmod">{chmod}</param>
+    <param name="raw">{raw}</param>
   </netlet>""", codebase=HOSTILE)
 
 
@@ -291,10 +293,15 @@ def test_a_home_open_to_others_is_closed(tmp_path, monkeypatch):
     try:
         node.launch(netlets_xml("quiet"), tmp_path)
         published(node, "quiet")
+        # uid mode (a root node): these are searchable by the apps' uids, by design, never listable
+        search_only = {home, home / "apps", home / "run", home / "codebases"} \
+            if node.client.call("host_status")["confinement"]["mode"] == "uid" else set()
         exposed = []
         for path in [home, *home.rglob("*")]:
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode) or path in (home / "node.json", home / "run" / "node.json"):
+                continue
+            if path in search_only and stat.S_IMODE(st.st_mode) == 0o711:
                 continue
             if st.st_mode & 0o077 and st.st_gid not in ID_RANGE:
                 exposed.append(f"{path.relative_to(home)} {stat.filemode(st.st_mode)}")

@@ -52,7 +52,7 @@ def supervisor(tmp_path):
     registry.add_app(APP, xml, "test", CODEBASE, b"s" * 32,
                      [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots])
     sup = Supervisor(home=home, registry=registry, timers=timers, lessor=lessor, make_secrets=make_secrets,
-                     confinement=Confinement(home, registry, "none"))
+                     confinement=Confinement(home, registry, "auto"))
     sup.register_app(descriptor, tmp_path)
     try:
         yield sup, held, entered

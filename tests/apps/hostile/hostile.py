@@ -3,6 +3,8 @@ what happened to each attempt (``probes``), next to what it must still be able t
 
 Params (``|``-separated): ``read`` files to read, ``list`` directories to list, ``signal`` pids
 to send SIGCONT (harmless if it arrives, but it proves the netlet could send SIGKILL as well),
+``chmod`` files to make world-readable (by path, and through a descriptor opened read-only),
+``raw`` = "1" to open packet and raw sockets (what sniffing loopback needs),
 ``escape`` = "1" to leave a detached process behind (double fork, own session) that sleeps;
 ``plant`` = a directory: the first run replaces its ``data`` resource by a link to it and
 crashes, so the next incarnation starts with that link in its slot.
@@ -39,6 +41,37 @@ def probe(config: dict) -> dict:
     out.update({f"list {p}": attempt(lambda p=p: os.listdir(p)) for p in items("list")})
     out.update({f"signal {pid}": attempt(lambda pid=pid: os.kill(int(pid), signal.SIGCONT))
                 for pid in items("signal")})
+    for p in items("chmod"):
+        out[f"chmod {p}"] = attempt(lambda p=p: os.chmod(p, 0o644))
+        out[f"fchmod {p}"] = attempt(lambda p=p: _fchmod(p, 0o644))
+    if config.get("raw") == "1":
+        for name, args in RAW_SOCKETS.items():
+            out[f"socket {name}"] = attempt(lambda args=args: socket.socket(*args).close())
+    return out
+
+
+#: sockets that see or forge other processes' traffic (loopback included)
+RAW_SOCKETS = {"AF_PACKET": (socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)),
+               "AF_PACKET dgram": (socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003)),
+               "AF_INET SOCK_RAW": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP),
+               "AF_INET6 SOCK_RAW": (socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.IPPROTO_TCP),
+               "AF_INET SOCK_PACKET": (socket.AF_INET, 10, socket.htons(0x0003))}
+
+
+def _fchmod(path: str, mode: int) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def privileges() -> dict:
+    """This process's uid/gid and capability sets (``/proc/self/status``), as the kernel sees them."""
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line)
+    out = {k: fields[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp")}
+    out["uids"], out["gids"] = fields["Uid"].split(), fields["Gid"].split()
     return out
 
 
@@ -69,7 +102,9 @@ class Prober(Netlet):
         with tempfile.NamedTemporaryFile(prefix="probe-") as tmp:
             own = {"write data": attempt(lambda: (data / "mine").write_text("x")),
                    "read own code": attempt(lambda: _read(__file__)),
-                   "tmpdir": os.path.dirname(tmp.name), "uid": os.getuid()}
+                   "tmpdir": os.path.dirname(tmp.name), "uid": os.getuid(),
+                   "fchmod own file 0600": attempt(lambda: _fchmod(str(data / "mine"), 0o600)),
+                   "privileges": privileges()}
         escapee = leave_escapee() if self.config.get("escape") == "1" else None
         self.publish(probes=probe(self.config), own=own, escapee=escapee)
 
