@@ -23,7 +23,7 @@ import pytest
 
 from hosting.confine import ID_RANGE
 from netlets import landlock
-from nodeutil import JTRIX, cleanup_node
+from testkit.node import JTRIX, cleanup_node
 from test_confinement import (NOBODY, launch, netlets_xml, open_home, published,  # noqa: F401 (fixtures)
                               python_for_others, start_node_as_nobody, start_node_as_root)
 
