@@ -14,6 +14,10 @@ Contracts (what must hold for every message a ``wire.Daemon`` serves):
     (``wire.Daemon.limits_for``: a netlet's clients never get a replica's).
   * Only msgpack is deserialized (the serializer id of every message that
     carries data is msgpack's); annotations are capped at ``ANNOTATIONS_MAX``.
+  * Every call is answered by the worker that serves its connection: a message
+    flagged oneway or batch (``REFUSED_FLAGS``) is refused from its header
+    (jtrix makes neither; Pyro5 would start an unpooled thread per oneway call,
+    and run a batch's calls unbounded in one message).
   * Time is bounded in total, not per read: the first message (TLS handshake
     included, see ``wire.Daemon``) must be complete by its deadline; a later
     message may start after an idle wait but, once its first byte arrives,
@@ -49,6 +53,8 @@ FIRST_MESSAGE_S = 5.0
 #: once a message's first byte arrived: time for the header, plus the body at MIN_RATE
 HEADER_S = 5.0
 MIN_RATE = 256 * 1024  # bytes/s
+#: what no jtrix peer sends: a oneway call (Pyro5 serves each in a new thread) or a batch of calls
+REFUSED_FLAGS = protocol.FLAGS_ONEWAY | protocol.FLAGS_BATCH
 #: how long a refused call's rest is read and dropped so that its sender sees the refusal
 LINGER_S = 1.0
 
@@ -147,6 +153,8 @@ def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int
         raise MessageRefused(f"unexpected message type {msg.type}", seq=msg.seq)
     if msg.flags & protocol.FLAGS_COMPRESSED:
         raise MessageRefused("compressed messages are refused", "compressed", msg.seq)
+    if msg.flags & REFUSED_FLAGS:
+        raise MessageRefused("oneway and batch calls are refused", "flags", msg.seq)
     if msg.type != protocol.MSG_PING and msg.serializer_id != MSGPACK_ID:
         raise MessageRefused("only msgpack is accepted", seq=msg.seq)
     if msg.annotations_size > ANNOTATIONS_MAX:
