@@ -133,6 +133,11 @@ class ConnectionGate:
             self._established[conn] = holder
             return None
 
+    def holder_of(self, conn) -> Holder | None:
+        """Whom ``conn`` is reserved for (None: an ordinary connection, or not established)."""
+        with self._lock:
+            return self._established.get(conn)
+
     def revoke(self, holder: str) -> int:
         """Shut down every connection ``holder`` holds (it is gone: what it opened dies with it);
         how many. Each leaves the gate when its worker closes it (``closed``)."""

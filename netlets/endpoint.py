@@ -8,7 +8,9 @@ netlet's slot (``hosting.grants.check_master_proof``), the (epoch, master slot)
 the grant names. A handshake with a grant or proof that does not verify is
 refused as a whole. A call is read under the limits of the connection's
 role (``wire.NETLET_LIMITS`` for a replica, ``wire.NETLET_CLIENT_LIMITS``
-otherwise), so a client cannot make a netlet buffer a snapshot-sized message.
+otherwise), so a client cannot make a netlet buffer a snapshot-sized message,
+and what all clients' calls hold at once is bounded by the endpoint's budget
+(``wire.NETLET_CLIENT_BUDGET``, ``hosting.wire_budget``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class AppDaemon(wire.Daemon):
 
     def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                  port: int = 0, tls: TLSIdentity | None = None) -> None:
-        super().__init__(host, port, tls, limits=wire.NETLET_CLIENT_LIMITS)
+        super().__init__(host, port, tls, limits=wire.NETLET_CLIENT_LIMITS, budget=wire.NETLET_CLIENT_BUDGET)
         self._checker = checker
         self._grants = grants
         self._slot = slot
@@ -50,6 +52,11 @@ class AppDaemon(wire.Daemon):
         """A replica's calls may carry a snapshot; anyone else's are held to a client's limits."""
         peer = peer_of(conn)
         return wire.NETLET_LIMITS if peer is not None and peer.role == REPLICA else wire.NETLET_CLIENT_LIMITS
+
+    def budget_for(self, conn) -> wire.ByteBudget | None:
+        """A client's calls share the endpoint's budget; a replica's (the app's own state) do not."""
+        peer = peer_of(conn)
+        return None if peer is not None and peer.role == REPLICA else self.budget
 
 
 def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",

@@ -76,3 +76,60 @@ def test_a_netlet_endpoint_refuses_oneway_calls(node, tmp_path):
         msgtype, reply_flags, error = read_reply(s)  # a oneway call gets no answer: only a refusal answers
     assert msgtype == protocol.MSG_RESULT and reply_flags & protocol.FLAGS_EXCEPTION
     assert "oneway and batch calls are refused" in str(error["args"])
+
+
+def largest_node_call() -> tuple[str, int]:
+    """The node method that takes the largest call, and that size."""
+    from hosting import wire
+
+    return max(wire.NODE_LIMITS.methods.items(), key=lambda item: item[1])
+
+
+def test_a_calls_declared_size_costs_the_node_nothing_until_it_is_sent(node):
+    # B3 (attack a1): 296 bytes naming the largest method made the node allocate that method's whole
+    # limit (65 MB for upload_codebase) and hold it for minutes, before any authentication.
+    from test_wire_attacks import peak_rss
+
+    pid, (method, limit) = node.info["pid"], largest_node_call()
+    prefix = (b"\x94" + msgpack.packb("jtrix.hosting") + msgpack.packb(method)).ljust(256, b"\0")
+    before = peak_rss(pid)
+    held = [connected(address(node.client.uri)) for _ in range(8)]
+    try:
+        for s in held:
+            s.sendall(pyro_message(protocol.MSG_INVOKE, prefix, seq=2, declared=limit - 16))
+        wait_for(lambda: peak_rss(pid) - before > 256 << 20 or node.client.call("host_status"), 10,
+                 "the node to read what was sent")
+        grown = peak_rss(pid) - before
+        assert grown < 32 << 20, f"8 calls of 296 bytes declaring {limit} bytes cost the node {grown >> 20} MiB"
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_a_call_that_would_expand_when_deserialized_is_refused_before_pyro5_reads_it(node):
+    # B3 (attack a4): a whole call of empty maps (1 byte each on the wire, ~64 as a dict) was
+    # deserialized by Pyro5 before the warrant was looked at: 65 MB of it took the node to 3.8 GB.
+    # Here: four such calls at once, each as large as the largest node call (at most 2 MiB).
+    from test_wire_attacks import peak_rss
+
+    pid, (method, limit) = node.info["pid"], largest_node_call()
+    inner = b"\xdc" + (1000).to_bytes(2, "big") + b"\x80" * 1000  # [{}, {}, ...]: 1003 bytes, ~72 KB as objects
+    count = (min(limit, 2 << 20) - 64) // len(inner)
+    head = b"\x94" + msgpack.packb("jtrix.hosting") + msgpack.packb(method)
+    call = head + b"\xdc" + count.to_bytes(2, "big") + inner * count + b"\x80"
+    before = peak_rss(pid)
+    socks = [connected(address(node.client.uri)) for _ in range(4)]
+    try:
+        for s in socks:
+            s.sendall(pyro_message(protocol.MSG_INVOKE, call, seq=2))
+            s.settimeout(120)  # the previous code took its time to build what it was sent
+        replies = [read_reply(s) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+    grown = peak_rss(pid) - before
+    assert grown < 128 << 20, f"4 calls of {len(call)} bytes cost the node {grown >> 20} MiB before authentication"
+    for msgtype, flags, error in replies:
+        assert msgtype == protocol.MSG_RESULT and flags & protocol.FLAGS_EXCEPTION
+        assert re.search(r"deserializes to more than|budget", str(error["args"])), error
+    assert node.client.call("host_status")["pid"] == pid
