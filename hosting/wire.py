@@ -248,13 +248,16 @@ class Daemon(Pyro5.server.Daemon):
     def __init__(self, host: str, port: int = 0, tls: TLSIdentity | None = None,
                  limits: MessageLimits = DEFAULT_LIMITS,
                  observer: Callable[[str, str], None] | None = None,
-                 door: Door | None = None, budget: int | None = None) -> None:
+                 door: Door | None = None, budget: int | None = None,
+                 open_limits: dict[str, int] | None = None) -> None:
         # door: given, the gate reserves capacity for the connections it proves are held by this
         # node's processes (wire_gate: at most MAX_OPEN other established connections)
         # refusals are reported throttled (a flood must not flood the log): as events, or logged
-        self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals),
-                                   max_open=MAX_OPEN if door else None,
-                                   **({"holder_open": door.is_open} if door else {}))
+        # open_limits: the gate's bounds on established connections (``wire_gate``) for a daemon
+        # that reserves capacity by other means than a door (a netlet's, by the role proved)
+        gate = {"max_open": MAX_OPEN if door else None, **({"holder_open": door.is_open} if door else {}),
+                **(open_limits or {})}
+        self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals), **gate)
         self.door = door
         self.limits = limits
         # budget: what calls of connections ``budget_for`` charges may hold in all (``wire_budget``)
@@ -323,13 +326,17 @@ class Daemon(Pyro5.server.Daemon):
         return False
 
     def validateHandshake(self, conn, data):
-        holder = self.door.holder(data) if self.door is not None else None
+        self.establish(conn, self.door.holder(data) if self.door is not None else None)
+        return "hello"
+
+    def establish(self, conn, holder: Holder | None) -> None:
+        """Admit ``conn`` as established (reserved for ``holder`` when given), or refuse it: counted,
+        and the peer told why (``SecurityError``)."""
         refused = self.gate.established(conn, holder)
         if refused is not None:
             if refused != "closed":
                 self.gate.refuse(refused, _peer(conn))
             raise errors.SecurityError(_REFUSALS.get(refused, refused).format(gate=self.gate, holder=holder))
-        return "hello"
 
     def limits_for(self, conn) -> MessageLimits:
         """The limits of the calls ``conn`` may send (known once its first message was accepted)."""
@@ -364,8 +371,9 @@ class Daemon(Pyro5.server.Daemon):
 
 #: what a refused connection is told, by the gate's reason (``ConnectionGate.established``)
 _REFUSALS = {
-    "open_full": "more than {gate.max_open} connections are open; the rest of this node's capacity is"
-                 " reserved for its netlets",
+    "open_full": "more than {gate.max_open} connections are open; the rest of this endpoint's capacity is"
+                 " reserved for its own (the node's netlets; a netlet's replicas)",
+    "open_peer_full": "more than {gate.per_peer_open} connections from this address are open",
     "reserved_netlet_full": "{holder[1]} already holds {gate.per_holder} connections to this node",
     "reserved_app_full": "app {holder[0]} already holds {gate.per_app_extra} connections to this node"
                          " beyond one per netlet",
