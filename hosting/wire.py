@@ -19,7 +19,11 @@ worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls —
 except that a daemon given a ``door`` (the node's) establishes at most
 ``wire_gate.MAX_OPEN`` connections that do not prove they are held by one of
 its netlets, so the rest of the pool stays theirs, shared out per netlet and
-per app (``wire_gate``).
+per app (``wire_gate``); a netlet's endpoint likewise bounds its clients'
+connections and reserves its replicas' (``netlets.endpoint``). A body's
+buffer grows as it arrives, charged with what it deserializes to
+(``wire_cost``) to the daemon's budget for unproven peers (``wire_budget``)
+until the call is answered; oneway and batch calls are refused.
 
 TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
