@@ -31,6 +31,7 @@ from hosting import bindings
 from hosting import status as views
 from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
 from hosting.cluster import owner_op_args
+from hosting.codebases import MAX_CHUNK_BYTES
 from hosting.digest import call_digest
 from hosting.node import Node
 from warrants import names
@@ -102,24 +103,50 @@ class HostingAPI:
         return {"service": self.node.service_id, "protocol": 1}
 
     # -- apps -------------------------------------------------------------
+    def _uploader(self, auth, method: str) -> str:
+        """Check a codebase call (right ``launch`` on any app); whose quota it counts to
+        (``hosting.codebases``): the app its warrant is scoped to, ``*`` for a whole-service one."""
+        return self._check(auth, method, "launch", ANY_APP).app or "*"
+
     @_guarded
     def has_codebase(self, auth, sha: str) -> bool:
-        self._check(auth, "has_codebase", "launch", ANY_APP)
-        return self.node.codebases.pin(names.check_codebase(sha))  # kept for the submit that follows
+        uploader = self._uploader(auth, "has_codebase")
+        return self.node.codebases.pin(names.check_codebase(sha), uploader)  # kept for the submit that follows
 
     @_guarded
     def upload_codebase(self, auth, data: bytes, sha: str | None = None) -> str:
-        self._check(auth, "upload_codebase", "launch", ANY_APP)
+        """A whole archive in one call: at most ``codebases.MAX_CHUNK_BYTES`` (larger: ``upload_chunk``)."""
+        uploader = self._uploader(auth, "upload_codebase")
         if not isinstance(data, bytes):
             raise BadInput("codebase must be bytes")
-        return self.node.add_codebase(data, None if sha is None else names.check_codebase(sha))
+        if len(data) > MAX_CHUNK_BYTES:
+            raise BadInput(f"a codebase of more than {MAX_CHUNK_BYTES} bytes is sent in chunks (upload_chunk)")
+        return self.node.add_codebase(data, None if sha is None else names.check_codebase(sha), uploader)
+
+    @_guarded
+    def upload_chunk(self, auth, sha: str, offset: int, data: bytes) -> int:
+        """Append one chunk (at most ``codebases.MAX_CHUNK_BYTES``) to this uploader's upload of
+        ``sha`` at ``offset``; the bytes held after (a chunk elsewhere changes nothing: resume there)."""
+        uploader = self._uploader(auth, "upload_chunk")
+        if not isinstance(data, bytes):
+            raise BadInput("codebase chunk must be bytes")
+        return self.node.codebases.add_chunk(names.check_codebase(sha), int(offset), data, uploader)
+
+    @_guarded
+    def upload_commit(self, auth, sha: str) -> str:
+        """Store this uploader's chunks of ``sha`` as the codebase ``sha`` (checked against it)."""
+        uploader = self._uploader(auth, "upload_commit")
+        return self.node.commit_codebase(names.check_codebase(sha), uploader)
 
     @_guarded
     def submit_app(self, auth, descriptor_xml: bytes, source: str, codebase_sha: str,
                    replace: bool = False, start: bool = True) -> dict[str, Any]:
+        # the warrant first (right launch; replacing terminates the running app: terminate too), on
+        # whatever app it is scoped to; the descriptor only then, and its app must be in that scope
+        warrant = self._check(auth, "submit_app", ("launch", "terminate") if replace else "launch", ANY_APP)
         descriptor = warrants.parse_descriptor(bytes(descriptor_xml), str(source), read_files=False)
-        # replacing terminates the running app: that takes the right to terminate it
-        self._check(auth, "submit_app", ("launch", "terminate") if replace else "launch", descriptor.name)
+        if warrant.app is not None and warrant.app != descriptor.name:
+            raise warrants.InsufficientRights(f"warrant is scoped to app {warrant.app!r}, not {descriptor.name!r}")
         return self.node.submit_app(bytes(descriptor_xml), str(source), names.check_codebase(codebase_sha), bool(replace),
                                     bool(start))
 

@@ -27,7 +27,7 @@ from hosting.home import Home, default_home, read_node_info
 from hosting.tls import TLSIdentity, client_identity
 from warrants.errors import BadInput, JtrixError, NotFound
 
-IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "status", "host_status", "events", "logs",
+IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "upload_chunk", "upload_commit", "status", "host_status", "events", "logs",
                         "renew", "report", "control_state", "app_access"})
 
 
@@ -160,3 +160,22 @@ def own_process_handshake(start_doc: dict) -> Callable[[], Any] | None:
 
 
 __all__ = ["HostingClient", "NodeUnreachable", "JtrixError"]
+
+
+def upload_codebase(client: "HostingClient", data: bytes, sha: str) -> bool:
+    """Make the node hold the archive ``data`` (sha256 ``sha``): nothing if it has it, otherwise
+    in chunks of at most ``codebases.MAX_CHUNK_BYTES`` (each its own authenticated call; a chunk
+    the node did not take is resent from where it is), then committed. True if it was sent."""
+    from hosting.codebases import MAX_CHUNK_BYTES
+
+    if client.call("has_codebase", sha):
+        return False
+    held = stalled = 0
+    while held < len(data):
+        took = client.call("upload_chunk", sha, held, data[held:held + MAX_CHUNK_BYTES])
+        stalled = stalled + 1 if took <= held else 0  # took < held: the node lost the partial (restarted)
+        if stalled > 2:
+            raise JtrixError(f"upload of codebase {sha[:12]} makes no progress (the node holds {took} bytes)")
+        held = took
+    client.call("upload_commit", sha)
+    return True

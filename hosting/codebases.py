@@ -15,6 +15,17 @@ Collection (:meth:`CodebaseStore.collect`) removes every codebase not in the
 set kept, except one stored, or asked for, in this process and not yet used
 (``pin`` until the app using it is registered, at most ``PIN_S``): a codebase
 is not collected between its upload (or ``has_codebase``) and its submit.
+
+An archive arrives in chunks of at most ``MAX_CHUNK_BYTES``, each its own
+authenticated call (``add_chunk``, then ``commit``): a partial upload is a
+file of its uploader's, appended to only at its end (a chunk at another offset
+is answered with the size held, so an upload resumes there; a node restart
+drops partials, and the upload restarts from 0), checked against its sha256
+only when committed. Quota (what an uploader can make the node keep that no
+app uses): each uploader's partial uploads and pinned codebases hold at most
+``UPLOADER_MAX_BYTES`` and ``UPLOADER_MAX_CODEBASES``, everyone's at most
+``NODE_MAX_BYTES``; beyond, ``QuotaExceeded`` and nothing is written. (The
+node's own stores, of codebases it fetches to run an app, count to no quota.)
 """
 
 from __future__ import annotations
@@ -45,6 +56,13 @@ MAX_CODEBASE_BYTES = 64 * 1024 * 1024
 MAX_UNPACKED_BYTES = 128 * 1024 * 1024
 MAX_MEMBERS = 10_000
 PIN_S = 3600.0
+#: the largest chunk of an upload (one call's archive bytes)
+MAX_CHUNK_BYTES = 1024 * 1024
+#: what one uploader (an app's launch warrant, or a whole-service one) may have kept unused
+UPLOADER_MAX_BYTES = 256 * 1024 * 1024
+UPLOADER_MAX_CODEBASES = 8
+#: what all uploaders together may have kept unused
+NODE_MAX_BYTES = 1024 * 1024 * 1024
 _INCOMING = ".incoming-"
 _DECOMPRESSORS = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
 
@@ -111,13 +129,20 @@ def extract(data: bytes, dest: Path) -> None:
         raise BadInput(f"codebase archive refused: {err}") from None
 
 
+class QuotaExceeded(BadInput):
+    """An upload would make the node keep more unused codebase bytes than its quota (exit code 2)."""
+
+
 class CodebaseStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        #: sha -> monotonic time it was stored by this process, until an app uses it
-        self._pins: dict[str, float] = {}
+        #: sha -> (monotonic time it was stored or asked for by this process, its uploader, its
+        #: archive's size), until an app uses it
+        self._pins: dict[str, tuple[float, str, int]] = {}
+        #: (uploader, sha) -> (bytes of its partial upload, monotonic time of its last chunk)
+        self._partial: dict[tuple[str, str], tuple[int, float]] = {}
 
     def dir_of(self, sha: str) -> Path:
         return names.under(self.root, names.check_codebase(sha))
@@ -132,15 +157,18 @@ class CodebaseStore:
         """The archive as uploaded (for nodes that fetch it by hash)."""
         return self._archive_path(sha).read_bytes()
 
-    def add(self, data: bytes, expected_sha: str | None = None) -> str:
-        """Store an archive (``.tar.gz``); returns its sha256. Idempotent; pins the codebase."""
+    def add(self, data: bytes, expected_sha: str | None = None, uploader: str = "") -> str:
+        """Store an archive (``.tar.gz``); returns its sha256. Idempotent; pins the codebase,
+        counted to ``uploader``'s quota until an app uses it."""
         if len(data) > MAX_CODEBASE_BYTES:
             raise BadInput(f"codebase archive is {len(data)} bytes, more than {MAX_CODEBASE_BYTES}")
         sha = hashlib.sha256(data).hexdigest()
         if expected_sha is not None and names.check_codebase(expected_sha) != sha:
             raise BadInput(f"codebase sha256 mismatch: got {sha}, expected {expected_sha}")
-        if self.pin(sha):
+        if self.pin(sha, uploader):
             return sha
+        with self._lock:
+            self._check_quota(uploader, len(data), new_codebase=True, replacing=self._partial.get((uploader, sha), (0, 0.0))[0])
         tmp = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=self.root))
         try:
             extract(data, tmp)
@@ -152,18 +180,82 @@ class CodebaseStore:
                 except OSError:
                     if not self.has(sha):  # lost a race with an identical upload: fine
                         raise
-                self._pins[sha] = time.monotonic()
+                self._pins[sha] = (time.monotonic(), uploader, len(data))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return sha
 
-    def pin(self, sha: str) -> bool:
-        """Keep ``sha`` from collection (as if just stored) if it is here; False if it is not."""
+    def pin(self, sha: str, uploader: str = "") -> bool:
+        """Keep ``sha`` from collection (as if just stored) if it is here; False if it is not.
+        A codebase already pinned stays counted to whoever pinned it first."""
         with self._lock:
             if not self.has(sha):
                 return False
-            self._pins[sha] = time.monotonic()
+            _, owner, size = self._pins.get(sha, (0.0, uploader, 0))
+            self._pins[sha] = (time.monotonic(), owner, size)
             return True
+
+    def _partial_path(self, uploader: str, sha: str) -> Path:
+        tag = hashlib.sha256(uploader.encode()).hexdigest()[:16]
+        return names.under(self.root, f"{_INCOMING}part-{tag}-{names.check_codebase(sha)}")
+
+    def add_chunk(self, sha: str, offset: int, data: bytes, uploader: str = "") -> int:
+        """Append ``data`` to ``uploader``'s partial upload of ``sha`` if it starts at its end
+        (``offset``); the bytes held after (what the next chunk's offset must be)."""
+        if len(data) > MAX_CHUNK_BYTES:
+            raise BadInput(f"an upload chunk is {len(data)} bytes, more than {MAX_CHUNK_BYTES}")
+        path = self._partial_path(uploader, sha)
+        with self._lock:
+            held = self._partial.get((uploader, sha), (0, 0.0))[0]
+            if offset != held or not data:
+                return held
+            if held + len(data) > MAX_CODEBASE_BYTES:
+                raise BadInput(f"codebase archive would be more than {MAX_CODEBASE_BYTES} bytes")
+            self._check_quota(uploader, len(data), new_codebase=False)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "ab") as f:
+                if f.tell() != held:  # not what this process wrote: start over
+                    f.truncate(0)
+                    self._partial.pop((uploader, sha), None)
+                    return 0
+                f.write(data)
+            self._partial[(uploader, sha)] = (held + len(data), time.monotonic())
+            return held + len(data)
+
+    def commit(self, sha: str, uploader: str = "") -> str:
+        """Store ``uploader``'s partial upload of ``sha`` (``add``); the partial is gone after,
+        stored or refused."""
+        path = self._partial_path(uploader, sha)
+        with self._lock:
+            if (uploader, sha) not in self._partial:
+                raise BadInput(f"no upload of codebase {sha[:12]} in progress (send its chunks first)")
+        try:
+            return self.add(path.read_bytes(), sha, uploader)
+        finally:
+            with self._lock:
+                self._partial.pop((uploader, sha), None)
+                path.unlink(missing_ok=True)
+
+    def _check_quota(self, uploader: str, more: int, new_codebase: bool, replacing: int = 0) -> None:
+        """Refuse ``more`` unused bytes (and one more unused codebase) beyond the quotas; under the lock.
+        The node's own (``uploader`` empty: what it fetches to run an app) counts to no quota."""
+        if not uploader:
+            return
+        mine = sum(size for _, owner, size in self._pins.values() if owner == uploader) + \
+            sum(size for (owner, _), (size, _) in self._partial.items() if owner == uploader) - replacing
+        count = sum(1 for _, owner, _ in self._pins.values() if owner == uploader)
+        total = sum(size for _, _, size in self._pins.values()) + \
+            sum(size for size, _ in self._partial.values()) - replacing
+        who = f"uploader {uploader}" if uploader else "this uploader"
+        if mine + more > UPLOADER_MAX_BYTES:
+            raise QuotaExceeded(f"{who} already keeps {mine} bytes of codebases no app uses (at most"
+                                f" {UPLOADER_MAX_BYTES}): submit or wait for them to be collected")
+        if new_codebase and count >= UPLOADER_MAX_CODEBASES:
+            raise QuotaExceeded(f"{who} already keeps {count} codebases no app uses (at most"
+                                f" {UPLOADER_MAX_CODEBASES}): submit or wait for them to be collected")
+        if total + more > NODE_MAX_BYTES:
+            raise QuotaExceeded(f"this node already keeps {total} bytes of codebases no app uses (at most"
+                                f" {NODE_MAX_BYTES}): try again later")
 
     def unpin(self, sha: str) -> None:
         """An app now uses ``sha``: from here on the registry keeps it."""
@@ -180,11 +272,18 @@ class CodebaseStore:
         with self._lock:
             keep = in_use()
             now = time.monotonic()
-            self._pins = {sha: t for sha, t in self._pins.items() if now - t < PIN_S}
+            self._pins = {sha: pin for sha, pin in self._pins.items() if now - pin[0] < PIN_S}
+            for key, (_, last) in list(self._partial.items()):  # an upload abandoned that long
+                if now - last >= PIN_S:
+                    del self._partial[key]
+                    self._partial_path(*key).unlink(missing_ok=True)
             for entry in os.scandir(self.root):
                 sha = entry.name.removesuffix(".tar.gz")
                 if incoming and entry.name.startswith(_INCOMING):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
                     continue
                 if not names.CODEBASE_RE.fullmatch(sha) or sha in keep or sha in self._pins:
                     continue

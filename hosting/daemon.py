@@ -91,7 +91,7 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
                 port = candidate
     daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
                          observer=RefusalEvents(node.registry.add_event),
-                         door=NodeDoor(node))
+                         door=NodeDoor(node), budget=wire.NODE_BUDGET)
     node.door_revoked = daemon.gate.revoke
     metrics = NodeMetrics(node) if config.metrics else None
     if metrics is not None:

@@ -319,9 +319,15 @@ class Node(SupervisorHooks):
         this node's own, or in a cluster every node's (as published)."""
         return self.topology.replicas(app)
 
-    def add_codebase(self, data: bytes, sha: str | None) -> str:
-        sha = self.codebases.add(data, sha)
+    def add_codebase(self, data: bytes, sha: str | None, uploader: str = "") -> str:
+        sha = self.codebases.add(data, sha, uploader)
         self.registry.add_codebase(sha, len(data))
+        return sha
+
+    def commit_codebase(self, sha: str, uploader: str) -> str:
+        """Store ``uploader``'s chunked upload of ``sha`` (``CodebaseStore.commit``)."""
+        self.codebases.commit(sha, uploader)
+        self.registry.add_codebase(sha, len(self.codebases.archive(sha)))
         return sha
 
     def collect_codebases(self, at_start: bool = False) -> None:

@@ -19,7 +19,11 @@ worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls —
 except that a daemon given a ``door`` (the node's) establishes at most
 ``wire_gate.MAX_OPEN`` connections that do not prove they are held by one of
 its netlets, so the rest of the pool stays theirs, shared out per netlet and
-per app (``wire_gate``).
+per app (``wire_gate``); a netlet's endpoint likewise bounds its clients'
+connections and reserves its replicas' (``netlets.endpoint``). A body's
+buffer grows as it arrives, charged with what it deserializes to
+(``wire_cost``) to the daemon's budget for unproven peers (``wire_budget``)
+until the call is answered; oneway and batch calls are refused.
 
 TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
@@ -47,8 +51,10 @@ import Pyro5.server
 from Pyro5 import config, errors, protocol, serializers, socketutil, svr_threads
 from Pyro5.serializers import SerializerBase
 
-from hosting.codebases import MAX_CODEBASE_BYTES
+from hosting.codebases import MAX_CHUNK_BYTES
 from hosting.tls import TLSIdentity
+from hosting.wire_budget import ByteBudget, Charge
+from hosting.wire_cost import EXPANSION, cost_limit, object_cost
 from hosting.wire_gate import MAX_OPEN, ConnectionGate, Holder, RefusalEvents
 from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
 from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
@@ -64,22 +70,31 @@ SERVER_IDLE_TIMEOUT_S = 30.0
 THREADPOOL_SIZE = 512
 CALL_TIMEOUT_S = 10.0
 _ENVELOPE = 64 * 1024  # a call's own names and small arguments, besides what it carries
-#: the node's API: every call carries a warrant (auth); submit_app a descriptor too; an upload its archive
+#: the node's API: every call carries a warrant (auth); submit_app a descriptor too; an upload one
+#: chunk of its archive (``hosting.uploads``): no call is larger than about 2 MiB, and none may
+#: deserialize to more than ``wire_cost.EXPANSION`` times its size
 NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
     "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
-    "upload_codebase": MAX_WARRANT_BYTES + MAX_CODEBASE_BYTES + _ENVELOPE,
-})
+    "upload_codebase": MAX_WARRANT_BYTES + MAX_CHUNK_BYTES + _ENVELOPE,
+    "upload_chunk": MAX_WARRANT_BYTES + MAX_CHUNK_BYTES + _ENVELOPE,
+}, expansion=EXPANSION, max_items=64 * 1024)
+#: what the node holds for calls on connections that are not its own netlets' (wire bytes as they
+#: arrive plus what they deserialize to, until answered): room for one of each largest call at once
+NODE_BUDGET = 64 * 1024 * 1024
 #: a netlet's endpoint, by the role the connection proved (``netlets.credential``): app calls carry
 #: app data; replication also whole snapshots of the app's state (one message: the largest state a
 #: replicated app can have), but only from a replica (a client's replication call is refused anyway:
-#: it gets no more room than any small call); the rest is small
+#: it gets no more room than any small call); the rest is small. A replica is the app's own
+#: (its data is the app's state): only a client's calls are checked for expansion and charged
 _NETLET_SMALL = {name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}
 NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
     "replication_handle": 256 * 1024 * 1024, **_NETLET_SMALL})
 NETLET_CLIENT_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": _ENVELOPE, **_NETLET_SMALL})
+    "replication_handle": _ENVELOPE, **_NETLET_SMALL}, expansion=EXPANSION)
+#: what a netlet endpoint holds for its clients' calls (a client call of 16 MiB may cost 17 times that)
+NETLET_CLIENT_BUDGET = 384 * 1024 * 1024
 #: limits of an endpoint that declares none
-DEFAULT_LIMITS = MessageLimits(default=1024 * 1024)
+DEFAULT_LIMITS = MessageLimits(default=1024 * 1024, expansion=EXPANSION)
 #: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
 MAX_MESSAGE_SIZE = max(NODE_LIMITS.largest, NETLET_LIMITS.largest)
 
@@ -237,15 +252,20 @@ class Daemon(Pyro5.server.Daemon):
     def __init__(self, host: str, port: int = 0, tls: TLSIdentity | None = None,
                  limits: MessageLimits = DEFAULT_LIMITS,
                  observer: Callable[[str, str], None] | None = None,
-                 door: Door | None = None) -> None:
+                 door: Door | None = None, budget: int | None = None,
+                 open_limits: dict[str, int] | None = None) -> None:
         # door: given, the gate reserves capacity for the connections it proves are held by this
         # node's processes (wire_gate: at most MAX_OPEN other established connections)
         # refusals are reported throttled (a flood must not flood the log): as events, or logged
-        self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals),
-                                   max_open=MAX_OPEN if door else None,
-                                   **({"holder_open": door.is_open} if door else {}))
+        # open_limits: the gate's bounds on established connections (``wire_gate``) for a daemon
+        # that reserves capacity by other means than a door (a netlet's, by the role proved)
+        gate = {"max_open": MAX_OPEN if door else None, **({"holder_open": door.is_open} if door else {}),
+                **(open_limits or {})}
+        self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals), **gate)
         self.door = door
         self.limits = limits
+        # budget: what calls of connections ``budget_for`` charges may hold in all (``wire_budget``)
+        self.budget = ByteBudget(budget) if budget is not None else None
         super().__init__(host=host, port=port)
         self.transportServer.__class__ = _GatedServer  # a subclass adding behaviour only, no state
         self.tls = tls
@@ -291,8 +311,9 @@ class Daemon(Pyro5.server.Daemon):
             plain_refused = outcome is None
         peer = _peer(conn)
         try:
-            conn.preload(read_message(conn.sock, self.limits, (protocol.MSG_CONNECT,), first=True,
-                                      deadline=deadline))
+            message = read_message(conn.sock, self.limits, (protocol.MSG_CONNECT,), first=True, deadline=deadline)
+            _check_cost(message, self.limits)
+            conn.preload(message)
         except MessageRefused as err:
             self.gate.refuse(f"first_{err.kind}", peer)
             return self._refuse_first(conn, str(err), err.seq)
@@ -309,42 +330,75 @@ class Daemon(Pyro5.server.Daemon):
         return False
 
     def validateHandshake(self, conn, data):
-        holder = self.door.holder(data) if self.door is not None else None
+        self.establish(conn, self.door.holder(data) if self.door is not None else None)
+        return "hello"
+
+    def establish(self, conn, holder: Holder | None) -> None:
+        """Admit ``conn`` as established (reserved for ``holder`` when given), or refuse it: counted,
+        and the peer told why (``SecurityError``)."""
         refused = self.gate.established(conn, holder)
         if refused is not None:
             if refused != "closed":
                 self.gate.refuse(refused, _peer(conn))
             raise errors.SecurityError(_REFUSALS.get(refused, refused).format(gate=self.gate, holder=holder))
-        return "hello"
 
     def limits_for(self, conn) -> MessageLimits:
         """The limits of the calls ``conn`` may send (known once its first message was accepted)."""
         return self.limits
 
+    def budget_for(self, conn) -> ByteBudget | None:
+        """The budget ``conn``'s calls are charged to: this daemon's, unless the gate reserved the
+        connection for one of the node's own processes (bounded by the gate instead)."""
+        return None if self.gate.holder_of(conn) is not None else self.budget
+
     def handleRequest(self, conn):
+        limits, charge = self.limits_for(conn), Charge(self.budget_for(conn))
         try:
-            conn.preload(read_message(conn.sock, self.limits_for(conn), (protocol.MSG_INVOKE, protocol.MSG_PING),
-                                      first=False, deadline=time.monotonic() + SERVER_IDLE_TIMEOUT_S))
-        except MessageRefused as err:
-            self.gate.refuse(err.kind, _peer(conn))
-            with contextlib.suppress(OSError, errors.PyroError):
-                conn.sock.settimeout(1.0)
-                self._sendExceptionResponse(conn, err.seq, MSGPACK_ID, err, None)
-            discard(conn.sock, err.unread)
-            raise errors.SecurityError(str(err)) from None  # ends the connection (Pyro5's job loop)
-        conn.sock.settimeout(config.COMMTIMEOUT)
-        return super().handleRequest(conn)
+            try:
+                message = read_message(conn.sock, limits, (protocol.MSG_INVOKE, protocol.MSG_PING), first=False,
+                                       deadline=time.monotonic() + SERVER_IDLE_TIMEOUT_S, charge=charge)
+                _check_cost(message, limits, charge)
+            except MessageRefused as err:
+                self.gate.refuse(err.kind, _peer(conn))
+                with contextlib.suppress(OSError, errors.PyroError):
+                    conn.sock.settimeout(1.0)
+                    self._sendExceptionResponse(conn, err.seq, MSGPACK_ID, err, None)
+                discard(conn.sock, err.unread)
+                raise errors.SecurityError(str(err)) from None  # ends the connection (Pyro5's job loop)
+            conn.preload(message)
+            del message  # Pyro5 drops the body once deserialized: only the charge keeps its count
+            conn.sock.settimeout(config.COMMTIMEOUT)
+            return super().handleRequest(conn)
+        finally:
+            charge.release()
 
 
 #: what a refused connection is told, by the gate's reason (``ConnectionGate.established``)
 _REFUSALS = {
-    "open_full": "more than {gate.max_open} connections are open; the rest of this node's capacity is"
-                 " reserved for its netlets",
+    "open_full": "more than {gate.max_open} connections are open; the rest of this endpoint's capacity is"
+                 " reserved for its own (the node's netlets; a netlet's replicas)",
+    "open_peer_full": "more than {gate.per_peer_open} connections from this address are open",
     "reserved_netlet_full": "{holder[1]} already holds {gate.per_holder} connections to this node",
     "reserved_app_full": "app {holder[0]} already holds {gate.per_app_extra} connections to this node"
                          " beyond one per netlet",
     "closed": "connection closed",
 }
+
+
+def _check_cost(message: tuple[bytes, bytearray], limits: MessageLimits, charge: Charge | None = None) -> None:
+    """Refuse a message whose body would deserialize to more than ``limits.expansion`` times its size
+    (``wire_cost``), or has a container of more than ``limits.max_items``; take what it will cost from
+    ``charge`` (held until the call is answered: Pyro5 builds the same objects)."""
+    header, payload = message
+    msg = protocol.ReceivingMessage(header)
+    if limits.expansion is None or msg.type == protocol.MSG_PING:
+        return
+    body = memoryview(payload)[msg.annotations_size:]
+    try:
+        object_cost(body, cost_limit(len(body), limits.expansion), charge, limits.max_items)
+    except MessageRefused as err:
+        err.seq = msg.seq
+        raise
 
 
 def _log_refusals(kind: str, **detail) -> None:

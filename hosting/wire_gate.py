@@ -18,6 +18,8 @@ Safety model (what must hold):
     established only while fewer than ``max_open`` such are, so with at most
     ``max_pending`` pending, ``pool - max_pending - max_open`` workers are left
     to the node's netlets whatever everyone else does.
+  * With ``per_peer_open``, at most that many of those other established
+    connections come from one peer address (refused: ``open_peer_full``).
   * No holder takes that capacity from the others: a holder's first reserved
     connection is always established; a further one only while the holder has
     fewer than ``per_holder`` and its app fewer than ``per_app_extra`` such
@@ -66,7 +68,8 @@ class ConnectionGate:
     def __init__(self, per_peer_pending: int = PER_PEER_PENDING, max_pending: int = MAX_PENDING,
                  observer: Callable[[str, str], None] | None = None, max_open: int | None = None,
                  per_holder: int = PER_HOLDER, per_app_extra: int = PER_APP_EXTRA,
-                 holder_open: Callable[[str], bool] = lambda holder: True) -> None:
+                 holder_open: Callable[[str], bool] = lambda holder: True,
+                 per_peer_open: int | None = None) -> None:
         # holder_open(holder): the holder is alive (asked under the gate's lock, so that a holder
         # revoked (``revoke``) after its proof was checked never gets a connection reserved)
         if not 1 <= per_peer_pending <= max_pending:
@@ -85,6 +88,9 @@ class ConnectionGate:
         self._held: dict[str, set[object]] = {}  # holder -> its reserved conns
         self._extra: Counter[str] = Counter()  # app -> reserved conns beyond each holder's first
         self.max_open = max_open
+        self.per_peer_open = per_peer_open
+        self._open_peer: dict[object, str] = {}  # established conn not reserved -> its peer
+        self._open_by_peer: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
 
     def admit(self, conn, peer: str, sock: socket.socket) -> None:
@@ -119,6 +125,11 @@ class ConnectionGate:
                 if self.max_open is not None and \
                         sum(1 for h in self._established.values() if h is None) >= self.max_open:
                     return "open_full"
+                peer = self._pending[conn]
+                if self.per_peer_open is not None and self._open_by_peer[peer] >= self.per_peer_open:
+                    return "open_peer_full"
+                self._open_peer[conn] = peer
+                self._open_by_peer[peer] += 1
             else:
                 app, name = holder
                 mine = self._held.get(name, ())
@@ -132,6 +143,11 @@ class ConnectionGate:
             self._forget(conn)
             self._established[conn] = holder
             return None
+
+    def holder_of(self, conn) -> Holder | None:
+        """Whom ``conn`` is reserved for (None: an ordinary connection, or not established)."""
+        with self._lock:
+            return self._established.get(conn)
 
     def revoke(self, holder: str) -> int:
         """Shut down every connection ``holder`` holds (it is gone: what it opened dies with it);
@@ -147,6 +163,11 @@ class ConnectionGate:
             self._forget(conn)
             holder = self._established.pop(conn, None)
             self._socks.pop(conn, None)
+            peer = self._open_peer.pop(conn, None)
+            if peer is not None:
+                self._open_by_peer[peer] -= 1
+                if not self._open_by_peer[peer]:
+                    del self._open_by_peer[peer]
             if holder is not None:
                 app, name = holder
                 mine = self._held[name]

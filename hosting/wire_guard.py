@@ -4,16 +4,23 @@ Contracts (what must hold for every message a ``wire.Daemon`` serves):
   * Nothing is decompressed: a message flagged compressed is refused from its
     header (jtrix never compresses; Pyro5 would inflate it unbounded, before
     any authentication).
-  * Nothing is buffered beyond its limit: a message's declared size is checked
-    against the limit of what it is (the first message of a connection:
-    ``MessageLimits.first``, a few KB, before anyone is authenticated; a call:
-    the limit of the method it names, read from the first bytes of the body)
-    before the body is read, and the buffer is allocated only then, exactly
-    that size (a call's only once its method's limit is checked). An endpoint
-    may hold a connection to the limits of what its peer proved it is
-    (``wire.Daemon.limits_for``: a netlet's clients never get a replica's).
+  * Nothing is buffered beyond its limit, nor ahead of what arrived: a
+    message's declared size is checked against the limit of what it is (the
+    first message of a connection: ``MessageLimits.first``, a few KB, before
+    anyone is authenticated; a call: the limit of the method it names, read
+    from the first bytes of the body) before the body is read, and the body's
+    buffer grows as its bytes arrive, at most ``CHUNK`` ahead of them, each
+    step taken first from the message's ``charge`` (``wire_budget``: an
+    endpoint-wide budget for unproven peers; refused beyond it). A declared
+    size costs nothing until it is sent. An endpoint may hold a connection to
+    the limits of what its peer proved it is (``wire.Daemon.limits_for``: a
+    netlet's clients never get a replica's).
   * Only msgpack is deserialized (the serializer id of every message that
     carries data is msgpack's); annotations are capped at ``ANNOTATIONS_MAX``.
+  * Every call is answered by the worker that serves its connection: a message
+    flagged oneway or batch (``REFUSED_FLAGS``) is refused from its header
+    (jtrix makes neither; Pyro5 would start an unpooled thread per oneway call,
+    and run a batch's calls unbounded in one message).
   * Time is bounded in total, not per read: the first message (TLS handshake
     included, see ``wire.Daemon``) must be complete by its deadline; a later
     message may start after an idle wait but, once its first byte arrives,
@@ -40,6 +47,8 @@ from warrants.errors import BadInput
 MSGPACK_ID = 4  # Pyro5's serializer id of msgpack (serializers.MsgpackSerializer.serializer_id)
 HEADER_SIZE = protocol._header_size  # 40 bytes, fixed by the wire protocol
 ANNOTATIONS_MAX = 1024
+#: how far a body's buffer may run ahead of the bytes that arrived
+CHUNK = 64 * 1024
 #: bytes of a call's body read to learn its object and method (both short names)
 METHOD_PREFIX = 256
 #: the first message of a connection (Pyro5's connect request with its handshake data)
@@ -49,6 +58,8 @@ FIRST_MESSAGE_S = 5.0
 #: once a message's first byte arrived: time for the header, plus the body at MIN_RATE
 HEADER_S = 5.0
 MIN_RATE = 256 * 1024  # bytes/s
+#: what no jtrix peer sends: a oneway call (Pyro5 serves each in a new thread) or a batch of calls
+REFUSED_FLAGS = protocol.FLAGS_ONEWAY | protocol.FLAGS_BATCH
 #: how long a refused call's rest is read and dropped so that its sender sees the refusal
 LINGER_S = 1.0
 
@@ -69,6 +80,10 @@ class MessageLimits:
     default: int
     methods: Mapping[str, int] = field(default_factory=dict)
     first: int = FIRST_MESSAGE_MAX
+    #: how many times its size a body may cost deserialized (``wire_cost``); None: not checked
+    expansion: int | None = None
+    #: the most items one array or map of a call may hold (None: as many as its size allows)
+    max_items: int | None = None
 
     def for_method(self, method: str) -> int:
         return self.methods.get(method, self.default)
@@ -114,8 +129,10 @@ def _method_of(prefix: bytes) -> str:
 
 
 def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int, ...], *,
-                 first: bool, deadline: float) -> tuple[bytes, bytearray]:
+                 first: bool, deadline: float, charge=None) -> tuple[bytes, bytearray]:
     """One whole Pyro5 message, (header, payload), from ``sock``, checked against the module contracts.
+    Every byte of the body is taken from ``charge`` (a ``wire_budget.Charge``) before it is held;
+    the caller releases the charge once done with the message.
 
     ``first``: this is the connection's first message and ``deadline`` (monotonic)
     bounds all of it. Otherwise ``deadline`` bounds only the wait for its first
@@ -147,6 +164,8 @@ def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int
         raise MessageRefused(f"unexpected message type {msg.type}", seq=msg.seq)
     if msg.flags & protocol.FLAGS_COMPRESSED:
         raise MessageRefused("compressed messages are refused", "compressed", msg.seq)
+    if msg.flags & REFUSED_FLAGS:
+        raise MessageRefused("oneway and batch calls are refused", "flags", msg.seq)
     if msg.type != protocol.MSG_PING and msg.serializer_id != MSGPACK_ID:
         raise MessageRefused("only msgpack is accepted", seq=msg.seq)
     if msg.annotations_size > ANNOTATIONS_MAX:
@@ -167,9 +186,19 @@ def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int
         if size > allowed:
             raise MessageRefused(f"{method}: message of {size} bytes, more than the {allowed} it takes",
                                  "too_large", msg.seq, size - len(head))
-    payload = bytearray(size)  # only now: a call's buffer is never larger than its method takes
-    payload[:len(head)] = head
-    _recv_into(sock, memoryview(payload)[len(head):], deadline, late)
+    payload = head  # grows as the body arrives, never larger than its method takes
+    try:
+        if charge is not None:
+            charge.take(len(head))
+        while len(payload) < size:
+            step = bytearray(min(CHUNK, size - len(payload)))
+            if charge is not None:
+                charge.take(len(step))
+            _recv_into(sock, memoryview(step), deadline, late)
+            payload += step
+    except MessageRefused as err:
+        err.seq, err.unread = msg.seq, size - len(payload)
+        raise
     return bytes(header), payload
 
 

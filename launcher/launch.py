@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from hosting.client import NodeUnreachable
+from hosting.client import NodeUnreachable, upload_codebase
 from launcher.common import (check_pyro_uri, describe_exit, echo_json, home_option, json_option, key_option,
                              resolve_home, tail_log, warrant_option)
 from launcher.progress import make_progress
@@ -375,9 +375,7 @@ def launch(descriptor, home, host, warrant, key, timeout, detach, replace, as_js
     started = time.monotonic()
     try:
         data, sha = warrants.package_codebase(desc)
-        uploaded = not client.call("has_codebase", sha)
-        if uploaded:
-            client.call("upload_codebase", data, sha)
+        uploaded = upload_codebase(client, data, sha)
         progress.note(f"codebase {sha[:12]} {'uploaded' if uploaded else 'already on the node'} "
                       f"({len(data)} bytes)")
         since = 0 if detach else last_event_index(client, name)

@@ -8,7 +8,12 @@ netlet's slot (``hosting.grants.check_master_proof``), the (epoch, master slot)
 the grant names. A handshake with a grant or proof that does not verify is
 refused as a whole. A call is read under the limits of the connection's
 role (``wire.NETLET_LIMITS`` for a replica, ``wire.NETLET_CLIENT_LIMITS``
-otherwise), so a client cannot make a netlet buffer a snapshot-sized message.
+otherwise), so a client cannot make a netlet buffer a snapshot-sized message,
+and what all clients' calls hold at once is bounded by the endpoint's budget
+(``wire.NETLET_CLIENT_BUDGET``, ``hosting.wire_budget``). Clients hold at
+most ``CLIENT_OPEN_LIMITS`` established connections; replica-role ones are
+reserved (``wire_gate``), so clients never keep the node's elector or the
+master out (security review B4); refusals are counted in the gate and logged.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from hosting.tls import TLSIdentity
 from netlets.credential import REPLICA, HandshakeChecker, Peer, peer_of, set_peer
 
 OBJECT_ID = "jtrix.netlet"
+#: an endpoint's bounds on established connections (``wire_gate``): at most 256 clients' (128 from one
+#: address); replica-role connections (the node's, the master's) are reserved: up to 128 of them are
+#: always admitted whatever clients do (with at most 128 pending, the 512 workers are shared out)
+CLIENT_OPEN_LIMITS = {"max_open": 256, "per_peer_open": 128, "per_holder": 128, "per_app_extra": 127}
 
 
 class AppDaemon(wire.Daemon):
@@ -29,7 +38,8 @@ class AppDaemon(wire.Daemon):
 
     def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
                  port: int = 0, tls: TLSIdentity | None = None) -> None:
-        super().__init__(host, port, tls, limits=wire.NETLET_CLIENT_LIMITS)
+        super().__init__(host, port, tls, limits=wire.NETLET_CLIENT_LIMITS, budget=wire.NETLET_CLIENT_BUDGET,
+                         open_limits=CLIENT_OPEN_LIMITS)
         self._checker = checker
         self._grants = grants
         self._slot = slot
@@ -43,6 +53,8 @@ class AppDaemon(wire.Daemon):
                 raise GrantRefused(f"a replication connection presents a promote grant, not {grant.op}")
             check_master_proof(grant, self._checker.app, self._slot, data)
             master = (grant.epoch, grant.master)
+        # a replica's connection (the node's elector, the master) is reserved: clients cannot take it
+        self.establish(conn, (self._checker.app, REPLICA) if role == REPLICA else None)
         set_peer(conn, Peer(role, master))
         return "ok"
 
@@ -50,6 +62,11 @@ class AppDaemon(wire.Daemon):
         """A replica's calls may carry a snapshot; anyone else's are held to a client's limits."""
         peer = peer_of(conn)
         return wire.NETLET_LIMITS if peer is not None and peer.role == REPLICA else wire.NETLET_CLIENT_LIMITS
+
+    def budget_for(self, conn) -> wire.ByteBudget | None:
+        """A client's calls share the endpoint's budget; a replica's (the app's own state) do not."""
+        peer = peer_of(conn)
+        return None if peer is not None and peer.role == REPLICA else self.budget
 
 
 def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",

@@ -279,12 +279,13 @@ def test_a_later_message_must_complete_once_started_however_slowly_it_drips(echo
 
 def test_a_client_sending_an_oversize_call_is_told_why(node):
     from warrants.errors import BadInput
-    # 30 MiB for `status`: refused from its first bytes; the rest is read and dropped for a moment
-    # (never buffered) so that the sender gets the refusal, not a broken pipe
+    # 1.5 MiB for `status` (more than it takes, less than the node's largest call): refused from its
+    # first bytes; the rest is read and dropped for a moment (never buffered) so that the sender gets
+    # the refusal, not a broken pipe
     with pytest.raises(BadInput, match=r"status: message of \d+ bytes, more than the \d+ it takes"):
-        node.client.call("status", "x" * (30 << 20))
+        node.client.call("status", "x" * (3 << 19))
     with pytest.raises(BadInput, match=r"message of \d+ bytes, more than the \d+ this endpoint takes"):
-        node.client.call("upload_codebase", bytes(70 << 20), None)  # over the node's largest: from its header
+        node.client.call("upload_codebase", bytes(4 << 20), None)  # over the node's largest: from its header
     assert node.client.call("host_status")["pid"] == node.info["pid"]
 
 

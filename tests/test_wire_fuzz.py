@@ -4,7 +4,9 @@
 Property: whatever bytes a peer sends — random, a valid exchange mutated, any
 handshake payload — the server answers or closes the connection once the peer
 stops sending, never crashes a worker with an unhandled exception, keeps
-serving a well-behaved client, and forgets every connection it closed.
+serving a well-behaved client, forgets every connection it closed, and serves
+every call in its pool's workers: no message makes it start a thread of its own
+(Pyro5 did for each call flagged oneway: security review B5).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import Pyro5.api
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from Pyro5 import protocol
+from Pyro5 import protocol, svr_threads
 
 from hosting import wire
 from hosting.grants import GrantSigner, GrantVerifier
@@ -29,6 +31,8 @@ from netlets.endpoint import AppDaemon
 from testkit.wait import wait_for
 
 SECRET, APP = b"s" * 32, "fuzz"
+#: every flag a Pyro5 message header may carry
+PYRO_FLAGS = [getattr(protocol, name) for name in dir(protocol) if name.startswith("FLAGS_")]
 
 
 @Pyro5.api.expose
@@ -38,6 +42,11 @@ class Echo:
 
     def invoke(self, method, args, kwargs, req_id=None):
         return [method, args]
+
+    def hold(self, seconds):
+        """Occupy the thread serving the call for a moment (so a stray thread is still alive to see)."""
+        threading.Event().wait(min(float(seconds), 0.5))
+        return seconds
 
 
 def message(msgtype: int, data: bytes, seq: int = 1, flags: int = 0, serializer: int = 4) -> bytes:
@@ -115,7 +124,7 @@ json_like = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**64 -
 
 @st.composite
 def envelopes(draw, obj: str):
-    kind = draw(st.sampled_from(["random", "mutated", "handshake", "header"]))
+    kind = draw(st.sampled_from(["random", "mutated", "handshake", "header", "call"]))
     if kind == "random":
         return draw(st.binary(max_size=300))
     if kind == "handshake":
@@ -128,6 +137,11 @@ def envelopes(draw, obj: str):
         fields[0] = draw(st.sampled_from([protocol.PROTOCOL_VERSION, fields[0]]))
         head = struct.pack("!4sHBBHHII16sHH", b"PYRO", *fields, b"\0" * 16, 0, 0x4DC5)
         return head + draw(st.binary(max_size=200))
+    if kind == "call":  # a valid connection, then a valid call whose flags the attacker chooses
+        connect = msgpack.packb({"handshake": client_handshake(SECRET, APP), "object": obj}, use_bin_type=True)
+        call = msgpack.packb((obj, "hold", [0.5], {}), use_bin_type=True)
+        flags = draw(st.lists(st.sampled_from(PYRO_FLAGS), max_size=3))
+        return message(protocol.MSG_CONNECT, connect) + message(protocol.MSG_INVOKE, call, seq=2, flags=sum(set(flags)))
     data = bytearray(valid_exchange(obj, client_handshake(SECRET, APP)))
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["flip", "cut", "insert", "set"]))
@@ -165,7 +179,12 @@ def test_no_envelope_crashes_or_wedges_the_server(servers, kind):
         @given(data=envelopes(obj))
         def run(data):
             send_and_drain(uri, data)
+            strays = [t for t in threading.enumerate()
+                      if t not in before and t.is_alive() and not isinstance(t, svr_threads.Worker)]
+            assert not strays, f"the server started threads outside its pool: {strays}"
             well_behaved_call(kind, uri)
+
+        before = set(threading.enumerate())
 
         run()
     finally:

@@ -47,13 +47,14 @@ class GateMachine(RuleBasedStateMachine):
         super().__init__()
         self.reports: list[tuple[str, str]] = []
         self.dead: set[str] = set()  # holders revoked (their process exited)
-        self.gate = ConnectionGate(per_peer_pending=3, max_pending=5, max_open=2,
+        self.gate = ConnectionGate(per_peer_pending=3, max_pending=5, max_open=3, per_peer_open=2,
                                    per_holder=PER_HOLDER, per_app_extra=PER_APP_EXTRA,
                                    holder_open=lambda name: name not in self.dead,
                                    observer=lambda reason, peer: self.reports.append((reason, peer)))
         self.pending: dict[_Conn, str] = {}  # the model: conn -> peer, oldest first
         self.established: list[_Conn] = []
         self.holder: dict[_Conn, tuple[str, str]] = {}  # reserved conns -> holder
+        self.open_peer: dict[_Conn, str] = {}  # established conns not reserved -> their peer
         self.evicted: list[_Conn] = []
         self.revoked: list[_Conn] = []  # shut down by the gate, not yet closed by their worker
         self.closed: list[_Conn] = []
@@ -70,11 +71,13 @@ class GateMachine(RuleBasedStateMachine):
             self.evicted.append(victim)
         self.pending[conn] = peer
 
-    def _expected(self, holder) -> str | None:
+    def _expected(self, holder, peer: str) -> str | None:
         if holder is not None and holder[1] in self.dead:
             holder = None
         if holder is None:
-            return "open_full" if len(self.established) - len(self.holder) >= 2 else None
+            if len(self.established) - len(self.holder) >= 3:
+                return "open_full"
+            return "open_peer_full" if sum(p == peer for p in self.open_peer.values()) >= 2 else None
         mine = sum(h == holder for h in self.holder.values())
         extra = sum(1 for h in self.holder.values() if h[0] == holder[0]) - \
             len({h for h in self.holder.values() if h[0] == holder[0]})
@@ -88,13 +91,15 @@ class GateMachine(RuleBasedStateMachine):
     @rule(i=st.integers(0, 10), holder=st.none() | st.sampled_from(HOLDERS))
     def establish(self, i, holder):
         conn = list(self.pending)[i % len(self.pending)]
-        expected = self._expected(holder)
+        expected = self._expected(holder, self.pending[conn])
         assert self.gate.established(conn, holder) == expected
         if expected is None:
-            del self.pending[conn]
+            peer = self.pending.pop(conn)
             self.established.append(conn)
             if holder is not None and holder[1] not in self.dead:
                 self.holder[conn] = holder
+            else:
+                self.open_peer[conn] = peer
 
     @rule(holder=st.sampled_from(HOLDERS))
     def revoke(self, holder):
@@ -113,6 +118,7 @@ class GateMachine(RuleBasedStateMachine):
         if conn in self.established:
             self.established.remove(conn)
             self.holder.pop(conn, None)
+            self.open_peer.pop(conn, None)
         if conn in self.revoked:
             self.revoked.remove(conn)
         conn.server.close()
@@ -125,6 +131,8 @@ class GateMachine(RuleBasedStateMachine):
         for peer in PEERS:
             assert sum(p == peer for p in self.pending.values()) <= 3
         assert len(self.pending) <= 5
+        for peer in PEERS:
+            assert sum(p == peer for p in self.open_peer.values()) <= 2
         for app in {a for a, _ in HOLDERS}:
             held = [h for h in self.holder.values() if h[0] == app]
             assert len(held) - len(set(held)) <= PER_APP_EXTRA
