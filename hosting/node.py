@@ -283,8 +283,7 @@ class Node(SupervisorHooks):
     def shutdown(self) -> None:
         """Stop the node's threads; netlets keep running and will re-attach later."""
         self.registry.add_event("node.stopping", None, None, pid=os.getpid())
-        self.supervisor.shutdown()
-        self.bootstrapper.shutdown()
+        self.supervisor.shutdown()  # its watcher watches the bootstrap runs too (they keep running)
         self.elector.close()
         self.topology.close()
         self.membership.close()

@@ -13,7 +13,11 @@ Contracts:
     ``on_exit(key, status)`` one by one, or to ``on_exits([(key, status), ...])``
     with *every* exit one epoll wakeup found (a batch: processes killed together
     are reaped together and their handler pays its fixed costs -- locks,
-    transactions -- once per batch, not once per death).
+    transactions -- once per batch, not once per death). A ``watch`` given its
+    own ``on_exit`` is reported to that handler alone, so one watcher (one
+    thread) serves processes of different owners, each to its own handler.
+    Handlers run one after another on that thread: none may wait for anything
+    slow (a spawn, a lock held across one), or every other exit waits too.
   * ``signal(key, sig)`` never reaches a process other than the watched one.
 """
 
@@ -29,6 +33,9 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
+#: ``on_exit(key, status)``
+Handler = Callable[[Any, Any], None]
+
 
 class ProcessGone(Exception):
     """The process to watch no longer exists."""
@@ -37,13 +44,13 @@ class ProcessGone(Exception):
 class PidWatcher:
     """epoll over pidfds; one daemon thread."""
 
-    def __init__(self, on_exit: Callable[[Any, Any], None] | None = None,
+    def __init__(self, on_exit: Handler | None = None,
                  on_exits: Callable[[list[tuple[Any, Any]]], None] | None = None) -> None:
         if (on_exit is None) == (on_exits is None):
             raise TypeError("give exactly one of on_exit, on_exits")
         self._on_exits = on_exits or (lambda batch: _each(on_exit, batch))
         self._epoll = select.epoll()
-        self._by_fd: dict[int, tuple[Any, int, bool]] = {}  # fd -> (key, pid, is_child)
+        self._by_fd: dict[int, tuple[Any, int, bool, Handler | None]] = {}  # fd -> (key, pid, is_child, own)
         self._fd_by_key: dict[Any, int] = {}
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -53,14 +60,15 @@ class PidWatcher:
         self._thread = threading.Thread(target=self._run, name="jtrix-pidwatch", daemon=True)
         self._thread.start()
 
-    def watch(self, key: Any, pid: int, is_child: bool) -> int:
-        """Start watching ``pid`` under ``key``; returns the pidfd. Raises ProcessGone."""
+    def watch(self, key: Any, pid: int, is_child: bool, on_exit: Handler | None = None) -> int:
+        """Start watching ``pid`` under ``key``; returns the pidfd. Raises ProcessGone.
+        ``on_exit``: this process's end is reported to it, not to the watcher's handler."""
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError as err:
             raise ProcessGone(pid) from err
         with self._lock:
-            self._by_fd[fd] = (key, pid, is_child)
+            self._by_fd[fd] = (key, pid, is_child, on_exit)
             self._fd_by_key[key] = fd
             self._epoll.register(fd, select.EPOLLIN)
         return fd
@@ -87,7 +95,7 @@ class PidWatcher:
             fd = self._fd_by_key.get(key)
             if fd is None:
                 return False
-            _, pid, _ = self._by_fd[fd]
+            _, pid, _, _ = self._by_fd[fd]
             try:
                 _signal.pidfd_send_signal(fd, 0)
             except ProcessLookupError:
@@ -113,7 +121,11 @@ class PidWatcher:
                 events = self._epoll.poll()
             except InterruptedError:
                 continue
-            batch = [exit for fd, _ in events if fd != self._wake_r and (exit := self._reap(fd)) is not None]
+            exits = [exit for fd, _ in events if fd != self._wake_r and (exit := self._reap(fd)) is not None]
+            for key, status, own in exits:
+                if own is not None:
+                    _each(own, [(key, status)])
+            batch = [(key, status) for key, status, own in exits if own is None]
             if not batch:
                 continue
             try:
@@ -121,13 +133,14 @@ class PidWatcher:
             except Exception:
                 log.exception("exit callback failed for %s", [key for key, _ in batch])
 
-    def _reap(self, fd: int) -> tuple[Any, Any] | None:
-        """Stop watching ``fd`` (its process ended) and reap it if it is our child: (key, status)."""
+    def _reap(self, fd: int) -> tuple[Any, Any, Handler | None] | None:
+        """Stop watching ``fd`` (its process ended) and reap it if it is our child:
+        (key, status, the watch's own handler or None)."""
         with self._lock:
             entry = self._by_fd.pop(fd, None)
             if entry is None:
                 return None
-            key, pid, is_child = entry
+            key, pid, is_child, own = entry
             self._fd_by_key.pop(key, None)
             self._epoll.unregister(fd)
             status = None
@@ -145,10 +158,10 @@ class PidWatcher:
                     if err.errno != errno.ECHILD:
                         raise
             os.close(fd)
-        return key, status
+        return key, status, own
 
 
-def _each(on_exit: Callable[[Any, Any], None], batch: list[tuple[Any, Any]]) -> None:
+def _each(on_exit: Handler, batch: list[tuple[Any, Any]]) -> None:
     for key, status in batch:
         try:
             on_exit(key, status)

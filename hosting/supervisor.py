@@ -35,12 +35,15 @@ Safety model (what must hold, whatever the interleaving):
     needs no store (revoking leases, signalling) is never held up by one.
   * A slot being spawned counts as live (a placeholder in ``live`` from before
     the fork until the process is recorded): no second start, no reset, no
-    termination can miss it; whatever ended it meanwhile kills it on arrival.
+    termination can miss it; whatever ended it meanwhile kills it on arrival
+    (``hosting.watched``).
   * Many deaths at once (``PidWatcher`` reports every exit of one wakeup
     together) never wait for a spawn: ``start_slot`` holds the lock only to
     reserve and to record; their slots are refilled through the start queue
     (``hosting.start_queue``: a bounded number starting at once, apps without a
-    master first), never on the watcher thread.
+    master first), never on the watcher thread. The same watcher reports the
+    exits of the apps' bootstrap runs (``hosting.bootstrapper``), whose owner
+    likewise never holds its lock across a spawn.
 
 Policy hooks (``SupervisorHooks``): the election policy learns when a netlet
 is spawned, becomes ready (first renewal) and is gone (after its leases were
@@ -66,7 +69,7 @@ from hosting.backoff import Decision, next_restart
 from hosting.confine import Confinement
 from hosting.home import Home
 from hosting.lessor import Lessor
-from hosting.pidwatch import PidWatcher, ProcessGone, describe_status, mark_reaped
+from hosting.pidwatch import PidWatcher, ProcessGone
 from hosting.registry import Registry
 from hosting.resources import bind_resources, wipe
 from hosting.spawn import spawn_app_process
@@ -74,6 +77,7 @@ from hosting.start_queue import StartQueue
 from hosting.store_retry import STORE_ERRORS, StoreRetry
 from hosting.timers import Timer, Timers
 from hosting.timing import Timing
+from hosting.watched import arrived, end, gone
 from netlets.faults import EXIT_CORRUPT, EXIT_STORAGE_FAILED
 from netlets.replication.storage import REPLICA_DIR, fsync_directory
 from warrants.descriptor_model import Descriptor
@@ -273,14 +277,11 @@ class Supervisor:
         except psutil.NoSuchProcess:
             create_time = 0.0
         with self.lock:
-            # Watched (below) and leased (reserved above) before anything is written: a store failure
+            # Watched (here) and leased (reserved above) before anything is written: a store failure
             # from here on delays the records (retried, in order, before its exit's), never the
-            # process's supervision.
-            live.pid, live.popen = spawned.pid, spawned.popen
-            try:
-                self.watcher.watch(netlet_id, spawned.pid, is_child=True)
-            except ProcessGone:
-                pass  # cannot happen for an unreaped child; keep the record consistent anyway
+            # process's supervision. Stopped, killed or its app terminated while it was spawning:
+            # killed now (``hosting.watched``).
+            arrived(self.watcher, netlet_id, live, spawned)
             inherited = sorted(k for k, v in told.items() if v["inherited"])
             self.retry.run((app, slot), [
                 lambda: self.registry.update_slot(app, slot, state="running", next_attempt=None),
@@ -292,8 +293,6 @@ class Supervisor:
                                                 mode=mode, inherited=inherited,
                                                 spawn_s=round(time.monotonic() - live.started_mono, 3)),
             ])
-            if live.end_reason is not None:  # stopped, killed or its app terminated while it was spawning
-                self.watcher.signal_group(netlet_id, signal.SIGKILL)
             return netlet_id
 
     def request_start(self, app: str, slot: str, mode: str) -> None:
@@ -396,9 +395,8 @@ class Supervisor:
             n = self.live.get(netlet_id)
             if n is None:
                 return
-            n.end_reason = n.end_reason or reason
             n.blameless = n.blameless or blameless
-            self.watcher.signal_group(netlet_id, signal.SIGTERM)
+            end(self.watcher, netlet_id, n, reason, signal.SIGTERM)
             self.watcher.signal_group(netlet_id, signal.SIGCONT)  # a stopped process must see its SIGTERM
             Timers.cancel(n.kill_timer)
             n.kill_timer = self.timers.call_later(grace, lambda: self.watcher.signal_group(netlet_id, signal.SIGKILL))
@@ -424,9 +422,8 @@ class Supervisor:
         with self.lock:
             victims = list(self.live.values())
             for n in victims:
-                n.end_reason = n.end_reason or reason
                 n.blameless = True
-                self.watcher.signal_group(n.netlet_id, signal.SIGKILL)
+                end(self.watcher, n.netlet_id, n, reason)
         return [n.netlet_id for n in victims]
 
     def _grant_lease(self, netlet_id: str, ttl: float) -> None:
@@ -461,13 +458,12 @@ class Supervisor:
             n = self.live.pop(netlet_id, None)
             if n is None:
                 return
-            mark_reaped(n.popen, status)
+            how = gone(n, status)
             Timers.cancel(n.kill_timer)
             self.lessor.revoke(lease_id_of(netlet_id))
             rt = self.apps.get(n.app)
             if rt is not None:
                 rt.slots[n.slot].exit_pending = True
-        how = describe_status(status)
         reason = n.end_reason or ("exited" if how.get("exit_code") == 0 else "crashed")
         exit_record = {"reason": reason, **how}
         run_seconds = time.monotonic() - n.started_mono

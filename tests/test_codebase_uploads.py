@@ -78,7 +78,7 @@ def test_submit_app_checks_the_warrant_before_parsing_the_descriptor(node):
     with pytest.raises(warrants.InsufficientRights):
         client.call("submit_app", junk, "junk.xml", "0" * 64, False, True)
     scoped = _client(node, ["launch"], app="mine")
-    from nodeutil import descriptor_xml
+    from testkit.node import descriptor_xml
     other = descriptor_xml("theirs", '<netlet type="w" class="workers:Echo" replicas="1"/>').encode()
     with pytest.raises(warrants.InsufficientRights, match="scoped to app 'mine'"):
         scoped.call("submit_app", other, "theirs.xml", "0" * 64, False, True)

@@ -234,6 +234,41 @@ def test_pidwatch_reports_exits_that_happen_while_it_is_busy_together_each_once(
         watcher.stop()
 
 
+def test_pidwatch_reports_a_watch_with_its_own_handler_to_that_handler_alone():
+    """One watcher serves netlets (its batch handler) and bootstrap runs (their own handler), each
+    exit reported once, to its own handler, and reaped."""
+    batches, own = [], []
+    done, own_done = threading.Event(), threading.Event()
+
+    def on_exits(batch):
+        batches.append(sorted(key for key, _ in batch))
+        done.set()
+
+    def on_exit(key, status):
+        own.append((key, describe_status(status)))
+        own_done.set()
+
+    watcher = PidWatcher(on_exits=on_exits)
+    netlet = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        watcher.watch("netlet", netlet.pid, is_child=True)
+        watcher.watch(("bootstrap", "app"), run.pid, is_child=True, on_exit=on_exit)
+        assert watcher.signal_group(("bootstrap", "app"), signal.SIGTERM)
+        assert own_done.wait(10)
+        assert watcher.signal_group("netlet", signal.SIGKILL)
+        assert done.wait(10)
+        assert own == [(("bootstrap", "app"), {"signal": "SIGTERM"})]
+        assert batches == [["netlet"]]
+        with pytest.raises(ChildProcessError):
+            os.waitpid(run.pid, os.WNOHANG)  # reaped by the watcher like any other child
+    finally:
+        for p in (netlet, run):
+            if p.poll() is None:
+                p.kill()
+        watcher.stop()
+
+
 # -- codebases ---------------------------------------------------------------
 def _tar(entries):
     raw = io.BytesIO()

@@ -19,7 +19,7 @@ import pytest
 from Pyro5 import protocol
 
 from hosting.auth import make_auth
-from nodeutil import wait_for
+from testkit.wait import wait_for
 from test_wire_attacks import address, connect_data, launch_echo, pyro_message, read_reply
 
 
