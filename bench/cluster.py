@@ -85,7 +85,7 @@ class Cluster:
     def elected(self, above: int) -> bool:
         """A master of an epoch above ``above`` is chosen (read from etcd: status answers wait
         for a paused node up to their timeout, which would blur the figure)."""
-        from hosting.etcd import Etcd
+        from hosting.cluster.etcd import Etcd
 
         kv = Etcd(self.url).get("apps/kvstore/arbiter")
         state = kv.json() if kv else {}
@@ -100,7 +100,7 @@ class Cluster:
         return wait_for(find, 30, "the master in the cluster's status")
 
     def healthy(self, via: str) -> bool:
-        from hosting.etcd import Etcd
+        from hosting.cluster.etcd import Etcd
 
         app = self.app(via)
         moved = Etcd(self.url).get("apps/kvstore/moved")

@@ -30,7 +30,7 @@ import warrants
 from hosting import bindings
 from hosting import status as views
 from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
-from hosting.cluster import owner_op_args
+from hosting.cluster.agent import owner_op_args
 from hosting.codebases import MAX_CHUNK_BYTES
 from hosting.digest import call_digest
 from hosting.node import Node
@@ -188,7 +188,7 @@ class HostingAPI:
 
     @_guarded
     def owner_op(self, auth, app: str, op: str, args: list) -> Any:
-        """Node to node: what only an app's owner can answer (``hosting.cluster``). Only a member
+        """Node to node: what only an app's owner can answer (``hosting.cluster.agent``). Only a member
         node's credential (right ``member``) is accepted, and only arguments that concern ``app``."""
         self._check(auth, "owner_op", "member", names.check_app(app))
         return self.node.owner_op(app, op, owner_op_args(app, op, args))
@@ -256,7 +256,7 @@ class HostingAPI:
     @_guarded
     def arbiter_request(self, auth, netlet_id: str, kind: str, epoch: int, slot: str | None,
                         incarnation: str | None = None, version: int | None = None) -> dict[str, Any]:
-        """The master's shrink/expand of the in-sync set, or its sync (see ``hosting.arbiter``)."""
+        """The master's shrink/expand of the in-sync set, or its sync (see ``hosting.election.arbiter``)."""
         self._check_netlet(auth, "arbiter_request", "lease", netlet_id)
         return self.node.arbiter_request(netlet_id, str(kind), int(epoch), None if slot is None else str(slot),
                                          None if incarnation is None else str(incarnation),

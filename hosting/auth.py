@@ -25,7 +25,7 @@ from typing import Any
 
 import warrants
 from hosting.digest import call_digest
-from hosting.trust import service_for
+from hosting.cluster.trust import service_for
 from warrants.replay import REPLAY_WINDOW_S, NonceCache
 from warrants.errors import BadInput
 
@@ -62,7 +62,7 @@ class Authorizer:
 
     ``own_cert`` is this node's certificate; :meth:`trust` adds the certificates
     of other cluster members, whose warrants are then accepted for their own
-    services (``hosting.trust``).
+    services (``hosting.cluster.trust``).
     """
 
     def __init__(self, own_cert, service: str) -> None:

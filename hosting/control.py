@@ -1,7 +1,7 @@
 """The control lease: one holder per app, each grant with a strictly larger epoch.
 
 Who holds it, at which epoch, and the in-sync set are the arbiter's
-(``hosting.arbiter``, persisted in the registry); this module adds the *time*
+(``hosting.election.arbiter``, persisted in the registry); this module adds the *time*
 dimension with the lessor.
 
 Safety model:
@@ -37,7 +37,7 @@ import threading
 from typing import Callable
 
 from hosting import lease_ids
-from hosting.arbiter import Arbiter
+from hosting.election.arbiter import Arbiter
 from hosting.lessor import Lessor
 from hosting.registry import Registry
 from hosting.store_retry import STORE_ERRORS

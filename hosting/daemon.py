@@ -29,7 +29,7 @@ import psutil
 
 from hosting import wire
 from hosting.api import HostingAPI
-from hosting.etcd import TLSFiles
+from hosting.cluster.etcd import TLSFiles
 from hosting.home import Home, read_node_info
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig

@@ -24,31 +24,32 @@ from pathlib import Path
 from typing import Any, Callable
 
 import warrants
-from hosting import bindings, grants, netlet_status
-from hosting.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
+from hosting import bindings, netlet_status
+from hosting.election import grants
+from hosting.election.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
-from hosting.cluster import ClusterAgent, NotOwner
-from hosting.cluster_events import ClusterEvents, EventShipper
+from hosting.cluster.agent import ClusterAgent, NotOwner
+from hosting.cluster.events import ClusterEvents, EventShipper
 from hosting.codebases import CodebaseStore
 from hosting.confine import Confinement
 from hosting.control import ControlLeases, LeaseFenced
-from hosting.election import Elector
-from hosting.etcd import Etcd, TLSFiles
-from hosting.etcd_epochs import EtcdEpochStore
+from hosting.election.elector import Elector
+from hosting.cluster.etcd import Etcd, TLSFiles
+from hosting.cluster.epochs import EtcdEpochStore
 from hosting.home import Home, ensure_home, service_id_of
 from hosting.secretbox import SecretBox
 from hosting.lessor import Lessor
-from hosting.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
+from hosting.cluster.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
                                 Membership)
-from hosting.promotions import Promotions
+from hosting.election.promotions import Promotions
 from hosting.registry import Registry, RegistryEpochStore
 from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.timing import Timing
 from hosting.topology import LocalTopology, Topology, at_owner, owner_operations
 from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
-from hosting.trust import EtcdTrust
+from hosting.cluster.trust import EtcdTrust
 from netlets.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
@@ -74,7 +75,7 @@ class NodeConfig:
     membership_ttl: int = 3  # seconds without renewing before the cluster declares this node dead
     etcd_tls: TLSFiles | None = None  # for an https etcd: its CA, and this node's client cert and key
     confine: str = "auto"  # how netlets are confined: auto, uid, landlock, none (hosting.confine)
-    election_threads: int = 32  # the elector's pool (hosting.election): no task on it waits on another
+    election_threads: int = 32  # the elector's pool (hosting.election.elector): no task on it waits on another
     start_limit: int | None = None  # netlets starting at once (hosting.start_queue); None: 2 per core
 
 
@@ -152,7 +153,7 @@ class Node(SupervisorHooks):
         self.ca: ClusterCA | None = None
         self.tls: TLSIdentity | None = None
         self._setup_tls()
-        #: signs the grants the elector sends netlets (``hosting.grants``): the node key, or the node's
+        #: signs the grants the elector sends netlets (``hosting.election.grants``): the node key, or the node's
         #: cluster certificate's key (fixed for this run, like ``self.tls``)
         self.grant_signer = grants.GrantSigner.for_node(self)
         #: called with certificates of other cluster members to trust (set by the hosting API)
@@ -202,7 +203,7 @@ class Node(SupervisorHooks):
             return
         self.ca = cluster_ca(self.etcd, self.config.cluster)
         self.tls = self.ca.issue(f"node {self.name}", (self.config.host,),
-                                 extra_usages=(grants.GRANT_SIGNER,))  # it signs grants (hosting.grants)
+                                 extra_usages=(grants.GRANT_SIGNER,))  # it signs grants (hosting.election.grants)
         self.ca.issue(f"client of node {self.name}").save(tls_dir, "client")
 
     def issue_tls(self, name: str) -> dict[str, str] | None:
@@ -560,7 +561,7 @@ class Node(SupervisorHooks):
         return {"ok": True, "epoch": epoch, "ttl": ttl}
 
     def owner_op(self, app: str, op: str, args: list) -> Any:
-        """What another node forwards to the app's owner (``hosting.cluster``): the methods
+        """What another node forwards to the app's owner (``hosting.cluster.agent``): the methods
         decorated ``at_owner``, answered as if called here."""
         if not self.topology.forwarded_here(app):
             raise NotOwner(f"node {self.name} does not own {app!r}")
@@ -572,7 +573,7 @@ class Node(SupervisorHooks):
     @at_owner("arbiter", app_of=lambda netlet_id: netlet_id.split("/", 1)[0])
     def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str | None,
                         incarnation: str | None, version: int | None = None) -> dict[str, Any]:
-        """The master's ISR request (``hosting.arbiter.Arbiter.change_isr``; ``sync``: the current
+        """The master's ISR request (``hosting.election.arbiter.Arbiter.change_isr``; ``sync``: the current
         version). Fenced by epoch, by version and by holding the lease; an answer with
         ``retry`` was not decided (not the lease holder here, or the store failed)."""
         app = NetletId.parse(netlet_id).app

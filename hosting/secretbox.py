@@ -2,7 +2,7 @@
 
 Why a key file and not secrets derived from a node key (HKDF): in a cluster
 an app's secret must be the same on every node that hosts it, so it is made
-once by the app's owner and travels through etcd (``hosting.cluster_store``);
+once by the app's owner and travels through etcd (``hosting.cluster.store``);
 each node then keeps its own copy sealed under its own ``secrets.key``. A
 copy of ``registry.sqlite`` (its WAL, a backup, a home that was left
 world-readable) no longer reveals any secret without that key.

@@ -86,7 +86,7 @@ def cluster_apps_view(node, app: str | None = None) -> dict[str, Any]:
     """``apps_view`` of every live member, merged (this node's own first).
 
     Members are asked in parallel with this node's member credential
-    (``hosting.cluster.member_warrant``, trusted cluster-wide); the names of those that did not answer are listed under
+    (``hosting.cluster.agent.member_warrant``, trusted cluster-wide); the names of those that did not answer are listed under
     ``unreachable``. A single-node cluster is just ``apps_view``.
     """
     view = apps_view(node, app)

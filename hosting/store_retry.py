@@ -44,8 +44,8 @@ from typing import Any, Callable, Hashable, Iterable
 
 from tenacity import Retrying, retry_if_exception_type, wait_random_exponential
 
-from hosting.arbiter import StoreConflict, StoreUnavailable
-from hosting.etcd import EtcdUnavailable
+from hosting.election.arbiter import StoreConflict, StoreUnavailable
+from hosting.cluster.etcd import EtcdUnavailable
 
 log = logging.getLogger(__name__)
 

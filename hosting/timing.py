@@ -52,7 +52,7 @@ What must hold (checked by :class:`Timing`; a config that breaks one is refused)
 
 Not ordered, on purpose: ``PREPARE_TIMEOUT_S`` and ``ELECTION_RETRY_S``. A retry
 is scheduled only when an attempt has finished, i.e. after every prepare was
-answered or timed out (``hosting.election_core``), so the two never overlap.
+answered or timed out (``hosting.election.core``), so the two never overlap.
 """
 
 from __future__ import annotations

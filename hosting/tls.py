@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from hosting import etcd_keys
+from hosting.cluster import keys as etcd_keys
 from warrants.errors import BadInput
 from warrants.keys import private_key_pem
 
@@ -155,7 +155,7 @@ class ClusterCA:
               extra_usages: tuple[x509.ObjectIdentifier, ...] = ()) -> TLSIdentity:
         """A new key and a certificate for ``name`` (its common name, cut to 64 characters),
         good for serving on ``hosts`` and for connecting; without hosts it can only connect.
-        ``extra_usages``: further extended key usages (a node's: ``hosting.grants.GRANT_SIGNER``)."""
+        ``extra_usages``: further extended key usages (a node's: ``hosting.election.grants.GRANT_SIGNER``)."""
         if not name:
             raise BadInput("a TLS certificate needs a name")
         key = ec.generate_private_key(ec.SECP256R1())

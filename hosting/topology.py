@@ -1,18 +1,18 @@
 """Where a node stands among nodes: which apps it owns, which slots it hosts, what others learn.
 
-One interface, two implementations (as ``hosting.membership`` has ``LocalMembership`` and
+One interface, two implementations (as ``hosting.cluster.membership`` has ``LocalMembership`` and
 ``EtcdMembership``):
 
 * :class:`LocalTopology` — a node alone: it owns every app, hosts every slot, and sees every
   netlet of its apps (they all run under its supervisor).
-* ``hosting.cluster.ClusterAgent`` — a member of an etcd cluster: an app's owner places its
+* ``hosting.cluster.agent.ClusterAgent`` — a member of an etcd cluster: an app's owner places its
   slots and runs its elections; every node hosts the slots placed on it and publishes its
   ready netlets; what only the owner can answer is forwarded to it.
 
 The node asks the topology and never which one it has. Contracts every implementation keeps:
   * ``owns(app)`` is True on at most one node at a time (alone: always); only the owner grants
     control leases and runs elections, and ``owner_call`` runs an owner operation
-    (``hosting.cluster.OWNER_OPS``) there — NotOwner if no owner is known.
+    (``hosting.cluster.agent.OWNER_OPS``) there — NotOwner if no owner is known.
   * ``replicas(app)`` lists ready netlets serving an endpoint, by slot, wherever they run.
   * ``may_run(app, slot)`` answers from the authoritative record now (a start acts on it);
     ``hosts(app, slot)`` from what this node last learned of it (views and commands).
@@ -100,7 +100,7 @@ class LocalHost(Protocol):
     registry: Any  # hosting.registry.Registry
     supervisor: Any  # hosting.supervisor.Supervisor
     timers: Any  # hosting.timers.Timers
-    elector: Any  # hosting.election.Elector
+    elector: Any  # hosting.election.elector.Elector
     status_cache: Mapping[str, Mapping[str, Any]]
     name: str
 
@@ -199,7 +199,7 @@ _RAISE = object()
 def at_owner(op: str, app_of: Callable[[Any], str] | None = None, unforwarded: Any = _RAISE):
     """Decorate a node method only the app's owner answers: it runs here when this node owns
     the app (``node.topology.owns``), else it is forwarded to the owner as owner operation
-    ``op`` (``hosting.cluster.OWNER_OPS``), with every argument in order (defaults filled in)
+    ``op`` (``hosting.cluster.agent.OWNER_OPS``), with every argument in order (defaults filled in)
     but the app itself. The app is the method's first argument — or ``app_of`` of it, and
     then that argument is forwarded too. A failed forward raises its JtrixError, or answers
     ``unforwarded`` if one is given.

@@ -8,7 +8,7 @@ the app's netlets hold), one per *role*:
   (``ping``, ``describe``, ``invoke``, ``invoke_batch``) and nothing else.
 * ``replica`` — never leaves the node and the app's netlets. It is required
   for the replication surface (``replication_*``), which additionally asks for
-  grants signed by a node (``hosting.grants``): holding the replica credential
+  grants signed by a node (``hosting.election.grants``): holding the replica credential
   is necessary, never sufficient.
 
 Knowing the client credential reveals nothing about the replica one (both are
@@ -150,7 +150,7 @@ class DoorChecker(ProofChecker):
 @dataclass(frozen=True)
 class Peer:
     """What one connection proved at its handshake: its role and, for a master replicating
-    to a backup, the (epoch, slot) a node's promote grant names (``hosting.grants``)."""
+    to a backup, the (epoch, slot) a node's promote grant names (``hosting.election.grants``)."""
 
     role: str
     master: tuple[int, str] | None = None

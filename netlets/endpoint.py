@@ -4,7 +4,7 @@ Contract: every connection passes the handshake of ``netlets.credential``
 (after TLS with a cluster certificate, in a cluster), which records its
 ``Peer``: the role it proved and, when it presented a node's promote grant
 (a master connecting to a backup) and proved the grant's master key for this
-netlet's slot (``hosting.grants.check_master_proof``), the (epoch, master slot)
+netlet's slot (``hosting.election.grants.check_master_proof``), the (epoch, master slot)
 the grant names. A handshake with a grant or proof that does not verify is
 refused as a whole. A call is read under the limits of the connection's
 role (``wire.NETLET_LIMITS`` for a replica, ``wire.NETLET_CLIENT_LIMITS``
@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 
 from hosting import wire
-from hosting.grants import PROMOTE, GrantRefused, GrantVerifier, check_master_proof
+from hosting.election.grants import PROMOTE, GrantRefused, GrantVerifier, check_master_proof
 from hosting.tls import TLSIdentity
 from netlets.credential import REPLICA, HandshakeChecker, Peer, peer_of, set_peer
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import Pyro5.api
 
-from hosting.grants import PEERS, PREPARE, PROMOTE, GrantRefused
+from hosting.election.grants import PEERS, PREPARE, PROMOTE, GrantRefused
 from netlets.credential import REPLICA, CredentialRefused, Peer, current_peer
 from netlets.outcomes import capture
 from warrants.errors import BadInput, JtrixError, NotFound
@@ -100,7 +100,7 @@ class NetletService:
     * ``ping``, ``describe``, ``invoke``, ``invoke_batch``: any connection that
       proved an app credential (client or replica).
     * ``replication_*``: only connections that proved the replica credential,
-      and each only with a node's grant (``hosting.grants``): ``prepare``,
+      and each only with a node's grant (``hosting.election.grants``): ``prepare``,
       ``promote`` and ``peers`` carry one for exactly their arguments;
       ``replication_handle`` is accepted only for the epoch and sender that the
       connection's promote grant named at its handshake.

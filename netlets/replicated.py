@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosting import grants, wire
+from hosting import wire
+
+from hosting.election import grants
 from hosting.timing import Timing
 from netlets.credential import replica_handshake
 from netlets.faults import fail_stop
@@ -97,7 +99,7 @@ class _PeerSender:
     def _connect(self):
         p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
         # The replica credential, the node's promote grant and our proof of its master key, for
-        # this backup: that we are the master the arbiter named for our epoch (``hosting.grants``).
+        # this backup: that we are the master the arbiter named for our epoch (``hosting.election.grants``).
         app = self.host.doc.app
         handshake = replica_handshake(self.host.doc.app_secret, app, grant=grants.public(self.host.master_grant))
         handshake["master_proof"] = grants.master_proof(self.host.master_grant["master_key"], app, self.slot,

@@ -4,7 +4,7 @@ Reads its start document (JSON, on stdin, written by the node: identity,
 class, params, resources, warrant and key, app secret), imports the netlet
 class from the app's codebase (put on ``sys.path`` only once confined, by
 ``netlets.sandbox``), serves the netlet's own RPC endpoint (an app credential
-required; replication also a node's grant, ``hosting.grants``), renews its
+required; replication also a node's grant, ``hosting.election.grants``), renews its
 lease every TTL/3 and publishes its status.
 
 Exit codes: 0 stopped on request (SIGTERM/SIGINT, after ``on_stopping``);
@@ -31,7 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from hosting.client import HostingClient, own_process_handshake
-from hosting.grants import GrantVerifier
+from hosting.election.grants import GrantVerifier
 from hosting.tls import TLSIdentity
 from netlets.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint

@@ -24,7 +24,7 @@ atexit.register(shutil.rmtree, _NO_HOME, True)
 os.environ["JTRIX_HOME"] = os.path.join(_NO_HOME, "absent")
 
 
-from hosting.etcd import Etcd  # noqa: E402  (after the environment is made hermetic)
+from hosting.cluster.etcd import Etcd  # noqa: E402  (after the environment is made hermetic)
 from testkit.etcd import EtcdServer, unique_prefix  # noqa: E402
 from testkit.node import cleanup_node, start_node  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hosting.arbiter import (AppState, Arbiter, MemoryEpochStore, StaleEpoch, StoreUnavailable,
+from hosting.election.arbiter import (AppState, Arbiter, MemoryEpochStore, StaleEpoch, StoreUnavailable,
                              best_position)
 
 

@@ -23,8 +23,8 @@ import pytest
 import netlets
 from hosting.client import HostingClient
 from hosting.daemon import start_background
-from hosting.cluster_store import ClusterStore
-from hosting.etcd import Etcd
+from hosting.cluster.store import ClusterStore
+from hosting.cluster.etcd import Etcd
 from warrants.errors import BadInput
 from testkit.etcd import unique_prefix
 from testkit.kvstore import KVSTORE

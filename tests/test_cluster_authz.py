@@ -17,7 +17,7 @@ import pytest
 
 import warrants
 from hosting.client import HostingClient
-from hosting.cluster import member_warrant
+from hosting.cluster.agent import member_warrant
 from hosting.tls import client_identity
 from testkit.node import descriptor_xml, events_of
 from testkit.wait import wait_for
@@ -116,7 +116,7 @@ def test_not_owner_reaches_a_client_as_itself(cluster):  # noqa: F811
             "                       warrants.load_private_key(home / 'admin.key.pem'), tls=client_identity(home))\n"
             "try:\n    client.call('terminate', 'nobody-owns-this', 0.0, 5.0)\n"
             "except Exception as err:\n    print(type(err).__module__, type(err).__name__, getattr(err, 'exit_code', None))\n"
-            "print('node modules imported:', 'hosting.cluster' in sys.modules)\n")
+            "print('node modules imported:', 'hosting.cluster.agent' in sys.modules)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("JTRIX_")}
     out = subprocess.run([sys.executable, "-c", code, str(n1.home)], capture_output=True, text=True, timeout=60,
                          env=env)

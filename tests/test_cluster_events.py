@@ -1,4 +1,4 @@
-"""The cluster's event log in etcd (hosting/cluster_events.py): real etcd, real SQLite registries,
+"""The cluster's event log in etcd (hosting/cluster/events.py): real etcd, real SQLite registries,
 and a two-node cluster read through the CLI."""
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ import threading
 
 import pytest
 
-from hosting import cluster_events, etcd_keys
-from hosting.cluster_events import ClusterEvents, EventShipper
-from hosting.etcd import Etcd
+from hosting.cluster import events as cluster_events
+
+from hosting.cluster import keys as etcd_keys
+from hosting.cluster.events import ClusterEvents, EventShipper
+from hosting.cluster.etcd import Etcd
 from hosting.registry import Registry
 from testkit.node import kill_node_with_its_netlets
 from testkit.wait import wait_for

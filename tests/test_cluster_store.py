@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from hosting import cluster_store
-from hosting.cluster_store import ClusterStore
+from hosting.cluster import store as cluster_store
+from hosting.cluster.store import ClusterStore
 from warrants.errors import BadInput, NotFound
 
 

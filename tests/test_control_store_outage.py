@@ -5,7 +5,7 @@ without a master)."""
 
 from __future__ import annotations
 
-from hosting.arbiter import Arbiter
+from hosting.election.arbiter import Arbiter
 from hosting.control import ControlLeases
 from hosting.lessor import Lessor
 from hosting.registry import Registry, RegistryEpochStore

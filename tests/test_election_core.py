@@ -1,4 +1,4 @@
-"""The election core (``hosting.election_core``) as a state machine under any order of answers.
+"""The election core (``hosting.election.core``) as a state machine under any order of answers.
 
 Hypothesis plays the host: it answers the core's actions in any order, late,
 twice, from attempts long over, and with any facts; the checks are the core's
@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hosting.election_core import (Begin, Began, Blocked, Choose, Chosen, ElectionCore, Facts, Failed, Gather,
+from hosting.election.core import (Begin, Began, Blocked, Choose, Chosen, ElectionCore, Facts, Failed, Gather,
                                    Gathered, Prepare, Promised, Promote, Promoted, Requested, Retry, WarmStart, Won)
 
 APP = "app"
@@ -184,7 +184,7 @@ def test_a_node_restarted_mid_election_still_refuses_wiped_storage():
     """The attack: the node restarted after ``begin_election`` revoked the holder; its new core
     never saw the trusted set (the old core kept it in memory) and a wiped directory whose slot
     restarted once (no longer 'fresh') was elected. The arbiter's state records it now."""
-    from hosting.arbiter import Arbiter, MemoryEpochStore
+    from hosting.election.arbiter import Arbiter, MemoryEpochStore
     store = MemoryEpochStore()
     arb = Arbiter(store)
     for s in SLOTS[:2]:

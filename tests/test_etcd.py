@@ -1,4 +1,4 @@
-"""hosting.etcd against a real etcd: CAS transactions, leases, and the resuming watch."""
+"""hosting.cluster.etcd against a real etcd: CAS transactions, leases, and the resuming watch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hosting.etcd import Etcd, EtcdUnavailable
+from hosting.cluster.etcd import Etcd, EtcdUnavailable
 
 
 def wait_for(predicate, timeout=10.0):

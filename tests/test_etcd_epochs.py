@@ -8,9 +8,9 @@ import threading
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from hosting.arbiter import Arbiter, StaleEpoch, StoreConflict
-from hosting.etcd import Etcd
-from hosting.etcd_epochs import EtcdEpochStore
+from hosting.election.arbiter import Arbiter, StaleEpoch, StoreConflict
+from hosting.cluster.etcd import Etcd
+from hosting.cluster.epochs import EtcdEpochStore
 
 from testkit.etcd import unique_prefix
 from test_etcd import wait_for
@@ -127,7 +127,7 @@ def check_interleaving(etcd, arbiters, steps):
 def test_only_the_owner_may_change_elections_while_any_node_records_processes(etcd):
     """Owner-only changes carry "the owner key is held under my lease" in their transaction:
     a node that lost ownership changes nothing, however stale its view."""
-    from hosting.arbiter import OwnershipLost
+    from hosting.election.arbiter import OwnershipLost
 
     owner_lease, _ = etcd.grant(30)
     other_lease, _ = etcd.grant(30)

@@ -1,4 +1,4 @@
-"""``hosting.etcd_keys``: every etcd key is built and taken apart in one place, with one spelling."""
+"""``hosting.cluster.keys``: every etcd key is built and taken apart in one place, with one spelling."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hosting import etcd_keys as keys
+from hosting.cluster import keys
 from warrants import names
 from warrants.errors import BadInput
 

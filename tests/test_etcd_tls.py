@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from hosting.etcd import Etcd, EtcdUnavailable, TLSFiles
+from hosting.cluster.etcd import Etcd, EtcdUnavailable, TLSFiles
 from testkit.etcd import EtcdServer, make_tls_files, unique_prefix
 from testkit.node import RunningNode, cleanup_node
 from testkit.wait import wait_for

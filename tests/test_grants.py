@@ -1,4 +1,4 @@
-"""hosting.grants: only a node can mint a grant a netlet accepts, and only for the exact call.
+"""hosting.election.grants: only a node can mint a grant a netlet accepts, and only for the exact call.
 
 Real keys and certificates (a node's own key alone; a cluster CA, node and netlet certificates
 in a cluster); the end-to-end refusals through real endpoints are in test_replication_sealed.py.
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import warrants
-from hosting.grants import GRANT_SIGNER, PREPARE, PROMOTE, GrantRefused, GrantSigner, GrantVerifier
+from hosting.election.grants import GRANT_SIGNER, PREPARE, PROMOTE, GrantRefused, GrantSigner, GrantVerifier
 from hosting.tls import ClusterCA
 
 

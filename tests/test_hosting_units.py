@@ -113,7 +113,7 @@ def test_registry_events_are_ordered_and_epochs_never_go_back(tmp_path):
 
 
 def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
-    from hosting.arbiter import Arbiter
+    from hosting.election.arbiter import Arbiter
     from hosting.registry import RegistryEpochStore
 
     reg = Registry(tmp_path / "r.sqlite")
@@ -154,7 +154,7 @@ def test_control_lease_epochs_strictly_increase_and_fence_old_holders(tmp_path):
 def test_the_control_lease_stays_with_the_granted_process_when_its_slot_restarts(tmp_path):
     """A newer process in the holder's slot (started by its host before the holder's death was
     acted on) neither holds nor renews the lease; revoking the dead holder still finds it."""
-    from hosting.arbiter import Arbiter
+    from hosting.election.arbiter import Arbiter
     from hosting.registry import RegistryEpochStore
 
     reg = Registry(tmp_path / "r.sqlite")

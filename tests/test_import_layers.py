@@ -14,30 +14,52 @@ PACKAGE = "hosting"
 ROOT = Path(__file__).resolve().parent.parent / PACKAGE
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
-    """The modules of the package that ``path`` imports, anywhere in it."""
+def module_names(root: Path) -> dict[str, Path]:
+    """Every module under ``root`` by its dotted name below the package (``cluster.agent``); a
+    subpackage is its ``__init__`` (``cluster``)."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            out[".".join(parts)] = path
+    return out
+
+
+def imports_of(path: Path, name: str, modules: set[str]) -> set[str]:
+    """The modules of the package that ``path`` (module ``name``) imports, anywhere in it."""
     found: set[str] = set()
+    here = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # ``from hosting import x`` imports module x; ``from hosting.x import y`` module x
-            names = [f"{node.module}.{alias.name}" for alias in node.names] if node.module == PACKAGE \
-                else [node.module]
-        elif isinstance(node, ast.ImportFrom):  # relative: ``from . import x`` / ``from .x import y``
-            names = [f"{PACKAGE}.{node.module or alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolved against the importing module's package
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                module = ".".join([PACKAGE, *base, *([node.module] if node.module else [])])
+            else:
+                module = node.module or ""
+            # ``from hosting.cluster import keys`` imports the module cluster.keys when it is one
+            names = [f"{module}.{alias.name}" for alias in node.names] + [module]
         else:
             continue
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == PACKAGE and len(parts) > 1 and parts[1] in modules:
-                found.add(parts[1])
-    return found - {path.stem}
+        for full in names:
+            parts = full.split(".")
+            if parts[0] != PACKAGE:
+                continue
+            for k in range(len(parts) - 1, 0, -1):  # the longest prefix that is a module
+                candidate = ".".join(parts[1:k + 1])
+                if candidate in modules:
+                    found.add(candidate)
+                    break
+    # a package's __init__ and its parents are not dependencies of their own modules
+    return {m for m in found if m != name and not name.startswith(m + ".")}
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
-    modules = {p.stem for p in root.glob("*.py")}
-    return {p.stem: imports_of(p, modules) for p in sorted(root.glob("*.py"))}
+    modules = module_names(root)
+    return {name: imports_of(path, name, set(modules)) for name, path in modules.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -72,6 +94,18 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_hosting_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle in hosting/: " + " -> ".join(cycle)
+
+
+def test_the_check_sees_modules_of_subpackages(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "__init__.py").write_text('"""a room"""\n')
+    (tmp_path / "sub" / "x.py").write_text("from hosting.sub import y\n")
+    (tmp_path / "sub" / "y.py").write_text("from . import z\n")
+    (tmp_path / "sub" / "z.py").write_text("from hosting import top\n")
+    (tmp_path / "top.py").write_text("from hosting.sub.x import f\n")
+    graph = import_graph(tmp_path)
+    assert graph == {"sub": set(), "sub.x": {"sub.y"}, "sub.y": {"sub.z"}, "sub.z": {"top"}, "top": {"sub.x"}}
+    assert find_cycle(graph) == ["sub.x", "sub.y", "sub.z", "top", "sub.x"]
 
 
 def test_the_check_sees_lazy_and_type_only_imports(tmp_path):

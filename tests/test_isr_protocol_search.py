@@ -140,7 +140,7 @@ def test_the_search_finds_the_finding1_mutant(monkeypatch):
     """The search is able to fail: with the arbiter deciding a change computed from any version
     (its staleness check removed: the bug of issue 13 finding 1), it finds a stored ISR member
     the master does not count, by itself."""
-    from hosting import arbiter
+    from hosting.election import arbiter
 
     real = arbiter.Arbiter.change_isr
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from hosting.etcd import Etcd
-from hosting.membership import AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership
+from hosting.cluster.etcd import Etcd
+from hosting.cluster.membership import AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership
 from warrants.errors import BadInput
 
 from test_etcd import wait_for
@@ -83,8 +83,8 @@ def test_ttl_below_one_second_is_refused_at_construction():
 
 PAUSABLE = """
 import sys, time
-from hosting.etcd import Etcd
-from hosting.membership import EtcdMembership, EtcdMembershipConfig
+from hosting.cluster.etcd import Etcd
+from hosting.cluster.membership import EtcdMembership, EtcdMembershipConfig
 etcd = Etcd(sys.argv[1], sys.argv[2])
 m = EtcdMembership(etcd, "paused", {"uri": "PYRO:x@127.0.0.1:9", "service": "svc-p"},
                    on_fenced=lambda why: print("fenced:", why, flush=True), config=EtcdMembershipConfig(ttl=2))

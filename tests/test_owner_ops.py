@@ -1,4 +1,4 @@
-"""The owner's argument check (``hosting.cluster.owner_op_args``) against what members really forward.
+"""The owner's argument check (``hosting.cluster.agent.owner_op_args``) against what members really forward.
 
 A shape the check does not know is refused, so a forwarded request that changed shape (the
 versioned ISR added ``sync`` and a version) would be refused on every call and, in a cluster,
@@ -7,7 +7,7 @@ the in-sync set would never refill -- the three-node chaos test found exactly th
 
 import pytest
 
-from hosting.cluster import owner_op_args
+from hosting.cluster.agent import owner_op_args
 from warrants.errors import BadInput
 
 NETLET = "kv/store/0#3"

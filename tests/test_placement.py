@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from hypothesis import given, strategies as st
 
-from hosting.arbiter import AppState
-from hosting.placement import place, rebalance_move, rebalance_step
+from hosting.election.arbiter import AppState
+from hosting.cluster.placement import place, rebalance_move, rebalance_step
 
 names = st.sampled_from([f"n{i}" for i in range(8)])
 apps = st.dictionaries(st.sampled_from(["store", "web", "cache"]), st.integers(1, 5), min_size=1).map(
@@ -60,7 +60,7 @@ def test_no_live_node_is_an_error():
 
 
 def test_a_warm_start_is_blocked_only_when_every_replica_that_may_hold_acked_writes_moved():
-    from hosting.cluster import warm_start_blocked
+    from hosting.cluster.agent import warm_start_blocked
 
     assert not warm_start_blocked(set(), set(), None)  # nothing moved: one node's rule applies
     assert warm_start_blocked({"s/0"}, set(), "s/0")  # the last master's data died with its node

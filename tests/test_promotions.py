@@ -1,11 +1,11 @@
-"""``hosting.promotions``: a waiting access point wakes at the promotion it waits for, by itself."""
+"""``hosting.election.promotions``: a waiting access point wakes at the promotion it waits for, by itself."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from hosting.promotions import Promotions
+from hosting.election.promotions import Promotions
 
 
 def test_a_wait_ends_at_the_first_promotion_beyond_its_epoch():

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from netlets.replication import (ArbiterRequest, Complete, MasterFenced, Replica, ReplicationConfig,
                                  RoleChanged, Send)
-from hosting.arbiter import Arbiter, MemoryEpochStore
+from hosting.election.arbiter import Arbiter, MemoryEpochStore
 from netlets.replication import messages as M
 from tests.sim import ListNetlet
 from tests.sim.arbiter_link import answer as node_answer

@@ -23,8 +23,8 @@ master", no divergence, ...): a damaged storage is refused at start
 (torn tail included) always starts; a storage that lost a file is refused,
 or starts unproven, or holds exactly what it held (never a valid, smaller
 log); a corrupt slot never runs until reset; warm starts leave unproven
-storage out and refuse without proof (``hosting.warm_proof``, as
-``hosting.election`` does).
+storage out and refuse without proof (``hosting.election.warm_proof``, as
+``hosting.election.elector`` does).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 from hypothesis.control import _current_build_context
 from hypothesis.stateful import initialize, rule
 
-from hosting.warm_proof import trusted_set, unproven, warm_refusal
+from hosting.election.warm_proof import trusted_set, unproven, warm_refusal
 from netlets.replication import Replica, ReplicationConfig
 from netlets.replication.storage import CorruptStorage, FileStorage, StorageFailed, read_frames
 from tests.sim import Cluster, ListNetlet
@@ -173,7 +173,7 @@ class FaultyCluster(Cluster):
         return self._guard(Cluster.tick, self, slot)
 
     def elect(self, warm=False):
-        """The node's election core, warm-start proof included (``hosting.warm_proof``)."""
+        """The node's election core, warm-start proof included (``hosting.election.warm_proof``)."""
         return self._guard(Cluster.elect, self, warm)
 
     # faults
@@ -410,7 +410,7 @@ def test_a_refused_warm_start_stays_refused_after_an_owner_change(tmp_path):
 
 
 def test_warm_proof_rules():
-    """``hosting.warm_proof``: a trusted slot proves only with proven storage its trusted process
+    """``hosting.election.warm_proof``: a trusted slot proves only with proven storage its trusted process
     opened; an unknown trusted process or an unproven storage never proves (F1 of the follow-up)."""
     def promise(gen, unproven, *openers):
         return {"storage": {"generation": gen, "unproven": unproven, "openers": list(openers)}}

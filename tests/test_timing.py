@@ -52,7 +52,7 @@ def test_an_inconsistent_config_is_refused(kwargs, broken):
 
 
 def test_membership_config_checks_its_timing():
-    from hosting.membership import EtcdMembershipConfig
+    from hosting.cluster.membership import EtcdMembershipConfig
     assert EtcdMembershipConfig(ttl=1).ttl == 1
     with pytest.raises(BadInput):
         EtcdMembershipConfig(ttl=0)

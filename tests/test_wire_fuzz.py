@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from Pyro5 import protocol, svr_threads
 
 from hosting import wire
-from hosting.grants import GrantSigner, GrantVerifier
+from hosting.election.grants import GrantSigner, GrantVerifier
 from netlets.credential import HandshakeChecker, client_handshake
 from netlets.endpoint import AppDaemon
 from testkit.wait import wait_for

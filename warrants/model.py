@@ -16,7 +16,7 @@ from dataclasses import dataclass
 #: access point (it obtains the app's credential); ``lease`` and ``report`` are
 #: what a netlet needs to renew its leases and publish its status; ``member`` is
 #: a cluster node's own credential to forward owner operations to another node
-#: (``hosting.cluster``).
+#: (``hosting.cluster.agent``).
 KNOWN_RIGHTS = frozenset(
     {"launch", "status", "terminate", "kill", "lease", "report", "call", "delegate", "member"}
 )

@@ -8,7 +8,7 @@ since that answer (counted from the request on — conservative). So no
 committed entry can be missing from an ISR member, and the master never drops
 a member on its own.
 
-In-sync set changes (see ``hosting.arbiter``, "versioned ISR"): at most one
+In-sync set changes (see ``hosting.election.arbiter``, "versioned ISR"): at most one
 request outstanding at a time, each naming the ISR version it was computed
 from (a new master first asks ``sync`` to learn it). Only the answer to the
 outstanding request is acted on (matched by equality; late answers to
@@ -339,7 +339,7 @@ class MasterRole(Role):
         self.ask_after = now + self.r.config.replication_timeout
 
     def on_arbiter_reply(self, req: ArbiterRequest, answer: dict, now: float) -> None:
-        """The arbiter's answer to ``req`` (``hosting.arbiter.AppState.isr_answer``, or
+        """The arbiter's answer to ``req`` (``hosting.election.arbiter.AppState.isr_answer``, or
         ``{"retry": ...}``); ignored unless ``req`` is the outstanding request."""
         if req != self.outstanding:
             return

@@ -200,7 +200,7 @@ def position_of(pos: Any) -> tuple[int, int]:
 
 # --- arbiter answers (node -> master) -------------------------------------------
 # ``{"ok", "epoch", "version", "isr": {slot: incarnation or None}}`` — the arbiter's decision on
-# an ISR request and its state after it (``hosting.arbiter.AppState.isr_answer``); or
+# an ISR request and its state after it (``hosting.election.arbiter.AppState.isr_answer``); or
 # ``{"retry": reason, "epoch"?}`` — not decided (store failure, not the lease holder): ask again.
 
 def validate_isr_answer(answer: Any) -> dict:

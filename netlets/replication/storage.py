@@ -70,7 +70,7 @@ Faults (what must hold):
   it (every write acknowledged before that master sent it is in this storage;
   later ones are on the in-sync set, which counts this replica from then on or
   not at all). Unproven storage proves nothing about earlier acknowledgements:
-  a warm start leaves it out (``hosting.warm_proof``).
+  a warm start leaves it out (``hosting.election.warm_proof``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from hosting.arbiter import Arbiter, AppState, MemoryEpochStore, OwnershipLost, StoreConflict, StoreUnavailable
+from hosting.election.arbiter import Arbiter, AppState, MemoryEpochStore, OwnershipLost, StoreConflict, StoreUnavailable
 from netlets.replication import ArbiterRequest
 
 ARBITER = "arbiter"  # the node's address on the simulated network

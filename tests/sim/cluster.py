@@ -4,7 +4,7 @@ Everything is driven explicitly (no threads, no sleeps, a virtual clock), so
 hypothesis can choose the interleaving: which in-flight packet is delivered,
 duplicated or dropped, who crashes, pauses, is partitioned or is elected.
 Elections run the hosting node's own election core and arbiter
-(``hosting.election_core``, ``hosting.arbiter``) with this cluster as their
+(``hosting.election.core``, ``hosting.election.arbiter``) with this cluster as their
 host; restarts and lease renewal are a miniature of what the node does.
 ISR requests to the arbiter and its answers are packets too (``arbiter_link``),
 and the arbiter's store can fail a save.
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hosting.arbiter import Arbiter, StaleEpoch
-from hosting.election_core import ElectionRunner, Facts
+from hosting.election.arbiter import Arbiter, StaleEpoch
+from hosting.election.core import ElectionRunner, Facts
 from hosting.timing import EPSILON
 from netlets.replication import (ArbiterRequest, Complete, MasterFenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
@@ -464,7 +464,7 @@ class Cluster:
 
     def check_isr_counted(self) -> None:
         """Every member of the stored ISR is counted by the current master (its commits wait
-        for that member): the invariant of the versioned in-sync set (``hosting.arbiter``)."""
+        for that member): the invariant of the versioned in-sync set (``hosting.election.arbiter``)."""
         st = self.store.stored(APP)
         n = self.nodes.get(st.holder) if st.holder is not None else None
         r = n.replica if n is not None else None

@@ -1,20 +1,20 @@
 """Every key jtrix keeps in etcd, built and taken apart here only (as etcd's own ``schema`` package).
 
-Keys, under the cluster's prefix (``hosting.etcd`` adds it):
+Keys, under the cluster's prefix (``hosting.cluster.etcd`` adds it):
 
 ==========================================  ==============================================================
-``nodes/<node>``                            a member, under its lease (``hosting.membership``)
-``certs/<service>``                         a member's node certificate (``hosting.trust``)
+``nodes/<node>``                            a member, under its lease (``hosting.cluster.membership``)
+``certs/<service>``                         a member's node certificate (``hosting.cluster.trust``)
 ``tls/ca``                                  the cluster CA (``hosting.tls``)
 ``apps/<app>/owner``                        the node running the app's elections, under its lease
-``apps/<app>/placement``                    ``{slot: node}`` (``hosting.cluster``)
+``apps/<app>/placement``                    ``{slot: node}`` (``hosting.cluster.agent``)
 ``apps/<app>/live/<type>/<index>``          a ready netlet of the slot, under its node's lease
 ``apps/<app>/incarnations/<type>/<index>``  the slot's incarnation counter
-``apps/<app>/spec``                         what the owner registered (``hosting.cluster_store``)
+``apps/<app>/spec``                         what the owner registered (``hosting.cluster.store``)
 ``apps/<app>/moved``                        slots re-created elsewhere, not caught up yet
-``apps/<app>/arbiter``                      the arbiter's state (``hosting.etcd_epochs``)
+``apps/<app>/arbiter``                      the arbiter's state (``hosting.cluster.epochs``)
 ``codebases/<sha>``                         a codebase's index; its chunks at ``codebases/<sha>/<n>``
-``events/<node>/<index>``                   a node's event, the index in 12 digits (``hosting.cluster_events``)
+``events/<node>/<index>``                   a node's event, the index in 12 digits (``hosting.cluster.events``)
 ==========================================  ==============================================================
 
 Contracts:

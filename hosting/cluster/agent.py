@@ -2,7 +2,7 @@
 
 Every app has one *owner* (the node holding ``apps/<app>/owner``, first the
 node it was launched on): it places the app's slots on nodes
-(``hosting.placement``), runs its elections and holds its control lease.
+(``hosting.cluster.placement``), runs its elections and holds its control lease.
 Every node *hosts* the slots placed on it: it runs their netlets under its own
 supervisor and leases, and publishes each ready one (``apps/<app>/live/<slot>``,
 under its membership lease). What only the owner can answer — a master's
@@ -36,12 +36,12 @@ import threading
 from typing import Any, Callable
 
 import warrants
-from hosting import etcd_keys as keys
-from hosting.cluster_store import ClusterStore
-from hosting.cluster_view import ClusterView, LiveNetlet, ViewHandlers
-from hosting.etcd import Etcd, EtcdUnavailable
-from hosting.membership import AppClaimed
-from hosting.placement import place, rebalance_step
+from hosting.cluster import keys
+from hosting.cluster.store import ClusterStore
+from hosting.cluster.view import ClusterView, LiveNetlet, ViewHandlers
+from hosting.cluster.etcd import Etcd, EtcdUnavailable
+from hosting.cluster.membership import AppClaimed
+from hosting.cluster.placement import place, rebalance_step
 from warrants import names
 from warrants.errors import BadInput, JtrixError, NotFound, NotOwner  # noqa: F401  (NotOwner: re-exported)
 

@@ -24,8 +24,8 @@ import threading
 import time
 from typing import Any
 
-from hosting import etcd_keys as keys
-from hosting.etcd import Etcd, EtcdUnavailable, WatchEvent
+from hosting.cluster import keys
+from hosting.cluster.etcd import Etcd, EtcdUnavailable, WatchEvent
 
 log = logging.getLogger(__name__)
 

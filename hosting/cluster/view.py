@@ -1,11 +1,11 @@
 """A node's live picture of the cluster's apps, kept current by etcd watches.
 
-Keys (``hosting.etcd_keys``):
+Keys (``hosting.cluster.keys``):
   * ``apps/<app>/owner``      — the node running the app's elections (a claim under its lease);
   * ``apps/<app>/placement``  — ``{slot: node}``, written by the owner;
   * ``apps/<app>/live/<slot>`` — ``{netlet, node, endpoint}`` of a ready netlet, written by
     the node it runs on, under that node's lease (so it vanishes with the node);
-  * ``nodes/<name>``          — members (``hosting.membership``).
+  * ``nodes/<name>``          — members (``hosting.cluster.membership``).
 Other keys under those prefixes, and keys outside the schema, are not the view's: skipped.
 
 Contracts:
@@ -25,8 +25,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from hosting import etcd_keys as keys
-from hosting.etcd import Etcd, WatchEvent
+from hosting.cluster import keys
+from hosting.cluster.etcd import Etcd, WatchEvent
 
 log = logging.getLogger(__name__)
 

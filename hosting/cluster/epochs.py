@@ -1,4 +1,4 @@
-"""The arbiter's :class:`~hosting.arbiter.EpochStore` on etcd: cluster-wide fencing epochs.
+"""The arbiter's :class:`~hosting.election.arbiter.EpochStore` on etcd: cluster-wide fencing epochs.
 
 Each app's arbiter state (epoch, holder, in-sync set, incarnations) is one key,
 ``apps/<app>/arbiter``. Contracts, on top of the EpochStore ones:
@@ -9,10 +9,10 @@ Each app's arbiter state (epoch, holder, in-sync set, incarnations) is one key,
   * Owner-only changes (elections, the in-sync set) carry a second condition
     in the same transaction: the app's owner key is still held under this
     node's lease. A node that lost ownership (paused past its lease, say) gets
-    :class:`~hosting.arbiter.OwnershipLost` and changes nothing, however stale
+    :class:`~hosting.election.arbiter.OwnershipLost` and changes nothing, however stale
     its view.
   * A save against a revision someone else has moved past raises
-    :class:`~hosting.arbiter.StoreConflict` and changes nothing; the arbiter
+    :class:`~hosting.election.arbiter.StoreConflict` and changes nothing; the arbiter
     then forgets its cached state (the next call reloads it).
   * Changes made by other nodes reach subscribers (the arbiter's ``forget``)
     through a watch, so cached reads are stale for at most the watch delay;
@@ -25,9 +25,9 @@ import json
 import threading
 from typing import Callable
 
-from hosting.arbiter import OwnershipLost, StoreConflict
-from hosting import etcd_keys as keys
-from hosting.etcd import Etcd, WatchEvent
+from hosting.election.arbiter import OwnershipLost, StoreConflict
+from hosting.cluster import keys
+from hosting.cluster.etcd import Etcd, WatchEvent
 
 class EtcdEpochStore:
     def __init__(self, etcd: Etcd, owner_lease: Callable[[], int] | None = None) -> None:

@@ -23,8 +23,8 @@ import hashlib
 import json
 from typing import Callable
 
-from hosting import etcd_keys as keys
-from hosting.etcd import Etcd
+from hosting.cluster import keys
+from hosting.cluster.etcd import Etcd
 from warrants.errors import BadInput, NotFound
 
 CHUNK_BYTES = 1024 * 1024  # etcd's default request limit is 1.5 MiB

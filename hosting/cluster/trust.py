@@ -22,8 +22,8 @@ from typing import Callable
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from hosting import etcd_keys as keys
-from hosting.etcd import Etcd, WatchEvent
+from hosting.cluster import keys
+from hosting.cluster.etcd import Etcd, WatchEvent
 from hosting.home import service_id_of
 from warrants.errors import InsufficientRights
 

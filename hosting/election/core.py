@@ -2,7 +2,7 @@
 
 ``ElectionCore.step(app, event) -> [action]`` is the whole policy; it never
 calls anything, reads no clock and starts no thread, so the hosting node
-(``hosting.election``) and the simulator (``tests/sim``) run the same code:
+(``hosting.election.elector``) and the simulator (``tests/sim``) run the same code:
 each is a *host* that turns actions into arbiter calls and RPCs and feeds
 their outcomes back as events (``ElectionRunner`` does the plumbing).
 
@@ -27,7 +27,7 @@ Contracts (the arbiter holds the invariants; this only sequences):
     In a cluster, a warm start that could only choose among re-created slots
     is refused (``Blocked``) until the facts change.
     A warm start chooses only from storage that can prove what it holds
-    (``hosting.warm_proof``): unproven (wiped, lost, not caught up) storage is
+    (``hosting.election.warm_proof``): unproven (wiped, lost, not caught up) storage is
     left out, and if no member of the last in-sync set answered with the
     proven storage its trusted process had, nothing is elected (``Blocked``).
     The trusted set comes from the arbiter's state (recorded when the holder
@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence, Union
 
 from hosting.timing import ELECTION_RETRY_S
-from hosting.warm_proof import unproven, warm_refusal
+from hosting.election.warm_proof import unproven, warm_refusal
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ class ElectionCore:
 
     def _choose(self, app: str, st: AppElection, a: Attempt) -> list[Action]:
         """Every candidate answered. A warm start (not a cold one) chooses only from storage that can
-        prove what it holds (``hosting.warm_proof``): refused outright when no replica of the last
+        prove what it holds (``hosting.election.warm_proof``): refused outright when no replica of the last
         in-sync set answered with the storage it had; otherwise unproven storage is left out."""
         positions, warm = dict(a.positions), a.warm
         if a.mode == "warm":

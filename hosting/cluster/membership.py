@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from hosting import etcd_keys as keys
-from hosting.etcd import Etcd, EtcdUnavailable
+from hosting.cluster import keys
+from hosting.cluster.etcd import Etcd, EtcdUnavailable
 from hosting.timing import Timing
 from warrants.errors import BadInput, JtrixError
 

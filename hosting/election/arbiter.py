@@ -63,7 +63,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Collection, Iterable, Mapping, Protocol, Sequence
 
-from hosting.warm_proof import trusted_set
+from hosting.election.warm_proof import trusted_set
 
 
 class EpochStore(Protocol):
@@ -129,7 +129,7 @@ class AppState:
     incarnations: dict[str, str] = field(default_factory=dict)  # slot -> current netlet id
     granted: str | None = None  # the netlet id the holder's epoch was granted to
     isr_version: int = 0  # see the module docstring: increases with every ISR change or decision
-    #: ``hosting.warm_proof`` trusted set (slot -> netlet id) recorded when ``begin_election`` revoked a
+    #: ``hosting.election.warm_proof`` trusted set (slot -> netlet id) recorded when ``begin_election`` revoked a
     #: holder, kept until the next grant (None: none recorded); see :meth:`last_trusted`
     trusted: dict[str, str | None] | None = None
     elected: bool = False  # some epoch was ever granted (before that, nothing can have been acknowledged)

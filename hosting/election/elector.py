@@ -1,6 +1,6 @@
 """Electing each replicated app's master on the hosting node: the node as an election host.
 
-The policy is ``hosting.election_core`` (no I/O: the simulator runs the same
+The policy is ``hosting.election.core`` (no I/O: the simulator runs the same
 code); this module gives it the node's facts and carries out its actions:
 arbiter calls, the ``replication_prepare``/``replication_promote`` RPCs
 (``_rpc``, the one place a node calls a netlet), control-lease timing and events.
@@ -17,7 +17,7 @@ across a spawn, an RPC) may wait only on its own bound.
 Errors: a candidate's or the network's failure (an RPC that raised, a malformed answer) is an
 answer — no promise, a failed promotion — logged briefly; a failure of the node's own (minting
 a grant, a store) is a bug or an outage and is never taken for a candidate's answer: it raises
-into ``hosting.election_core.ElectionRunner`` (which logs it and retries), and nothing run on
+into ``hosting.election.core.ElectionRunner`` (which logs it and retries), and nothing run on
 the pool ends unlogged (``_run``).
 
 A ``replication_promote`` RPC that fails (a timeout: ``become_master`` syncs
@@ -37,9 +37,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from hosting import grants, wire
-from hosting.arbiter import StaleEpoch
-from hosting.election_core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
+from hosting import wire
+
+from hosting.election import grants
+from hosting.election.arbiter import StaleEpoch
+from hosting.election.core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
 from hosting.timing import PREPARE_TIMEOUT_S
 from netlets.credential import replica_handshake
@@ -151,7 +153,7 @@ class Elector:
                      trusted=self._trusted(app))
 
     def _trusted(self, app: str) -> dict | None:
-        """``hosting.warm_proof``'s trusted set, as the arbiter's state records it."""
+        """``hosting.election.warm_proof``'s trusted set, as the arbiter's state records it."""
         return self.node.arbiter.state(app).last_trusted()
 
     def begin(self, action: Begin) -> int:
