@@ -31,7 +31,7 @@ from hosting.registry import Registry
 from hosting.spawn import Spawned, new_log_path
 from hosting.supervisor import Supervisor, SupervisorHooks
 from hosting.timers import Timers
-from manyapps import kvstore_xml
+from testkit.manyapps import kvstore_xml
 from testkit.procs import process_gone
 from testkit.wait import wait_for
 
