@@ -112,7 +112,7 @@ def setup(tmp_path, monkeypatch):
     descriptors = {}
     sup = Supervisor(home=home, registry=registry, timers=timers, lessor=lessor,
                      make_secrets=lambda *args: pytest.fail("no netlet is started here"),
-                     confinement=Confinement(home, registry, "none"), hooks=NoNetletStarts())
+                     confinement=Confinement(home, registry, "auto"), hooks=NoNetletStarts())
     for app in APPS:
         text = xml.replace('name="APP"', f'name="{app}"').encode()
         descriptor = descriptors[app] = warrants.parse_descriptor(text, "test", read_files=False)
