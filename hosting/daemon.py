@@ -111,8 +111,8 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
         signal.signal(signal.SIGINT, on_signal)
     try:
         node.recover()
-        node.start_serving()
-        node.write_node_json()
+        node.write_node_json()  # where a netlet finds the node (after a clean stop: a new port)...
+        node.start_serving()  # ...before the leases granted during recovery start to run
         log.info("jtrix hosting node %s (%s) listening at %s", node.name, node.service_id, node.uri)
         if ready is not None:
             ready.set()

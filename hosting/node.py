@@ -168,7 +168,7 @@ class Node(SupervisorHooks):
                                      lessor=self.lessor, make_secrets=self._make_secrets,
                                      confinement=self.confinement,
                                      start_timeout=config.start_timeout, hooks=self,
-                                     start_limit=config.start_limit)
+                                     start_limit=config.start_limit, serving=False)  # until start_serving
         self.bootstrapper = Bootstrapper(self)
         #: the node's duties in a cluster (None when it is a cluster of one): its store and member
         #: clients, for what runs in a cluster only; whether anything is clustered asks ``topology``
@@ -268,8 +268,10 @@ class Node(SupervisorHooks):
             self.elector.control_lost(app)
 
     def start_serving(self) -> None:
-        """The API answers from now (called by the daemon after ``recover``): control leases
-        granted during recovery, which nobody could renew yet, run their ttl from now."""
+        """The API answers from now (called by the daemon after ``recover`` and once node.json
+        says where): control leases and adopted netlets' leases granted during recovery, which
+        nobody could renew yet, run their ttl from now."""
+        self.supervisor.start_serving()
         self.control.start_serving()
 
     def write_node_json(self) -> None:

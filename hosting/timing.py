@@ -31,8 +31,8 @@ value                           derived as               ttl 1 s, m 3 s  meaning
 ``membership_renew_timeout_s``  max(0.5, m/3)            1.0             one membership renewal gives up after this
 ``PREPARE_TIMEOUT_S``           fixed                    1.0             one election RPC (prepare, promote, peer update)
 ``ELECTION_RETRY_S``            fixed                    0.2             a failed election attempt is retried after this
-``UNTIL_SERVING_S``             fixed                    86400           node-side length of a control lease granted before the node
-                                                                         serves (re-granted at ttl then)
+``UNTIL_SERVING_S``             fixed                    86400           node-side length of a control lease, or an adopted netlet's,
+                                                                         granted before the node serves (re-granted at its ttl then)
 ==============================  =======================  ==============  ============================================================
 
 What must hold (checked by :class:`Timing`; a config that breaks one is refused):
