@@ -24,20 +24,15 @@ import pytest
 import warrants
 from hosting import bindings, bootstrapper as bootstrapper_module
 from hosting.bootstrapper import Bootstrapper
-from hosting.confine import Confinement
-from hosting.home import ensure_home
-from hosting.lessor import Lessor
-from hosting.registry import Registry
 from hosting.spawn import Spawned, new_log_path
 from hosting.supervisor import Supervisor, SupervisorHooks
-from hosting.timers import Timers
 from testkit.manyapps import kvstore_xml
 from testkit.procs import process_gone
+from testkit.supervision import SECRET, supervised
 from testkit.wait import wait_for
 
 APPS = ("kv0", "kv1")
-CODEBASE = "0" * 64
-SECRET = b"s" * 32
+
 
 
 class SlowSpawn(Exception):
@@ -104,34 +99,20 @@ class Spawns:
 
 @pytest.fixture
 def setup(tmp_path, monkeypatch):
-    home = ensure_home(tmp_path / "home")
-    registry = Registry(home.registry)
-    timers = Timers()
-    lessor = Lessor(timers, lambda lease: None)
     xml = kvstore_xml("APP", replicas=2).replace("</app>", '  <bootstrap class="netlets.bootstrap:Bootstrap"/>\n</app>')
-    descriptors = {}
-    sup = Supervisor(home=home, registry=registry, timers=timers, lessor=lessor,
-                     make_secrets=lambda *args: pytest.fail("no netlet is started here"),
-                     confinement=Confinement(home, registry, "auto"), hooks=NoNetletStarts())
-    for app in APPS:
-        text = xml.replace('name="APP"', f'name="{app}"').encode()
-        descriptor = descriptors[app] = warrants.parse_descriptor(text, "test", read_files=False)
-        registry.add_app(app, text, "test", CODEBASE, SECRET,
-                         [(slot, t.name, {}) for t in descriptor.netlet_types for slot in t.slots])
-        sup.register_app(descriptor, tmp_path)
-    spawns = Spawns()
-    monkeypatch.setattr(bootstrapper_module, "spawn_app_process", spawns)
-    node = StandInNode(sup, home, descriptors, tmp_path)
-    try:
-        yield node, Bootstrapper(node), spawns
-    finally:
-        spawns.released.set()
-        for p in spawns.sleepers:
-            if p.poll() is None:
-                p.kill()
-        sup.shutdown()
-        timers.stop()
-        registry.close()
+    apps = {app: xml.replace('name="APP"', f'name="{app}"') for app in APPS}
+    with supervised(tmp_path, apps, make_secrets=lambda *args: pytest.fail("no netlet is started here"),
+                    hooks=NoNetletStarts()) as rig:
+        spawns = Spawns()
+        monkeypatch.setattr(bootstrapper_module, "spawn_app_process", spawns)
+        node = StandInNode(rig.supervisor, rig.home, rig.descriptors, tmp_path)
+        try:
+            yield node, Bootstrapper(node), spawns, rig
+        finally:
+            spawns.released.set()
+            for p in spawns.sleepers:
+                if p.poll() is None:
+                    p.kill()
 
 
 def events(registry, kind):
@@ -139,55 +120,49 @@ def events(registry, kind):
 
 
 def test_a_netlet_death_and_a_bootstrap_exit_are_recorded_while_a_bootstrap_spawn_is_held(setup):
-    node, boot, spawns = setup
+    node, boot, spawns, rig = setup
     sup, registry = node.supervisor, node.registry
     first, held = APPS
     boot_pid = boot.start(first, "cold")
     first_door = boot.running(first).door
     assert first_door in node.doors
     slot = registry.slots(first)[0]["slot"]
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
-    try:
-        netlet = f"{first}/{slot}#1"
-        registry.add_netlet(netlet, first, slot, 1, sleeper.pid, psutil.Process(sleeper.pid).create_time(), "log")
-        assert sup.adopt(registry.netlet(netlet), 1.0)
-        spawns.hold[held] = True
-        outcome = []
+    netlet, sleeper = rig.adoptee(first, slot)
+    assert sup.adopt(registry.netlet(netlet), 1.0)
+    spawns.hold[held] = True
+    outcome = []
 
-        def start() -> None:
-            try:
-                outcome.append(boot.start(held, "warm"))
-            except SlowSpawn as err:
-                outcome.append(err)
-        spawn = threading.Thread(target=start, daemon=True)
-        spawn.start()
-        assert spawns.entered.wait(10)  # the spawn of the second app's bootstrap is held now
-        assert boot.running(held).pid == 0  # reserved: it counts as running
-        assert boot.start(held, "cold") is None  # so it is not started twice
-        assert events(registry, "bootstrap.skipped")[0].detail["reason"] == "a bootstrap is still running (being spawned)"
-        # The bootstrap's exit first: on a watcher thread held by it, the netlet's death would wait too.
-        psutil.Process(boot_pid).kill()
-        wait_for(lambda: events(registry, "bootstrap.failed"), 10, "the bootstrap's exit recorded while a spawn is held")
-        sleeper.kill()
-        sleeper.wait(10)
-        exited = wait_for(lambda: events(registry, "netlet.exited"), 10, "the netlet's death recorded while a spawn is held")
-        assert [e.detail["netlet"] for e in exited] == [netlet]
-        failed = events(registry, "bootstrap.failed")
-        assert [(e.app, e.detail["pid"], e.detail["signal"]) for e in failed] == [(first, boot_pid, "SIGKILL")]
-        assert boot.running(first) is None and first_door not in node.doors and process_gone(boot_pid)
-        assert spawn.is_alive() and not outcome
-        spawns.released.set()
-        spawn.join(10)
-        assert [type(o) for o in outcome] == [SlowSpawn]
-        assert boot.running(held) is None and not node.doors  # the failed spawn left the app free
-        assert [e.app for e in events(registry, "bootstrap.started")] == [first]
-    finally:
-        if sleeper.poll() is None:
-            sleeper.kill()
+    def start() -> None:
+        try:
+            outcome.append(boot.start(held, "warm"))
+        except SlowSpawn as err:
+            outcome.append(err)
+    spawn = threading.Thread(target=start, daemon=True)
+    spawn.start()
+    assert spawns.entered.wait(10)  # the spawn of the second app's bootstrap is held now
+    assert boot.running(held).pid == 0  # reserved: it counts as running
+    assert boot.start(held, "cold") is None  # so it is not started twice
+    assert events(registry, "bootstrap.skipped")[0].detail["reason"] == "a bootstrap is still running (being spawned)"
+    # The bootstrap's exit first: on a watcher thread held by it, the netlet's death would wait too.
+    psutil.Process(boot_pid).kill()
+    wait_for(lambda: events(registry, "bootstrap.failed"), 10, "the bootstrap's exit recorded while a spawn is held")
+    sleeper.kill()
+    sleeper.wait(10)
+    exited = wait_for(lambda: events(registry, "netlet.exited"), 10, "the netlet's death recorded while a spawn is held")
+    assert [e.detail["netlet"] for e in exited] == [netlet]
+    failed = events(registry, "bootstrap.failed")
+    assert [(e.app, e.detail["pid"], e.detail["signal"]) for e in failed] == [(first, boot_pid, "SIGKILL")]
+    assert boot.running(first) is None and first_door not in node.doors and process_gone(boot_pid)
+    assert spawn.is_alive() and not outcome
+    spawns.released.set()
+    spawn.join(10)
+    assert [type(o) for o in outcome] == [SlowSpawn]
+    assert boot.running(held) is None and not node.doors  # the failed spawn left the app free
+    assert [e.app for e in events(registry, "bootstrap.started")] == [first]
 
 
 def test_a_bootstrap_killed_while_it_is_spawned_is_killed_on_arrival(setup):
-    node, boot, spawns = setup
+    node, boot, spawns, _ = setup
     registry = node.registry
     app = APPS[0]
     spawns.hold[app] = False  # released, it forks
