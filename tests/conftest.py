@@ -121,3 +121,14 @@ def etcd_url():
 def etcd(etcd_url) -> Etcd:
     """An etcd view on a key prefix no other test uses."""
     return Etcd(etcd_url, unique_prefix())
+
+
+@pytest.fixture
+def open_tmp():
+    """A fresh directory below directories every user can search (unlike pytest's tmp_path, below
+    a 0700 one): for what another uid (a confined netlet, a node run as nobody) must reach."""
+    d = Path(tempfile.mkdtemp(prefix="jtrix-open-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -131,19 +131,6 @@ def test_as_root_the_mode_is_uid_even_in_an_unreachable_home_and_never_one_that_
 
 
 # -- a private mount namespace that reveals what is needed below a closed directory ---------
-@pytest.fixture
-def open_tmp():
-    """A directory below directories every user can search (unlike pytest's tmp_path)."""
-    import shutil
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix="jtrix-reveal-", dir="/tmp"))
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d)
-
-
 def test_a_path_other_users_cannot_read_itself_cannot_be_revealed(open_tmp):
     tmp_path = open_tmp
     closed = tmp_path / "closed"

@@ -52,13 +52,9 @@ def netlets_xml(name: str, read: str = "", listing: str = "", signal: str = "", 
 
 
 @pytest.fixture
-def open_home():
-    """A home directory below directories every user can search (unlike pytest's tmp_path)."""
-    home = Path(tempfile.mkdtemp(prefix="jtrix-confine-", dir="/tmp"))
-    try:
-        yield home
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+def open_home(open_tmp):
+    """A home directory below directories every user can search (``open_tmp``)."""
+    return open_tmp
 
 
 #: in a private mount namespace: keep the installation ($0) at $1, put a searchable tmpfs over
