@@ -1,7 +1,7 @@
 """Pyro5 settings and error transport shared by every jtrix endpoint.
 
-Contracts (see DESIGN.md, "Pitfalls"): msgpack only (never pickle); no
-automatic retries (``MAX_RETRIES = 0``: a retry must be explicit and
+Contracts (see docs/architecture.md, "Pitfalls in the libraries we use"): msgpack
+only (never pickle); no automatic retries (``MAX_RETRIES = 0``: a retry must be explicit and
 idempotent); explicit timeouts. ``JtrixError`` subclasses raised by a server
 arrive as the same class.
 

@@ -1,7 +1,7 @@
 """Errors named by whose fault they are.
 
 Every error a user can cause or meet derives from :class:`JtrixError` and
-carries the process exit code the CLI uses for it (DESIGN.md, "Exit codes"):
+carries the process exit code the CLI uses for it (README, "Command line": exit codes):
 
 * ``BadInput`` (2): the caller handed us something wrong — malformed XML, an
   invalid descriptor, a refused warrant. The message is one line and names the

@@ -1,6 +1,6 @@
 """The one XML parsing path of jtrix: every XML input goes through :func:`parse_untrusted`.
 
-Policy (DESIGN.md, "Bad input"):
+Policy (README, "How untrusted XML is treated"; docs/architecture.md, "Pitfalls", lxml):
 
 * a size cap (``max_bytes``) checked before the parser sees a byte;
 * no DTD at all: any ``<!DOCTYPE`` is refused outright (so no entity can be

@@ -1,6 +1,6 @@
 """Warrant verification: structure, enveloped signatures, delegation chain, narrowing, time.
 
-Signature checks follow DESIGN.md's signxml notes: the signature must be the
+Signature checks follow docs/architecture.md ("Pitfalls", signxml): the signature must be the
 direct child of the warrant (``location="./"``), carry exactly one reference,
 use ECDSA-SHA256 over SHA-256 digests, and only what the verifier returns as
 signed (``signed_xml``) is read. Trust is pinned by certificate: the root of a
