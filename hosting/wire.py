@@ -71,7 +71,7 @@ THREADPOOL_SIZE = 512
 CALL_TIMEOUT_S = 10.0
 _ENVELOPE = 64 * 1024  # a call's own names and small arguments, besides what it carries
 #: the node's API: every call carries a warrant (auth); submit_app a descriptor too; an upload one
-#: chunk of its archive (``hosting.uploads``): no call is larger than about 2 MiB, and none may
+#: chunk of its archive (``hosting.client.upload_codebase``, ``hosting.codebases``): no call is larger than about 2 MiB, and none may
 #: deserialize to more than ``wire_cost.EXPANSION`` times its size
 NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
     "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
