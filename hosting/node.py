@@ -241,14 +241,21 @@ class Node(SupervisorHooks):
 
     def recover_control(self, app: str) -> None:
         """The master that held the control lease before this node (or the app's previous
-        owner) died keeps it if it is still alive; otherwise a master is elected."""
+        owner) died keeps it if it is still alive; otherwise a master is elected.
+
+        Alive means its process was re-adopted (pid and start time matched, its pidfd has not
+        fired) or, in a cluster, it is published ready: ready or not (a row left "starting" by a
+        ``mark_ready`` write lost with the node, "stopping" by a stop whose grace the node died
+        in), a live holder may still believe in its lease. Elected at once only when its process
+        is known dead here; a holder this node cannot see waits one lease TTL (below)."""
         descriptor = self.descriptor(app)
         if descriptor.master_type is None:
             return
         state = self.arbiter.state(app)
         holder = state.holder_netlet()
         live = self.replicas(app).get(state.holder) if state.holder else None
-        if holder is not None and live is not None and live[0] == holder:
+        adopted = holder is not None and holder in self.supervisor.live
+        if holder is not None and (adopted or (live is not None and live[0] == holder)):
             # The same grant continues (same epoch): nobody else could be elected while we were down.
             # One lease length everywhere (``hosting.control``): whoever renews it next answers
             # lease_ttl, as any owner would, so a later owner's one-TTL wait covers it.

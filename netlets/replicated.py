@@ -356,8 +356,11 @@ class ReplicatedHost(NetletHost):
 
     def _commands(self, calls: list[tuple[str, list, dict, str | None]]) -> list[dict]:
         """Submit each command (its method's result is what gets replicated), flush once,
-        and wait for every outcome. A method that raises is that call's outcome and
-        submits nothing; no outcome within ``COMMAND_TIMEOUT_S`` is a retryable NotMaster."""
+        and wait for every outcome. A request id the master already knows (recorded, or in
+        flight in its log: ``Replica.knows_request``) is a retry: its method is not run again,
+        the call is answered with the original's outcome (at once, or when its entry commits).
+        Otherwise a method that raises is that call's outcome and submits nothing; no outcome
+        within ``COMMAND_TIMEOUT_S`` is a retryable NotMaster."""
         outcomes: list[dict | None] = [None] * len(calls)
         waiting: list[tuple[int, int, _Waiter]] = []
         with self.lock:
@@ -366,11 +369,14 @@ class ReplicatedHost(NetletHost):
                 if self._closed or self.replica.role != "master":
                     outcomes[i] = not_master(f"{self.doc.slot} is {self.replica.role}, not the master")
                     continue
-                made = capture(lambda: getattr(self.netlet, method)(*args, **kwargs))
-                if not made["ok"]:
-                    outcomes[i] = made
-                    continue
-                token = self.replica.submit(req_id, made["value"], now)
+                if self.replica.knows_request(req_id):  # a retry: the method ran for the original
+                    token = self.replica.submit(req_id, None, now)
+                else:
+                    made = capture(lambda: getattr(self.netlet, method)(*args, **kwargs))
+                    if not made["ok"]:
+                        outcomes[i] = made
+                        continue
+                    token = self.replica.submit(req_id, made["value"], now)
                 waiter = self.waiters[token] = _Waiter()
                 waiting.append((i, token, waiter))
             effects = self.replica.take_effects()

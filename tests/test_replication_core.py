@@ -552,3 +552,29 @@ def test_a_malformed_arbiter_answer_is_a_protocol_error_and_never_moves_the_mast
     m.on_arbiter_reply(sync, answer, 0.1)
     if not valid:  # treated as no answer: asked again later, nothing adopted
         assert (m.master.isr_version, m.master.counted) == before and m.master.outstanding is None
+
+
+def test_a_master_knows_recorded_and_in_flight_request_ids_even_from_an_earlier_term():
+    """S6: the runner asks ``knows_request`` before running a ``@command`` method again; a known
+    id is submitted with no command and gets the original's outcome, whether it is recorded,
+    in flight in this term, or in flight in the log a new master inherited."""
+    m, b = mk("s/0"), mk("s/1")
+    m.become_master(1, {"s/0", "s/1"}, ["s/1"], 0.0)
+    assert not m.knows_request("r1") and not m.knows_request(None)
+    m.submit("r1", "x", 0.0)
+    m.flush(0.0)
+    assert m.knows_request("r1")  # in flight in this term
+    for s in sends(m):
+        b.handle(s.msg)  # b holds it, its ack is lost: uncommitted
+    m.take_effects()
+    assert not b.knows_request("r1")  # a backup knows nothing (it answers NotMaster)
+    assert b.prepare(2)["ok"]
+    b.become_master(2, {"s/1"}, ["s/0"], 1.0)
+    assert b.knows_request("r1")  # in flight from the earlier term
+    joined = b.submit("r1", None, 1.0)
+    b.flush(1.0)
+    assert completes(b)[joined] == {"ok": True, "value": 1}
+    assert b.knows_request("r1")  # recorded
+    again = b.submit("r1", None, 1.0)
+    assert completes(b)[again] == {"ok": True, "value": 1}
+    assert b.sm.netlet.items == ["x"]

@@ -12,7 +12,8 @@ stale messages), backup crash/restart, client retries with the same request id
 across failovers. Invariants are checked after every step (see Cluster.check):
 every acknowledged command is held by whoever is master (checked at every
 grant and every step), no two masters share an epoch, nothing is applied
-twice, replicas apply only committed entries and never diverge, a fenced
+twice, every final outcome of a request id is the first one (a retry is answered with
+the original's, although the command's method validates against the state), replicas apply only committed entries and never diverge, a fenced
 master acknowledges nothing, at most one replica serves linearizable reads,
 every member of the stored ISR is counted by the current master.
 """

@@ -150,7 +150,16 @@ class MasterRole(Role):
         """Barrier committed (every earlier acknowledged write applied) and the lease valid."""
         return self.r.commit_seq >= self.barrier_seq and now < self.r.lease_valid_until
 
+    def knows(self, req_id: str | None) -> bool:
+        """Whether ``req_id`` is recorded (applied: its outcome is in the dedup table) or in
+        flight (in the log and not yet applied, appended in this term or held from an earlier
+        one). A submit of a known id appends nothing and ignores its command: it is answered
+        with the recorded outcome, or joins the entry in flight and gets that entry's outcome.
+        (An id evicted from the dedup table is not known any more: ``dedup`` module.)"""
+        return req_id is not None and (req_id in self.r.sm.dedup or req_id in self.pending_req)
+
     def submit(self, req_id: str | None, command: Any, now: float) -> int:
+        """Queue ``command`` under ``req_id``, or, if the id is known (:meth:`knows`), join it."""
         r = self.r
         token = r.next_token()
         if req_id is not None and req_id in r.sm.dedup:

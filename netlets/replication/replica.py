@@ -295,6 +295,14 @@ class Replica:
             self.storage.sync()
 
     # --- what depends on the role (a non-master answers NotMaster, ignores the rest) --
+    def knows_request(self, req_id: str | None) -> bool:
+        """True while master if ``req_id`` is recorded or in flight (``MasterRole.knows``): a
+        retry then needs no new command, so the runner does not run the ``@command`` method
+        again (against a state that may already include the original) and submits
+        ``None``, which is answered with the original's outcome."""
+        master = self.master
+        return master is not None and master.knows(req_id)
+
     def submit(self, req_id: str | None, command: Any, now: float) -> int:
         """Queue a command; returns a token completed later by a ``Complete`` effect."""
         return self._role.submit(req_id, command, now)

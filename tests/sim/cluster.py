@@ -23,6 +23,7 @@ from hosting.election.core import ElectionRunner, Facts
 from hosting.timing import EPSILON
 from netlets.replication import (ArbiterRequest, Complete, MasterFenced, FileStorage, MemoryStorage,
                                  Replica, ReplicationConfig, RoleChanged, Send)
+from netlets.replication.state import error, not_master
 
 from . import arbiter_link
 from .arbiter_link import ARBITER, FlakyStore
@@ -32,10 +33,20 @@ TTL = 1.0
 
 
 class ListNetlet:
-    """State = list of applied commands (each a request id); apply returns the length."""
+    """State = list of applied commands (each a request id); apply returns the length.
+
+    ``add`` is its ``@command`` method, and it validates against the state: a value already
+    applied is refused. So a retry whose method ran again after the original was applied
+    would be refused although the original succeeded (security review S6)."""
 
     def __init__(self) -> None:
         self.items: list = []
+
+    def add(self, value: Any) -> Any:
+        """The command for ``value`` (what gets replicated); refuses a value already applied."""
+        if value in self.items:
+            raise ValueError(f"{value!r} is already in the list")
+        return value
 
     def apply(self, command: Any) -> Any:
         if command == "boom":
@@ -188,6 +199,7 @@ class Cluster:
         self.acked: dict[str, Any] = {}  # req_id -> value acknowledged to a client
         self.waiting: dict[tuple[str, int], str] = {}  # (incarnation, token) -> req_id
         self.outcomes: list[tuple[str, dict]] = []
+        self.final: dict[str, dict] = {}  # req_id -> the first final outcome a client got
         self.master_epochs: dict[int, str] = {}
         if self.cold_start:
             self.arbiter.new_instance(APP)  # the node's submit, before any slot starts
@@ -320,15 +332,40 @@ class Cluster:
         r.tick(self.now)
         self._drain(slot)
 
-    def submit(self, slot: str, req_id: str, command: Any) -> None:
+    def submit(self, slot: str, req_id: str, value: Any) -> None:
+        """A client's call of ``add(value)`` as ``req_id`` reaching ``slot``'s runner, which does
+        what ``ReplicatedHost._commands`` does: a request id the master already knows is
+        submitted with no command (its method is not run again); otherwise the method makes
+        the command, or its refusal is the call's outcome."""
         n = self.nodes[slot]
         if not self.alive(slot):
             return
         r = n.replica
+        if r.role != "master":
+            self._outcome(req_id, not_master(f"{slot} is {r.role}"))
+            return
+        if r.knows_request(req_id):
+            command = None
+        else:
+            try:
+                command = r.sm.netlet.add(value)
+            except ValueError as err:
+                self._outcome(req_id, error(type(err).__name__, str(err)))
+                return
         token = r.submit(req_id, command, self.now)
         self.waiting[(r.incarnation, token)] = req_id
         r.flush(self.now)
         self._drain(slot)
+
+    def _outcome(self, req_id: str | None, outcome: dict) -> None:
+        """A call's outcome reaches its client: a final one (not the retryable NotMaster) must
+        equal every other final outcome of the same request id (a retry gets the original's)."""
+        self.outcomes.append((req_id, outcome))
+        if req_id is None or outcome.get("error", {}).get("retryable"):
+            return
+        first = self.final.setdefault(req_id, outcome)
+        if first != outcome:
+            raise InvariantError(f"{req_id} was answered {first}, and its retry {outcome}")
 
     def deliver(self, i: int, duplicate: bool = False) -> None:
         if not self.net:
@@ -433,7 +470,7 @@ class Cluster:
                     self.net.append(Packet(slot, eff.to, "req", eff.msg, r.incarnation))
                 elif isinstance(eff, Complete):
                     req = self.waiting.pop((r.incarnation, eff.token), None)
-                    self.outcomes.append((req, eff.outcome))
+                    self._outcome(req, eff.outcome)
                     if eff.outcome["ok"] and req is not None:
                         if n.fenced_seen:
                             raise InvariantError(f"fenced master {slot} acknowledged {req}")
