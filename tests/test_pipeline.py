@@ -117,8 +117,8 @@ def test_malformed_batches_are_refused(node, tmp_path):
     proxy = wire.proxy(master_of(app)["endpoint"])
     proxy._pyroHandshake = client_handshake(node.app_secret("kvstore"), "kvstore")
     try:
-        with pytest.raises(BadInput):
-            proxy.invoke_batch([["put", ["k", "v"], {}, "r1"]] * (MAX_BATCH + 1))
+        with pytest.raises(BadInput):  # items as an access point sends them (its request ids)
+            proxy.invoke_batch([["put", [f"k{i}", "v"], {}, f"{'c' * 16}-{i}"] for i in range(MAX_BATCH + 1)])
         with pytest.raises(BadInput):
             proxy.invoke_batch([["put", ["k", "v"]]])
         with pytest.raises(JtrixError):
