@@ -181,11 +181,8 @@ class HostingAPI:
         if scope not in ("node", "cluster"):
             raise BadInput(f"events: scope must be 'node' or 'cluster', not {scope!r}")
         wait = max(0.0, min(float(wait_s), MAX_EVENT_WAIT_S))
-        if scope == "cluster" and self.node.cluster_events is not None:
-            return self.node.cluster_events.read(int(since), app, wait_s=wait)
-        found = self.node.registry.wait_events(int(since), wait, app) if wait else \
-            self.node.registry.events(int(since), app)
-        return [e.as_dict() for e in found]
+        events = self.node.cluster_events if scope == "cluster" else self.node.own_events
+        return events.read(int(since), app, wait_s=wait)
 
     @_guarded
     def logs(self, auth, app: str, slot: str, previous: bool = False, offset: int = -1,

@@ -124,7 +124,7 @@ def _peer_status(node, uri: str, app: str | None) -> dict[str, Any] | None:
     from warrants.errors import NotFound
 
     try:
-        return node.cluster.client(uri).call("status", app, "node", timeout=PEER_STATUS_TIMEOUT_S)
+        return node.topology.member_client(uri).call("status", app, "node", timeout=PEER_STATUS_TIMEOUT_S)
     except NotFound:
         return {"apps": []}
     except JtrixError:

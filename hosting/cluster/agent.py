@@ -173,9 +173,9 @@ class ClusterAgent:
         uri = self.view.member_uri(owner) if owner else None
         if uri is None:
             raise NotOwner(f"no owner of {app!r} is known right now")
-        return self.client(uri).call("owner_op", app, op, list(args), timeout=FORWARD_TIMEOUT_S)
+        return self.member_client(uri).call("owner_op", app, op, list(args), timeout=FORWARD_TIMEOUT_S)
 
-    def client(self, uri: str):
+    def member_client(self, uri: str):
         """A client of the member at ``uri`` acting with this node's member credential
         (:func:`member_warrant`; cached per address: each thread keeps its own connection)."""
         from hosting.client import HostingClient
