@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
-from hosting.cluster.agent import ClusterAgent
+from hosting.cluster.agent import AgentNode, ClusterAgent
 from hosting.cluster.epochs import EtcdEpochStore
 from hosting.cluster.etcd import Etcd, TLSFiles
 from hosting.cluster.events import ClusterEvents, EventShipper
@@ -57,7 +57,7 @@ class ClusterServices:
         self.cluster_events = ClusterEvents(self.etcd)
         self._trust: EtcdTrust | None = None
 
-    def topology(self, node: Any) -> Topology:
+    def topology(self, node: AgentNode) -> Topology:
         return ClusterAgent(node, self.etcd)
 
     def issue_tls(self, name: str) -> dict[str, str] | None:
