@@ -22,7 +22,7 @@ import signal as _signal
 import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import Pyro5.api
 
@@ -31,10 +31,12 @@ from hosting import bindings
 from hosting import status as views
 from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
 from hosting.cluster.agent import owner_op_args
-from hosting.codebases import MAX_CHUNK_BYTES
+from hosting.codebases import MAX_CHUNK_BYTES, CodebaseStore
+from hosting.control import ControlLeases
 from hosting.digest import call_digest
-from hosting.node import Node
+from hosting.topology import EventLog
 from warrants import names
+from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
 
 log = logging.getLogger(__name__)
@@ -74,9 +76,56 @@ def _netlet_app(netlet_id: str) -> str:
     return names.netlet_app(netlet_id)
 
 
+class ApiNode(views.StatusNode, bindings.Holders, Protocol):
+    """What the hosting API asks of its node (``hosting.node.Node``): the operations it exposes,
+    the status views' facts and the bindings' answers. Must hold:
+      * Every operation assumes its caller was authorised (the API checks first) and raises
+        only ``JtrixError`` for what the caller did wrong or what cannot be done now.
+      * ``owner_op`` answers what another member forwarded, as ``renew``, ``arbiter_request``,
+        ``app_access`` and ``terminate`` would here; NotOwner where this node is not the owner.
+      * ``own_events`` reads this node's event log, ``cluster_events`` the whole cluster's.
+      * ``on_trusted_certs`` is called with the certificates of other members to trust.
+    """
+
+    node_cert: Any
+    codebases: CodebaseStore
+    control: ControlLeases
+    own_events: EventLog
+    cluster_events: EventLog
+    on_trusted_certs: Callable[[list], None]
+
+    def descriptor(self, app: str) -> Descriptor: ...
+
+    def add_codebase(self, data: bytes, sha: str | None, uploader: str = "") -> str: ...
+
+    def commit_codebase(self, sha: str, uploader: str) -> str: ...
+
+    def submit_app(self, descriptor_xml: bytes, source: str, codebase_sha: str, replace: bool = False,
+                   start: bool = True) -> dict[str, Any]: ...
+
+    def run_netlet(self, app: str, slot: str) -> str: ...
+
+    def terminate(self, app: str, grace: float | None = None, wait_s: float = 60.0) -> bool: ...
+
+    def signal(self, app: str, slot: str, sig: int) -> str: ...
+
+    def reset(self, app: str, slot: str) -> str | None: ...
+
+    def owner_op(self, app: str, op: str, args: list) -> Any: ...
+
+    def renew(self, netlet_id: str, status: dict | None, control_epoch: int | None = None) -> dict[str, Any]: ...
+
+    def arbiter_request(self, netlet_id: str, kind: str, epoch: int, slot: str | None,
+                        incarnation: str | None, version: int | None = None) -> dict[str, Any]: ...
+
+    def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]: ...
+
+    def report(self, netlet_id: str, status: dict) -> None: ...
+
+
 @Pyro5.api.expose
 class HostingAPI:
-    def __init__(self, node: Node, metrics=None) -> None:
+    def __init__(self, node: ApiNode, metrics=None) -> None:
         self.node = node
         self.metrics = metrics
         self.auth = Authorizer(node.node_cert, node.service_id)
@@ -208,11 +257,8 @@ class HostingAPI:
         if scope not in ("node", "cluster"):
             raise BadInput(f"events: scope must be 'node' or 'cluster', not {scope!r}")
         wait = max(0.0, min(float(wait_s), MAX_EVENT_WAIT_S))
-        if scope == "cluster" and self.node.cluster_events is not None:
-            return self.node.cluster_events.read(int(since), app, wait_s=wait)
-        found = self.node.registry.wait_events(int(since), wait, app) if wait else \
-            self.node.registry.events(int(since), app)
-        return [e.as_dict() for e in found]
+        events = self.node.cluster_events if scope == "cluster" else self.node.own_events
+        return events.read(int(since), app, wait_s=wait)
 
     @_guarded
     def logs(self, auth, app: str, slot: str, previous: bool = False, offset: int = -1,

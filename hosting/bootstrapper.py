@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import warrants
 from hosting import bindings
@@ -65,6 +65,37 @@ def bootstrap_warrant(node, app: str, door: str) -> tuple[bytes, Any]:
     return bindings.issue(node.node_key, node.node_cert, node.service_id, binding)
 
 
+class BootstrapNode(Protocol):
+    """What the bootstrapper needs of its node (``hosting.node.Node``). Must hold:
+      * ``door_of(door)`` opens the door of a run about to be spawned (its start document's
+        ``node_door``), ``close_door(door)`` closes it once the run is gone.
+      * ``app_instance(app)`` is the instance a bootstrap warrant binds to; ``node_key``,
+        ``node_cert`` and ``service_id`` issue it; ``issue_tls`` gives the run its certificate
+        (None: plain TCP); ``uri`` is where the run reaches the node.
+      * ``supervisor`` confines the run as it confines the app's netlets; ``descriptor``
+        raises NotFound for an unknown app.
+    """
+
+    node_key: Any
+    node_cert: Any
+    service_id: str
+    uri: str | None
+    home: Any  # hosting.home.Home
+    registry: Any  # hosting.registry.Registry
+    supervisor: Any  # hosting.supervisor.Supervisor
+    codebases: Any  # hosting.codebases.CodebaseStore
+
+    def descriptor(self, app: str) -> Any: ...
+
+    def app_instance(self, app: str) -> str | None: ...
+
+    def door_of(self, holder: str) -> dict[str, str]: ...
+
+    def close_door(self, holder: str) -> None: ...
+
+    def issue_tls(self, name: str) -> dict[str, str] | None: ...
+
+
 @dataclass
 class BootstrapRun:
     app: str
@@ -81,7 +112,7 @@ class BootstrapRun:
 class Bootstrapper:
     """The custom bootstrap processes of every app on one node."""
 
-    def __init__(self, node) -> None:
+    def __init__(self, node: BootstrapNode) -> None:
         self.node = node
         self.lock = threading.Lock()  # never held across a spawn or a store write (module docstring)
         self.runs: dict[str, BootstrapRun] = {}

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psutil
 
@@ -64,16 +64,18 @@ class NodeDoor:
     message proves that process's door key (``netlets.credential.DoorChecker``; the key is in
     the process's start document); it stays open to that process only while it is alive."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.checker = DoorChecker(node.door_root)
+    def __init__(self, door_root: bytes, door_open: Callable[[str], bool]) -> None:
+        """``door_root``: what the node derives its processes' door keys from; ``door_open``:
+        whether a holder's door is open now (``Node.door_open``)."""
+        self.checker = DoorChecker(door_root)
+        self.door_open = door_open
 
     def holder(self, handshake: object) -> Holder | None:
         name = self.checker.holder(handshake)
         return (names.process_of(name).app, name) if name is not None else None
 
     def is_open(self, holder: str) -> bool:
-        return self.node.door_open(holder)
+        return self.door_open(holder)
 
 
 def serve(config: NodeConfig, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
@@ -91,9 +93,9 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
                 port = candidate
     daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
                          observer=RefusalEvents(node.registry.add_event),
-                         door=NodeDoor(node), budget=wire.NODE_BUDGET)
+                         door=NodeDoor(node.door_root, node.door_open), budget=wire.NODE_BUDGET)
     node.door_revoked = daemon.gate.revoke
-    metrics = NodeMetrics(node) if config.metrics else None
+    metrics = NodeMetrics(node.registry) if config.metrics else None
     if metrics is not None:
         metrics.watch_gate(daemon.gate)
     api = HostingAPI(node, metrics)

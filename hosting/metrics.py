@@ -9,10 +9,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from hosting.registry import Registry
+
 
 class NodeMetrics:
-    def __init__(self, node) -> None:
-        self.node = node
+    """The node's metrics: counters fed by ``on_event`` and ``observe_call``, and gauges read at
+    each scrape (the slots in ``node_registry``, the gates given to ``watch_gate``)."""
+
+    def __init__(self, node_registry: Registry) -> None:
         self.registry = CollectorRegistry()
         self.restarts = Counter("jtrix_netlet_restarts", "Netlets started to replace an ended one",
                                 ["app"], registry=self.registry)
@@ -23,7 +27,7 @@ class NodeMetrics:
         self.api_latency = Histogram("jtrix_api_call_seconds", "Hosting API call latency", ["method"],
                                      registry=self.registry,
                                      buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5))
-        self.registry.register(_NetletStates(node))
+        self.registry.register(_NetletStates(node_registry))
         self.server = None
 
     def observe_call(self, method: str, seconds: float) -> None:
@@ -54,14 +58,14 @@ class NodeMetrics:
 
 
 class _NetletStates:
-    def __init__(self, node) -> None:
-        self.node = node
+    def __init__(self, node_registry: Registry) -> None:
+        self.node_registry = node_registry
 
     def collect(self):
         family = GaugeMetricFamily("jtrix_netlets", "Netlets by app and state", labels=["app", "state"])
         counts: dict[tuple[str, str], int] = {}
-        for row in self.node.registry.apps():
-            for slot in self.node.registry.slots(row["name"]):
+        for row in self.node_registry.apps():
+            for slot in self.node_registry.slots(row["name"]):
                 key = (row["name"], slot["state"])
                 counts[key] = counts.get(key, 0) + 1
         for (app, state), n in sorted(counts.items()):

@@ -16,7 +16,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -26,33 +25,29 @@ from typing import Any, Callable
 import warrants
 from hosting import bindings, netlet_status
 from hosting.election import grants
-from hosting.election.arbiter import Arbiter, EpochStore, OwnershipLost, StoreConflict, StoreUnavailable
+from hosting.election.arbiter import Arbiter, OwnershipLost, StoreConflict, StoreUnavailable
 from hosting.store_retry import STORE_ERRORS
 from hosting.bootstrapper import Bootstrapper
-from hosting.cluster.agent import ClusterAgent, NotOwner
-from hosting.cluster.events import ClusterEvents, EventShipper
+from hosting.cluster.etcd import Etcd, TLSFiles
 from hosting.codebases import CodebaseStore
 from hosting.confine import Confinement
 from hosting.control import ControlLeases, LeaseFenced
 from hosting.election.elector import Elector
-from hosting.cluster.etcd import Etcd, TLSFiles
-from hosting.cluster.epochs import EtcdEpochStore
 from hosting.home import Home, ensure_home, service_id_of
 from hosting.secretbox import SecretBox
 from hosting.lessor import Lessor
-from hosting.cluster.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
-                                Membership)
+from hosting.cluster.membership import AppClaimed, EtcdMembershipConfig, Membership
 from hosting.election.promotions import Promotions
-from hosting.registry import Registry, RegistryEpochStore
+from hosting.registry import Registry
 from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.timing import Timing
-from hosting.topology import LocalTopology, Topology, at_owner, owner_operations
-from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
-from hosting.cluster.trust import EtcdTrust
+from hosting.standing import services_for
+from hosting.topology import EventLog, RegistryEvents, Topology, at_owner, owner_operations
+from hosting.tls import TLSIdentity
 from netlets.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
-from warrants.errors import BadInput, JtrixError, NotFound
+from warrants.errors import BadInput, JtrixError, NotFound, NotOwner
 from warrants.names import NetletId, process_of
 
 log = logging.getLogger(__name__)
@@ -135,30 +130,23 @@ class Node(SupervisorHooks):
         self.codebases = CodebaseStore(self.home.codebases)
         self.timers = Timers()
         self.lessor = Lessor(self.timers)  # each lease's expiry is its granter's (supervisor, control)
-        self.etcd = Etcd(config.cluster, tls=config.etcd_tls) if config.cluster else None
         member_info = {"service": self.service_id, "started": time.time()}
         #: set while this node may run netlets: always alone, while a member in a cluster
         self.member = threading.Event()
         self.member.set()
-        if self.etcd is None:
-            self.epoch_store: EpochStore = RegistryEpochStore(self.registry)
-            self.membership: Membership = LocalMembership(self.name, {**member_info, "pid": os.getpid()})
-        else:
-            self.epoch_store = EtcdEpochStore(self.etcd, owner_lease=lambda: self.membership.lease)
-            self.membership = EtcdMembership(self.etcd, self.name, member_info, on_fenced=self._on_fenced,
-                                             on_app_lost=self._on_app_lost, on_rejoined=self._on_rejoined,
-                                             config=EtcdMembershipConfig(ttl=config.membership_ttl))
-        self.arbiter = Arbiter(self.epoch_store)
-        #: in a cluster: the cluster CA and this node's certificate (every connection is TLS)
-        self.ca: ClusterCA | None = None
-        self.tls: TLSIdentity | None = None
-        self._setup_tls()
+        #: what differs alone and in a cluster, built by the topology's factory (``hosting.standing``)
+        self.services = services_for(config, self.home, self.registry, self.name, member_info,
+                                     on_fenced=self._on_fenced, on_app_lost=self._on_app_lost,
+                                     on_rejoined=self._on_rejoined)
+        self.membership: Membership = self.services.membership
+        self.arbiter = Arbiter(self.services.epoch_store)
+        #: in a cluster: this node's certificate (every connection is TLS); alone: None (plain TCP)
+        self.tls: TLSIdentity | None = self.services.tls
         #: signs the grants the elector sends netlets (``hosting.election.grants``): the node key, or the node's
         #: cluster certificate's key (fixed for this run, like ``self.tls``)
         self.grant_signer = grants.GrantSigner.for_node(self)
         #: called with certificates of other cluster members to trust (set by the hosting API)
         self.on_trusted_certs: Callable[[list], None] = lambda certs: None
-        self.trust: EtcdTrust | None = None
         self.control = ControlLeases(self.registry, self.arbiter, self.lessor, self._on_control_lost,
                                      serving=False)  # until start_serving
         self.elector = Elector(self, threads=config.election_threads)
@@ -170,14 +158,11 @@ class Node(SupervisorHooks):
                                      start_timeout=config.start_timeout, hooks=self,
                                      start_limit=config.start_limit, serving=False)  # until start_serving
         self.bootstrapper = Bootstrapper(self)
-        #: the node's duties in a cluster (None when it is a cluster of one): its store and member
-        #: clients, for what runs in a cluster only; whether anything is clustered asks ``topology``
-        self.cluster: ClusterAgent | None = ClusterAgent(self, self.etcd) if self.etcd else None
         #: where the node stands among nodes (``hosting.topology``): owning, hosting, forwarding
-        self.topology: Topology = self.cluster if self.cluster is not None else LocalTopology(self)
-        #: in a cluster: this node's events copied to etcd, and the whole cluster's read from there
-        self.event_shipper = EventShipper(self.etcd, self.name, self.registry) if self.etcd else None
-        self.cluster_events = ClusterEvents(self.etcd) if self.etcd else None
+        self.topology: Topology = self.services.topology(self)
+        #: this node's event log, and the whole cluster's (alone: the same)
+        self.own_events: EventLog = RegistryEvents(self.registry)
+        self.cluster_events: EventLog = self.services.cluster_events
         self.status_cache: dict[str, dict[str, Any]] = {}
         #: app -> (the supervisor's runtime of its registration, its instance): ``app_instance``
         self._instances: dict[str, tuple[Any, str]] = {}
@@ -193,36 +178,20 @@ class Node(SupervisorHooks):
         self.door_revoked: Callable[[str], object] = lambda holder: None
         self.metrics_port: int | None = None
 
-    def _setup_tls(self) -> None:
-        """In a cluster: this run's node certificate, and a client certificate in the home for
-        clients acting from it (``hosting.tls.client_identity``). Alone: no TLS, and no stale
-        client certificate left to make clients try it."""
-        tls_dir = self.home.root / "tls"
-        if self.etcd is None:
-            shutil.rmtree(tls_dir, ignore_errors=True)
-            return
-        self.ca = cluster_ca(self.etcd, self.config.cluster)
-        self.tls = self.ca.issue(f"node {self.name}", (self.config.host,),
-                                 extra_usages=(grants.GRANT_SIGNER,))  # it signs grants (hosting.election.grants)
-        self.ca.issue(f"client of node {self.name}").save(tls_dir, "client")
-
     def issue_tls(self, name: str) -> dict[str, str] | None:
         """A certificate for a process this node starts (netlet, bootstrap), serving on the
         node's address; None when the node speaks plain TCP."""
-        return self.ca.issue(name, (self.config.host,)).to_json() if self.ca is not None else None
+        return self.services.issue_tls(name)
 
     # -- lifecycle --------------------------------------------------------
     def recover(self) -> None:
         """Join the cluster, then re-attach to what an earlier run of this node left running."""
         self.membership.info["uri"] = self.uri
         self.membership.join()
-        if self.etcd is not None:
-            self.trust = EtcdTrust(self.etcd, self.node_cert, lambda certs: self.on_trusted_certs(certs))
+        self.services.start(self.node_cert, lambda certs: self.on_trusted_certs(certs))
         self.registry.add_event("node.started", None, None, pid=os.getpid(), name=self.name,
                                 cluster=self.config.cluster)
         self.collect_codebases(at_start=True)
-        if self.event_shipper is not None:
-            self.event_shipper.start()
         for row in self.registry.apps():
             descriptor = _parse_stored(row)
             self.supervisor.register_app(descriptor, self.codebases.dir_of(row["codebase_sha"]))
@@ -297,14 +266,7 @@ class Node(SupervisorHooks):
         self.elector.close()
         self.topology.close()
         self.membership.close()
-        if self.trust is not None:
-            self.trust.close()
-        if self.event_shipper is not None:
-            self.event_shipper.close()
-            self.cluster_events.close()
-        close_store = getattr(self.epoch_store, "close", None)
-        if close_store is not None:
-            close_store()
+        self.services.close()
         self.timers.stop()
         try:
             info = json.loads(self.home.node_json.read_text())

@@ -9,16 +9,51 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Mapping, Protocol
 
 import psutil
 
-from hosting.supervisor import lease_id_of
+from hosting.cluster.membership import Membership
+from hosting.confine import Confinement
+from hosting.control import ControlLeases
+from hosting.home import Home
+from hosting.lessor import Lessor
+from hosting.registry import Registry
+from hosting.supervisor import Supervisor, lease_id_of
+from hosting.topology import Topology
 from warrants.errors import JtrixError
 from warrants.names import NetletId
 
 
-def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
+class StatusNode(Protocol):
+    """What the status views read of a node (``hosting.node.Node``). Must hold:
+      * ``registry`` is the durable truth (apps, slots, netlets); ``status_cache`` holds each
+        live netlet's latest report (newer than the registry's copy), ``lessor`` its lease.
+      * ``topology.hosts(app, slot)``: the slot is this node's to show (others show theirs);
+        ``topology.member_client(uri)`` reaches another member, which ``membership`` lists
+        (``membership.clustered`` is False for a node alone: it has no other member).
+      * ``uri`` and ``metrics_port`` are set once the node serves; ``config.cluster`` is the
+        etcd URL it was started with (None alone).
+    """
+
+    name: str
+    service_id: str
+    uri: str | None
+    metrics_port: int | None
+    started_wall: float
+    config: Any  # hosting.node.NodeConfig (its ``cluster``)
+    home: Home
+    confinement: Confinement
+    registry: Registry
+    supervisor: Supervisor
+    status_cache: Mapping[str, Mapping[str, Any]]
+    lessor: Lessor
+    control: ControlLeases
+    topology: Topology
+    membership: Membership
+
+
+def netlet_view(node: StatusNode, slot_row, netlet_row) -> dict[str, Any]:
     """One netlet (or the empty slot) in the ``jtrix status --json`` shape."""
     app, slot = slot_row["app"], slot_row["slot"]
     live = node.supervisor.live_in_slot(app, slot)
@@ -59,7 +94,7 @@ def netlet_view(node, slot_row, netlet_row) -> dict[str, Any]:
     return view
 
 
-def app_view(node, app_row) -> dict[str, Any]:
+def app_view(node: StatusNode, app_row) -> dict[str, Any]:
     app = app_row["name"]
     netlets = {(n["slot"], n["incarnation"]): n for n in node.registry.netlets(app)}
     control = node.control.current(app)
@@ -74,7 +109,7 @@ def app_view(node, app_row) -> dict[str, Any]:
             "netlets": views}
 
 
-def apps_view(node, app: str | None = None) -> dict[str, Any]:
+def apps_view(node: StatusNode, app: str | None = None) -> dict[str, Any]:
     rows = [node.registry.app(app)] if app else node.registry.apps()
     return {"apps": [app_view(node, r) for r in rows if r is not None]}
 
@@ -82,7 +117,7 @@ def apps_view(node, app: str | None = None) -> dict[str, Any]:
 PEER_STATUS_TIMEOUT_S = 3.0
 
 
-def cluster_apps_view(node, app: str | None = None) -> dict[str, Any]:
+def cluster_apps_view(node: StatusNode, app: str | None = None) -> dict[str, Any]:
     """``apps_view`` of every live member, merged (this node's own first).
 
     Members are asked in parallel with this node's member credential
@@ -119,19 +154,19 @@ def _merge_apps(per_node: list[list[dict]]) -> list[dict]:
     return [merged[name] for name in sorted(merged)]
 
 
-def _peer_status(node, uri: str, app: str | None) -> dict[str, Any] | None:
+def _peer_status(node: StatusNode, uri: str, app: str | None) -> dict[str, Any] | None:
     """One member's own ``apps_view`` (None if it did not answer; an unknown app is no apps)."""
     from warrants.errors import NotFound
 
     try:
-        return node.cluster.client(uri).call("status", app, "node", timeout=PEER_STATUS_TIMEOUT_S)
+        return node.topology.member_client(uri).call("status", app, "node", timeout=PEER_STATUS_TIMEOUT_S)
     except NotFound:
         return {"apps": []}
     except JtrixError:
         return None
 
 
-def host_view(node) -> dict[str, Any]:
+def host_view(node: StatusNode) -> dict[str, Any]:
     apps = node.registry.apps()
     live = len(node.supervisor.live)
     return {"pid": os.getpid(), "address": node.uri, "service": node.service_id, "name": node.name,
@@ -140,7 +175,7 @@ def host_view(node) -> dict[str, Any]:
             "confinement": node.confinement.status(), "nodes": nodes_view(node)}
 
 
-def nodes_view(node) -> list[dict[str, Any]] | dict[str, str]:
+def nodes_view(node: StatusNode) -> list[dict[str, Any]] | dict[str, str]:
     """The cluster's members as this node sees them (an ``error`` if etcd does not answer)."""
     try:
         return [m.as_dict() for m in node.membership.nodes()]

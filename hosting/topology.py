@@ -9,6 +9,11 @@ One interface, two implementations (as ``hosting.cluster.membership`` has ``Loca
   slots and runs its elections; every node hosts the slots placed on it and publishes its
   ready netlets; what only the owner can answer is forwarded to it.
 
+What else differs between the two — the epoch store, the membership, TLS, trust and the
+event log — is built with the topology by one factory each (:class:`Services`:
+:class:`LocalServices` here, ``hosting.cluster.services.ClusterServices``), chosen in one place
+(``hosting.standing``).
+
 The node asks the topology and never which one it has. Contracts every implementation keeps:
   * ``owns(app)`` is True on at most one node at a time (alone: always); only the owner grants
     control leases and runs elections, and ``owner_call`` runs an owner operation
@@ -26,9 +31,16 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
+import shutil
 import time
 from typing import Any, Callable, Mapping, Protocol
 
+from hosting.cluster.membership import LocalMembership, Membership
+from hosting.election.arbiter import EpochStore
+from hosting.home import Home
+from hosting.registry import Registry, RegistryEpochStore
+from hosting.tls import TLSIdentity
 from warrants.errors import JtrixError, NotOwner
 
 log = logging.getLogger(__name__)
@@ -50,6 +62,10 @@ class Topology(Protocol):
 
     def forwarded_here(self, app: str) -> bool:
         """Whether another node may forward ``app``'s owner operations here."""
+
+    def member_client(self, uri: str) -> Any:
+        """A ``hosting.client.HostingClient`` of the member at ``uri``, acting with this node's
+        member credential (JtrixError when there is no other member)."""
 
     def owner_elsewhere(self, app: str) -> str | None:
         """The node other than this one known to own ``app`` (None: none, or this one)."""
@@ -133,6 +149,9 @@ class LocalTopology:
     def forwarded_here(self, app: str) -> bool:
         return False  # there is no other node
 
+    def member_client(self, uri: str) -> Any:
+        raise JtrixError(f"node {self.node.name} is alone: it has no member at {uri}")
+
     def owner_elsewhere(self, app: str) -> str | None:
         return None
 
@@ -191,6 +210,80 @@ class LocalTopology:
 
     def netlet_gone(self, app: str, slot: str, netlet_id: str) -> None:
         self.node.elector.netlet_gone(app, slot, netlet_id)
+
+
+class EventLog(Protocol):
+    def read(self, since: int = 0, app: str | None = None, wait_s: float = 0.0) -> list[dict[str, Any]]:
+        """Events after index ``since`` (of ``app`` only, if given), oldest first, as dicts; with
+        ``wait_s``, waits up to that long for at least one."""
+
+
+class RegistryEvents:
+    """A node's own event log (its registry's; indexes are the registry's)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def read(self, since: int = 0, app: str | None = None, wait_s: float = 0.0) -> list[dict[str, Any]]:
+        found = self.registry.wait_events(since, wait_s, app) if wait_s else self.registry.events(since, app)
+        return [e.as_dict() for e in found]
+
+
+class Services(Protocol):
+    """What a node is built with differently alone and in a cluster, made by one factory per
+    topology (:class:`LocalServices`, ``hosting.cluster.services.ClusterServices``) before
+    anything else of the node's; the node never asks which it has.
+
+    Contracts every implementation keeps:
+      * ``epoch_store`` holds every epoch granted where the app's next owner will read it
+        (alone: the registry; in a cluster: etcd, written only under the membership's lease).
+      * ``tls`` is None exactly when the node speaks plain TCP (alone, on loopback), and
+        ``issue_tls`` then answers None too; in a cluster every connection is TLS.
+      * ``cluster_events`` reads the whole cluster's event log (alone: the node's own).
+      * ``start`` is called once, after ``membership.join``; ``close`` once, after the
+        membership is closed. Neither touches netlets.
+    """
+
+    epoch_store: EpochStore
+    membership: Membership
+    tls: TLSIdentity | None
+    cluster_events: EventLog
+
+    def topology(self, node: Any) -> Topology:
+        """The node's topology (``node`` is the ``Node``: what its topology asks of it)."""
+
+    def issue_tls(self, name: str) -> dict[str, str] | None:
+        """A certificate for a process the node starts (``name``), serving on the node's address."""
+
+    def start(self, own_cert: Any, on_trusted_certs: Callable[[list], None]) -> None:
+        """Take up the cluster duties that need a member: trust other members' certificates
+        (fed to ``on_trusted_certs``), ship this node's events."""
+
+    def close(self) -> None: ...
+
+
+class LocalServices:
+    """A node alone: epochs in its registry, a membership of one, no TLS (and no stale client
+    certificate left in the home to make clients try it), its own event log."""
+
+    def __init__(self, home: Home, registry: Registry, name: str, member_info: dict[str, Any]) -> None:
+        self.epoch_store = RegistryEpochStore(registry)
+        self.membership = LocalMembership(name, {**member_info, "pid": os.getpid()})
+        self.tls: TLSIdentity | None = None
+        shutil.rmtree(home.root / "tls", ignore_errors=True)
+        self.cluster_events = RegistryEvents(registry)
+
+    def topology(self, node: LocalHost) -> Topology:
+        return LocalTopology(node)
+
+    def issue_tls(self, name: str) -> dict[str, str] | None:
+        return None
+
+    def start(self, own_cert: Any, on_trusted_certs: Callable[[list], None]) -> None:
+        pass  # its own certificate is the only one it trusts
+
+    def close(self) -> None:
+        pass
 
 
 _RAISE = object()

@@ -6,6 +6,8 @@ for a single node), ``trust`` (members' certificates and warrants), ``store`` (a
 codebases and moved slots), ``view`` (the watched picture of every node's netlets),
 ``placement`` (where slots go: a pure policy), ``epochs`` (the arbiter's state on etcd) and
 ``events`` (the cluster-wide event log). ``agent.ClusterAgent`` is the node's side of it all:
-the ``hosting.topology.Topology`` of a clustered node, as ``LocalTopology`` is of a single one.
-Nothing here is imported by a single node's code path except ``membership.LocalMembership``.
+the ``hosting.topology.Topology`` of a clustered node, as ``LocalTopology`` is of a single one;
+``services.ClusterServices`` builds it with the rest of what a clustered node is built with,
+as ``hosting.topology.LocalServices`` does for a single one. Nothing here runs on a single
+node's code path except ``membership.LocalMembership``.
 """

@@ -33,16 +33,24 @@ import datetime as dt
 import json
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Protocol
 
 import warrants
 from hosting.cluster import keys
 from hosting.cluster.store import ClusterStore
 from hosting.cluster.view import ClusterView, LiveNetlet, ViewHandlers
 from hosting.cluster.etcd import Etcd, EtcdUnavailable
-from hosting.cluster.membership import AppClaimed
+from hosting.cluster.membership import AppClaimed, EtcdMembership
 from hosting.cluster.placement import place, rebalance_step
+from hosting.codebases import CodebaseStore
+from hosting.control import ControlLeases
+from hosting.election.arbiter import Arbiter
+from hosting.election.elector import Elector
+from hosting.registry import Registry
+from hosting.supervisor import Supervisor
+from hosting.tls import TLSIdentity
 from warrants import names
+from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound, NotOwner  # noqa: F401  (NotOwner: re-exported)
 
 log = logging.getLogger(__name__)
@@ -116,8 +124,45 @@ def member_warrant(node_key, node_cert, service: str) -> bytes:
                                   not_after=now + dt.timedelta(days=MEMBER_WARRANT_DAYS))
 
 
+class AgentNode(Protocol):
+    """What a node's cluster agent needs of its node (``hosting.node.Node``). Must hold:
+      * ``membership`` is the node's etcd membership: its lease (which the node's published
+        netlets share) and its app claims; ``name`` is the node's name in it.
+      * ``node_key``, ``node_cert``, ``service_id`` and ``tls`` are fixed for the node's run
+        (the member credential and the TLS identity other members see).
+      * ``supervisor`` runs this node's netlets; ``status_cache`` holds each one's last reported
+        status (its ``endpoint``).
+      * ``register_app`` registers an app and starts nothing; ``add_codebase`` stores a codebase
+        under its hash; ``recover_control`` takes up control of an app this node owns.
+      * ``elector`` is told of the app's netlets as the owner sees them come and go; ``control``
+        and ``arbiter`` are the node's control leases and epochs.
+    """
+
+    name: str
+    node_key: Any  # the node's private key
+    node_cert: Any  # its certificate
+    service_id: str
+    tls: TLSIdentity | None
+    membership: EtcdMembership
+    registry: Registry
+    supervisor: Supervisor
+    codebases: CodebaseStore
+    arbiter: Arbiter
+    control: ControlLeases
+    elector: Elector
+    status_cache: Mapping[str, Mapping[str, Any]]
+
+    def descriptor(self, app: str) -> Descriptor: ...
+
+    def register_app(self, descriptor_xml: bytes, source: str, codebase_sha: str, secret: bytes) -> Descriptor: ...
+
+    def add_codebase(self, data: bytes, sha: str | None) -> str: ...
+
+    def recover_control(self, app: str) -> None: ...
+
+
 class ClusterAgent:
-    def __init__(self, node, etcd: Etcd) -> None:
+    def __init__(self, node: AgentNode, etcd: Etcd) -> None:
         self.node, self.etcd = node, etcd
         self.store = ClusterStore(etcd)
         self.view = ClusterView(etcd, ViewHandlers(owner=self._owner_changed, placement=self._placement_changed,
@@ -173,9 +218,9 @@ class ClusterAgent:
         uri = self.view.member_uri(owner) if owner else None
         if uri is None:
             raise NotOwner(f"no owner of {app!r} is known right now")
-        return self.client(uri).call("owner_op", app, op, list(args), timeout=FORWARD_TIMEOUT_S)
+        return self.member_client(uri).call("owner_op", app, op, list(args), timeout=FORWARD_TIMEOUT_S)
 
-    def client(self, uri: str):
+    def member_client(self, uri: str):
         """A client of the member at ``uri`` acting with this node's member credential
         (:func:`member_warrant`; cached per address: each thread keeps its own connection)."""
         from hosting.client import HostingClient

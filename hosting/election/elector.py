@@ -35,16 +35,23 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from hosting import wire
-
+from hosting.control import ControlLeases
 from hosting.election import grants
-from hosting.election.arbiter import StaleEpoch
+from hosting.election.arbiter import Arbiter, StaleEpoch
 from hosting.election.core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
+from hosting.election.promotions import Promotions
+from hosting.registry import Registry
+from hosting.supervisor import Supervisor
+from hosting.timers import Timers
 from hosting.timing import PREPARE_TIMEOUT_S
+from hosting.tls import TLSIdentity
+from hosting.topology import Topology
 from netlets.credential import replica_handshake
+from warrants.descriptor_model import Descriptor
 from warrants.errors import NotFound
 from warrants.names import NetletId
 
@@ -53,8 +60,38 @@ log = logging.getLogger(__name__)
 POOL_THREADS = 32
 
 
+class ElectorNode(Protocol):
+    """What the elector needs of its node (``hosting.node.Node``). Must hold:
+      * ``arbiter`` is the only authority on epochs and the in-sync set; ``control`` times the
+        lease it grants, and ``promoted`` records each promotion that completed.
+      * ``replicas(app)``: slot -> (netlet id, endpoint) of the app's ready netlets wherever they
+        run; ``topology.owns(app)``: whether this node runs the app's elections.
+      * ``descriptor`` raises NotFound for an unknown app; ``app_secret`` opens the replica
+        surface of the app's netlets; ``grant_signer`` and ``tls`` are fixed for the node's run.
+      * ``bootstrap(app, "warm", event=False)`` starts the app's warm start, recording no event.
+    """
+
+    registry: Registry
+    supervisor: Supervisor
+    timers: Timers
+    arbiter: Arbiter
+    control: ControlLeases
+    promoted: Promotions
+    topology: Topology
+    grant_signer: grants.GrantSigner
+    tls: TLSIdentity | None
+
+    def descriptor(self, app: str) -> Descriptor: ...
+
+    def replicas(self, app: str) -> dict[str, tuple[str, str]]: ...
+
+    def app_secret(self, app: str) -> bytes: ...
+
+    def bootstrap(self, app: str, mode: str, event: bool = True) -> None: ...
+
+
 class Elector:
-    def __init__(self, node, threads: int = POOL_THREADS) -> None:
+    def __init__(self, node: ElectorNode, threads: int = POOL_THREADS) -> None:
         self.node = node
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="elector")
         self.runner = ElectionRunner(self)
