@@ -568,7 +568,8 @@ class Node(SupervisorHooks):
     @at_owner("access")
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
         """What an access point needs: the app's client credential (``netlets.credential``: it opens
-        the client surface of the netlets, never replication), its netlets' endpoints and the master.
+        the client surface of the netlets, never replication), its netlets' endpoints and ids (a
+        handshake is made for one netlet id) and the master.
 
         With ``after_epoch``: first waits up to ``wait_s`` until a master of a
         higher epoch has been promoted (an access point that lost its master
@@ -583,8 +584,8 @@ class Node(SupervisorHooks):
         holder = self.control.holder(app)
         master = NetletId.parse(holder).slot if holder else None
         replicas = self.replicas(app)
-        netlets = [{"slot": slot["slot"], "type": slot["type"], "endpoint": replicas[slot["slot"]][1],
-                    "role": "master" if slot["slot"] == master else "backup"}
+        netlets = [{"slot": slot["slot"], "type": slot["type"], "netlet": replicas[slot["slot"]][0],
+                    "endpoint": replicas[slot["slot"]][1], "role": "master" if slot["slot"] == master else "backup"}
                    for slot in self.registry.slots(app) if slot["slot"] in replicas]
         epoch = self.arbiter.state(app).epoch
         return {"app": app, "credential": credential(secret, CLIENT).hex(),

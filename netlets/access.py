@@ -26,6 +26,9 @@ Contracts:
     time from many threads share batch RPCs and group commits, as a pipelined
     client's do. Queries are always called directly.
   * An AppProxy may be shared by threads (each thread gets its own connections).
+  * Each connection's handshake is made for the one netlet process it dials
+    (its netlet id, from ``app_access``): it opens no other netlet, nor the
+    next process of the same slot (``netlets.credential``).
 """
 
 from __future__ import annotations
@@ -89,10 +92,10 @@ class AppProxy:
             for n in access["netlets"]:
                 if n.get("endpoint"):
                     try:
-                        self._methods = self._proxy(n["endpoint"]).describe()["methods"]
+                        self._methods = self._proxy(n).describe()["methods"]
                         break
                     except (CommunicationError, JtrixError):
-                        self._drop(n["endpoint"])
+                        self._drop(n)
         return access
 
     @property
@@ -100,31 +103,35 @@ class AppProxy:
         """``{name: kind}`` of the app's exposed methods."""
         return dict(self._methods)
 
-    def _target(self, kind: str) -> str:
+    def _target(self, kind: str) -> dict[str, Any]:
+        """The netlet (its ``app_access`` entry) a call of ``kind`` goes to."""
         access = self._access
         netlets = [n for n in access["netlets"] if n.get("endpoint")]
         if kind in (COMMAND, MASTER_QUERY):
             master = [n for n in netlets if n["slot"] == access.get("master")]
             if not master:
                 raise Unavailable(f"{self.app} has no master right now")
-            return master[0]["endpoint"]
+            return master[0]
         if not netlets:
             raise Unavailable(f"{self.app} has no live netlet right now")
-        return random.choice(netlets)["endpoint"]
+        return random.choice(netlets)
 
-    def _proxy(self, endpoint: str):
+    def _proxy(self, netlet: dict[str, Any]):
+        """This thread's connection to ``netlet`` (a mapping with its ``netlet`` id and ``endpoint``,
+        as ``app_access`` and ``status`` list them), its handshake made for that process alone."""
         proxies = getattr(self._local, "proxies", None)
         if proxies is None:
             proxies = self._local.proxies = {}
-        p = proxies.get(endpoint)
+        key = (netlet["netlet"], netlet["endpoint"])
+        p = proxies.get(key)
         if p is None:
-            p = wire.proxy(endpoint, timeout=self.call_timeout, tls=self.hosting.tls)
-            p._pyroHandshake = make_handshake(self._credential, self.app, CLIENT)
-            proxies[endpoint] = p
+            p = wire.proxy(netlet["endpoint"], timeout=self.call_timeout, tls=self.hosting.tls)
+            p._pyroHandshake = make_handshake(self._credential, self.app, CLIENT, netlet["netlet"])
+            proxies[key] = p
         return p
 
-    def _drop(self, endpoint: str) -> None:
-        p = getattr(self._local, "proxies", {}).pop(endpoint, None)
+    def _drop(self, netlet: dict[str, Any]) -> None:
+        p = getattr(self._local, "proxies", {}).pop((netlet["netlet"], netlet["endpoint"]), None)
         if p is not None:
             p._pyroRelease()
 
@@ -150,14 +157,14 @@ class AppProxy:
         attempt = 0
         while True:
             try:
-                endpoint = self._target(kind)
+                netlet = self._target(kind)
                 try:
-                    return self._proxy(endpoint).invoke(method, list(args), kwargs, req_id)
+                    return self._proxy(netlet).invoke(method, list(args), kwargs, req_id)
                 except NotMaster as err:
                     raise Unavailable(str(err)) from None
                 except CommunicationError as err:  # includes timeouts: outcome unknown, retry is safe
-                    self._drop(endpoint)
-                    raise Unavailable(f"{endpoint}: {err}") from None
+                    self._drop(netlet)
+                    raise Unavailable(f"{netlet['endpoint']}: {err}") from None
             except Unavailable as err:
                 if time.monotonic() >= deadline:
                     raise Unavailable(f"{self.app}: no answer within {self.timeout:.0f}s ({err}); "
@@ -208,11 +215,11 @@ class AppProxy:
         Raises ``Unavailable`` when no master is known and ``CommunicationError``
         when the connection failed (outcomes unknown; the pipeline re-sends).
         """
-        endpoint = self._target(COMMAND)
+        netlet = self._target(COMMAND)
         try:
-            return self._proxy(endpoint).invoke_batch(calls)
+            return self._proxy(netlet).invoke_batch(calls)
         except CommunicationError:
-            self._drop(endpoint)
+            self._drop(netlet)
             raise
 
     def __getattr__(self, name: str):
@@ -225,8 +232,9 @@ class AppProxy:
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
-        for endpoint in list(getattr(self._local, "proxies", {})):
-            self._drop(endpoint)
+        proxies = getattr(self._local, "proxies", {})
+        while proxies:
+            proxies.popitem()[1]._pyroRelease()
 
 
 def connect(app: str, home: str | Path | None = None, *, warrant: str | Path | None = None,

@@ -4,9 +4,10 @@ Contract: every connection passes the handshake of ``netlets.credential``
 (after TLS with a cluster certificate, in a cluster), which records its
 ``Peer``: the role it proved and, when it presented a node's promote grant
 (a master connecting to a backup) and proved the grant's master key for this
-netlet's slot (``hosting.election.grants.check_master_proof``), the (epoch, master slot)
-the grant names. A handshake with a grant or proof that does not verify is
-refused as a whole. A call is read under the limits of the connection's
+netlet (its netlet id: ``hosting.election.grants.check_master_proof``), the (epoch,
+master slot) the grant names. A handshake made for another netlet (another process
+of the app, or an earlier one of this slot) is refused (``netlets.credential``); one
+with a grant or proof that does not verify is refused as a whole. A call is read under the limits of the connection's
 role (``wire.NETLET_LIMITS`` for a replica, ``wire.NETLET_CLIENT_LIMITS``
 otherwise), so a client cannot make a netlet buffer a snapshot-sized message,
 and what all clients' calls hold at once is bounded by the endpoint's budget
@@ -36,13 +37,12 @@ class AppDaemon(wire.Daemon):
     """A Pyro5 daemon whose every connection must pass an app-credential handshake (after
     TLS with a cluster certificate, in a cluster); replication connections also a grant."""
 
-    def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
+    def __init__(self, checker: HandshakeChecker, grants: GrantVerifier, host: str = "127.0.0.1",
                  port: int = 0, tls: TLSIdentity | None = None) -> None:
         super().__init__(host, port, tls, limits=wire.NETLET_CLIENT_LIMITS, budget=wire.NETLET_CLIENT_BUDGET,
                          open_limits=CLIENT_OPEN_LIMITS)
         self._checker = checker
         self._grants = grants
-        self._slot = slot
 
     def validateHandshake(self, conn, data):
         role = self._checker.check(data)
@@ -51,7 +51,7 @@ class AppDaemon(wire.Daemon):
             grant = self._grants.verify(data["grant"], self._checker.app)
             if grant.op != PROMOTE or grant.master is None:
                 raise GrantRefused(f"a replication connection presents a promote grant, not {grant.op}")
-            check_master_proof(grant, self._checker.app, self._slot, data)
+            check_master_proof(grant, self._checker.app, self._checker.me, data)
             master = (grant.epoch, grant.master)
         # a replica's connection (the node's elector, the master) is reserved: clients cannot take it
         self.establish(conn, (self._checker.app, REPLICA) if role == REPLICA else None)
@@ -69,11 +69,12 @@ class AppDaemon(wire.Daemon):
         return None if peer is not None and peer.role == REPLICA else self.budget
 
 
-def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, slot: str, host: str = "127.0.0.1",
+def serve_endpoint(obj, checker: HandshakeChecker, grants: GrantVerifier, host: str = "127.0.0.1",
                    port: int = 0, tls: TLSIdentity | None = None) -> tuple[AppDaemon, str, threading.Thread]:
-    """Register ``obj`` (the netlet of ``slot``) and serve it on a daemon thread; returns (daemon, uri, thread)."""
+    """Register ``obj`` (the netlet ``checker`` is for) and serve it on a daemon thread; returns
+    (daemon, uri, thread)."""
     wire.configure()
-    daemon = AppDaemon(checker, grants, slot, host, port, tls)
+    daemon = AppDaemon(checker, grants, host, port, tls)
     uri = str(daemon.register(obj, OBJECT_ID))
     thread = threading.Thread(target=daemon.requestLoop, name="netlet-endpoint", daemon=True)
     thread.start()

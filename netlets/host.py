@@ -143,7 +143,7 @@ class NetletService:
         return self._host.promote(epoch, isr, peers, grant)
 
     def replication_peers(self, epoch: int, peers: dict, grant: dict | None = None) -> bool:
-        """From a node: the backups' current endpoints (joins and departures)."""
+        """From a node: the backups now (slot → [netlet id, endpoint]: joins, departures, restarts)."""
         return self._host.set_peers(self._check(grant, PEERS, epoch, [epoch, peers]), peers)
 
     def invoke(self, method: str, args: list | None = None, kwargs: dict | None = None,

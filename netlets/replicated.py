@@ -76,8 +76,8 @@ class _PeerSender:
     costs one RPC timeout per generation, not one per queued message).
     """
 
-    def __init__(self, host: "ReplicatedHost", slot: str, endpoint: str) -> None:
-        self.host, self.slot, self.endpoint = host, slot, endpoint
+    def __init__(self, host: "ReplicatedHost", slot: str, address: tuple[str, str]) -> None:
+        self.host, self.slot, self.address = host, slot, address  # address: (netlet id, endpoint)
         self.queue: queue.Queue = queue.Queue()
         self.proxy = None
         self._newest = 0
@@ -91,18 +91,22 @@ class _PeerSender:
             self._newest = max(self._newest, generation)
         self.queue.put((generation, msg))
 
-    def retarget(self, endpoint: str) -> None:
-        if endpoint != self.endpoint:
-            self.endpoint = endpoint
+    def retarget(self, address: tuple[str, str]) -> None:
+        """The slot's backup is now ``address`` (a new process, or the same one elsewhere)."""
+        if address != self.address:
+            self.address = address
             self.queue.put((None, None))  # tells the thread to reconnect before the next message
 
     def _connect(self):
-        p = wire.proxy(self.endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
+        netlet, endpoint = self.address
+        p = wire.proxy(endpoint, timeout=self.host.rpc_timeout, tls=self.host.doc.tls)
         # The replica credential, the node's promote grant and our proof of its master key, for
-        # this backup: that we are the master the arbiter named for our epoch (``hosting.election.grants``).
+        # this backup process alone: that we are the master the arbiter named for our epoch
+        # (``hosting.election.grants``); its next process (a restart) takes none of it.
         app = self.host.doc.app
-        handshake = replica_handshake(self.host.doc.app_secret, app, grant=grants.public(self.host.master_grant))
-        handshake["master_proof"] = grants.master_proof(self.host.master_grant["master_key"], app, self.slot,
+        handshake = replica_handshake(self.host.doc.app_secret, app, netlet,
+                                      grant=grants.public(self.host.master_grant))
+        handshake["master_proof"] = grants.master_proof(self.host.master_grant["master_key"], app, netlet,
                                                         handshake["ts"], handshake["nonce"])
         p._pyroHandshake = handshake
         return p
@@ -157,7 +161,8 @@ class ReplicatedHost(NetletHost):
                                min_epoch=int(raw.get("min_epoch", 0)))
         self.waiters: dict[int, _Waiter] = {}
         self.senders: dict[str, _PeerSender] = {}
-        self.endpoints: dict[str, str] = {}
+        #: slot → (netlet id, endpoint) of each backup, as the node's grants name them (``peer_addresses``)
+        self.addresses: dict[str, tuple[str, str]] = {}
         self.master_epoch: int | None = None
         #: the node's promote grant for ``master_epoch`` (with its private ``master_key``)
         self.master_grant: dict | None = None
@@ -204,11 +209,11 @@ class ReplicatedHost(NetletHost):
             if isinstance(effect, Send):
                 sender = self.senders.get(effect.to)
                 if sender is None:
-                    endpoint = self.endpoints.get(effect.to)
-                    if endpoint is None:
+                    address = self.addresses.get(effect.to)
+                    if address is None:
                         self.with_replica(lambda r, now, to=effect.to: r.on_send_failed(to, now))
                         continue
-                    sender = self.senders[effect.to] = _PeerSender(self, effect.to, endpoint)
+                    sender = self.senders[effect.to] = _PeerSender(self, effect.to, address)
                 sender.offer(effect.msg, effect.generation)
             elif isinstance(effect, Complete):
                 waiter = self.waiters.pop(effect.token, None)
@@ -399,22 +404,30 @@ class ReplicatedHost(NetletHost):
     def prepare(self, epoch: int) -> dict:
         return self.with_replica(lambda r, now: r.prepare(int(epoch)))
 
-    def promote(self, epoch: int, isr: list[str], peers: dict[str, str], grant: dict) -> bool:
+    def promote(self, epoch: int, isr: list[str], peers: dict[str, list], grant: dict) -> bool:
         """``grant``: the node's, for this promotion (checked by the endpoint), with the promotion's
-        private master key; each backup is shown the grant without it, and a proof made with it."""
+        private master key; each backup is shown the grant without it, and a proof made with it;
+        ``peers``: slot → [netlet id, endpoint] of each backup (``peer_addresses``)."""
         self.master_grant = grant  # before any Send: senders connect with it
-        self.endpoints.update(peers)
+        self.addresses.update(peer_addresses(peers))
         self.with_replica(lambda r, now: r.become_master(int(epoch), set(isr), sorted(peers), now))
         self._flush.set()
         return True
 
-    def set_peers(self, epoch: int, peers: dict[str, str]) -> bool:
-        for slot, endpoint in peers.items():
-            self.endpoints[slot] = endpoint
+    def set_peers(self, epoch: int, peers: dict[str, list]) -> bool:
+        for slot, address in peer_addresses(peers).items():
+            self.addresses[slot] = address
             if slot in self.senders:
-                self.senders[slot].retarget(endpoint)
+                self.senders[slot].retarget(address)
         self.with_replica(lambda r, now: r.set_peers(sorted(peers), now))
         return True
+
+
+def peer_addresses(peers: dict) -> dict[str, tuple[str, str]]:
+    """The ``peers`` of a node's ``promote``/``peers`` call (slot → [netlet id, endpoint], as its
+    grant signs them) as slot → (netlet id, endpoint): a master dials each backup process by its
+    endpoint and proves itself to that process alone, by its netlet id."""
+    return {str(slot): (str(netlet), str(endpoint)) for slot, (netlet, endpoint) in peers.items()}
 
 
 def _extend_lease(replica: Replica, valid_until: float) -> None:

@@ -143,8 +143,8 @@ def main() -> None:
         log.exception("cannot load netlet class %s", doc.class_ref)
         sys.exit(EXIT_BAD_NETLET)
     # On the node's own address: in a cluster, replicas on other machines must reach it.
-    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app), doc.grants, doc.slot,
-                                    host=doc.raw.get("listen_host") or "127.0.0.1", tls=doc.tls)
+    daemon, uri, _ = serve_endpoint(host.service(), HandshakeChecker(doc.app_secret, doc.app, doc.netlet_id),
+                                    doc.grants, host=doc.raw.get("listen_host") or "127.0.0.1", tls=doc.tls)
     host.endpoint = uri
     client = doc.client()
     heartbeat = Heartbeat(client, doc.netlet_id, doc.lease_ttl, Path(doc.raw["node_json"]), host.status,

@@ -39,13 +39,14 @@ from netlets.credential import client_handshake
 endpoint, secret, app, seconds, prefix = (sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], float(sys.argv[4]),
                                           sys.argv[5])
 tls = client_identity(sys.argv[6])  # the victim node's home: the machine's own cluster certificate
+netlet = sys.argv[7]  # the master's netlet id: the addressee of each handshake
 wire.configure()
 acked, errors, deadline, i = 0, {}, time.monotonic() + seconds, 0
 while time.monotonic() < deadline:
     i += 1
     try:
         with wire.proxy(endpoint, timeout=1.0, tls=tls) as p:
-            p._pyroHandshake = client_handshake(secret, app)
+            p._pyroHandshake = client_handshake(secret, app, netlet)
             p.invoke("put", [f"{prefix}-{i}", "x"], {}, f"{prefix}-client:{i}")
         acked += 1
     except Exception as err:
@@ -95,7 +96,8 @@ def test_a_node_cut_off_by_its_link_loses_the_master_and_cannot_get_a_write_ackn
 
     def write_from_the_victims_machine(seconds: float, prefix: str) -> dict:
         done = subprocess.run([*lab.prefix(victim), sys.executable, "-c", ISOLATED_WRITER, master["endpoint"],
-                               secret, "kvstore", str(seconds), prefix, str(by_name[master["node"]].home)],
+                               secret, "kvstore", str(seconds), prefix, str(by_name[master["node"]].home),
+                               master["netlet"]],
                               capture_output=True, text=True, timeout=60)
         return json.loads(done.stdout.strip().splitlines()[-1])
 

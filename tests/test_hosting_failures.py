@@ -19,14 +19,15 @@ ECHO2 = """  <netlet type="w" class="workers:Echo" replicas="2">
   </netlet>"""
 
 
-def call_netlet(node, app, slot, method, *args, endpoint=None):
-    """Call a netlet's endpoint directly, with the app credential (read from the registry)."""
+def call_netlet(node, app, slot, method, *args, netlet=None):
+    """Call a netlet's endpoint directly (``netlet``: its status entry; default: the slot's now),
+    with the app credential (read from the registry)."""
     from hosting import wire
     from netlets.credential import client_handshake
 
-    endpoint = endpoint or node.slot(app, slot)["endpoint"]
-    with wire.proxy(endpoint) as p:
-        p._pyroHandshake = client_handshake(node.app_secret(app), app)
+    netlet = netlet or node.slot(app, slot)
+    with wire.proxy(netlet["endpoint"]) as p:
+        p._pyroHandshake = client_handshake(node.app_secret(app), app, netlet["netlet"])
         return p.invoke(method, list(args), {})
 
 
@@ -119,14 +120,14 @@ def test_node_sigkill_leaves_netlets_serving_and_restart_readopts_them(node, tmp
     node.launch(descriptor_xml("durable", ECHO2), tmp_path)
     netlets = node.wait_running("durable")["netlets"]
     before = {n["slot"]: n["pid"] for n in netlets}
-    endpoints = {n["slot"]: n["endpoint"] for n in netlets}
+    by_slot = {n["slot"]: n for n in netlets}
     old_node = node.info["pid"]
     os.kill(old_node, signal.SIGKILL)
     wait_for(lambda: process_dead(old_node), 5, "node death")
     # netlets keep running and serving while the node is down
     for slot, pid in before.items():
         assert not process_gone(pid)
-        assert call_netlet(node, "durable", slot, "echo", "still here", endpoint=endpoints[slot]) == "still here"
+        assert call_netlet(node, "durable", slot, "echo", "still here", netlet=by_slot[slot]) == "still here"
     start_background(node.home)
     node.client = HostingClient.for_home(node.home)
     app = node.wait_running("durable")

@@ -48,14 +48,15 @@ def test_prometheus_metrics_count_netlets_restarts_and_calls(node, tmp_path):
 
 def test_netlet_endpoints_refuse_callers_without_the_app_credential(node, tmp_path):
     node.launch(descriptor_xml("cred", ECHO), tmp_path)
-    endpoint = node.wait_running("cred")["netlets"][0]["endpoint"]
-    for handshake in ("hello", client_handshake(os.urandom(32), "cred"),
-                      client_handshake(node.app_secret("cred"), "other-app")):
+    netlet = node.wait_running("cred")["netlets"][0]
+    endpoint, to = netlet["endpoint"], netlet["netlet"]
+    for handshake in ("hello", client_handshake(os.urandom(32), "cred", to),
+                      client_handshake(node.app_secret("cred"), "other-app", to)):
         with wire.proxy(endpoint) as p:
             p._pyroHandshake = handshake
             with pytest.raises(CommunicationError, match="credential"):
                 p.ping()
-    good = client_handshake(node.app_secret("cred"), "cred")
+    good = client_handshake(node.app_secret("cred"), "cred", to)
     with wire.proxy(endpoint) as p:
         p._pyroHandshake = good
         assert p.invoke("echo", ["x"], {}) == "x"

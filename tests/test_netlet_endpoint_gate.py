@@ -45,7 +45,7 @@ def test_clients_holding_every_connection_they_can_do_not_stop_a_failover(node, 
     try:
         for netlet in app["netlets"]:
             for _ in range(540):
-                s = grab(netlet["endpoint"], client_handshake(secret, "kvstore"))
+                s = grab(netlet["endpoint"], client_handshake(secret, "kvstore", netlet["netlet"]))
                 if s is None:
                     refused += 1
                 else:

@@ -115,7 +115,7 @@ def test_malformed_batches_are_refused(node, tmp_path):
     launch_kvstore(node, tmp_path, durability="memory")
     app = node.app("kvstore")
     proxy = wire.proxy(master_of(app)["endpoint"])
-    proxy._pyroHandshake = client_handshake(node.app_secret("kvstore"), "kvstore")
+    proxy._pyroHandshake = client_handshake(node.app_secret("kvstore"), "kvstore", master_of(app)["netlet"])
     try:
         with pytest.raises(BadInput):  # items as an access point sends them (its request ids)
             proxy.invoke_batch([["put", [f"k{i}", "v"], {}, f"{'c' * 16}-{i}"] for i in range(MAX_BATCH + 1)])

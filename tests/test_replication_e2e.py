@@ -99,7 +99,7 @@ def test_paused_master_is_fenced_when_it_resumes(node, tmp_path):
     old = master_of(before)
     secret = node.app_secret("kvstore")
     stale = wire.proxy(old["endpoint"], timeout=5)
-    stale._pyroHandshake = client_handshake(secret, "kvstore")
+    stale._pyroHandshake = client_handshake(secret, "kvstore", old["netlet"])
     stale.ping()  # connect now, while it still runs
     os.kill(old["pid"], signal.SIGSTOP)
     paused_at = time.monotonic()
@@ -128,7 +128,7 @@ def test_paused_master_is_fenced_when_it_resumes(node, tmp_path):
     with pytest.raises(NotMaster):
         try:
             stale._pyroRelease()
-            stale._pyroHandshake = client_handshake(secret, "kvstore")
+            stale._pyroHandshake = client_handshake(secret, "kvstore", old["netlet"])
             stale.invoke("get_latest", ["k"], {})
         except NotMaster:
             raise

@@ -60,7 +60,7 @@ def sealed(node, tmp_path):
     kv.put("k", "alice")
     app = node.app("kvstore")
     for backup in _backups(app):
-        wait_for(lambda b=backup: kv._proxy(b["endpoint"]).invoke("get", ["k"], {}) == "alice", 10,
+        wait_for(lambda b=backup: kv._proxy(b).invoke("get", ["k"], {}) == "alice", 10,
                  f"{backup['slot']} holding the write")
     yield kv, app
     kv.close()
@@ -69,12 +69,13 @@ def sealed(node, tmp_path):
 def test_a_call_only_client_cannot_append_to_a_backup(sealed):
     kv, app = sealed
     backup = _backups(app)[0]
-    p = kv._proxy(backup["endpoint"])
+    p = kv._proxy(backup)
     forged = _append_after(p.ping(), app["epoch"], app["master"], {"op": "put", "key": "k", "value": "mallory"})
     with pytest.raises(JtrixError, match="replica credential"):
         p.replication_handle(forged)
     # claiming the replica role with the client credential fails the handshake itself
-    _refused_handshake(backup["endpoint"], make_handshake(kv._credential, "kvstore", REPLICA), "wrong app credential")
+    _refused_handshake(backup["endpoint"], make_handshake(kv._credential, "kvstore", REPLICA, backup["netlet"]),
+                      "wrong app credential")
     assert p.invoke("get", ["k"], {}) == "alice"
     assert kv.get_latest("k") == "alice"
 
@@ -83,18 +84,18 @@ def test_a_call_only_client_cannot_fence_the_app_with_prepare(node, sealed):
     kv, app = sealed
     for n in app["netlets"]:
         with pytest.raises(JtrixError, match="replica credential"):
-            kv._proxy(n["endpoint"]).replication_prepare(10**15)
+            kv._proxy(n).replication_prepare(10**15)
     # Nothing was promised: the master still commits at its epoch, no election ran.
     kv.put("k", "bob")
     assert kv.get_latest("k") == "bob"
     assert node.app("kvstore")["epoch"] == app["epoch"]
-    assert all(kv._proxy(n["endpoint"]).ping()["epoch"] < 10**15 for n in app["netlets"])
+    assert all(kv._proxy(n).ping()["epoch"] < 10**15 for n in app["netlets"])
 
 
 def test_a_call_only_client_cannot_promote_a_backup(node, sealed):
     kv, app = sealed
     backup = _backups(app)[0]
-    p = kv._proxy(backup["endpoint"])
+    p = kv._proxy(backup)
     with pytest.raises(JtrixError, match="replica credential"):
         p.replication_promote(app["epoch"] + 1, [backup["slot"]], {})
     assert p.ping()["role"] == "backup"
@@ -105,17 +106,17 @@ def test_a_call_only_client_cannot_promote_a_backup(node, sealed):
 def test_a_call_only_client_cannot_change_the_masters_peers(node, sealed):
     kv, app = sealed
     with pytest.raises(JtrixError, match="replica credential"):
-        kv._proxy(master_of(app)["endpoint"]).replication_peers(app["epoch"], {})
+        kv._proxy(master_of(app)).replication_peers(app["epoch"], {})
     # The master still replicates to every backup.
     kv.put("k", "carol")
     for backup in _backups(app):
-        wait_for(lambda b=backup: kv._proxy(b["endpoint"]).invoke("get", ["k"], {}) == "carol", 10,
+        wait_for(lambda b=backup: kv._proxy(b).invoke("get", ["k"], {}) == "carol", 10,
                  f"{backup['slot']} still replicated to")
 
 
-def _replica_proxy(node, endpoint: str, **extra):
-    p = wire.proxy(endpoint)
-    p._pyroHandshake = replica_handshake(node.app_secret("kvstore"), "kvstore", **extra)
+def _replica_proxy(node, netlet: dict, **extra):
+    p = wire.proxy(netlet["endpoint"])
+    p._pyroHandshake = replica_handshake(node.app_secret("kvstore"), "kvstore", netlet["netlet"], **extra)
     return p
 
 
@@ -130,7 +131,7 @@ def test_the_replica_credential_alone_does_not_open_replication(node, tmp_path):
     app = node.app("kvstore")
     backup = _backups(app)[0]
     rogue = GrantSigner(warrants.generate_key(), None, {})
-    with _replica_proxy(node, backup["endpoint"]) as p:
+    with _replica_proxy(node, backup) as p:
         with pytest.raises(JtrixError, match="needs a grant"):
             p.replication_prepare(10**15)
         with pytest.raises(JtrixError, match="does not verify"):
@@ -159,10 +160,10 @@ def test_the_replica_credential_alone_does_not_open_replication(node, tmp_path):
     assert node.app("kvstore")["epoch"] == app["epoch"]
 
 
-def _as_master(node, grant: dict, to_slot: str) -> dict:
-    """The handshake a master holding ``grant`` (and its master key) makes for ``to_slot``."""
-    handshake = replica_handshake(node.app_secret("kvstore"), "kvstore", grant=grants.public(grant))
-    handshake["master_proof"] = grants.master_proof(grant["master_key"], "kvstore", to_slot,
+def _as_master(node, grant: dict, to: dict) -> dict:
+    """The handshake a master holding ``grant`` (and its master key) makes for the backup ``to``."""
+    handshake = replica_handshake(node.app_secret("kvstore"), "kvstore", to["netlet"], grant=grants.public(grant))
+    handshake["master_proof"] = grants.master_proof(grant["master_key"], "kvstore", to["netlet"],
                                                     handshake["ts"], handshake["nonce"])
     return handshake
 
@@ -183,7 +184,7 @@ def test_a_backup_accepts_appends_only_from_the_master_its_grant_names(node, tmp
     # A node's promote grant for the master at this epoch, with its master key: still only
     # messages of that epoch from that master pass.
     with wire.proxy(backup["endpoint"]) as p:
-        p._pyroHandshake = _as_master(node, grant, backup["slot"])
+        p._pyroHandshake = _as_master(node, grant, backup)
         forged = _append_after(p.ping(), epoch, other["slot"], {"op": "put", "key": "k", "value": "x"})
         with pytest.raises(JtrixError, match=f"names {app['master']} at epoch {epoch}"):
             p.replication_handle(forged)
@@ -191,15 +192,19 @@ def test_a_backup_accepts_appends_only_from_the_master_its_grant_names(node, tmp
         with pytest.raises(JtrixError, match=f"names {app['master']} at epoch {epoch}"):
             p.replication_handle(forged)
     # What a backup sees of its master (the grant, a handshake made for it) opens no other backup.
-    _refused_handshake(backup["endpoint"], replica_handshake(node.app_secret("kvstore"), "kvstore",
+    _refused_handshake(backup["endpoint"], replica_handshake(node.app_secret("kvstore"), "kvstore", backup["netlet"],
                                                              grant=grants.public(grant)), "master key")
-    _refused_handshake(backup["endpoint"], _as_master(node, grant, other["slot"]), "master proof does not verify")
+    for_other = _as_master(node, grant, other)
+    _refused_handshake(backup["endpoint"], for_other, "made for another netlet")
+    relayed = {**replica_handshake(node.app_secret("kvstore"), "kvstore", backup["netlet"], grant=grants.public(grant)),
+               "master_proof": for_other["master_proof"]}
+    _refused_handshake(backup["endpoint"], relayed, "master proof does not verify")
     # A grant the node did not sign makes the whole handshake fail.
     rogue = grants.promote_grant(GrantSigner(warrants.generate_key(), None, {}), "kvstore", other["netlet"],
                                  epoch, [], {})
-    _refused_handshake(backup["endpoint"], _as_master(node, rogue, backup["slot"]), "does not verify")
+    _refused_handshake(backup["endpoint"], _as_master(node, rogue, backup), "does not verify")
     # The real master's replication is unaffected.
     kv = netlets.connect("kvstore")
     kv.put("k", "after")
-    wait_for(lambda: kv._proxy(backup["endpoint"]).invoke("get", ["k"], {}) == "after", 10, "replicated")
+    wait_for(lambda: kv._proxy(backup).invoke("get", ["k"], {}) == "after", 10, "replicated")
     assert node.app("kvstore")["epoch"] == epoch

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netlets.credential import CLIENT, DoorChecker, door_handshake, door_key, make_handshake
+from netlets.credential import CLIENT, NODE, DoorChecker, door_handshake, door_key, make_handshake
 
 holders = st.from_regex(r"[a-z][a-z0-9_-]{0,8}/[a-z]{1,4}/[0-9]{1,2}#[0-9]{1,4}", fullmatch=True)
 roots = st.binary(min_size=32, max_size=32)
@@ -36,5 +36,5 @@ def test_a_changed_field_or_another_nodes_root_proves_nothing(root, other_root, 
     if other_root != root:
         assert checker.holder(door_handshake(door_key(other_root, holder), holder)) is None
     # an app's client credential handshake is no door proof, even under the same bytes as key
-    assert checker.holder(make_handshake(door_key(root, holder), holder, CLIENT)) is None
+    assert checker.holder(make_handshake(door_key(root, holder), holder, CLIENT, NODE)) is None
     assert checker.holder(proof) == holder

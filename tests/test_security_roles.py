@@ -25,9 +25,9 @@ def test_a_client_cannot_make_a_netlet_buffer_a_replica_sized_message(node, tmp_
     node.launch(descriptor_xml("big", ECHO.format(n=1)), tmp_path)
     node.wait_running("big")
     view = node.slot("big", "w/0")
+    handshake = client_handshake(node.app_secret("big"), "big", view["netlet"])
     with socket.create_connection(address(view["endpoint"]), timeout=5) as s:
-        s.sendall(pyro_message(protocol.MSG_CONNECT,
-                               connect_data(client_handshake(node.app_secret("big"), "big"), "jtrix.netlet")))
+        s.sendall(pyro_message(protocol.MSG_CONNECT, connect_data(handshake, "jtrix.netlet")))
         assert read_reply(s)[0] == protocol.MSG_CONNECTOK
         before = peak_rss(view["pid"])
         # a call naming replication_handle, declaring 200 MiB (under a replica's 256): only its first bytes
@@ -114,7 +114,7 @@ def test_a_client_gets_no_replica_credential_nor_grant_from_any_api(node, tmp_pa
     assert cred == credential(node.app_secret("kvstore"), CLIENT)
     for n in answered["app_access"]["netlets"]:
         with wire.proxy(n["endpoint"], timeout=5) as p:
-            p._pyroHandshake = make_handshake(cred, "kvstore", CLIENT)
+            p._pyroHandshake = make_handshake(cred, "kvstore", CLIENT, n["netlet"])
             described = p.describe()
             outcomes = [p.ping(), described]
             for method in described["methods"]:
@@ -127,6 +127,6 @@ def test_a_client_gets_no_replica_credential_nor_grant_from_any_api(node, tmp_pa
                 with pytest.raises(Exception, match="replica credential"):
                     call()
         with wire.proxy(n["endpoint"].replace("jtrix.netlet", "Pyro.Daemon"), timeout=5) as d:
-            d._pyroHandshake = make_handshake(cred, "kvstore", CLIENT)
+            d._pyroHandshake = make_handshake(cred, "kvstore", CLIENT, n["netlet"])
             outcomes += [d.registered(), d.info(), d.get_metadata("jtrix.netlet")]
         assert not _leaks(outcomes, secrets), (n["slot"], _leaks(outcomes, secrets))

@@ -88,8 +88,9 @@ def call_netlet(node, app: str, slot: str, method: str = "info"):
     from hosting import wire
     from netlets.credential import client_handshake
 
-    with wire.proxy(node.slot(app, slot)["endpoint"], timeout=5) as p:
-        p._pyroHandshake = client_handshake(node.app_secret(app), app)
+    netlet = node.slot(app, slot)
+    with wire.proxy(netlet["endpoint"], timeout=5) as p:
+        p._pyroHandshake = client_handshake(node.app_secret(app), app, netlet["netlet"])
         return p.invoke(method, [], {})
 
 

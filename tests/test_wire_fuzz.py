@@ -30,7 +30,7 @@ from netlets.credential import HandshakeChecker, client_handshake
 from netlets.endpoint import AppDaemon
 from testkit.wait import wait_for
 
-SECRET, APP = b"s" * 32, "fuzz"
+SECRET, APP, NETLET = b"s" * 32, "fuzz", "fuzz/w/0#1"
 #: every flag a Pyro5 message header may carry
 PYRO_FLAGS = [getattr(protocol, name) for name in dir(protocol) if name.startswith("FLAGS_")]
 
@@ -76,7 +76,7 @@ def servers():
     wire.configure()
     plain = wire.Daemon("127.0.0.1", 0)
     plain_uri = str(plain.register(Echo(), "jtrix.hosting"))
-    netlet = AppDaemon(HandshakeChecker(SECRET, APP), GrantVerifier(_grant_signer().trust()), "w/0")
+    netlet = AppDaemon(HandshakeChecker(SECRET, APP, NETLET), GrantVerifier(_grant_signer().trust()))
     netlet_uri = str(netlet.register(Echo(), "jtrix.netlet"))
     threads = [threading.Thread(target=d.requestLoop, daemon=True) for d in (plain, netlet)]
     for t in threads:
@@ -91,7 +91,7 @@ def servers():
 def well_behaved_call(kind: str, uri: str) -> None:
     with wire.proxy(uri, timeout=5) as p:
         if kind == "netlet":
-            p._pyroHandshake = client_handshake(SECRET, APP)
+            p._pyroHandshake = client_handshake(SECRET, APP, NETLET)
         assert p.echo(7) == 7
 
 
@@ -128,8 +128,8 @@ def envelopes(draw, obj: str):
     if kind == "random":
         return draw(st.binary(max_size=300))
     if kind == "handshake":
-        payload = draw(json_like | st.fixed_dictionaries({"app": st.just(APP), "ts": st.floats(), "nonce":
-                                                          st.text(max_size=40), "mac": st.text(max_size=70)}))
+        payload = draw(json_like | st.fixed_dictionaries({"app": st.just(APP), "to": st.just(NETLET), "ts": st.floats(),
+                                                          "nonce": st.text(max_size=40), "mac": st.text(max_size=70)}))
         return valid_exchange(obj, payload)
     if kind == "header":  # every header field chosen by the attacker, with a short body
         fields = [draw(st.integers(0, 2**16 - 1)) if f == "H" else draw(st.integers(0, 255)) if f == "B"
@@ -138,11 +138,11 @@ def envelopes(draw, obj: str):
         head = struct.pack("!4sHBBHHII16sHH", b"PYRO", *fields, b"\0" * 16, 0, 0x4DC5)
         return head + draw(st.binary(max_size=200))
     if kind == "call":  # a valid connection, then a valid call whose flags the attacker chooses
-        connect = msgpack.packb({"handshake": client_handshake(SECRET, APP), "object": obj}, use_bin_type=True)
+        connect = msgpack.packb({"handshake": client_handshake(SECRET, APP, NETLET), "object": obj}, use_bin_type=True)
         call = msgpack.packb((obj, "hold", [0.5], {}), use_bin_type=True)
         flags = draw(st.lists(st.sampled_from(PYRO_FLAGS), max_size=3))
         return message(protocol.MSG_CONNECT, connect) + message(protocol.MSG_INVOKE, call, seq=2, flags=sum(set(flags)))
-    data = bytearray(valid_exchange(obj, client_handshake(SECRET, APP)))
+    data = bytearray(valid_exchange(obj, client_handshake(SECRET, APP, NETLET)))
     for _ in range(draw(st.integers(1, 6))):
         op = draw(st.sampled_from(["flip", "cut", "insert", "set"]))
         i = draw(st.integers(0, max(len(data) - 1, 0)))

@@ -70,7 +70,8 @@ def test_a_netlet_endpoint_refuses_oneway_calls(node, tmp_path):
 
     launch_echo(node, tmp_path, "ow", 1)
     view = node.slot("ow", "w/0")
-    with connected(address(view["endpoint"]), client_handshake(node.app_secret("ow"), "ow"), "jtrix.netlet") as s:
+    handshake = client_handshake(node.app_secret("ow"), "ow", view["netlet"])
+    with connected(address(view["endpoint"]), handshake, "jtrix.netlet") as s:
         call = msgpack.packb(("jtrix.netlet", "ping", [], {}), use_bin_type=True)
         s.sendall(pyro_message(protocol.MSG_INVOKE, call, flags=protocol.FLAGS_ONEWAY, seq=2))
         msgtype, reply_flags, error = read_reply(s)  # a oneway call gets no answer: only a refusal answers

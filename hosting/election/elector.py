@@ -157,9 +157,9 @@ class Elector:
         if master_slot not in live:
             return
         epoch = self.node.arbiter.state(app).epoch
-        peers = {s: ep for s, (_, ep) in live.items() if s != master_slot}
+        peers = _peers(live, master_slot)
         grant = grants.for_peers(self.node.grant_signer, app, live[master_slot][0], epoch, peers)
-        self.submit(lambda: self._rpc_logged(live[master_slot][1], app, "replication_peers", epoch, peers, grant))
+        self.submit(lambda: self._rpc_logged(*live[master_slot], app, "replication_peers", epoch, peers, grant))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -213,7 +213,7 @@ class Elector:
         the node's own failures (the module's "Errors")."""
         grant = grants.for_prepare(self.node.grant_signer, action.app, action.netlet, action.epoch)
         try:
-            promise = self._rpc(action.endpoint, action.app, "replication_prepare", action.epoch, grant)
+            promise = self._rpc(action.netlet, action.endpoint, action.app, "replication_prepare", action.epoch, grant)
             return (tuple(promise["position"]), promise.get("storage")) if promise.get("ok") else None
         except Exception as err:  # whatever the candidate or the network did: no promise
             log.info("election of %s: %s did not promise: %s", action.app, action.slot, err)
@@ -228,12 +228,13 @@ class Elector:
     def promote(self, action: Promote) -> bool:
         node = self.node
         state = node.arbiter.state(action.app)
-        peers = {s: ep for s, (_, ep) in self.live_replicas(action.app).items() if s != action.slot}
+        peers = _peers(self.live_replicas(action.app), action.slot)
         node.control.start_timing(action.app, action.netlet, action.epoch, node.descriptor(action.app).lease_ttl)
         isr = sorted(state.isr)
         grant = grants.for_promote(node.grant_signer, action.app, action.netlet, action.epoch, isr, peers)
         try:
-            self._rpc(action.endpoint, action.app, "replication_promote", action.epoch, isr, peers, grant)
+            self._rpc(action.netlet, action.endpoint, action.app, "replication_promote", action.epoch, isr, peers,
+                      grant)
         except Exception as err:  # outcome unknown: a master renews (``renewed``); else its lease expires
             log.warning("election of %s: promoting %s at epoch %d: outcome unknown: %s", action.app, action.slot,
                         action.epoch, err)
@@ -269,15 +270,22 @@ class Elector:
             self.node.timers.call_later(action.delay, lambda: self.control_lost(action.app))
 
     # -- RPCs ----------------------------------------------------------------------
-    def _rpc(self, endpoint: str, app: str, method: str, *args: Any) -> Any:
-        """One RPC to a netlet endpoint with the replica credential (node → netlet); every election
-        RPC goes through here, each carrying the node's grant for exactly that call."""
+    def _rpc(self, netlet: str, endpoint: str, app: str, method: str, *args: Any) -> Any:
+        """One RPC to the netlet ``netlet`` at ``endpoint`` with the replica credential (node → netlet),
+        its handshake made for that process alone; every election RPC goes through here, each
+        carrying the node's grant for exactly that call."""
         with wire.proxy(endpoint, timeout=PREPARE_TIMEOUT_S, tls=self.node.tls) as p:
-            p._pyroHandshake = replica_handshake(self.node.app_secret(app), app)
+            p._pyroHandshake = replica_handshake(self.node.app_secret(app), app, netlet)
             return getattr(p, method)(*args)
 
-    def _rpc_logged(self, endpoint: str, app: str, method: str, *args: Any) -> None:
+    def _rpc_logged(self, netlet: str, endpoint: str, app: str, method: str, *args: Any) -> None:
         try:
-            self._rpc(endpoint, app, method, *args)
+            self._rpc(netlet, endpoint, app, method, *args)
         except Exception as err:  # the master learns of peers again at the next change
             log.info("%s of %s at %s failed: %s", method, app, endpoint, err)
+
+
+def _peers(live: dict[str, tuple[str, str]], master_slot: str) -> dict[str, list[str]]:
+    """What a master is told of its backups (``replication_promote``/``replication_peers``): slot →
+    [netlet id, endpoint] of every live replica but the master; it proves itself to each by that id."""
+    return {slot: [netlet, endpoint] for slot, (netlet, endpoint) in live.items() if slot != master_slot}

@@ -22,11 +22,14 @@ Contracts (what must hold):
     accepts appends and snapshots at epoch E only on a connection that
     presented a promote grant for E naming the message's sender, together
     with a signature (:func:`master_proof`) by the *master key* the grant
-    names, over the backup's slot and the handshake's timestamp and nonce.
-    The node makes that key for this one promotion and hands its private half
-    only to the promoted netlet (in the promote call, never in the grant a
-    backup sees), so a backup that saw the grant cannot replay it to another
-    backup, and a replayed handshake fails the receiver's nonce check.
+    names, over the backup's netlet id (its slot *and* incarnation) and the
+    handshake's timestamp and nonce. The node makes that key for this one
+    promotion and hands its private half only to the promoted netlet (in the
+    promote call, never in the grant a backup sees), so a backup that saw the
+    grant cannot replay it to another backup; a handshake replayed to the
+    backup it was made for fails that process's nonce check, and one replayed
+    to the next process of its slot (whose nonce cache is new) is for another
+    netlet id (security review B7).
   * Epochs fence grants: no expiry is needed, because a grant for an old epoch
     can only ask for what that epoch's promises already refuse.
 """
@@ -137,25 +140,25 @@ def public(grant: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in grant.items() if k != "master_key"}
 
 
-def _proof_context(app: str, to_slot: str, ts: float, nonce: str) -> bytes:
-    return f"jtrix-master/1\0{app}\0{to_slot}\0{ts!r}\0{nonce}".encode()
+def _proof_context(app: str, to_netlet: str, ts: float, nonce: str) -> bytes:
+    return f"jtrix-master/2\0{app}\0{to_netlet}\0{ts!r}\0{nonce}".encode()
 
 
-def master_proof(master_key_pem: bytes, app: str, to_slot: str, ts: float, nonce: str) -> bytes:
-    """The master's signature, for one handshake with the backup in ``to_slot``."""
+def master_proof(master_key_pem: bytes, app: str, to_netlet: str, ts: float, nonce: str) -> bytes:
+    """The master's signature, for one handshake with the backup process ``to_netlet`` (its netlet id)."""
     key = serialization.load_pem_private_key(master_key_pem, password=None)
-    return key.sign(DOMAIN + _proof_context(app, to_slot, ts, nonce), _ECDSA)
+    return key.sign(DOMAIN + _proof_context(app, to_netlet, ts, nonce), _ECDSA)
 
 
-def check_master_proof(grant: Grant, app: str, my_slot: str, handshake: dict) -> None:
+def check_master_proof(grant: Grant, app: str, my_netlet: str, handshake: dict) -> None:
     """``handshake`` (already checked for credential and replay) carries a proof by the master key
-    ``grant`` names, made for this receiver; raises GrantRefused otherwise."""
+    ``grant`` names, made for this receiver (the netlet id ``my_netlet``); raises GrantRefused otherwise."""
     proof, ts, nonce = handshake.get("master_proof"), handshake.get("ts"), handshake.get("nonce")
     if grant.master_key is None or not isinstance(proof, bytes):
         raise GrantRefused("a replication connection proves the grant's master key")
     try:
         key = serialization.load_der_public_key(grant.master_key)
-        key.verify(proof, DOMAIN + _proof_context(app, my_slot, float(ts), str(nonce)), _ECDSA)
+        key.verify(proof, DOMAIN + _proof_context(app, my_netlet, float(ts), str(nonce)), _ECDSA)
     except (InvalidSignature, ValueError, TypeError):
         raise GrantRefused("the replication connection's master proof does not verify") from None
 

@@ -176,8 +176,8 @@ class DoorHog(Netlet):
         host, port = doc["node_uri"].rsplit("@", 1)[1].rsplit(":", 1)
         door, want = doc["node_door"], int(self.config.get("connections", "600"))
         if isinstance(door, str):  # a node before per-netlet door keys: one key for every netlet
-            from netlets.credential import make_handshake
-            proof = lambda: make_handshake(bytes.fromhex(door), "jtrix/own-netlets")  # noqa: E731
+            from netlets.credential import CLIENT, NODE, make_handshake
+            proof = lambda: make_handshake(bytes.fromhex(door), "jtrix/own-netlets", CLIENT, NODE)  # noqa: E731
         else:
             key = bytes.fromhex(door["key"])
             proof = lambda: door_handshake(key, door["holder"])  # noqa: E731
