@@ -85,10 +85,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .segment import frame, header, new_segment_id, read_frames, scan, seal
-
-__all__ = ["CorruptStorage", "FileStorage", "MemoryStorage", "Recovered", "Storage", "StorageFailed",
-           "frame", "fsync_directory", "open_storage", "read_frames"]
+from .segment import frame, header, new_segment_id, read_frames, scan, seal  # noqa: F401 (frame: re-exported)
 
 MODES = ("fsync", "write", "memory")
 REPLICA_DIR = "replica"  # a slot's replica storage: <slot directory>/replica
