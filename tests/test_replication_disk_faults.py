@@ -9,7 +9,10 @@ a real ``FileStorage`` in mode ``fsync`` whose next sync can fail:
   torn ``write`` (half the buffer, then EIO);
 * a crash that tears the last write (part of the unsynced buffer reaches the
   file, then the process dies);
-* a byte flipped anywhere in a stopped replica's files except the last record
+* a power loss during the last write, its pages written back out of order:
+  some pages of the unsynced group land, others read as zeros or as stale
+  blocks (safety review S4: recovery refused such a replica as corrupt);
+* a byte flipped anywhere in a stopped replica's files except the last group
   of its last segment (which a torn write could have produced);
 * the directory lost, under a running replica or a stopped one;
 * one file of a stopped replica lost: ``snapshot.bin``, ``IDENTITY`` or a log
@@ -41,10 +44,12 @@ from hypothesis.stateful import initialize, rule
 
 from hosting.election.warm_proof import trusted_set, unproven, warm_refusal
 from netlets.replication import Replica, ReplicationConfig
-from netlets.replication.storage import CorruptStorage, FileStorage, StorageFailed, read_frames
+from netlets.replication.segment import scan
+from netlets.replication.storage import CorruptStorage, FileStorage, StorageFailed
 from tests.sim import Cluster, ListNetlet
 from tests.sim.cluster import APP, InvariantError
 from tests.test_replication_stateful import PROFILE, ReplicationMachine
+from tests.test_replication_torn_groups import lose_pages
 
 FAULTS = ("eio-fsync", "enospc-write", "torn-write")
 
@@ -61,6 +66,7 @@ class FaultyStorage(FileStorage):
     def __init__(self, path: Path, owner: tuple[str, str]) -> None:
         super().__init__(path, "fsync", owner)
         self.fault: str | None = None
+        self.torn_pages: tuple = ()  # the power-loss fault's (page size, lost pattern, stale)
         self._durable = 0  # size of the open segment at its last successful fsync
 
     def _fsync(self, fd: int) -> None:  # the real fsync is skipped: the model's crash defines loss
@@ -71,7 +77,11 @@ class FaultyStorage(FileStorage):
             raise OSError(errno.EIO, "Input/output error (injected)")
 
     def _write_buffer(self, fsync: bool) -> None:
-        fault, self.fault = (self.fault, None) if self.fault in ("enospc-write", "torn-write") else (None, self.fault)
+        fault, self.fault = (self.fault, None) if self.fault in ("enospc-write", "torn-write", "torn-pages") \
+            else (None, self.fault)
+        if fault == "torn-pages":  # the process dies with the power: the storage is failed, never synced
+            self._tear_pages(*self.torn_pages)
+            raise OSError(errno.EIO, "power loss (injected)")
         if fault == "enospc-write":
             raise OSError(errno.ENOSPC, "No space left on device (injected)")
         if fault == "torn-write":
@@ -81,8 +91,8 @@ class FaultyStorage(FileStorage):
         super()._write_buffer(fsync)
         self._durable = self._file.tell()
 
-    def _open(self, gen: int) -> None:
-        super()._open(gen)
+    def _open(self, gen: int, segment_id: str | None = None) -> None:
+        super()._open(gen, segment_id)
         self._durable = self._file.tell()
 
     def tear(self) -> None:
@@ -90,6 +100,21 @@ class FaultyStorage(FileStorage):
         if self._file is not None and self.failed is None and len(self._buf) > 1:
             self._file.write(self._buf[:len(self._buf) // 2])
             self._file.flush()
+
+    def _tear_pages(self, page: int, lost: list[bool], stale: bool) -> None:
+        """A power loss during this write: the group (the buffer, sealed as the writer seals it)
+        was written, but of its pages (file offsets ``k*page``) those ``lost[k % len(lost)]`` never
+        reached the disk: they read as zeros, or (``stale``) as an old block (here: this segment's
+        own first bytes). The bytes synced before it stay."""
+        start = self._file.tell()
+        self._file.write(self._group())
+        self._file.flush()
+        seg = Path(self._file.name)
+        if not seg.exists():  # the directory is gone
+            return
+        old = seg.read_bytes()[:page] if stale else None
+        gone = [k for k in range(start // page, (self._file.tell() + page - 1) // page) if lost[k % len(lost)]]
+        lose_pages(seg, start, gone, page, old)
 
 
 class FaultyCluster(Cluster):
@@ -194,13 +219,7 @@ class FaultyCluster(Cluster):
         limit = len(data)
         segs = sorted(d.glob("log-*.seg"))
         if segs and p == segs[-1]:
-            _, valid = read_frames(bytes(data))
-            records_end = [0]
-            pos = 0
-            while pos < valid:  # start of the last record: the zone a torn write may leave
-                records_end.append(pos)
-                pos += 8 + int.from_bytes(data[pos:pos + 4], "big")
-            limit = records_end[-1]
+            limit = scan(bytes(data)).tail_zone  # the last group: the zone a torn write may leave
         if limit == 0:
             return
         pos = int(where * limit)
@@ -281,6 +300,15 @@ class DiskFaultMachine(ReplicationMachine):
         if s is not None:
             s.tear()
             self.c.crash(self.slot(i))
+
+    @rule(i=st.integers(0, 3), page=st.sampled_from([8, 16, 64]),  # scaled down like the model's ~20-byte records
+          lost=st.lists(st.booleans(), min_size=1, max_size=8), stale=st.booleans())
+    def power_loss_fault(self, i, page, lost, stale):
+        """A power loss during this replica's next sync: its group's pages land out of order /
+        partially, and the process is gone (the sync never returns)."""
+        s = self.c.storage(self.slot(i))
+        if s is not None:
+            s.fault, s.torn_pages = "torn-pages", (page, lost, stale)
 
     @rule(i=st.integers(0, 3), which=st.integers(0, 10), where=st.floats(0, 1, exclude_max=True),
           bit=st.integers(0, 7))

@@ -8,7 +8,7 @@ from netlets.replication import FileStorage, MemoryStorage, Replica, Replication
 from netlets.replication.dedup import DedupTable
 from netlets.replication.log import Log
 from netlets.replication.messages import CMD, NOOP, entry
-from netlets.replication.storage import Storage, open_storage, read_frames
+from netlets.replication.storage import Storage, open_storage
 from tests.sim import ListNetlet
 
 
@@ -43,21 +43,23 @@ def test_unsynced_records_are_lost_on_crash(tmp_path):
 def test_torn_tail_is_truncated(tmp_path):
     s = FileStorage(tmp_path, "fsync")
     s.recover()
-    s.append_entries([E(1, 1), E(2, 1)])
+    s.append_entries([E(1, 1)])
     s.sync()
+    after_first = next(tmp_path.glob("log-*.seg")).stat().st_size
+    s.append_entries([E(2, 1), E(3, 1)])
+    s.sync()  # one group (one sync): entries 2 and 3
     s.close()
     seg = next(tmp_path.glob("log-*.seg"))
     data = seg.read_bytes()
     seg.write_bytes(data + data[:7])  # a torn partial record
     rec = FileStorage(tmp_path).recover()
-    assert [e[0] for e in rec.entries] == [1, 2]
+    assert [e[0] for e in rec.entries] == [1, 2, 3]
     assert seg.read_bytes() == data  # the tail was cut off
-    # a corrupt (bad CRC) last record is dropped too
+    # a corrupt (bad CRC) last record drops its whole group (one sync's write) too
     seg.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     rec = FileStorage(tmp_path).recover()
     assert [e[0] for e in rec.entries] == [1]
-    records, valid = read_frames(seg.read_bytes())
-    assert valid == len(seg.read_bytes()) and len(records) == 1
+    assert seg.read_bytes() == data[:after_first]
 
 
 def test_truncate_record_and_overwrite(tmp_path):
@@ -169,14 +171,17 @@ import os  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from netlets.replication.segment import scan  # noqa: E402
 from netlets.replication.storage import CorruptStorage, StorageFailed  # noqa: E402
 
 
 def _written(tmp_path, n=5, mode="fsync"):
+    """Entries 1..n, one sync each (one group each: damage before the last group is detectable)."""
     s = FileStorage(tmp_path, mode)
     s.recover()
-    s.append_entries([E(i, 1) for i in range(1, n + 1)])
-    s.sync()
+    for i in range(1, n + 1):
+        s.append_entries([E(i, 1)])
+        s.sync()
     s.close()
     seg = next(tmp_path.glob("log-*.seg"))
     return seg, seg.read_bytes()
@@ -315,11 +320,11 @@ def test_corrupt_snapshot_is_refused_not_recovered_as_empty(tmp_path):
        cut=st.booleans())
 def test_recovery_is_a_prefix_or_refuses(tmp_path_factory, n, where, bit, cut):
     """Any single flipped bit, or a tail cut anywhere: recovery returns a prefix of what was
-    written (only when the damage is in the last record) or raises CorruptStorage -- never
-    other entries, never a silently shortened log when the damage is before the last record."""
+    written (only when the damage is in the last group) or raises CorruptStorage -- never
+    other entries, never a silently shortened log when the damage is before the last group."""
     d = tmp_path_factory.mktemp("flip")
     seg, data = _written(d, n)
-    last = _record_offsets(data)[-1]
+    last = scan(data).tail_zone  # where the last group (the last sync's write) starts
     pos = int(where * len(data))
     if cut:
         seg.write_bytes(data[:pos])
@@ -334,7 +339,7 @@ def test_recovery_is_a_prefix_or_refuses(tmp_path_factory, n, where, bit, cut):
         rec = FileStorage(d).recover()
     except CorruptStorage:
         return
-    assert pos >= last, f"damage at {pos} before the last record ({last}) was cut silently"
+    assert pos >= last, f"damage at {pos} before the last group ({last}) was cut silently"
     assert [e[0] for e in rec.entries] == list(range(1, n))
 
 

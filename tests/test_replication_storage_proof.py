@@ -203,7 +203,7 @@ def test_a_crash_before_the_first_segment_leaves_no_identity(tmp_path, monkeypat
     d = tmp_path / "replica"
     s = FileStorage(d, "fsync", OWNER)
 
-    def crash_before_the_segment(gen):
+    def crash_before_the_segment(gen, segment_id=None):
         raise OSError(5, "crash")
 
     monkeypatch.setattr(s, "_open", crash_before_the_segment)

@@ -272,3 +272,58 @@ def test_warm_start_refuses_when_the_masters_storage_was_wiped(node, tmp_path):
     assert node.slot("kvstore", app["master"])["storage"]["unproven"] is True
     assert not events_since(node, "election.won", since)
     assert node.app("kvstore")["master"] is None
+
+
+# --- a power loss tearing every replica's in-flight group write ----------------------------------
+def test_power_loss_tearing_every_replicas_group_write_recovers_without_an_operator(node, tmp_path):
+    """Safety review S4: on one machine a power loss hits every replica at once. Each had one sync
+    in flight (several records in one write, never fsynced, so never acknowledged) whose first page
+    was lost while a later page landed. Every slot was refused as ``corrupt`` and the app stayed
+    without a master until an operator reset them (and a reset slot is unproven: still blocked).
+    Now the torn group is cut: every slot starts, a master is elected, every acknowledged write
+    is there."""
+    from netlets.replication import FileStorage
+    from netlets.replication import messages as M
+    from test_replication_torn_groups import PAGE, lose_pages
+
+    app = launch(node, tmp_path)
+    kv = netlets.connect("kvstore", timeout=30)
+    for i in range(20):
+        kv.put(f"k{i}", f"v{i}")
+    for n in app["netlets"]:
+        os.kill(n["pid"], signal.SIGSTOP)  # the power goes: nothing more reaches the disks
+    since = last_event_id(node)
+    slots = node.home / "apps" / "kvstore" / "slots"
+    for n in app["netlets"]:
+        replica = slots / n["slot"].replace("/", "-") / "replica"
+        seg = sorted(replica.glob("log-*.seg"))[-1]
+        durable = seg.stat().st_size
+        inflight = FileStorage(replica, "write")  # the real writer writes the group this replica had in flight
+        rec = inflight.recover()
+        seq = (rec.snapshot["seq"] if rec.snapshot else 0) + len(rec.entries)
+        inflight.append_entries([M.entry(seq + j, app["epoch"], M.CMD, f"lost{j}",
+                                         {"op": "put", "key": f"lost{j}", "value": "y" * 1500})
+                                 for j in (1, 2, 3)])
+        inflight.set_commit(seq + 3)
+        inflight.sync()
+        inflight.close(sync=False)
+        assert seg.stat().st_size // PAGE > durable // PAGE
+        lose_pages(seg, durable, [durable // PAGE])  # its first page lost, a later one landed
+    for n in app["netlets"]:
+        os.kill(n["pid"], signal.SIGKILL)
+    pids = {n["pid"] for n in app["netlets"]}
+
+    def settled():
+        a = node.app("kvstore")
+        if any(n["state"] == "corrupt" for n in a["netlets"]):
+            return a
+        return a if all(n["pid"] not in (None, *pids) and n["state"] == "running" for n in a["netlets"]) else None
+    after = wait_for(settled, 30, "every slot restarted (or refused)")
+    assert [n["slot"] for n in after["netlets"] if n["state"] == "corrupt"] == [], \
+        [n.get("fault") for n in after["netlets"]]
+    assert not events_since(node, "storage.corrupt", since)
+    wait_master(node, above_epoch=app["epoch"])
+    assert [kv.get_latest(f"k{i}") for i in range(20)] == [f"v{i}" for i in range(20)]
+    assert [kv.get_latest(f"lost{j}") for j in (1, 2, 3)] == [None] * 3  # never acknowledged: cut
+    kv.put("after", "x")
+    assert kv.get_latest("after") == "x"

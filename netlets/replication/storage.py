@@ -16,11 +16,12 @@ On-disk layout in the slot's resource directory::
 
     snapshot.bin        one framed record {seq, epoch, state, dedup}, replaced
                         atomically (temp file, fsync, rename, fsync directory)
-    log-00000001.seg    append-only framed records, one file per compaction
-    log-00000002.seg    generation
+    log-00000001.seg    a header, then one group of framed records per sync
+    log-00000002.seg    (``segment``), one file per compaction generation
 
 A framed record is ``>II`` (payload length, CRC32 of the payload) then the
-msgpack payload. A record is one of ``["e", entry]`` (the log holds ``entry``
+msgpack payload; each sync's records are one group sealed by a marker checking
+the whole group (``netlets.replication.segment``). A record is one of ``["e", entry]`` (the log holds ``entry``
 at its seq and nothing after it), ``["t", seq]`` (drop entries after seq),
 ``["p", epoch]`` (promised epoch), ``["c", seq]`` (commit index, written
 lazily: a recovered commit index may lag, never lead), ``["o", netlet id]``
@@ -38,9 +39,11 @@ extra fsync; a compaction carries the last ``OPENERS_KEPT`` over).
 
 Faults (what must hold):
 
-* **Torn tail vs corruption.** Only the last record of the last segment may be
-  cut on recovery (a write torn by a crash): the bad bytes must run to the end
-  of the file with no complete valid record after them. A bad record anywhere
+* **Torn tail vs corruption.** Only the last group of the last segment (the
+  last sync's write, never acknowledged if torn: its sync never returned) may be
+  cut on recovery, as a whole, whichever of its pages a crash or power loss
+  landed: damage with no verifying group after it. Damage followed by a
+  verifying group (``netlets.replication.segment``), a bad record anywhere
   else, a damaged non-last segment, an unreadable ``snapshot.bin`` or an
   ``IDENTITY`` of another app/slot raises :class:`CorruptStorage` (file,
   offset): nothing is truncated, the replica refuses to start. So do log
@@ -59,7 +62,7 @@ Faults (what must hold):
   a missing segment ``IDENTITY`` names (deleted, renamed) or a gap between
   segments is :class:`CorruptStorage`; a lost ``IDENTITY`` beside data makes
   the storage *unproven* (below) under a new generation. (Not detectable: a
-  last segment cut exactly at a record boundary, which is what a torn tail
+  last segment cut exactly at a group boundary, which is what a torn tail
   looks like; the other replicas cover it.)
 * **Proven storage.** Storage created empty (a new or wiped directory, or data
   without ``IDENTITY``) is *unproven*, durably (``IDENTITY.proven`` false, so
@@ -77,24 +80,18 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import struct
 import uuid
-import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import msgpack
+from .segment import frame, header, new_segment_id, read_frames, scan, seal  # noqa: F401 (frame: re-exported)
 
 MODES = ("fsync", "write", "memory")
-_HDR = struct.Struct(">II")
 REPLICA_DIR = "replica"  # a slot's replica storage: <slot directory>/replica
 SNAPSHOT_FILE = "snapshot.bin"
 IDENTITY_FILE = "IDENTITY"
 OPENERS_KEPT = 64  # how many opening processes IDENTITY remembers (an older one proves nothing)
-#: the first bytes of every log record's payload: msgpack fixarray(2), fixstr(1), kind
-_RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c", b"o"))
 
 
 class StorageFailed(OSError):
@@ -140,65 +137,6 @@ class Recovered:
     openers: list = field(default_factory=list)  # netlet ids that opened it, oldest first, this one last
 
 
-def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
-def frame(obj: Any) -> bytes:
-    payload = _pack(obj)
-    return _HDR.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-def read_frames(data: bytes) -> tuple[list, int]:
-    """Decode framed records; returns (records, length of the valid prefix).
-
-    Stops at the first short, bad-CRC or undecodable record; whether what
-    follows may be cut is :func:`torn_tail`'s question."""
-    out, pos = [], 0
-    while pos + _HDR.size <= len(data):
-        n, crc = _HDR.unpack_from(data, pos)
-        end = pos + _HDR.size + n
-        if end > len(data):
-            break
-        payload = data[pos + _HDR.size:end]
-        if zlib.crc32(payload) != crc:
-            break
-        try:
-            out.append(_unpack(payload))
-        except Exception:
-            break
-        pos = end
-    return out, pos
-
-
-def _valid_record_at(data: bytes, pos: int) -> bool:
-    if pos + _HDR.size > len(data):
-        return False
-    n, crc = _HDR.unpack_from(data, pos)
-    end = pos + _HDR.size + n
-    return end <= len(data) and zlib.crc32(data[pos + _HDR.size:end]) == crc
-
-
-def torn_tail(data: bytes, valid: int) -> bool:
-    """True if ``data[valid:]`` can be a torn last write: no complete valid log
-    record starts anywhere after ``valid`` (so nothing durable would be cut).
-
-    A flipped byte in a record's length or payload mid-log leaves valid records
-    after it; a crash during the last ``write`` does not.
-    """
-    for start in _RECORD_STARTS:
-        pos = data.find(start, valid + 1)
-        while pos != -1:
-            if pos - _HDR.size > valid - 1 and _valid_record_at(data, pos - _HDR.size):
-                return False
-            pos = data.find(start, pos + 1)
-    return True
-
-
 class Storage(ABC):
     """The durable state of one replica: what the replication core requires of any storage.
 
@@ -216,6 +154,12 @@ class Storage(ABC):
       durable (per the mode); otherwise it raises :class:`StorageFailed`, now
       and at every later call (fail-stop: nothing buffered since the last
       successful sync is ever reported durable).
+    * In mode ``fsync``, a crash or power loss during a :meth:`sync` (whatever
+      part of its write reached the disk) recovers either everything synced before it or that
+      plus all of this sync's records -- never refused as corrupt for it;
+      damage to what an earlier sync made durable is :class:`CorruptStorage`
+      (except inside the last one's records: indistinguishable from a torn
+      write, cut as a whole).
     * :meth:`save_snapshot` and :meth:`mark_proven` are durable when they
       return; a crash during :meth:`save_snapshot` recovers either the old
       base and log or the new ones, never an old divergent tail on the new base.
@@ -322,6 +266,7 @@ class FileStorage(Storage):
         self._buf = bytearray()
         self._file = None
         self._gen = 0
+        self._segment_id: str | None = None  # the open segment's (segment.header)
         self.failed: StorageFailed | None = None  # sticky (see the module docstring)
         self.fsyncs = 0  # counter, for tests and metrics
         self._ident: dict = {}  # the IDENTITY record as last read or written (after recover)
@@ -390,20 +335,22 @@ class FileStorage(Storage):
         openers: list = []
         promised = rec.snapshot.get("promised", 0) if rec.snapshot else 0
         commit = base
+        last = None
         for i, (gen, p) in enumerate(segs):
             data = p.read_bytes()
-            records, valid = read_frames(data)
-            if valid < len(data):
-                if i != len(segs) - 1 or not torn_tail(data, valid):
-                    raise CorruptStorage(p, valid, "bad record before the end of the log")
+            last = scan(data)  # the segment format's rule: durable records, torn tail, corruption
+            if last.damage is not None or (last.end < len(data) and i != len(segs) - 1):
+                raise CorruptStorage(p, last.end if last.damage is None else last.damage,
+                                     "bad record before the end of the log")
+            if last.end < len(data):
                 with open(p, "r+b") as f:  # a torn last write: cut it off
-                    f.truncate(valid)
+                    f.truncate(last.end)
                     f.flush()
                     self._fsync(f.fileno())
             elif self.mode == "fsync":
                 with open(p, "rb") as f:  # written by a process that may have died before its fsync
                     self._fsync(f.fileno())
-            for pos, r in enumerate(records):
+            for pos, r in enumerate(last.records):
                 if not (isinstance(r, list) and len(r) == 2 and r[0] in ("e", "t", "p", "c", "o")):
                     raise CorruptStorage(p, -1, f"record {pos} is not a log record")
                 kind, val = r[0], r[1]
@@ -429,7 +376,10 @@ class FileStorage(Storage):
         rec.promised_epoch = promised
         rec.commit_seq = min(commit, base + len(entries))
         self._gen = segs[-1][0] if segs else 1
-        self._open(self._gen)  # before a new IDENTITY: one never stands without a segment
+        if last is not None and last.format != 2 and last.end > 0:
+            self._gen += 1  # a segment of the old format is never continued in the new one
+        self._open(self._gen, last.segment_id if last is not None and last.end > 0 else None)
+        # ^ before a new IDENTITY: one never stands without a segment
         if ident is None:  # created empty, or its IDENTITY was lost: nothing proves what it held
             app, slot = self.owner or (None, None)
             ident = {"app": app, "slot": slot, "generation": uuid.uuid4().hex, "proven": False,
@@ -489,15 +439,22 @@ class FileStorage(Storage):
         if self._ident and not self._ident.get("proven"):
             self._io("identity", self._write_identity, dict(self._ident, proven=True))
 
-    def _open(self, gen: int) -> None:
-        """Open segment ``gen`` for appending; a new segment's directory entry is fsynced."""
+    def _open(self, gen: int, segment_id: str | None = None) -> None:
+        """Open segment ``gen`` for appending: an existing one of id ``segment_id``, else a new
+        (or empty) one, created with its header durable (fsynced, and its directory entry) before
+        anything is appended: a group is written only after the header it is sealed with."""
+        path = self.path / f"log-{gen:08d}.seg"
+        if segment_id is None:
+            segment_id = new_segment_id()
+            with open(path, "wb") as f:  # the old file (if any) stays open: its fd is not reused
+                f.write(header(segment_id))
+                f.flush()
+                self._fsync(f.fileno())
+            fsync_directory(self.path)
         if self._file is not None:
             self._file.close()
-        path = self.path / f"log-{gen:08d}.seg"
-        new = not path.exists()
         self._file = open(path, "ab")
-        if new:
-            fsync_directory(self.path)
+        self._segment_id = segment_id
 
     # --- buffered records -------------------------------------------------
     def append_entries(self, entries: list) -> None:
@@ -526,8 +483,12 @@ class FileStorage(Storage):
             return
         self._io("write", self._write_buffer, self.mode == "fsync")
 
+    def _group(self) -> bytes:
+        """The bytes the next write appends: the buffered records sealed as one group."""
+        return seal(bytes(self._buf), self._segment_id, self._file.tell())
+
     def _write_buffer(self, fsync: bool) -> None:
-        self._file.write(self._buf)
+        self._file.write(self._group())
         self._file.flush()
         if fsync:
             self._fsync(self._file.fileno())
