@@ -49,7 +49,7 @@ from netlets.replication.storage import CorruptStorage, FileStorage, StorageFail
 from tests.sim import Cluster, ListNetlet
 from tests.sim.cluster import APP, InvariantError
 from tests.test_replication_stateful import PROFILE, ReplicationMachine
-from tests.test_replication_torn_groups import lose_pages
+from testkit.disk import lose_pages
 
 FAULTS = ("eio-fsync", "enospc-write", "torn-write")
 

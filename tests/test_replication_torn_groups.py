@@ -16,24 +16,10 @@ from netlets.replication import FileStorage
 from netlets.replication import messages as M
 from netlets.replication.storage import CorruptStorage
 
-PAGE = 4096
 
 
 def _entries(first: int, last: int, size: int = 100, epoch: int = 1) -> list:
     return [M.entry(i, epoch, M.CMD, f"r{i}", "x" * size) for i in range(first, last + 1)]
-
-
-def lose_pages(seg: Path, start: int, lost: list[int], page: int = PAGE, fill: bytes | None = None) -> None:
-    """A power loss during the write of ``seg[start:]``: the pages (file offsets ``k*page``) listed in
-    ``lost`` never reached the disk; the bytes of the write in them read as ``fill`` (zeros: a hole
-    or an unwritten extent; other bytes: stale blocks), everything else of the write landed. Bytes
-    before ``start`` were fsynced earlier and stay."""
-    data = bytearray(seg.read_bytes())
-    for k in lost:
-        lo, hi = max(start, k * page), min(len(data), (k + 1) * page)
-        if lo < hi:
-            data[lo:hi] = (fill or bytes(hi - lo))[:hi - lo].ljust(hi - lo, b"\0")
-    seg.write_bytes(bytes(data))
 
 
 def test_a_group_write_torn_by_out_of_order_writeback_is_cut_not_corrupt(tmp_path):
@@ -72,6 +58,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from netlets.replication.segment import frame, scan  # noqa: E402
+from testkit.disk import PAGE, lose_pages
 
 FILLS = ("zeros", "stale-here", "stale-other")
 

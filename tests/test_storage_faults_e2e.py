@@ -284,7 +284,7 @@ def test_power_loss_tearing_every_replicas_group_write_recovers_without_an_opera
     is there."""
     from netlets.replication import FileStorage
     from netlets.replication import messages as M
-    from test_replication_torn_groups import PAGE, lose_pages
+    from testkit.disk import PAGE, lose_pages
 
     app = launch(node, tmp_path)
     kv = netlets.connect("kvstore", timeout=30)
