@@ -32,7 +32,7 @@ from hosting import status as views
 from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
 from hosting.cluster.agent import owner_op_args
 from hosting.codebases import MAX_CHUNK_BYTES
-from hosting.digest import call_digest
+from rpc.digest import call_digest
 from hosting.node import Node
 from warrants import names
 from warrants.errors import BadInput, JtrixError, NotFound

@@ -27,16 +27,16 @@ from typing import Any
 
 import psutil
 
-from hosting import wire
+from rpc import wire
 from hosting.api import HostingAPI
 from hosting.cluster.etcd import TLSFiles
 from hosting.home import Home, read_node_info
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
-from hosting.tls import client_identity
-from hosting.wire_gate import Holder, RefusalEvents
+from rpc.tls import client_identity
+from rpc.gate import Holder, RefusalEvents
 from netlets import landlock
-from netlets.credential import DoorChecker
+from rpc.credential import DoorChecker
 from warrants import names
 from warrants.errors import JtrixError, NotFound
 
@@ -61,7 +61,7 @@ def _port_free(host: str, port: int) -> bool:
 
 class NodeDoor:
     """The node's ``wire.Door``: a connection is held by one of the node's processes when its first
-    message proves that process's door key (``netlets.credential.DoorChecker``; the key is in
+    message proves that process's door key (``rpc.credential.DoorChecker``; the key is in
     the process's start document); it stays open to that process only while it is alive."""
 
     def __init__(self, node: Node) -> None:

@@ -48,9 +48,9 @@ from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.timing import Timing
 from hosting.topology import LocalTopology, Topology, at_owner, owner_operations
-from hosting.tls import ClusterCA, TLSIdentity, cluster_ca
+from rpc.tls import ClusterCA, TLSIdentity, cluster_ca
 from hosting.cluster.trust import EtcdTrust
-from netlets.credential import CLIENT, credential, door_key
+from rpc.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound
 from warrants.names import NetletId, process_of
@@ -184,7 +184,7 @@ class Node(SupervisorHooks):
         self.started_wall = time.time()
         self.uri: str | None = None
         #: each process this node starts gets door_key(door_root, its id) and proves with it which
-        #: of the node's processes it is (hosting.wire_gate reserves capacity for them, per process)
+        #: of the node's processes it is (rpc.gate reserves capacity for them, per process)
         self.door_root = os.urandom(32)
         #: the open doors: place (a slot, an app's bootstrap) -> the holder whose key opens it
         self._doors: dict[str, str] = {}
@@ -195,7 +195,7 @@ class Node(SupervisorHooks):
 
     def _setup_tls(self) -> None:
         """In a cluster: this run's node certificate, and a client certificate in the home for
-        clients acting from it (``hosting.tls.client_identity``). Alone: no TLS, and no stale
+        clients acting from it (``rpc.tls.client_identity``). Alone: no TLS, and no stale
         client certificate left to make clients try it."""
         tls_dir = self.home.root / "tls"
         if self.etcd is None:
@@ -596,7 +596,7 @@ class Node(SupervisorHooks):
 
     @at_owner("access")
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
-        """What an access point needs: the app's client credential (``netlets.credential``: it opens
+        """What an access point needs: the app's client credential (``rpc.credential``: it opens
         the client surface of the netlets, never replication), its netlets' endpoints and the master.
 
         With ``after_epoch``: first waits up to ``wait_s`` until a master of a

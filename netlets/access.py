@@ -41,9 +41,9 @@ from typing import Any
 
 from Pyro5.errors import CommunicationError
 
-from hosting import wire
+from rpc import wire
 from hosting.client import HostingClient
-from netlets.credential import CLIENT, make_handshake
+from rpc.credential import CLIENT, make_handshake
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.pipeline import Pipeline, PipelineConfig
 from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable

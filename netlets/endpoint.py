@@ -1,6 +1,6 @@
 """A netlet's own RPC endpoint (Pyro5), open only to holders of an app credential.
 
-Contract: every connection passes the handshake of ``netlets.credential``
+Contract: every connection passes the handshake of ``rpc.credential``
 (after TLS with a cluster certificate, in a cluster), which records its
 ``Peer``: the role it proved and, when it presented a node's promote grant
 (a master connecting to a backup) and proved the grant's master key for this
@@ -10,9 +10,9 @@ refused as a whole. A call is read under the limits of the connection's
 role (``wire.NETLET_LIMITS`` for a replica, ``wire.NETLET_CLIENT_LIMITS``
 otherwise), so a client cannot make a netlet buffer a snapshot-sized message,
 and what all clients' calls hold at once is bounded by the endpoint's budget
-(``wire.NETLET_CLIENT_BUDGET``, ``hosting.wire_budget``). Clients hold at
+(``wire.NETLET_CLIENT_BUDGET``, ``rpc.budget``). Clients hold at
 most ``CLIENT_OPEN_LIMITS`` established connections; replica-role ones are
-reserved (``wire_gate``), so clients never keep the node's elector or the
+reserved (``rpc.gate``), so clients never keep the node's elector or the
 master out (security review B4); refusals are counted in the gate and logged.
 """
 
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import threading
 
-from hosting import wire
+from rpc import wire
 from hosting.election.grants import PROMOTE, GrantRefused, GrantVerifier, check_master_proof
-from hosting.tls import TLSIdentity
-from netlets.credential import REPLICA, HandshakeChecker, Peer, peer_of, set_peer
+from rpc.tls import TLSIdentity
+from rpc.credential import REPLICA, HandshakeChecker, Peer, peer_of, set_peer
 
 OBJECT_ID = "jtrix.netlet"
-#: an endpoint's bounds on established connections (``wire_gate``): at most 256 clients' (128 from one
+#: an endpoint's bounds on established connections (``rpc.gate``): at most 256 clients' (128 from one
 #: address); replica-role connections (the node's, the master's) are reserved: up to 128 of them are
 #: always admitted whatever clients do (with at most 128 pending, the 512 workers are shared out)
 CLIENT_OPEN_LIMITS = {"max_open": 256, "per_peer_open": 128, "per_holder": 128, "per_app_extra": 127}

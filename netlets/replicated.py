@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosting import wire
+from rpc import wire
 
 from hosting.election import grants
 from hosting.timing import Timing
-from netlets.credential import replica_handshake
+from rpc.credential import replica_handshake
 from netlets.faults import fail_stop
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY

@@ -9,7 +9,7 @@ import warrants.errors
 from warrants.errors import JtrixError
 
 MODULES = ("hosting.node", "hosting.auth", "hosting.client", "hosting.bindings", "hosting.control",
-           "netlets.credential", "netlets.replication", "netlets.bootstrap", "launcher.launch")
+           "rpc.credential", "netlets.replication", "netlets.bootstrap", "launcher.launch")
 
 
 def _subclasses(cls):

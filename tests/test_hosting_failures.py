@@ -21,8 +21,8 @@ ECHO2 = """  <netlet type="w" class="workers:Echo" replicas="2">
 
 def call_netlet(node, app, slot, method, *args, endpoint=None):
     """Call a netlet's endpoint directly, with the app credential (read from the registry)."""
-    from hosting import wire
-    from netlets.credential import client_handshake
+    from rpc import wire
+    from rpc.credential import client_handshake
 
     endpoint = endpoint or node.slot(app, slot)["endpoint"]
     with wire.proxy(endpoint) as p:

@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import netlets
-from hosting import wire
-from netlets.credential import client_handshake
+from rpc import wire
+from rpc.credential import client_handshake
 from netlets.host import MAX_BATCH
 from netlets.outcomes import capture, unwrap
 from netlets.pipeline import PipelineConfig

@@ -14,8 +14,8 @@ import time
 import pytest
 
 import netlets
-from hosting import wire
-from netlets.credential import client_handshake
+from rpc import wire
+from rpc.credential import client_handshake
 from testkit.kvstore import launch_kvstore, wait_master
 from testkit.node import events_of, master_of
 from testkit.procs import process_dead

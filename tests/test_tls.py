@@ -1,4 +1,4 @@
-"""Cluster TLS (hosting/tls.py, hosting/wire.py): certificates, mutual authentication, stalled
+"""Cluster TLS (rpc/tls.py, rpc/wire.py): certificates, mutual authentication, stalled
 handshakes, and a cluster whose every endpoint speaks TLS.
 
 Real sockets on loopback throughout; the stalled-handshake tests hold real idle connections open
@@ -18,9 +18,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from Pyro5.api import expose
 from Pyro5.errors import CommunicationError
 
-from hosting import wire
+from rpc import wire
 from hosting.node import NodeConfig
-from hosting.tls import ClusterCA, TLSIdentity, client_identity, cluster_ca
+from rpc.tls import ClusterCA, TLSIdentity, client_identity, cluster_ca
 from testkit.node import RunningNode
 from testkit.wait import wait_for
 from warrants.errors import BadInput

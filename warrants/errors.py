@@ -29,7 +29,7 @@ error                 defined in             meaning                            
                                              UntrustedIssuer, BrokenDelegation,
                                              InsufficientRights, HolderProofFailed)
 ``CallRefused``       hosting.auth           the node refused the call's authorization   no           yes
-``CredentialRefused`` netlets.credential     a netlet refused the caller's credential    no           yes
+``CredentialRefused`` rpc.credential         a netlet refused the caller's credential    no           yes
 ``ConnectionRefused`` hosting.client         the node refused the connection (TLS)       no           yes
 ``NotFound``          warrants.errors        the app, netlet or node is not there        no           yes
                                              (exit 3)

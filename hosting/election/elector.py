@@ -37,14 +37,14 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-from hosting import wire
+from rpc import wire
 
 from hosting.election import grants
 from hosting.election.arbiter import StaleEpoch
 from hosting.election.core import (Begin, Blocked, Choose, ElectionRunner, Facts, Position, Prepare, Promote,
                                    Retry, WarmStart, Won)
 from hosting.timing import PREPARE_TIMEOUT_S
-from netlets.credential import replica_handshake
+from rpc.credential import replica_handshake
 from warrants.errors import NotFound
 from warrants.names import NetletId
 
