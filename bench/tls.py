@@ -21,7 +21,7 @@ from Pyro5.api import expose
 
 from harness import latency_ms, table, write_json
 from rpc import wire
-from rpc.tls import ClusterCA
+from hosting.cluster.ca import ClusterCA
 
 
 @expose

@@ -37,7 +37,7 @@ from hosting.control import ControlLeases, LeaseFenced
 from hosting.election.elector import Elector
 from hosting.cluster.etcd import Etcd, TLSFiles
 from hosting.cluster.epochs import EtcdEpochStore
-from hosting.home import Home, ensure_home, service_id_of
+from hosting.home import Home, ensure_home, save_tls_identity, service_id_of
 from hosting.secretbox import SecretBox
 from hosting.lessor import Lessor
 from hosting.cluster.membership import (AppClaimed, EtcdMembership, EtcdMembershipConfig, LocalMembership,
@@ -48,7 +48,8 @@ from hosting.supervisor import Supervisor, SupervisorHooks, lease_id_of
 from hosting.timers import Timers
 from hosting.timing import Timing
 from hosting.topology import LocalTopology, Topology, at_owner, owner_operations
-from rpc.tls import ClusterCA, TLSIdentity, cluster_ca
+from hosting.cluster.ca import ClusterCA, cluster_ca
+from rpc.tls import TLSIdentity
 from hosting.cluster.trust import EtcdTrust
 from rpc.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
@@ -204,7 +205,7 @@ class Node(SupervisorHooks):
         self.ca = cluster_ca(self.etcd, self.config.cluster)
         self.tls = self.ca.issue(f"node {self.name}", (self.config.host,),
                                  extra_usages=(grants.GRANT_SIGNER,))  # it signs grants (hosting.election.grants)
-        self.ca.issue(f"client of node {self.name}").save(tls_dir, "client")
+        save_tls_identity(self.ca.issue(f"client of node {self.name}"), tls_dir, "client")
 
     def issue_tls(self, name: str) -> dict[str, str] | None:
         """A certificate for a process this node starts (netlet, bootstrap), serving on the
