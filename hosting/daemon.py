@@ -29,6 +29,7 @@ import psutil
 
 from rpc import wire
 from hosting.api import HostingAPI
+from hosting.api_limits import NODE_BUDGET, NODE_LIMITS
 from hosting.cluster.etcd import TLSFiles
 from hosting.home import Home, read_node_info
 from hosting.metrics import NodeMetrics
@@ -89,9 +90,9 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
             candidate = int(last.rsplit(":", 1)[-1])
             if _port_free(config.host, candidate):
                 port = candidate
-    daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
+    daemon = wire.Daemon(config.host, port, tls=node.tls, limits=NODE_LIMITS,
                          observer=RefusalEvents(node.registry.add_event),
-                         door=NodeDoor(node), budget=wire.NODE_BUDGET)
+                         door=NodeDoor(node), budget=NODE_BUDGET)
     node.door_revoked = daemon.gate.revoke
     metrics = NodeMetrics(node) if config.metrics else None
     if metrics is not None:

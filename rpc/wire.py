@@ -7,10 +7,11 @@ arrive as the same class.
 
 Hostile peers (``Daemon``): every message is read whole by
 ``rpc.guard.read_message`` before Pyro5 sees it — never decompressed, held to
-the limit of what it is (``NODE_LIMITS``, ``NETLET_LIMITS``: the first message
-of a connection a few KB, a call the limit of its method) before its body is
-read, the first message due ``FIRST_MESSAGE_S`` after accept in total (TLS
-handshake included), a later one due once started. Connections are admitted
+the limit of what it is (its endpoint's ``MessageLimits``: ``hosting.api_limits``,
+``netlets.endpoint``; the first message of a connection a few KB, a call the
+limit of its method) before its body is read, the first message due
+``FIRST_MESSAGE_S`` after accept in total (TLS handshake included), a later
+one due once started. Connections are admitted
 through a ``rpc.gate.ConnectionGate``: connections still waiting for their
 first message are bounded per peer address and overall, the oldest evicted,
 so they never hold more than ``rpc.gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
@@ -51,13 +52,11 @@ import Pyro5.server
 from Pyro5 import config, errors, protocol, serializers, socketutil, svr_threads
 from Pyro5.serializers import SerializerBase
 
-from hosting.codebases import MAX_CHUNK_BYTES
 from rpc.tls import TLSIdentity
 from rpc.budget import ByteBudget, Charge
 from rpc.cost import EXPANSION, cost_limit, object_cost
 from rpc.gate import MAX_OPEN, ConnectionGate, Holder, RefusalEvents
 from rpc.guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
-from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
 from warrants.errors import JtrixError
 
 log = logging.getLogger(__name__)
@@ -69,34 +68,13 @@ PLAIN_REFUSED = ("TLS required: this endpoint is a cluster member; connect with 
 SERVER_IDLE_TIMEOUT_S = 30.0
 THREADPOOL_SIZE = 512
 CALL_TIMEOUT_S = 10.0
-_ENVELOPE = 64 * 1024  # a call's own names and small arguments, besides what it carries
-#: the node's API: every call carries a warrant (auth); submit_app a descriptor too; an upload one
-#: chunk of its archive (``hosting.uploads``): no call is larger than about 2 MiB, and none may
-#: deserialize to more than ``rpc.cost.EXPANSION`` times its size
-NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
-    "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
-    "upload_codebase": MAX_WARRANT_BYTES + MAX_CHUNK_BYTES + _ENVELOPE,
-    "upload_chunk": MAX_WARRANT_BYTES + MAX_CHUNK_BYTES + _ENVELOPE,
-}, expansion=EXPANSION, max_items=64 * 1024)
-#: what the node holds for calls on connections that are not its own netlets' (wire bytes as they
-#: arrive plus what they deserialize to, until answered): room for one of each largest call at once
-NODE_BUDGET = 64 * 1024 * 1024
-#: a netlet's endpoint, by the role the connection proved (``rpc.credential``): app calls carry
-#: app data; replication also whole snapshots of the app's state (one message: the largest state a
-#: replicated app can have), but only from a replica (a client's replication call is refused anyway:
-#: it gets no more room than any small call); the rest is small. A replica is the app's own
-#: (its data is the app's state): only a client's calls are checked for expansion and charged
-_NETLET_SMALL = {name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}
-NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": 256 * 1024 * 1024, **_NETLET_SMALL})
-NETLET_CLIENT_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": _ENVELOPE, **_NETLET_SMALL}, expansion=EXPANSION)
-#: what a netlet endpoint holds for its clients' calls (a client call of 16 MiB may cost 17 times that)
-NETLET_CLIENT_BUDGET = 384 * 1024 * 1024
+#: room for a call's own names and small arguments, besides what it carries (endpoints' limits add it)
+ENVELOPE = 64 * 1024
 #: limits of an endpoint that declares none
 DEFAULT_LIMITS = MessageLimits(default=1024 * 1024, expansion=EXPANSION)
-#: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
-MAX_MESSAGE_SIZE = max(NODE_LIMITS.largest, NETLET_LIMITS.largest)
+#: the largest message a jtrix client reads: no endpoint takes a larger call, and an answer is never
+#: larger than what endpoints take (every endpoint's limits are within it: tests/test_wire_limits.py)
+MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 
 def configure() -> None:

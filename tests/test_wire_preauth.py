@@ -80,9 +80,9 @@ def test_a_netlet_endpoint_refuses_oneway_calls(node, tmp_path):
 
 def largest_node_call() -> tuple[str, int]:
     """The node method that takes the largest call, and that size."""
-    from rpc import wire
+    from hosting.api_limits import NODE_LIMITS
 
-    return max(wire.NODE_LIMITS.methods.items(), key=lambda item: item[1])
+    return max(NODE_LIMITS.methods.items(), key=lambda item: item[1])
 
 
 def test_a_calls_declared_size_costs_the_node_nothing_until_it_is_sent(node):
