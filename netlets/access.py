@@ -46,7 +46,8 @@ from hosting.client import HostingClient
 from rpc.credential import CLIENT, make_handshake
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.pipeline import Pipeline, PipelineConfig
-from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable
+from rpc.errors import NotMaster, Unavailable
+from warrants.errors import JtrixError, NotFound
 
 DEFAULT_TIMEOUT_S = 30.0
 BASE_BACKOFF_S, MAX_BACKOFF_S = 0.02, 0.5

@@ -47,7 +47,7 @@ from netlets.replication.effects import ArbiterRequest, Complete, MasterFenced, 
 from netlets.replication.replica import Replica, ReplicationConfig
 from netlets.replication.state import SnapshotFailed, not_master
 from netlets.replication.storage import REPLICA_DIR, StorageFailed, fsync_directory, open_storage
-from warrants.errors import CommandFailed, NotMaster
+from rpc.errors import CommandFailed, NotMaster
 
 log = logging.getLogger(__name__)
 

@@ -57,6 +57,7 @@ from rpc.budget import ByteBudget, Charge
 from rpc.cost import EXPANSION, cost_limit, object_cost
 from rpc.gate import MAX_OPEN, ConnectionGate, Holder, RefusalEvents
 from rpc.guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
+import rpc.errors  # noqa: F401  (the call errors: registered by register_error_classes in every process)
 from warrants.errors import JtrixError
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,8 @@ from netlets.pipeline import PipelineConfig
 from testkit.kvstore import launch_kvstore, wait_master
 from testkit.node import master_of
 from testkit.wait import wait_for
-from warrants.errors import BadInput, CommandFailed, JtrixError, NotFound, NotMaster
+from rpc.errors import CommandFailed, NotMaster
+from warrants.errors import BadInput, JtrixError, NotFound
 
 
 # ---------------------------------------------------------------- units

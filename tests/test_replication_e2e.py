@@ -20,7 +20,7 @@ from testkit.kvstore import launch_kvstore, wait_master
 from testkit.node import events_of, master_of
 from testkit.procs import process_dead
 from testkit.wait import wait_for
-from warrants.errors import NotMaster
+from rpc.errors import NotMaster
 
 
 class Writers:
