@@ -20,8 +20,8 @@ import time
 from Pyro5.api import expose
 
 from harness import latency_ms, table, write_json
-from hosting import wire
-from hosting.tls import ClusterCA
+from rpc import wire
+from hosting.cluster.ca import ClusterCA
 
 
 @expose

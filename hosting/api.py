@@ -33,7 +33,7 @@ from hosting.auth import ANY_APP, EMPTY_ARGS, Authorizer
 from hosting.cluster.agent import owner_op_args
 from hosting.codebases import MAX_CHUNK_BYTES, CodebaseStore
 from hosting.control import ControlLeases
-from hosting.digest import call_digest
+from rpc.digest import call_digest
 from hosting.topology import EventLog
 from warrants import names
 from warrants.descriptor_model import Descriptor

@@ -3,7 +3,7 @@
 Every hosting call carries ``auth = {"warrant": str, "ts": float, "nonce": str,
 "proof": bytes|None}``. The proof is the holder's signature over
 :func:`call_context` — service id, method, timestamp, nonce and the digest of
-the call's arguments (``hosting.digest.call_digest``) — so a captured or relayed
+the call's arguments (``rpc.digest.call_digest``) — so a captured or relayed
 proof is useless for another method, other arguments, another node, or after
 the replay window.
 
@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import warrants
-from hosting.digest import call_digest
+from rpc.digest import call_digest
 from hosting.cluster.trust import service_for
 from warrants.replay import REPLAY_WINDOW_S, NonceCache
 from warrants.errors import BadInput

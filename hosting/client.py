@@ -21,10 +21,10 @@ from Pyro5.errors import CommunicationError
 from Pyro5.errors import TimeoutError as CallTimeout
 
 import warrants
-from hosting import wire
+from rpc import wire
 from hosting.auth import make_auth
 from hosting.home import Home, default_home, read_node_info
-from hosting.tls import TLSIdentity, client_identity
+from rpc.tls import TLSIdentity, client_identity
 from warrants.errors import BadInput, JtrixError, NotFound
 
 IDEMPOTENT = frozenset({"hello", "has_codebase", "upload_codebase", "upload_chunk", "upload_commit", "status", "host_status", "events", "logs",
@@ -69,7 +69,7 @@ class HostingClient:
                  timeout: float = wire.CALL_TIMEOUT_S, uri: str | None = None) -> "HostingClient":
         """A client of the node recorded in ``home`` (or of the node at ``uri``) acting with the
         home's admin warrant (or the one given), over TLS with the home's client identity when
-        the home's node is a cluster member (``hosting.tls.client_identity``)."""
+        the home's node is a cluster member (``rpc.tls.client_identity``)."""
         h = Home(Path(home) if home else default_home())
         info = {"uri": uri} if uri else read_node_info(h.root)
         if not info or not info.get("uri"):
@@ -149,8 +149,8 @@ class HostingClient:
 def own_process_handshake(start_doc: dict) -> Callable[[], Any] | None:
     """For a process the node started (a netlet, a bootstrap): the handshake proving which one it
     is, from its own door key in its start document (``node_door``: holder and key;
-    ``hosting.wire_gate``: reserved capacity); None when the document has none."""
-    from netlets.credential import door_handshake
+    ``rpc.gate``: reserved capacity); None when the document has none."""
+    from rpc.credential import door_handshake
 
     door = start_doc.get("node_door")
     if not isinstance(door, dict):

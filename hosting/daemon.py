@@ -27,16 +27,17 @@ from typing import Any, Callable
 
 import psutil
 
-from hosting import wire
+from rpc import wire
 from hosting.api import HostingAPI
+from hosting.api_limits import NODE_BUDGET, NODE_LIMITS
 from hosting.cluster.etcd import TLSFiles
 from hosting.home import Home, read_node_info
 from hosting.metrics import NodeMetrics
 from hosting.node import Node, NodeConfig
-from hosting.tls import client_identity
-from hosting.wire_gate import Holder, RefusalEvents
+from rpc.tls import client_identity
+from rpc.gate import Holder, RefusalEvents
 from netlets import landlock
-from netlets.credential import DoorChecker
+from rpc.credential import DoorChecker
 from warrants import names
 from warrants.errors import JtrixError, NotFound
 
@@ -61,7 +62,7 @@ def _port_free(host: str, port: int) -> bool:
 
 class NodeDoor:
     """The node's ``wire.Door``: a connection is held by one of the node's processes when its first
-    message proves that process's door key (``netlets.credential.DoorChecker``; the key is in
+    message proves that process's door key (``rpc.credential.DoorChecker``; the key is in
     the process's start document); it stays open to that process only while it is alive."""
 
     def __init__(self, door_root: bytes, door_open: Callable[[str], bool]) -> None:
@@ -91,9 +92,9 @@ def serve(config: NodeConfig, ready: threading.Event | None = None, stop: thread
             candidate = int(last.rsplit(":", 1)[-1])
             if _port_free(config.host, candidate):
                 port = candidate
-    daemon = wire.Daemon(config.host, port, tls=node.tls, limits=wire.NODE_LIMITS,
+    daemon = wire.Daemon(config.host, port, tls=node.tls, limits=NODE_LIMITS,
                          observer=RefusalEvents(node.registry.add_event),
-                         door=NodeDoor(node.door_root, node.door_open), budget=wire.NODE_BUDGET)
+                         door=NodeDoor(node.door_root, node.door_open), budget=NODE_BUDGET)
     node.door_revoked = daemon.gate.revoke
     metrics = NodeMetrics(node.registry) if config.metrics else None
     if metrics is not None:

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rpc.tls import TLSIdentity
 from warrants import names
 from warrants.errors import BadInput
 
@@ -130,6 +131,15 @@ def write_secret(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def save_tls_identity(identity: TLSIdentity, directory: Path, name: str) -> None:
+    """Write ``identity``'s files (``TLSIdentity.files``: ``ca.crt.pem``, ``<name>.crt.pem`` and
+    ``<name>.key.pem``), each 0600, into ``directory`` (made 0700 if missing), so that
+    ``TLSIdentity.load(directory, name)`` reads it back."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for filename, data in identity.files(name).items():
+        write_secret(directory / filename, data)
 
 
 class HomeNotOwned(BadInput):

@@ -45,7 +45,7 @@ class NodeMetrics:
             self.failovers.labels(app).inc()
 
     def watch_gate(self, gate) -> None:
-        """Export a ``wire_gate.ConnectionGate``'s connections and refusals (read at scrape time)."""
+        """Export a ``rpc.gate.ConnectionGate``'s connections and refusals (read at scrape time)."""
         self.registry.register(_GateState(gate))
 
     def serve(self, host: str = "127.0.0.1") -> int:

@@ -44,8 +44,8 @@ from hosting.timers import Timers
 from hosting.timing import Timing
 from hosting.standing import services_for
 from hosting.topology import EventLog, RegistryEvents, Topology, at_owner, owner_operations
-from hosting.tls import TLSIdentity
-from netlets.credential import CLIENT, credential, door_key
+from rpc.tls import TLSIdentity
+from rpc.credential import CLIENT, credential, door_key
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound, NotOwner
 from warrants.names import NetletId, process_of
@@ -169,7 +169,7 @@ class Node(SupervisorHooks):
         self.started_wall = time.time()
         self.uri: str | None = None
         #: each process this node starts gets door_key(door_root, its id) and proves with it which
-        #: of the node's processes it is (hosting.wire_gate reserves capacity for them, per process)
+        #: of the node's processes it is (rpc.gate reserves capacity for them, per process)
         self.door_root = os.urandom(32)
         #: the open doors: place (a slot, an app's bootstrap) -> the holder whose key opens it
         self._doors: dict[str, str] = {}
@@ -567,7 +567,7 @@ class Node(SupervisorHooks):
 
     @at_owner("access")
     def app_access(self, app: str, after_epoch: int | None = None, wait_s: float = 0.0) -> dict[str, Any]:
-        """What an access point needs: the app's client credential (``netlets.credential``: it opens
+        """What an access point needs: the app's client credential (``rpc.credential``: it opens
         the client surface of the netlets, never replication), its netlets' endpoints and ids (a
         handshake is made for one netlet id) and the master.
 

@@ -40,7 +40,7 @@ from hosting.cluster.membership import LocalMembership, Membership
 from hosting.election.arbiter import EpochStore
 from hosting.home import Home
 from hosting.registry import Registry, RegistryEpochStore
-from hosting.tls import TLSIdentity
+from rpc.tls import TLSIdentity
 from warrants.errors import JtrixError, NotOwner
 
 log = logging.getLogger(__name__)

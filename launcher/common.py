@@ -55,7 +55,7 @@ def client_for(home: str | None, warrant: str | None = None, key: str | None = N
                timeout: float | None = None):
     """A hosting client of the node of ``home`` — or of ``jtrix --host URI`` — acting with the
     home's admin warrant or ``warrant`` (NotFound, exit 3, when no node runs)."""
-    from hosting import wire
+    from rpc import wire
     from hosting.client import HostingClient
 
     return HostingClient.for_home(resolve_home(home), Path(warrant) if warrant else None,

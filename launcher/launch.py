@@ -63,7 +63,7 @@ class Target:
     tls: Any = None  # the home's client TLS identity when its node is a cluster member
 
     def client(self, timeout: float | None = None):
-        from hosting import wire
+        from rpc import wire
         from hosting.client import HostingClient
 
         return HostingClient(self.uri, self.warrant_xml, self.key, timeout or wire.CALL_TIMEOUT_S, tls=self.tls)
@@ -160,7 +160,7 @@ def remote_target(uri: str, descriptor, warrant: str | None, key: str | None,
                   rights: tuple[str, ...] = ("launch",), home: str | None = None) -> Target:
     """The node at ``uri`` — over TLS with the client certificate of ``home`` (a member of the
     same cluster) when it has one."""
-    from hosting.tls import client_identity
+    from rpc.tls import client_identity
 
     check_pyro_uri(uri)
     xml, label, key_obj = _choose_warrant(descriptor, warrant, key)
@@ -178,7 +178,7 @@ def local_target(home: str | None, descriptor, warrant: str | None, key: str | N
     import warrants
     from hosting.daemon import start_background
     from hosting.home import ensure_home, service_id_of
-    from hosting.tls import client_identity
+    from rpc.tls import client_identity
 
     root = resolve_home(home)
     xml, label, key_obj = _choose_warrant(descriptor, warrant, key)

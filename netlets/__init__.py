@@ -9,7 +9,7 @@ call a running app through :func:`connect`.
 from netlets.access import AppProxy, connect
 from netlets.bootstrap import Bootstrap
 from netlets.netlet import Netlet, command, exposed_methods, is_replicated, master_query, query
-from warrants.errors import CommandFailed, NotMaster, Unavailable
+from rpc.errors import CommandFailed, NotMaster, Unavailable
 
 __all__ = ["Netlet", "command", "query", "master_query", "exposed_methods", "is_replicated", "connect",
            "AppProxy", "CommandFailed", "NotMaster", "Unavailable", "Bootstrap"]

@@ -28,7 +28,7 @@ Contracts:
   * An AppProxy may be shared by threads (each thread gets its own connections).
   * Each connection's handshake is made for the one netlet process it dials
     (its netlet id, from ``app_access``): it opens no other netlet, nor the
-    next process of the same slot (``netlets.credential``).
+    next process of the same slot (``rpc.credential``).
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ from typing import Any
 
 from Pyro5.errors import CommunicationError
 
-from hosting import wire
+from rpc import wire
 from hosting.client import HostingClient
-from netlets.credential import CLIENT, make_handshake
+from rpc.credential import CLIENT, make_handshake
 from netlets.netlet import COMMAND, MASTER_QUERY
 from netlets.pipeline import Pipeline, PipelineConfig
-from warrants.errors import JtrixError, NotFound, NotMaster, Unavailable
+from rpc.errors import NotMaster, Unavailable
+from warrants.errors import JtrixError, NotFound
 
 DEFAULT_TIMEOUT_S = 30.0
 BASE_BACKOFF_S, MAX_BACKOFF_S = 0.02, 0.5

@@ -40,7 +40,7 @@ def make_context(doc: dict[str, Any]):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from hosting.client import HostingClient, own_process_handshake
-    from hosting.tls import TLSIdentity
+    from rpc.tls import TLSIdentity
     from netlets.bootstrap import BootstrapContext
 
     key = load_pem_private_key(doc["key_pem"].encode(), password=None)

@@ -18,7 +18,7 @@ from typing import Any
 import Pyro5.api
 
 from hosting.election.grants import PEERS, PREPARE, PROMOTE, GrantRefused
-from netlets.credential import REPLICA, CredentialRefused, Peer, current_peer
+from rpc.credential import REPLICA, CredentialRefused, Peer, current_peer
 from netlets.outcomes import capture
 from warrants.errors import BadInput, JtrixError, NotFound
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from netlets.replication.state import error, not_master, ok
-from warrants.errors import CommandFailed, JtrixError, NotMaster
+from rpc.errors import CommandFailed, NotMaster
+from warrants.errors import JtrixError
 
 
 def _jtrix_errors() -> dict[str, type[JtrixError]]:

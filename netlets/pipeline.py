@@ -39,7 +39,8 @@ from Pyro5.errors import CommunicationError
 
 from netlets.netlet import COMMAND
 from netlets.outcomes import unwrap
-from warrants.errors import NotFound, NotMaster, Unavailable
+from rpc.errors import NotMaster, Unavailable
+from warrants.errors import NotFound
 
 if TYPE_CHECKING:
     from netlets.access import AppProxy

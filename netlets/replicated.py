@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hosting import wire
+from rpc import wire
 
 from hosting.election import grants
 from hosting.timing import Timing
-from netlets.credential import replica_handshake
+from rpc.credential import replica_handshake
 from netlets.faults import fail_stop
 from netlets.host import NetletHost
 from netlets.netlet import COMMAND, MASTER_QUERY
@@ -47,7 +47,7 @@ from netlets.replication.effects import ArbiterRequest, Complete, MasterFenced, 
 from netlets.replication.replica import Replica, ReplicationConfig
 from netlets.replication.state import SnapshotFailed, not_master
 from netlets.replication.storage import REPLICA_DIR, StorageFailed, fsync_directory, open_storage
-from warrants.errors import CommandFailed, NotMaster
+from rpc.errors import CommandFailed, NotMaster
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from hosting.client import HostingClient, own_process_handshake
 from hosting.election.grants import GrantVerifier
-from hosting.tls import TLSIdentity
-from netlets.credential import HandshakeChecker
+from rpc.tls import TLSIdentity
+from rpc.credential import HandshakeChecker
 from netlets.endpoint import serve_endpoint
 from netlets import sandbox
 from netlets.faults import fail_stop

@@ -18,7 +18,7 @@ import pytest
 import warrants
 from hosting.client import HostingClient
 from hosting.cluster.agent import member_warrant
-from hosting.tls import client_identity
+from rpc.tls import client_identity
 from testkit.node import descriptor_xml, events_of
 from testkit.wait import wait_for
 from test_cluster import cluster, kvstore_master, launch_kvstore  # noqa: F401  (cluster: the fixture)
@@ -110,7 +110,7 @@ def test_not_owner_reaches_a_client_as_itself(cluster):  # noqa: F811
     # a fresh client process, which has imported nothing of the node's
     # (``HostingClient.for_home`` would import the node's modules, and with them the class)
     code = ("import json, sys\nfrom pathlib import Path\nimport warrants\n"
-            "from hosting.client import HostingClient\nfrom hosting.tls import client_identity\n"
+            "from hosting.client import HostingClient\nfrom rpc.tls import client_identity\n"
             "home = Path(sys.argv[1])\nuri = json.loads((home / 'node.json').read_text())['uri']\n"
             "client = HostingClient(uri, (home / 'admin.warrant.xml').read_bytes(),\n"
             "                       warrants.load_private_key(home / 'admin.key.pem'), tls=client_identity(home))\n"

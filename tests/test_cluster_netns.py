@@ -33,9 +33,9 @@ pytestmark = [pytest.mark.timeout(240),
 
 ISOLATED_WRITER = """
 import json, sys, time
-from hosting import wire
-from hosting.tls import client_identity
-from netlets.credential import client_handshake
+from rpc import wire
+from rpc.tls import client_identity
+from rpc.credential import client_handshake
 endpoint, secret, app, seconds, prefix = (sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], float(sys.argv[4]),
                                           sys.argv[5])
 tls = client_identity(sys.argv[6])  # the victim node's home: the machine's own cluster certificate

@@ -20,7 +20,7 @@ import netlets
 from testkit.kvstore import wait_master
 from testkit.node import APPS, descriptor_xml, master_of
 from testkit.wait import wait_for
-from warrants.errors import CommandFailed
+from rpc.errors import CommandFailed
 
 sys.path.insert(0, str(APPS / "ledger"))
 from ledger import Ledger  # noqa: E402

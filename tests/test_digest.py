@@ -1,4 +1,4 @@
-"""hosting.digest: the hash a holder proof and a grant sign must match what the callee receives."""
+"""rpc.digest: the hash a holder proof and a grant sign must match what the callee receives."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from Pyro5.serializers import MsgpackSerializer
 
-from hosting.digest import call_digest, digest
+from rpc.digest import call_digest, digest
 from warrants.errors import BadInput
 
 scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.floats(allow_nan=False) \

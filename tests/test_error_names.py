@@ -1,15 +1,15 @@
-"""Errors have unique names, and the table in warrants.errors names each client-visible one where it lives."""
+"""Errors have unique names, and the table in rpc.errors names each client-visible one where it lives."""
 
 import importlib
 import re
 
 import pytest
 
-import warrants.errors
+import rpc.errors
 from warrants.errors import JtrixError
 
 MODULES = ("hosting.node", "hosting.auth", "hosting.client", "hosting.bindings", "hosting.control",
-           "netlets.credential", "netlets.replication", "netlets.bootstrap", "launcher.launch")
+           "rpc.credential", "netlets.replication", "netlets.bootstrap", "launcher.launch")
 
 
 def _subclasses(cls):
@@ -26,7 +26,7 @@ def test_every_jtrix_error_has_a_unique_name():
 
 
 def test_the_error_table_names_each_error_where_it_is_defined():
-    rows = re.findall(r"^``(\w+)``\s+([\w.]+)\s", warrants.errors.__doc__, re.M)
+    rows = re.findall(r"^``(\w+)``\s+([\w.]+)\s", rpc.errors.__doc__, re.M)
     assert len(rows) >= 15
     for name, module in rows:
         cls = getattr(importlib.import_module(module), name)

@@ -12,7 +12,7 @@ import pytest
 
 import warrants
 from hosting.election.grants import GRANT_SIGNER, PREPARE, PROMOTE, GrantRefused, GrantSigner, GrantVerifier
-from hosting.tls import ClusterCA
+from hosting.cluster.ca import ClusterCA
 
 
 def _alone():

@@ -93,7 +93,7 @@ def test_bearer_without_the_holder_key_is_refused(node):
 
 
 def test_replayed_call_is_refused(node):
-    from hosting import wire
+    from rpc import wire
 
     admin_key, admin_xml, _ = _admin(node)
     auth = make_auth(admin_xml, admin_key, node.client.service, "status")
@@ -164,7 +164,7 @@ def test_app_scoped_launch_warrant_uploads_and_launches_only_its_app(node, tmp_p
 
 def test_a_relayed_envelope_is_refused_with_other_arguments(node, tmp_path):
     """The proof covers the arguments: whoever relays a signed call cannot change what it asks."""
-    from hosting import wire
+    from rpc import wire
     from testkit.node import descriptor_xml
     from testkit.procs import process_gone
     node.launch(descriptor_xml("relay", '<netlet type="w" class="workers:Echo" replicas="1"/>'), tmp_path)

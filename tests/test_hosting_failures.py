@@ -22,8 +22,8 @@ ECHO2 = """  <netlet type="w" class="workers:Echo" replicas="2">
 def call_netlet(node, app, slot, method, *args, netlet=None):
     """Call a netlet's endpoint directly (``netlet``: its status entry; default: the slot's now),
     with the app credential (read from the registry)."""
-    from hosting import wire
-    from netlets.credential import client_handshake
+    from rpc import wire
+    from rpc.credential import client_handshake
 
     netlet = netlet or node.slot(app, slot)
     with wire.proxy(netlet["endpoint"]) as p:

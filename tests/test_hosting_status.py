@@ -10,8 +10,8 @@ import pytest
 from Pyro5.errors import CommunicationError
 
 import netlets
-from hosting import wire
-from netlets.credential import client_handshake
+from rpc import wire
+from rpc.credential import client_handshake
 from testkit.node import descriptor_xml
 from testkit.wait import wait_for
 from warrants.errors import NotFound

@@ -14,7 +14,7 @@ import socket
 import pytest
 from Pyro5 import protocol
 
-from netlets.credential import client_handshake
+from rpc.credential import client_handshake
 from test_replication_e2e import launch_kvstore, wait_master
 from test_wire_attacks import address, connect_data, pyro_message, read_reply
 

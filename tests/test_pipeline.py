@@ -19,15 +19,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import netlets
-from hosting import wire
-from netlets.credential import client_handshake
+from rpc import wire
+from rpc.credential import client_handshake
 from netlets.host import MAX_BATCH
 from netlets.outcomes import capture, unwrap
 from netlets.pipeline import PipelineConfig
 from testkit.kvstore import launch_kvstore, wait_master
 from testkit.node import master_of
 from testkit.wait import wait_for
-from warrants.errors import BadInput, CommandFailed, JtrixError, NotFound, NotMaster
+from rpc.errors import CommandFailed, NotMaster
+from warrants.errors import BadInput, JtrixError, NotFound
 
 
 # ---------------------------------------------------------------- units

@@ -14,13 +14,13 @@ import time
 import pytest
 
 import netlets
-from hosting import wire
-from netlets.credential import client_handshake
+from rpc import wire
+from rpc.credential import client_handshake
 from testkit.kvstore import launch_kvstore, wait_master
 from testkit.node import events_of, master_of
 from testkit.procs import process_dead
 from testkit.wait import wait_for
-from warrants.errors import NotMaster
+from rpc.errors import NotMaster
 
 
 class Writers:

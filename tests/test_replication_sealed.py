@@ -15,10 +15,10 @@ from Pyro5.errors import CommunicationError
 
 import netlets
 import warrants
-from hosting import wire
+from rpc import wire
 from hosting.election import grants
 from hosting.election.grants import GrantSigner
-from netlets.credential import REPLICA, make_handshake, replica_handshake
+from rpc.credential import REPLICA, make_handshake, replica_handshake
 from testkit.kvstore import launch_kvstore, wait_master
 from testkit.node import master_of
 from testkit.wait import wait_for

@@ -1,4 +1,4 @@
-"""Door proofs (netlets/credential.py: door_key, door_handshake, DoorChecker) as properties.
+"""Door proofs (rpc/credential.py: door_key, door_handshake, DoorChecker) as properties.
 
 A proof made with one holder's key proves that holder only: naming another holder, changing
 any field, or using another node's root makes it prove nothing; a proof is accepted once.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netlets.credential import CLIENT, NODE, DoorChecker, door_handshake, door_key, make_handshake
+from rpc.credential import CLIENT, NODE, DoorChecker, door_handshake, door_key, make_handshake
 
 holders = st.from_regex(r"[a-z][a-z0-9_-]{0,8}/[a-z]{1,4}/[0-9]{1,2}#[0-9]{1,4}", fullmatch=True)
 roots = st.binary(min_size=32, max_size=32)

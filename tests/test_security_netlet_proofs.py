@@ -1,4 +1,4 @@
-"""Netlet handshakes (netlets/credential.py) and master proofs (hosting/election/grants.py) as properties.
+"""Netlet handshakes (rpc/credential.py) and master proofs (hosting/election/grants.py) as properties.
 
 Each netlet process checks handshakes against a replay cache of its own, new when the process
 starts; so "accepted once" holds only if a handshake is accepted by no process but the one it
@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hosting.election.grants import PROMOTE, Grant, GrantRefused, check_master_proof, master_proof
-from netlets.credential import ROLES, CredentialRefused, HandshakeChecker, credential, make_handshake
+from rpc.credential import ROLES, CredentialRefused, HandshakeChecker, credential, make_handshake
 from warrants.keys import private_key_pem
 
 APP = "app"

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from Pyro5 import protocol
 
-from netlets.credential import client_handshake
+from rpc.credential import client_handshake
 from testkit.node import descriptor_xml
 from test_wire_attacks import ECHO, address, connect_data, peak_rss, pyro_message, read_reply
 
@@ -59,7 +59,7 @@ def _delegated(node, rights: list[str], app: str | None):
 
 def _secrets_of(node, app: str) -> list[bytes]:
     """What must never reach a client: the replica credential and the app secret (raw and hex)."""
-    from netlets.credential import REPLICA, credential
+    from rpc.credential import REPLICA, credential
 
     secret = node.app_secret(app)
     replica = credential(secret, REPLICA)
@@ -89,8 +89,8 @@ def _every_api_call(node, app: str) -> dict[str, tuple]:
 
 @pytest.mark.parametrize("rights", [["call"], ["status"], ["call", "status"]])
 def test_a_client_gets_no_replica_credential_nor_grant_from_any_api(node, tmp_path, rights):
-    from hosting import wire
-    from netlets.credential import CLIENT, credential, make_handshake
+    from rpc import wire
+    from rpc.credential import CLIENT, credential, make_handshake
     from testkit.kvstore import launch_kvstore
 
     launch_kvstore(node, tmp_path)

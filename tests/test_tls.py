@@ -1,4 +1,4 @@
-"""Cluster TLS (hosting/tls.py, hosting/wire.py): certificates, mutual authentication, stalled
+"""Cluster TLS (rpc/tls.py, hosting/cluster/ca.py, rpc/wire.py): certificates, mutual authentication, stalled
 handshakes, and a cluster whose every endpoint speaks TLS.
 
 Real sockets on loopback throughout; the stalled-handshake tests hold real idle connections open
@@ -18,9 +18,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from Pyro5.api import expose
 from Pyro5.errors import CommunicationError
 
-from hosting import wire
+from rpc import wire
 from hosting.node import NodeConfig
-from hosting.tls import ClusterCA, TLSIdentity, client_identity, cluster_ca
+from hosting.cluster.ca import ClusterCA, cluster_ca
+from hosting.home import save_tls_identity
+from rpc.tls import TLSIdentity, client_identity
 from testkit.node import RunningNode
 from testkit.wait import wait_for
 from warrants.errors import BadInput
@@ -159,7 +161,7 @@ def test_racing_first_nodes_agree_on_one_cluster_ca(etcd):
 
 def test_identities_round_trip_through_a_home_with_private_files(ca, tmp_path):
     identity = ca.issue("client of node n1")
-    identity.save(tmp_path / "tls", "client")
+    save_tls_identity(identity, tmp_path / "tls", "client")
     assert client_identity(tmp_path) == identity
     for name in ("client.key.pem", "client.crt.pem", "ca.crt.pem"):
         assert stat.S_IMODE((tmp_path / "tls" / name).stat().st_mode) == 0o600

@@ -1,4 +1,4 @@
-"""Hostile connections against a real node and real netlet endpoints (hosting/wire.py, wire_guard, wire_gate).
+"""Hostile connections against a real node and real netlet endpoints (rpc/wire.py, rpc/guard.py, rpc/gate.py).
 
 Issue 14, items 3 and 6: a compressed first message must cost no memory, an
 oversize message is refused from its header, and hundreds of connections that
@@ -85,8 +85,8 @@ def launch_echo(node, tmp_path, app: str, replicas: int) -> None:
 
 
 def call_netlet(node, app: str, slot: str, method: str = "info"):
-    from hosting import wire
-    from netlets.credential import client_handshake
+    from rpc import wire
+    from rpc.credential import client_handshake
 
     netlet = node.slot(app, slot)
     with wire.proxy(netlet["endpoint"], timeout=5) as p:
@@ -220,7 +220,7 @@ def echo_daemon():
     """A real wire.Daemon on loopback serving an echo object; shut down after the test."""
     import Pyro5.api
 
-    from hosting import wire
+    from rpc import wire
 
     @Pyro5.api.expose
     class Echo:
@@ -260,7 +260,7 @@ def drip_until_closed(sock: socket.socket, data: bytes, every_s: float, limit_s:
 
 
 def test_the_first_message_has_a_total_deadline_that_dripping_does_not_extend(echo_daemon, monkeypatch):
-    from hosting import wire
+    from rpc import wire
     monkeypatch.setattr(wire, "FIRST_MESSAGE_S", 1.5, raising=False)
     with socket.create_connection(address(echo_daemon), timeout=5) as s:
         took = drip_until_closed(s, pyro_message(protocol.MSG_CONNECT, connect_data()), every_s=0.3, limit_s=6)
@@ -268,7 +268,7 @@ def test_the_first_message_has_a_total_deadline_that_dripping_does_not_extend(ec
 
 
 def test_a_later_message_must_complete_once_started_however_slowly_it_drips(echo_daemon, monkeypatch):
-    from hosting import wire_guard
+    from rpc import guard as wire_guard
     monkeypatch.setattr(wire_guard, "HEADER_S", 1.5, raising=False)
     with socket.create_connection(address(echo_daemon), timeout=5) as s:
         s.sendall(pyro_message(protocol.MSG_CONNECT, connect_data()))

@@ -1,4 +1,4 @@
-"""The node's door (hosting/wire_gate.py, netlets/credential.py DoorChecker) against a hostile netlet.
+"""The node's door (rpc/gate.py, rpc/credential.py DoorChecker) against a hostile netlet.
 
 Issue 14 follow-up: the key that reserves the node's capacity for its own netlets was one key
 per node, in every app's start document, and reserved connections were unbounded, so one app's
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from hosting.wire_gate import PER_HOLDER
-from netlets.credential import door_handshake
+from rpc.gate import PER_HOLDER
+from rpc.credential import door_handshake
 from testkit.node import APPS, descriptor_xml, events_of
 from testkit.wait import wait_for
 
@@ -87,7 +87,7 @@ def test_a_netlet_taking_the_nodes_capacity_gets_its_share_and_other_apps_keep_t
 
 
 def test_an_apps_netlets_share_a_bounded_number_of_extra_connections(node, tmp_path, many_files):
-    from hosting.wire_gate import PER_APP_EXTRA
+    from rpc.gate import PER_APP_EXTRA
     node.launch(descriptor_xml("victim", ECHO.format(n=1)), tmp_path)
     node.wait_running("victim")
     victim = node.slot("victim", "w/0")["pid"]

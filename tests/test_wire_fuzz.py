@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from Pyro5 import protocol, svr_threads
 
-from hosting import wire
+from rpc import wire
 from hosting.election.grants import GrantSigner, GrantVerifier
-from netlets.credential import HandshakeChecker, client_handshake
+from rpc.credential import HandshakeChecker, client_handshake
 from netlets.endpoint import AppDaemon
 from testkit.wait import wait_for
 

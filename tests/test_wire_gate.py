@@ -1,4 +1,4 @@
-"""The connection gate (hosting/wire_gate.py) as a state machine over real socket pairs.
+"""The connection gate (rpc/gate.py) as a state machine over real socket pairs.
 
 Invariants checked after every step: at most ``per_peer_pending`` pending connections per
 peer and ``max_pending`` in all; at most ``max_open`` established that are not reserved, while
@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from hosting.wire_gate import ConnectionGate, RefusalEvents
+from rpc.gate import ConnectionGate, RefusalEvents
 
 PEERS = ["10.0.0.1", "10.0.0.2", "127.0.0.1"]
 HOLDERS = [("a", "a/w/0#1"), ("a", "a/w/1#1"), ("b", "b/w/0#1")]

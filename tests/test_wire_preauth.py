@@ -66,7 +66,7 @@ def test_oneway_and_batch_calls_are_refused_and_start_no_thread(node, flag):
 
 
 def test_a_netlet_endpoint_refuses_oneway_calls(node, tmp_path):
-    from netlets.credential import client_handshake
+    from rpc.credential import client_handshake
 
     launch_echo(node, tmp_path, "ow", 1)
     view = node.slot("ow", "w/0")
@@ -81,9 +81,9 @@ def test_a_netlet_endpoint_refuses_oneway_calls(node, tmp_path):
 
 def largest_node_call() -> tuple[str, int]:
     """The node method that takes the largest call, and that size."""
-    from hosting import wire
+    from hosting.api_limits import NODE_LIMITS
 
-    return max(wire.NODE_LIMITS.methods.items(), key=lambda item: item[1])
+    return max(NODE_LIMITS.methods.items(), key=lambda item: item[1])
 
 
 def test_a_calls_declared_size_costs_the_node_nothing_until_it_is_sent(node):

@@ -5,7 +5,8 @@ parsed in one place), ``membership`` (the node's lease and app claims; ``LocalMe
 for a single node), ``trust`` (members' certificates and warrants), ``store`` (app specs,
 codebases and moved slots), ``view`` (the watched picture of every node's netlets),
 ``placement`` (where slots go: a pure policy), ``epochs`` (the arbiter's state on etcd) and
-``events`` (the cluster-wide event log). ``agent.ClusterAgent`` is the node's side of it all:
+``events`` (the cluster-wide event log), ``ca`` (the cluster's certificate authority, in
+etcd). ``agent.ClusterAgent`` is the node's side of it all:
 the ``hosting.topology.Topology`` of a clustered node, as ``LocalTopology`` is of a single one;
 ``services.ClusterServices`` builds it with the rest of what a clustered node is built with,
 as ``hosting.topology.LocalServices`` does for a single one. Nothing here runs on a single

@@ -48,7 +48,7 @@ from hosting.election.arbiter import Arbiter
 from hosting.election.elector import Elector
 from hosting.registry import Registry
 from hosting.supervisor import Supervisor
-from hosting.tls import TLSIdentity
+from rpc.tls import TLSIdentity
 from warrants import names
 from warrants.descriptor_model import Descriptor
 from warrants.errors import BadInput, JtrixError, NotFound, NotOwner  # noqa: F401  (NotOwner: re-exported)

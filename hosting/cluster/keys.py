@@ -5,7 +5,7 @@ Keys, under the cluster's prefix (``hosting.cluster.etcd`` adds it):
 ==========================================  ==============================================================
 ``nodes/<node>``                            a member, under its lease (``hosting.cluster.membership``)
 ``certs/<service>``                         a member's node certificate (``hosting.cluster.trust``)
-``tls/ca``                                  the cluster CA (``hosting.tls``)
+``tls/ca``                                  the cluster CA (``hosting.cluster.ca``)
 ``apps/<app>/owner``                        the node running the app's elections, under its lease
 ``apps/<app>/placement``                    ``{slot: node}`` (``hosting.cluster.agent``)
 ``apps/<app>/live/<type>/<index>``          a ready netlet of the slot, under its node's lease

@@ -1,7 +1,7 @@
 """What a clustered node is built with: the ``hosting.topology.Services`` of a member of an etcd cluster.
 
 One etcd client serves them all: the arbiter's epochs (``epochs``), the node's membership and
-app claims (``membership``), the cluster CA and this run's node certificate (``hosting.tls``),
+app claims (``membership``), the cluster CA and this run's node certificate (``rpc.tls``),
 other members' certificates (``trust``), the cluster-wide event log (``events``) and the
 node's topology, its ``agent.ClusterAgent``.
 """
@@ -17,9 +17,9 @@ from hosting.cluster.events import ClusterEvents, EventShipper
 from hosting.cluster.membership import EtcdMembership, EtcdMembershipConfig
 from hosting.cluster.trust import EtcdTrust
 from hosting.election import grants
-from hosting.home import Home
+from hosting.home import Home, save_tls_identity
 from hosting.registry import Registry
-from hosting.tls import cluster_ca
+from hosting.cluster.ca import cluster_ca
 from hosting.topology import Topology
 
 
@@ -50,8 +50,8 @@ class ClusterServices:
         #: the cluster CA, and this run's node certificate (it signs grants: ``hosting.election.grants``)
         self.ca = cluster_ca(self.etcd, config.cluster)
         self.tls = self.ca.issue(f"node {name}", (config.host,), extra_usages=(grants.GRANT_SIGNER,))
-        # for clients acting from the home (``hosting.tls.client_identity``)
-        self.ca.issue(f"client of node {name}").save(home.root / "tls", "client")
+        # for clients acting from the home (``rpc.tls.client_identity``)
+        save_tls_identity(self.ca.issue(f"client of node {name}"), home.root / "tls", "client")
         #: this node's events copied to etcd, and the whole cluster's read from there
         self.event_shipper = EventShipper(self.etcd, name, registry)
         self.cluster_events = ClusterEvents(self.etcd)

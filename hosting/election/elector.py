@@ -37,7 +37,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol
 
-from hosting import wire
+from rpc import wire
 from hosting.control import ControlLeases
 from hosting.election import grants
 from hosting.election.arbiter import Arbiter, StaleEpoch
@@ -48,9 +48,9 @@ from hosting.registry import Registry
 from hosting.supervisor import Supervisor
 from hosting.timers import Timers
 from hosting.timing import PREPARE_TIMEOUT_S
-from hosting.tls import TLSIdentity
+from rpc.tls import TLSIdentity
 from hosting.topology import Topology
-from netlets.credential import replica_handshake
+from rpc.credential import replica_handshake
 from warrants.descriptor_model import Descriptor
 from warrants.errors import NotFound
 from warrants.names import NetletId

@@ -16,7 +16,7 @@ Contracts (what must hold):
   * A grant is for one exact call: ``prepare(epoch)``, ``promote(epoch, isr,
     peers)`` or ``peers(epoch, peers)`` to one netlet (its id: slot and
     incarnation, so a new process in the same slot is not the addressee),
-    checked against the arguments the netlet received (``hosting.digest``);
+    checked against the arguments the netlet received (``rpc.digest``);
     ``promote``/``peers`` grants name the addressee's slot as the master.
   * A master's ``promote`` grant is also its proof to backups: a backup
     accepts appends and snapshots at epoch E only on a connection that
@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hosting.digest import digest
+from rpc.digest import digest
 from warrants.errors import BadInput
 from warrants.keys import private_key_pem
 from warrants.names import NetletId

@@ -69,7 +69,8 @@ class Clients:
 
     def _run(self, c: int) -> None:
         from hosting.client import NodeUnreachable
-        from warrants.errors import CommandFailed, NotFound
+        from rpc.errors import CommandFailed
+        from warrants.errors import NotFound
 
         rng = random.Random(f"{self.seed}/client/{c}")
         kv, counter = None, 0

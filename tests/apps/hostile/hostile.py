@@ -170,13 +170,13 @@ class DoorHog(Netlet):
     and publishes how many it holds and why the others were refused (``hog``)."""
 
     def on_started(self, inherited):
-        from netlets.credential import door_handshake
+        from rpc.credential import door_handshake
 
         doc = start_document()
         host, port = doc["node_uri"].rsplit("@", 1)[1].rsplit(":", 1)
         door, want = doc["node_door"], int(self.config.get("connections", "600"))
         if isinstance(door, str):  # a node before per-netlet door keys: one key for every netlet
-            from netlets.credential import CLIENT, NODE, make_handshake
+            from rpc.credential import CLIENT, NODE, make_handshake
             proof = lambda: make_handshake(bytes.fromhex(door), "jtrix/own-netlets", CLIENT, NODE)  # noqa: E731
         else:
             key = bytes.fromhex(door["key"])

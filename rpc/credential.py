@@ -154,7 +154,7 @@ class HandshakeChecker(ProofChecker):
 
 class DoorChecker(ProofChecker):
     """Checks door proofs for one node (its door ``root``): who made the proof. Whether that
-    holder is still alive is the node's to check (``hosting.wire_gate``: a dead holder's
+    holder is still alive is the node's to check (``rpc.gate``: a dead holder's
     connection is refused)."""
 
     def __init__(self, root: bytes) -> None:

@@ -10,7 +10,7 @@ Contracts (what must hold for every message a ``wire.Daemon`` serves):
     anyone is authenticated; a call: the limit of the method it names, read
     from the first bytes of the body) before the body is read, and the body's
     buffer grows as its bytes arrive, at most ``CHUNK`` ahead of them, each
-    step taken first from the message's ``charge`` (``wire_budget``: an
+    step taken first from the message's ``charge`` (``rpc.budget``: an
     endpoint-wide budget for unproven peers; refused beyond it). A declared
     size costs nothing until it is sent. An endpoint may hold a connection to
     the limits of what its peer proved it is (``wire.Daemon.limits_for``: a
@@ -80,7 +80,7 @@ class MessageLimits:
     default: int
     methods: Mapping[str, int] = field(default_factory=dict)
     first: int = FIRST_MESSAGE_MAX
-    #: how many times its size a body may cost deserialized (``wire_cost``); None: not checked
+    #: how many times its size a body may cost deserialized (``rpc.cost``); None: not checked
     expansion: int | None = None
     #: the most items one array or map of a call may hold (None: as many as its size allows)
     max_items: int | None = None
@@ -131,7 +131,7 @@ def _method_of(prefix: bytes) -> str:
 def read_message(sock: socket.socket, limits: MessageLimits, accepted: tuple[int, ...], *,
                  first: bool, deadline: float, charge=None) -> tuple[bytes, bytearray]:
     """One whole Pyro5 message, (header, payload), from ``sock``, checked against the module contracts.
-    Every byte of the body is taken from ``charge`` (a ``wire_budget.Charge``) before it is held;
+    Every byte of the body is taken from ``charge`` (a ``rpc.budget.Charge``) before it is held;
     the caller releases the charge once done with the message.
 
     ``first``: this is the connection's first message and ``deadline`` (monotonic)

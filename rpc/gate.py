@@ -14,7 +14,7 @@ Safety model (what must hold):
     address arrive before it has.
   * Capacity for the node's own processes: a connection whose first message
     proves it is held by one of them (``holder``: its app and netlet id, see
-    ``netlets.credential.DoorChecker``) is *reserved*; any other is
+    ``rpc.credential.DoorChecker``) is *reserved*; any other is
     established only while fewer than ``max_open`` such are, so with at most
     ``max_pending`` pending, ``pool - max_pending - max_open`` workers are left
     to the node's netlets whatever everyone else does.

@@ -17,7 +17,7 @@ import sys
 
 import msgpack
 
-from hosting.wire_guard import MessageRefused
+from rpc.guard import MessageRefused
 
 #: estimated objects may be at most this many times the body, plus ``SLACK``
 EXPANSION = 16
@@ -34,7 +34,7 @@ def cost_limit(size: int, expansion: int = EXPANSION) -> int:
 
 
 def object_cost(body: bytes | bytearray | memoryview, limit: int, charge=None, max_items: int | None = None) -> int:
-    """See the module contract; each container's cost is taken from ``charge`` (``wire_budget``)
+    """See the module contract; each container's cost is taken from ``charge`` (``rpc.budget``)
     as soon as it is built, so concurrent checks are bounded by its budget too; no container may
     hold more than ``max_items`` (default: as many as the body's size allows)."""
     cost = len(body)

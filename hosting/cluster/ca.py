@@ -1,13 +1,6 @@
-"""Cluster TLS: one CA per cluster, a certificate per node, per netlet and per home's clients.
+"""The cluster's certificate authority: one per cluster, kept in etcd, issuing every TLS identity.
 
 Safety model (what must hold):
-  * Mutual authentication. A TLS endpoint (a node's API, a netlet's endpoint)
-    completes a handshake only with a peer presenting a certificate issued by
-    the cluster CA; a client completes one only with a server whose
-    certificate, from the same CA, names the address it dialled (IP or DNS
-    subject alternative name). TLS 1.3 only; keys are ECDSA P-256.
-  * Authority is still the warrant's (and, for netlets, the app credential's):
-    a cluster certificate proves membership of the cluster, never rights.
   * The CA is made once per cluster, at the first node's join, and stored in
     etcd (``tls/ca``, created only if absent, so racing first nodes agree on
     one). Whoever can read the cluster's etcd prefix can mint certificates:
@@ -16,20 +9,14 @@ Safety model (what must hold):
   * Nodes issue their own certificate and those of their netlets at start;
     nothing is revoked: a certificate is valid until it expires
     (``LEAF_DAYS``).
-
-A single node (no ``--cluster``) speaks plain TCP and only on loopback.
+  * What an issued identity proves, and what it does not, is ``rpc.tls``'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import ipaddress
 import json
-import os
-import ssl
-from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hosting.cluster import keys as etcd_keys
+from rpc.tls import TLSIdentity
 from warrants.errors import BadInput
 from warrants.keys import private_key_pem
 
@@ -54,68 +42,6 @@ def _alt_name(host: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
         return x509.DNSName(host)
-
-
-@dataclass(frozen=True)
-class TLSIdentity:
-    """A certificate, its key and the cluster CA: everything one process needs for TLS.
-
-    The same identity serves (``server_context``) and connects
-    (``client_context``); contexts are built once per identity.
-    """
-
-    cert_pem: bytes
-    key_pem: bytes
-    ca_pem: bytes
-
-    def _context(self, purpose: int) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(purpose)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=self.ca_pem.decode())
-        # load_cert_chain wants a path: an anonymous in-memory file keeps the key off disk.
-        fd = os.memfd_create("jtrix-tls", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, self.cert_pem + self.key_pem)
-            ctx.load_cert_chain(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
-        return ctx
-
-    @functools.cached_property
-    def server_context(self) -> ssl.SSLContext:
-        """Requires a client certificate from the cluster CA."""
-        return self._context(ssl.PROTOCOL_TLS_SERVER)
-
-    @functools.cached_property
-    def client_context(self) -> ssl.SSLContext:
-        """Checks the server's certificate against the CA and the dialled address."""
-        return self._context(ssl.PROTOCOL_TLS_CLIENT)
-
-    def to_json(self) -> dict[str, str]:
-        return {"cert": self.cert_pem.decode(), "key": self.key_pem.decode(), "ca": self.ca_pem.decode()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, str]) -> "TLSIdentity":
-        return cls(data["cert"].encode(), data["key"].encode(), data["ca"].encode())
-
-    def save(self, directory: Path, name: str) -> None:
-        """Write ``ca.crt.pem``, ``<name>.crt.pem`` and ``<name>.key.pem`` (0600) into ``directory``."""
-        from hosting.home import write_secret
-
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_secret(directory / f"{name}.key.pem", self.key_pem)
-        write_secret(directory / f"{name}.crt.pem", self.cert_pem)
-        write_secret(directory / "ca.crt.pem", self.ca_pem)
-
-    @classmethod
-    def load(cls, directory: Path, name: str) -> "TLSIdentity | None":
-        """The identity saved under ``name`` in ``directory``; None when there is none."""
-        try:
-            return cls((directory / f"{name}.crt.pem").read_bytes(), (directory / f"{name}.key.pem").read_bytes(),
-                       (directory / "ca.crt.pem").read_bytes())
-        except FileNotFoundError:
-            return None
 
 
 class ClusterCA:
@@ -189,8 +115,3 @@ def cluster_ca(etcd, cluster: str) -> ClusterCA:
             return candidate
         existing = etcd.get(CA_KEY)
     return ClusterCA.from_json(existing.value)
-
-
-def client_identity(home_root: Path) -> TLSIdentity | None:
-    """The TLS identity clients acting from this home use (None: the home's node speaks plain TCP)."""
-    return TLSIdentity.load(Path(home_root) / "tls", "client")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 
-from hosting.wire_guard import MessageRefused
+from rpc.guard import MessageRefused
 
 
 class BudgetExceeded(MessageRefused):

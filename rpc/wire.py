@@ -6,26 +6,27 @@ idempotent); explicit timeouts. ``JtrixError`` subclasses raised by a server
 arrive as the same class.
 
 Hostile peers (``Daemon``): every message is read whole by
-``wire_guard.read_message`` before Pyro5 sees it — never decompressed, held to
-the limit of what it is (``NODE_LIMITS``, ``NETLET_LIMITS``: the first message
-of a connection a few KB, a call the limit of its method) before its body is
-read, the first message due ``FIRST_MESSAGE_S`` after accept in total (TLS
-handshake included), a later one due once started. Connections are admitted
-through a ``wire_gate.ConnectionGate``: connections still waiting for their
+``rpc.guard.read_message`` before Pyro5 sees it — never decompressed, held to
+the limit of what it is (its endpoint's ``MessageLimits``: ``hosting.api_limits``,
+``netlets.endpoint``; the first message of a connection a few KB, a call the
+limit of its method) before its body is read, the first message due
+``FIRST_MESSAGE_S`` after accept in total (TLS handshake included), a later
+one due once started. Connections are admitted
+through a ``rpc.gate.ConnectionGate``: connections still waiting for their
 first message are bounded per peer address and overall, the oldest evicted,
-so they never hold more than ``wire_gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
+so they never hold more than ``rpc.gate.MAX_PENDING`` of the ``THREADPOOL_SIZE``
 workers. What stays open to a peer that completes its first message: one
 worker per connection, idle up to ``SERVER_IDLE_TIMEOUT_S`` between calls —
 except that a daemon given a ``door`` (the node's) establishes at most
-``wire_gate.MAX_OPEN`` connections that do not prove they are held by one of
+``rpc.gate.MAX_OPEN`` connections that do not prove they are held by one of
 its netlets, so the rest of the pool stays theirs, shared out per netlet and
-per app (``wire_gate``); a netlet's endpoint likewise bounds its clients'
+per app (``rpc.gate``); a netlet's endpoint likewise bounds its clients'
 connections and reserves its replicas' (``netlets.endpoint``). A body's
 buffer grows as it arrives, charged with what it deserializes to
-(``wire_cost``) to the daemon's budget for unproven peers (``wire_budget``)
+(``rpc.cost``) to the daemon's budget for unproven peers (``rpc.budget``)
 until the call is answered; oneway and batch calls are refused.
 
-TLS (``hosting.tls``), when a process has an identity: servers (``Daemon``)
+TLS (``rpc.tls``), when a process has an identity: servers (``Daemon``)
 accept plain TCP and run the TLS handshake in the worker thread that serves the
 connection — a peer that stalls its handshake holds one worker, never the
 accept loop; clients (``proxy(..., tls=identity)``) handshake while
@@ -51,13 +52,12 @@ import Pyro5.server
 from Pyro5 import config, errors, protocol, serializers, socketutil, svr_threads
 from Pyro5.serializers import SerializerBase
 
-from hosting.codebases import MAX_CHUNK_BYTES
-from hosting.tls import TLSIdentity
-from hosting.wire_budget import ByteBudget, Charge
-from hosting.wire_cost import EXPANSION, cost_limit, object_cost
-from hosting.wire_gate import MAX_OPEN, ConnectionGate, Holder, RefusalEvents
-from hosting.wire_guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
-from warrants.descriptor import MAX_DESCRIPTOR_BYTES, MAX_WARRANT_BYTES
+from rpc.tls import TLSIdentity
+from rpc.budget import ByteBudget, Charge
+from rpc.cost import EXPANSION, cost_limit, object_cost
+from rpc.gate import MAX_OPEN, ConnectionGate, Holder, RefusalEvents
+from rpc.guard import FIRST_MESSAGE_S, MSGPACK_ID, MessageLimits, MessageRefused, discard, read_message
+import rpc.errors  # noqa: F401  (the call errors: registered by register_error_classes in every process)
 from warrants.errors import JtrixError
 
 log = logging.getLogger(__name__)
@@ -69,34 +69,13 @@ PLAIN_REFUSED = ("TLS required: this endpoint is a cluster member; connect with 
 SERVER_IDLE_TIMEOUT_S = 30.0
 THREADPOOL_SIZE = 512
 CALL_TIMEOUT_S = 10.0
-_ENVELOPE = 64 * 1024  # a call's own names and small arguments, besides what it carries
-#: the node's API: every call carries a warrant (auth); submit_app a descriptor too; an upload one
-#: chunk of its archive (``hosting.client.upload_codebase``, ``hosting.codebases``): no call is larger than about 2 MiB, and none may
-#: deserialize to more than ``wire_cost.EXPANSION`` times its size
-NODE_LIMITS = MessageLimits(default=MAX_WARRANT_BYTES + _ENVELOPE, methods={
-    "submit_app": MAX_WARRANT_BYTES + MAX_DESCRIPTOR_BYTES + _ENVELOPE,
-    "upload_codebase": MAX_WARRANT_BYTES + MAX_CHUNK_BYTES + _ENVELOPE,
-    "upload_chunk": MAX_WARRANT_BYTES + MAX_CHUNK_BYTES + _ENVELOPE,
-}, expansion=EXPANSION, max_items=64 * 1024)
-#: what the node holds for calls on connections that are not its own netlets' (wire bytes as they
-#: arrive plus what they deserialize to, until answered): room for one of each largest call at once
-NODE_BUDGET = 64 * 1024 * 1024
-#: a netlet's endpoint, by the role the connection proved (``netlets.credential``): app calls carry
-#: app data; replication also whole snapshots of the app's state (one message: the largest state a
-#: replicated app can have), but only from a replica (a client's replication call is refused anyway:
-#: it gets no more room than any small call); the rest is small. A replica is the app's own
-#: (its data is the app's state): only a client's calls are checked for expansion and charged
-_NETLET_SMALL = {name: _ENVELOPE for name in ("ping", "describe", "replication_prepare", "replication_peers")}
-NETLET_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": 256 * 1024 * 1024, **_NETLET_SMALL})
-NETLET_CLIENT_LIMITS = MessageLimits(default=16 * 1024 * 1024, methods={
-    "replication_handle": _ENVELOPE, **_NETLET_SMALL}, expansion=EXPANSION)
-#: what a netlet endpoint holds for its clients' calls (a client call of 16 MiB may cost 17 times that)
-NETLET_CLIENT_BUDGET = 384 * 1024 * 1024
+#: room for a call's own names and small arguments, besides what it carries (endpoints' limits add it)
+ENVELOPE = 64 * 1024
 #: limits of an endpoint that declares none
 DEFAULT_LIMITS = MessageLimits(default=1024 * 1024, expansion=EXPANSION)
-#: the largest message a jtrix client reads (an answer is never larger than what endpoints take)
-MAX_MESSAGE_SIZE = max(NODE_LIMITS.largest, NETLET_LIMITS.largest)
+#: the largest message a jtrix client reads: no endpoint takes a larger call, and an answer is never
+#: larger than what endpoints take (every endpoint's limits are within it: tests/test_wire_limits.py)
+MAX_MESSAGE_SIZE = 256 * 1024 * 1024
 
 
 def configure() -> None:
@@ -174,7 +153,7 @@ def proxy(uri: str, timeout: float = CALL_TIMEOUT_S, tls: TLSIdentity | None = N
 
 
 class GuardedConnection(socketutil.SocketConnection):
-    """A served connection whose messages are read whole by ``wire_guard.read_message`` first;
+    """A served connection whose messages are read whole by ``rpc.guard.read_message`` first;
     Pyro5's reader then takes them from here. Leaves its gate before its socket closes."""
 
     def __init__(self, sock: socket.socket, gate: ConnectionGate) -> None:
@@ -210,7 +189,7 @@ class _GuardedJob(svr_threads.ClientConnectionJob):
 
 class _GatedServer(svr_threads.SocketServer_Threadpool):
     """Pyro5's thread-pool server with each accepted connection admitted through the daemon's gate
-    (``wire_gate``); a full pool is a counted refusal, decided without reading from the socket."""
+    (``rpc.gate``); a full pool is a counted refusal, decided without reading from the socket."""
 
     def events(self, eventsockets):
         with contextlib.suppress(socket.timeout):
@@ -243,7 +222,7 @@ class Door(Protocol):
 class Daemon(Pyro5.server.Daemon):
     """A Pyro5 daemon serving TLS with ``tls`` when given (plain TCP otherwise), admitting
     connections through a ``ConnectionGate`` and reading every message under ``limits``
-    (``wire_guard``).
+    (``rpc.guard``).
 
     The TLS handshake runs in the connection's worker thread (module contracts) and, with the
     first message, must be done within ``FIRST_MESSAGE_S`` of accept; a peer that fails it (no
@@ -255,16 +234,16 @@ class Daemon(Pyro5.server.Daemon):
                  door: Door | None = None, budget: int | None = None,
                  open_limits: dict[str, int] | None = None) -> None:
         # door: given, the gate reserves capacity for the connections it proves are held by this
-        # node's processes (wire_gate: at most MAX_OPEN other established connections)
+        # node's processes (rpc.gate: at most MAX_OPEN other established connections)
         # refusals are reported throttled (a flood must not flood the log): as events, or logged
-        # open_limits: the gate's bounds on established connections (``wire_gate``) for a daemon
+        # open_limits: the gate's bounds on established connections (``rpc.gate``) for a daemon
         # that reserves capacity by other means than a door (a netlet's, by the role proved)
         gate = {"max_open": MAX_OPEN if door else None, **({"holder_open": door.is_open} if door else {}),
                 **(open_limits or {})}
         self.gate = ConnectionGate(observer=observer or RefusalEvents(_log_refusals), **gate)
         self.door = door
         self.limits = limits
-        # budget: what calls of connections ``budget_for`` charges may hold in all (``wire_budget``)
+        # budget: what calls of connections ``budget_for`` charges may hold in all (``rpc.budget``)
         self.budget = ByteBudget(budget) if budget is not None else None
         super().__init__(host=host, port=port)
         self.transportServer.__class__ = _GatedServer  # a subclass adding behaviour only, no state
@@ -387,7 +366,7 @@ _REFUSALS = {
 
 def _check_cost(message: tuple[bytes, bytearray], limits: MessageLimits, charge: Charge | None = None) -> None:
     """Refuse a message whose body would deserialize to more than ``limits.expansion`` times its size
-    (``wire_cost``), or has a container of more than ``limits.max_items``; take what it will cost from
+    (``rpc.cost``), or has a container of more than ``limits.max_items``; take what it will cost from
     ``charge`` (held until the call is answered: Pyro5 builds the same objects)."""
     header, payload = message
     msg = protocol.ReceivingMessage(header)
