@@ -48,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import stat
 import subprocess
 import sys
@@ -266,7 +267,10 @@ def unknown_to_system(i: int) -> bool:
 def kill_uid(uid: int, timeout: float = 5.0) -> None:
     """SIGKILL every process running as ``uid`` (a netlet's escaped daemon) and wait for them.
 
-    Only ids from :data:`ID_RANGE` are ever passed: nothing else runs as them."""
+    Only ids from :data:`ID_RANGE` are ever passed: nothing else runs as them. The node's own
+    children among them (a netlet, a bootstrap run) are waited for until they are zombies but never
+    reaped here: the pid watcher reaps them and reports how they ended (reaping them here left it
+    an unknown exit: a terminated bootstrap's ``bootstrap.failed`` lost its ``signal``)."""
     assert uid in ID_RANGE
     victims = []
     for proc in psutil.process_iter(["uids"]):
@@ -277,4 +281,24 @@ def kill_uid(uid: int, timeout: float = 5.0) -> None:
                 victims.append(proc)
             except psutil.NoSuchProcess:
                 pass
-    psutil.wait_procs(victims, timeout=timeout)
+    me = os.getpid()
+    children = [p for p in victims if _parent_of(p) == me]
+    psutil.wait_procs([p for p in victims if p not in children], timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while any(not _dead(p) for p in children) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _parent_of(proc: psutil.Process) -> int | None:
+    try:
+        return proc.ppid()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _dead(proc: psutil.Process) -> bool:
+    """Gone, or a zombie (dead, waiting for its parent to reap it)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
