@@ -59,6 +59,7 @@ from typing import Any
 import psutil
 
 from hosting.home import ID_RANGE, Home
+from hosting.machine_ids import MachineIds
 from netlets import landlock, mountns
 from netlets.mountns import unreachable  # noqa: F401 (part of this module's interface)
 from warrants.errors import BadInput
@@ -151,9 +152,11 @@ def _chown_tree(root: Path, uid: int, gid: int, dir_mode: int | None = None, fil
 class Confinement:
     """The node's confinement policy (see the module docstring); one per node run."""
 
-    def __init__(self, home: Home, registry, requested: str = "auto") -> None:
+    def __init__(self, home: Home, registry, requested: str = "auto", machine_ids: MachineIds | None = None) -> None:
         self.home = home
         self.registry = registry
+        #: ids are claimed machine-wide too (``hosting.machine_ids``): another home's apps never share one
+        self.machine_ids = machine_ids or MachineIds(home.root)
         self.landlock_abi = landlock.abi()
         self.mode, self.why = choose_mode(requested, home.root, self.landlock_abi)
         self.node_uid, self.node_gid = os.geteuid(), os.getegid()
@@ -219,8 +222,8 @@ class Confinement:
                 "read_write": [str(tmpdir if work_dir == app_dir else work_dir)], "reveal": self.reveal}
         if self.mode != "uid":
             return Sandbox(None, None, (), spec)
-        app_id = self.registry.allocate_id(f"app:{app}", ID_RANGE, unknown_to_system)
-        code_gid = self.registry.allocate_id(f"codebase:{codebase_dir.name}", ID_RANGE, unknown_to_system)
+        app_id = self._id(f"app:{app}")
+        code_gid = self._id(f"codebase:{codebase_dir.name}")
         for d in (app_dir, app_dir / "slots"):
             d.mkdir(exist_ok=True, mode=0o700)
             os.chown(d, self.node_uid, app_id, follow_symlinks=False)
@@ -235,6 +238,18 @@ class Confinement:
         spec["identity"] = {"uid": app_id, "gid": app_id, "groups": [code_gid]}
         return Sandbox(app_id, app_id, (code_gid,), spec)
 
+    def _id(self, owner: str) -> int:
+        """``owner``'s id: its registry's, claimed machine-wide (one allocated before claims
+        existed, or whose claim another home made meanwhile, is given up for a new one)."""
+        def usable(i: int) -> bool:
+            return unknown_to_system(i) and self.machine_ids.claim(i, owner)
+
+        i = self.registry.allocate_id(owner, ID_RANGE, usable)
+        if not self.machine_ids.claim(i, owner):
+            self.registry.release_id(owner)
+            i = self.registry.allocate_id(owner, ID_RANGE, usable)
+        return i
+
     def released(self, app: str) -> None:
         """The app is gone (its last netlet exited): end what still runs under its uid, give its
         directory back to the node, then free the uid. No-op outside ``uid`` mode."""
@@ -247,6 +262,7 @@ class Confinement:
             os.chown(app_dir, self.node_uid, self.node_gid, follow_symlinks=False)
             os.chmod(app_dir, 0o700, follow_symlinks=False)
         self.registry.release_id(f"app:{app}")
+        self.machine_ids.release(app_id, f"app:{app}")
 
 
 def unknown_to_system(i: int) -> bool:
