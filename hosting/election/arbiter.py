@@ -272,8 +272,15 @@ class Arbiter:
 
     @_retry_on_conflict
     def choose(self, app: str, epoch: int, positions: Mapping[str, Sequence[int]],
-               warm: Collection[str] = ()) -> str | None:
+               warm: Collection[str] = (), promisers: Mapping[str, str] | None = None) -> str | None:
         """Grant ``epoch`` to the best of ``positions`` (slots that promised it).
+
+        ``promisers``: the process (netlet id) each promise came from. A slot whose recorded
+        process is another one now (replaced since it promised: say its disk was lost and the
+        node restarted it) counts as not having promised, and the grant names the process that
+        promised, never merely the slot's current one: the warm-start proof trusts the granted
+        process's storage (``hosting.election.warm_proof``), so granting a replacement that never
+        promised let its empty storage pass as proof (second safety review F1, F2).
 
         Normal election (``warm`` empty): only ISR members count. Warm start
         (``warm`` = every slot of the master type): nothing is chosen unless
@@ -287,6 +294,9 @@ class Arbiter:
             st = self._get(app)
             if st.electing != epoch or st.epoch != epoch:
                 raise StaleEpoch(app, epoch, st.epoch)
+            if promisers is not None:  # a promise of a process the slot no longer runs is void
+                positions = {s: p for s, p in positions.items()
+                             if st.incarnations.get(s) in (None, promisers.get(s))}
             if warm and not set(warm) <= set(positions):
                 return None
             pool = dict(positions) if warm else {s: p for s, p in positions.items() if s in st.isr}
@@ -294,7 +304,7 @@ class Arbiter:
             if winner is None:
                 return None
             st.holder = winner
-            st.granted = st.incarnations.get(winner)
+            st.granted = promisers.get(winner) if promisers is not None else st.incarnations.get(winner)
             st.trusted = None  # the holder's own set from now on (``last_trusted``)
             st.elected = True
             st.electing = None

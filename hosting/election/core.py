@@ -156,6 +156,7 @@ class Choose:
     epoch: int
     positions: Mapping[str, Position]
     warm: tuple[str, ...]  # every slot at a warm/cold start; () for a normal election
+    promisers: Mapping[str, str] = field(default_factory=dict)  # slot -> the netlet id that promised
 
 
 @dataclass(frozen=True)
@@ -303,9 +304,9 @@ class ElectionCore:
             if a.winner is None:
                 return []
             out: list[Action] = []
+            st.warming = False  # granted: the warm start's restarts are done with, whatever came of it
             if event.ok:
                 out.append(Won(app, a.winner, a.live[a.winner][0], a.epoch, dict(a.positions), a.mode))
-                st.warming = False
             # not ok: outcome unknown. A master renews (the host counts that as the promotion's
             # completion); a replica that is not one never does, and its lease's expiry elects again.
             return out + self._finish(app, st, retry=False)
@@ -345,6 +346,11 @@ class ElectionCore:
         prove what it holds (``hosting.election.warm_proof``): refused outright when no replica of the last
         in-sync set answered with the storage it had; otherwise unproven storage is left out."""
         positions, warm = dict(a.positions), a.warm
+        if a.mode == "warm" and not set(warm) <= set(positions):
+            # A slot's prepare failed (a timeout, the node short of descriptors): nothing to prove
+            # or refuse yet, and every slot is live already, so no readiness event would come to
+            # re-evaluate a refusal: ask again (second safety review F3: blocked for good).
+            return self._finish(app, st, retry=True)
         if a.mode == "warm":
             refusal = warm_refusal(a.promises, a.trusted)
             if refusal is not None:
@@ -354,7 +360,7 @@ class ElectionCore:
             left_out = unproven(a.promises, a.trusted)
             positions = {s: p for s, p in positions.items() if s not in left_out}
             warm = tuple(s for s in warm if s not in left_out)
-        return [Choose(app, a.epoch, positions, warm)]
+        return [Choose(app, a.epoch, positions, warm, {s: a.live[s][0] for s in positions})]
 
     def _finish(self, app: str, st: AppElection, retry: bool) -> list[Action]:
         st.attempt = None

@@ -221,7 +221,8 @@ class Elector:
 
     def choose(self, action: Choose) -> str | None:
         try:
-            return self.node.arbiter.choose(action.app, action.epoch, action.positions, warm=action.warm)
+            return self.node.arbiter.choose(action.app, action.epoch, action.positions, warm=action.warm,
+                                        promisers=action.promisers)
         except StaleEpoch:
             return None
 

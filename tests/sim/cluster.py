@@ -124,7 +124,8 @@ class SimElectionHost:
 
     def choose(self, action) -> str | None:
         try:
-            return self.c.arbiter.choose(action.app, action.epoch, action.positions, warm=action.warm)
+            return self.c.arbiter.choose(action.app, action.epoch, action.positions, warm=action.warm,
+                                          promisers=action.promisers)
         except StaleEpoch:
             return None
 
