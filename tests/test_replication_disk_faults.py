@@ -10,10 +10,12 @@ a real ``FileStorage`` in mode ``fsync`` whose next sync can fail:
 * a crash that tears the last write (part of the unsynced buffer reaches the
   file, then the process dies);
 * a power loss during the last write, its pages written back out of order:
-  some pages of the unsynced group land, others read as zeros or as stale
-  blocks (safety review S4: recovery refused such a replica as corrupt);
-* a byte flipped anywhere in a stopped replica's files except the last group
-  of its last segment (which a torn write could have produced);
+  some pages (512 B or 4 KiB) of the unsynced group land, others read as
+  zeros (must recover) or as stale blocks (may recover, or be refused as
+  corrupt: ext4 ``data=writeback``, review F4);
+* a byte flipped anywhere in a stopped replica's files except the marker frame
+  of the last synced group of its last segment (which a torn write could have
+  produced): a flip inside that last group must be refused too (review F4);
 * the directory lost, under a running replica or a stopped one;
 * one file of a stopped replica lost: ``snapshot.bin``, ``IDENTITY`` or a log
   segment deleted, or a segment renamed one number up or down.
@@ -44,7 +46,7 @@ from hypothesis.stateful import initialize, rule
 
 from hosting.election.warm_proof import trusted_set, unproven, warm_refusal
 from netlets.replication import Replica, ReplicationConfig
-from netlets.replication.segment import scan
+from netlets.replication.segment import SECTOR, frame, read_frames, scan
 from netlets.replication.storage import CorruptStorage, FileStorage, StorageFailed
 from tests.sim import Cluster, ListNetlet
 from tests.sim.cluster import APP, InvariantError
@@ -67,6 +69,7 @@ class FaultyStorage(FileStorage):
         super().__init__(path, "fsync", owner)
         self.fault: str | None = None
         self.torn_pages: tuple = ()  # the power-loss fault's (page size, lost pattern, stale)
+        self.may_refuse = False  # the power loss left a torn write recovery may refuse (see below)
         self._durable = 0  # size of the open segment at its last successful fsync
 
     def _fsync(self, fd: int) -> None:  # the real fsync is skipped: the model's crash defines loss
@@ -114,7 +117,13 @@ class FaultyStorage(FileStorage):
             return
         old = seg.read_bytes()[:page] if stale else None
         gone = [k for k in range(start // page, (self._file.tell() + page - 1) // page) if lost[k % len(lost)]]
+        before = seg.read_bytes()
         lose_pages(seg, start, gone, page, old)
+        after = seg.read_bytes()
+        diff = [i for i in range(start, len(after)) if after[i] != before[i]]
+        #: may be refused as corrupt (``netlets.replication.segment``'s limits): stale blocks, or
+        #: only the at most 8 bytes of the group sharing a sector with the synced bytes lost
+        self.may_refuse = bool(diff) and (stale or diff[-1] < min(-(-start // SECTOR) * SECTOR, start + 9))
 
 
 class FaultyCluster(Cluster):
@@ -124,6 +133,7 @@ class FaultyCluster(Cluster):
     def __post_init__(self) -> None:
         self.corrupt: set[str] = set()  # refused at start; never started until reset
         self.damaged: set[str] = set()  # a byte was flipped: the next start must refuse
+        self.may_refuse: set[str] = set()  # a torn write of stale blocks: the next start may refuse
         #: a file was lost: the next start must refuse, be unproven or hold this position
         self.lost: dict[str, tuple[int, int]] = {}
         super().__post_init__()
@@ -136,10 +146,11 @@ class FaultyCluster(Cluster):
         try:
             self._start(slot)
         except CorruptStorage:
-            if slot not in self.damaged and slot not in self.lost:
+            if slot not in self.damaged and slot not in self.lost and slot not in self.may_refuse:
                 raise InvariantError(f"{slot}: undamaged storage refused as corrupt")
             event("damaged storage refused" if slot in self.damaged else "lost file refused")
             self.damaged.discard(slot)
+            self.may_refuse.discard(slot)
             self.lost.pop(slot, None)
             self.corrupt.add(slot)
             n.replica = None
@@ -147,8 +158,9 @@ class FaultyCluster(Cluster):
         except StorageFailed:
             n.replica = None
             return
+        self.may_refuse.discard(slot)
         if slot in self.damaged:
-            raise InvariantError(f"{slot}: a flipped byte before the last record was accepted (truncated?)")
+            raise InvariantError(f"{slot}: a flipped byte before the last marker was accepted (truncated?)")
         if slot in self.lost:
             held, r = self.lost.pop(slot), n.replica
             if r.storage_identity["unproven"]:
@@ -173,6 +185,8 @@ class FaultyCluster(Cluster):
         while failed := [s for s, n in self.nodes.items()
                          if n.replica is not None and n.replica.storage.failed is not None]:
             event("fail-stop on a storage error")
+            if self.nodes[failed[0]].replica.storage.may_refuse:
+                self.may_refuse.add(failed[0])
             try:
                 Cluster.crash(self, failed[0])
             except StorageFailed:
@@ -218,8 +232,10 @@ class FaultyCluster(Cluster):
         data = bytearray(p.read_bytes())
         limit = len(data)
         segs = sorted(d.glob("log-*.seg"))
-        if segs and p == segs[-1]:
-            limit = scan(bytes(data)).tail_zone  # the last group: the zone a torn write may leave
+        if segs and p == segs[-1]:  # up to the last synced group's marker frame (damage there reads
+            last = scan(bytes(data))  # as torn; inside the group it must be refused: review F4)
+            records, _ = read_frames(bytes(data[last.tail_zone:last.end])) if last.tail_zone else ([], 0)
+            limit = last.end - len(frame(records[-1])) if records else 0
         if limit == 0:
             return
         pos = int(where * limit)
@@ -301,7 +317,7 @@ class DiskFaultMachine(ReplicationMachine):
             s.tear()
             self.c.crash(self.slot(i))
 
-    @rule(i=st.integers(0, 3), page=st.sampled_from([8, 16, 64]),  # scaled down like the model's ~20-byte records
+    @rule(i=st.integers(0, 3), page=st.sampled_from([SECTOR, 4096]),  # a sector, a page: what a power loss loses
           lost=st.lists(st.booleans(), min_size=1, max_size=8), stale=st.booleans())
     def power_loss_fault(self, i, page, lost, stale):
         """A power loss during this replica's next sync: its group's pages land out of order /

@@ -57,7 +57,7 @@ def test_a_group_write_torn_by_out_of_order_writeback_is_cut_not_corrupt(tmp_pat
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from netlets.replication.segment import frame, scan  # noqa: E402
+from netlets.replication.segment import SECTOR, frame, scan  # noqa: E402
 from testkit.disk import PAGE, lose_pages
 
 FILLS = ("zeros", "stale-here", "stale-other")
@@ -84,16 +84,25 @@ def _write(d: Path, groups: list[list[int]], inflight: list[int]) -> tuple[Path,
     return seg, durable, synced
 
 
+def _leading_only(written: bytes, torn: bytes, durable: int) -> bool:
+    """The documented limit (``netlets.replication.segment``): the write lost only the at most
+    8 bytes of its group sharing a sector with the synced bytes before it."""
+    diff = [i for i in range(durable, len(written)) if written[i] != torn[i]]
+    return bool(diff) and diff[-1] < min(-(-durable // SECTOR) * SECTOR, durable + 9)
+
+
 @settings(max_examples=200, deadline=None)
 @given(groups=st.lists(st.lists(st.sampled_from([5, 300, 1500]), min_size=1, max_size=4), max_size=5),
        inflight=st.lists(st.sampled_from([5, 300, 1500, 5000]), min_size=1, max_size=4),
        page=st.sampled_from([512, 4096]), lost=st.lists(st.booleans(), min_size=1, max_size=12),
        fill=st.sampled_from(FILLS))
 def test_a_torn_group_recovers_exactly_the_synced_groups(tmp_path_factory, groups, inflight, page, lost, fill):
-    """Whatever pages of the in-flight group landed (zeros or stale blocks in the lost ones: this
-    segment's own earlier bytes, or another segment's bytes at the same offsets), recovery never
-    refuses the storage and returns the synced groups -- plus the in-flight one only if every byte
-    of it landed; the file is cut where the recovered records end."""
+    """Whatever pages of the in-flight group landed, recovery never returns anything but the
+    synced groups -- plus the in-flight one only if every byte of it landed -- with the file cut
+    where the recovered records end. Lost pages read as zeros (ext4 ``data=ordered``, XFS): it
+    always recovers so (but for the documented 8-byte limit). Lost pages read as stale blocks
+    (this segment's own earlier bytes, or another segment's at the same offsets: ext4
+    ``data=writeback``): it recovers so or refuses as CorruptStorage, nothing cut (review F4)."""
     d = tmp_path_factory.mktemp("torn")
     seg, durable, synced = _write(d / "r", groups, inflight)
     written = seg.read_bytes()
@@ -106,8 +115,13 @@ def test_a_torn_group_recovers_exactly_the_synced_groups(tmp_path_factory, group
         if lost[k % len(lost)]:
             lose_pages(seg, durable, [k], page, None if fill == "zeros" else stale[k * page:(k + 1) * page])
     torn = seg.read_bytes()
-    rec = FileStorage(d / "r", "fsync").recover()
     whole = torn == written
+    try:
+        rec = FileStorage(d / "r", "fsync").recover()
+    except CorruptStorage:
+        assert fill != "zeros" or _leading_only(written, torn, durable), "a torn zero-fill was refused"
+        assert seg.read_bytes() == torn  # nothing cut
+        return
     got = [e[0] for e in rec.entries]
     assert got == [e[0] for e in synced] + ([len(synced) + 1 + j for j in range(len(inflight))] if whole else [])
     assert rec.entries[:len(synced)] == [list(e) for e in synced]
@@ -160,3 +174,63 @@ def test_damage_before_the_last_group_is_corruption_with_its_offset(tmp_path):
         FileStorage(d).recover()
     assert err.value.file == str(seg) and err.value.offset == first_record
     assert seg.read_bytes() == bytes(damaged)
+
+
+def _synced_groups(d: Path, groups: int, per_group: int) -> Path:
+    """``groups`` syncs of ``per_group`` entries each, every sync returned (so a master alone in
+    its in-sync set acknowledged them); the storage proven. Returns the segment."""
+    s = FileStorage(d, "fsync")
+    s.recover("p1")
+    s.mark_proven()
+    for g in range(groups):
+        s.append_entries(_entries(g * per_group + 1, (g + 1) * per_group, size=1))
+        s.set_commit(g * per_group)
+        s.sync()
+    s.close(sync=False)
+    return sorted(d.glob("log-*.seg"))[-1]
+
+
+@pytest.mark.parametrize("where", ["first record", "middle", "last record"])
+def test_a_bit_flipped_in_the_last_synced_group_is_corruption_not_a_torn_tail(tmp_path, where):
+    """F4 (``synced_group_bitflip.py``): three syncs of 50 entries returned; one bit flipped inside
+    the last group (its marker intact, no zero sector: no torn write's signature) recovered
+    "100 of 150 synced entries, unproven=False" -- the last group cut silently, so a master alone
+    in its in-sync set resumed without acknowledged writes. It must be refused (file, offset of
+    the bad record), nothing truncated."""
+    d = tmp_path / "r"
+    seg = _synced_groups(d, 3, 50)
+    data = seg.read_bytes()
+    group = scan(data).tail_zone  # where the last group starts
+    marker = len(data) - len(frame(["g", [len(data), 2 ** 32 - 1]]))  # no later than its marker
+    pos = {"first record": group + 9, "middle": (group + marker) // 2, "last record": marker - 2}[where]
+    damaged = bytearray(data)
+    damaged[pos] ^= 0x01
+    seg.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptStorage) as err:
+        FileStorage(d, "fsync").recover("p2")
+    assert err.value.file == str(seg) and group <= err.value.offset <= pos
+    assert seg.read_bytes() == bytes(damaged)
+
+
+def test_a_torn_last_group_with_its_marker_landed_and_a_zero_sector_is_cut(tmp_path):
+    """The other side of F4 (``torn_sealed_group.py``): the in-flight group's marker landed but
+    2 KiB of it read as zeros (lost pages): that is a torn write, cut, never corruption."""
+    d = tmp_path / "r"
+    seg = _synced_groups(d, 1, 10)
+    durable = seg.stat().st_size
+    s = FileStorage(d, "fsync")
+    s.recover("p2")
+    s.append_entries(_entries(11, 13, size=1500))
+    s.sync()
+    s.close(sync=False)
+    for hole in ((durable, durable + 2048), (durable + 2048, durable + 4096)):
+        torn = bytearray(seg.read_bytes())
+        torn[hole[0]:hole[1]] = bytes(hole[1] - hole[0])
+        seg.write_bytes(bytes(torn))
+        assert [e[0] for e in FileStorage(d, "fsync").recover("p3").entries] == list(range(1, 11))
+        assert seg.stat().st_size == durable
+        s = FileStorage(d, "fsync")  # write the group again for the next hole
+        s.recover("p4")
+        s.append_entries(_entries(11, 13, size=1500))
+        s.sync()
+        s.close(sync=False)

@@ -12,16 +12,27 @@ crash exposes never verify).
 Recovery (:func:`scan`) walks the groups. ``sync()`` serializes write and fsync, so only the
 last group can be torn by a crash, and a torn write can damage nothing before it:
 
-* damage after the last group that verifies (no verified group follows it) is a torn tail:
-  the records from the end of the last verified group on are cut -- the torn group as a whole,
-  records of it that happened to land included (none was acknowledged: its sync never
-  returned);
 * damage followed by a group that verifies is corruption (:attr:`Scan.damage`): it sits in a
-  group that was synced before another one was written.
+  group that was synced before another one was written;
+* damage after the last group that verifies is a torn tail -- cut from the end of the last
+  verified group on, the torn group as a whole, records of it that happened to land included
+  (none was acknowledged: its sync never returned) -- only when it shows the signature of a
+  torn write (:func:`_torn`): the file ends inside the group (its marker is missing or
+  incomplete), or its marker frame is damaged, or the group's region
+  holds a lost sector: a whole all-zero ``SECTOR`` aligned to the file offset, or zeros from
+  the group's start to the next sector boundary covering its first record's frame header and
+  first payload byte (never zero as written). A power loss loses whole sectors/pages, which
+  read back as zeros on the filesystems we support (ext4 ``data=ordered``, XFS: unwritten
+  extents read as zeros), or leaves the file short. Otherwise (the marker intact and covering
+  the group, the group's CRC failing, no lost sector) the last group is corruption too: its
+  sync may have returned, its writes acknowledged (review F4).
 
-So damage inside the last group of the last segment reads as a torn tail: a flipped bit there
-loses that group, which the other replicas cover (not detectable: it looks exactly like a
-power loss during its write). A flipped bit anywhere before it is detected.
+Limits: a torn write whose lost pages read as stale non-zero bytes (ext4 ``data=writeback``),
+or that lost only the at most ``_HDR.size`` bytes of the group sharing a sector with the group
+before it, is refused as corruption rather than cut (safety first: the replica is reset, the
+other in-sync replicas hold its data). Damage that a torn write could have made is still cut:
+a bit flip inside the last group's marker frame, or inside a last group that holds a whole
+zero sector of the app's own data.
 
 Segments without a header are format 1 (written before groups existed) and recover by the
 old rule: only bad bytes with no complete valid record after them are a torn tail
@@ -43,6 +54,8 @@ _HDR = struct.Struct(">II")
 #: the first bytes of every format-1 log record's payload: msgpack fixarray(2), fixstr(1), kind
 _RECORD_STARTS = tuple(b"\x92\xa1" + k for k in (b"e", b"t", b"p", b"c", b"o"))
 _MARKER_START = b"\x92\xa1g"
+#: the unit a power loss loses (whole sectors/pages read back as zeros: see the module docstring)
+SECTOR = 512
 
 
 def _pack(obj: Any) -> bytes:
@@ -169,9 +182,38 @@ def scan(data: bytes) -> Scan:
         else:
             pending.append(record)
         pos = nxt
-    if pos < len(data) and _verified_group_after(data, segment_id, pos):
+    if pos < len(data) and (_verified_group_after(data, segment_id, pos) or not _torn(data, out.end)):
         out.damage = pos if _record_at(data, pos) is None else out.end
     return out
+
+
+def _torn(data: bytes, start: int) -> bool:
+    """Whether ``data[start:]`` (after the last group that verifies) shows the signature of a
+    torn write (the module docstring). A marker frame in it that covers exactly
+    ``data[start:marker]``: at the end of the file, torn only if that region holds a lost sector;
+    before the end, never (that group was complete and a later write followed it, so its sync
+    had returned). Another intact marker ending the file: corruption. No such marker: the file
+    ends inside the group or its marker frame is damaged -- torn."""
+    at = data.find(_MARKER_START, start + _HDR.size)
+    while at != -1:
+        found = _record_at(data, at - _HDR.size)
+        if found is not None and (m := _marker(found[0])) is not None:
+            if m[0] == at - _HDR.size - start:
+                return found[1] == len(data) and _lost_sector(data, start, at - _HDR.size)
+            if found[1] == len(data):
+                return False
+        at = data.find(_MARKER_START, at + 1)
+    return True
+
+
+def _lost_sector(data: bytes, start: int, end: int) -> bool:
+    """Whether the group region ``data[start:end]`` holds what a lost write reads back as: a whole
+    ``SECTOR``-aligned run of zeros, or zeros from ``start`` to the next sector boundary longer
+    than a frame header (the first payload byte is never zero as written)."""
+    first = -(-start // SECTOR) * SECTOR
+    if _HDR.size < first - start and first <= end and not any(data[start:first]):
+        return True
+    return any(not any(data[k:k + SECTOR]) for k in range(first, end - SECTOR + 1, SECTOR))
 
 
 def _verified_group_after(data: bytes, segment_id: str, pos: int) -> bool:

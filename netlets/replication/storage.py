@@ -42,7 +42,9 @@ Faults (what must hold):
 * **Torn tail vs corruption.** Only the last group of the last segment (the
   last sync's write, never acknowledged if torn: its sync never returned) may be
   cut on recovery, as a whole, whichever of its pages a crash or power loss
-  landed: damage with no verifying group after it. Damage followed by a
+  landed: damage with no verifying group after it, and only with a torn
+  write's signature (file short, marker damaged, or a whole zero sector:
+  ``netlets.replication.segment``); otherwise it is corruption (review F4). Damage followed by a
   verifying group (``netlets.replication.segment``), a bad record anywhere
   else, a damaged non-last segment, an unreadable ``snapshot.bin`` or an
   ``IDENTITY`` of another app/slot raises :class:`CorruptStorage` (file,
@@ -155,11 +157,13 @@ class Storage(ABC):
       and at every later call (fail-stop: nothing buffered since the last
       successful sync is ever reported durable).
     * In mode ``fsync``, a crash or power loss during a :meth:`sync` (whatever
-      part of its write reached the disk) recovers either everything synced before it or that
-      plus all of this sync's records -- never refused as corrupt for it;
-      damage to what an earlier sync made durable is :class:`CorruptStorage`
-      (except inside the last one's records: indistinguishable from a torn
-      write, cut as a whole).
+      part of its write reached the disk, lost sectors reading as zeros) recovers either
+      everything synced before it or that plus all of this sync's records -- never refused
+      as corrupt for it; damage to what an earlier sync made durable, the last one's records
+      included, is :class:`CorruptStorage`. Limits (``netlets.replication.segment``): lost
+      pages that read as stale non-zero bytes (ext4 ``data=writeback``) are refused, not cut;
+      a flip inside the last group's marker frame, or in a last group holding a whole zero
+      sector of the app's data, is cut as a torn write.
     * :meth:`save_snapshot` and :meth:`mark_proven` are durable when they
       return; a crash during :meth:`save_snapshot` recovers either the old
       base and log or the new ones, never an old divergent tail on the new base.
