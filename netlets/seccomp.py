@@ -14,16 +14,23 @@ nothing else changes —
     a file, not these: a netlet with the node's uid could otherwise make the node's keys
     world-readable without opening them);
   * through a descriptor: ``fsetxattr``/``fremovexattr`` (a POSIX ACL is a mode by another
-    name), and ``fchmod`` to any mode with group, other, setuid, setgid or sticky bits (a
-    descriptor opened read-only on a file the netlet's uid owns — ``node.json``, an installation
-    of its own user — must not become writable by others). ``fchmod`` to an owner-only mode,
-    ``fchown`` and ``futimens`` (``utimensat`` on a descriptor) on files it opened stay allowed;
+    name), ``fchmod`` and ``fchown`` altogether (a descriptor opened read-only on a directory the
+    netlet's uid owns in landlock mode -- the node's ``run/``, a shared codebase -- must not be
+    made unusable to the node and other apps by ``fchmod(fd, 0)``: second security review D1a);
+    ``futimens`` (``utimensat`` on a descriptor) on files it opened stays allowed;
+  * new namespaces: ``clone`` and ``unshare`` with any ``CLONE_NEW*`` flag, ``setns``; ``clone3``
+    answers ``ENOSYS`` (its flags are in a struct the filter cannot read; glibc then falls back
+    to ``clone``). A user namespace would give the app every capability inside it (review D1b);
+  * creating a file or directory with the setuid or setgid bit (``open``, ``openat``, ``creat``,
+    ``mkdir(at)``, ``mknod(at)``; ``openat2``, whose mode is in a struct, is denied): the shared
+    ``/tmp`` must not receive a setuid-to-the-app executable another local user could run
+    (review D1c);
   * ``io_uring`` (``io_uring_setup``/``_enter``/``_register``): its operations (sockets, opens)
     would bypass this filter;
   * any call through another architecture's entry (32-bit ``int 0x80``, x32 on x86_64), whose
     numbers this filter does not know.
 
-The filter is classic BPF built here (about forty instructions) and loaded with
+The filter is classic BPF built here (about eighty instructions) and loaded with
 ``prctl(PR_SET_SECCOMP)`` through ctypes: no library, nothing to install (libseccomp's Python
 binding is not on PyPI as a wheel). Architectures: x86_64 and aarch64; elsewhere
 :func:`install` raises :class:`SeccompUnavailable` and the netlet does not start.
@@ -54,7 +61,19 @@ def _arg(i: int, high: bool = False) -> int:
 #: syscalls that never pass, by name (a name an architecture lacks is skipped)
 DENIED = ("chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "setxattr", "lsetxattr",
           "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "setxattrat", "removexattrat",
-          "utime", "utimes", "futimesat", "io_uring_setup", "io_uring_enter", "io_uring_register")
+          "utime", "utimes", "futimesat", "io_uring_setup", "io_uring_enter", "io_uring_register",
+          "fchmod", "fchown", "setns", "openat2")
+#: syscalls answered ENOSYS, so that the C library falls back to one this filter can inspect
+#: (``clone3`` passes its flags in a struct; glibc then uses ``clone``)
+UNSUPPORTED = ("clone3",)
+#: namespace flags: ``clone`` and ``unshare`` may not make new namespaces (a user namespace gives
+#: the app every capability inside it: the kernel's namespace-only code is the usual way to root)
+CLONE_NEW = 0x7E020000  # NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+UNSHARE_NEW = CLONE_NEW | 0x80  # and NEWTIME (in clone's flags, 0x80 is part of the exit signal)
+#: mode bits no file may be created with: setuid, setgid
+CREATE_FORBIDDEN = 0o6000
+#: calls that create a file, by name -> the argument holding its mode
+CREATE_MODE_ARG = {"open": 2, "creat": 1, "openat": 3, "mkdir": 1, "mkdirat": 2, "mknod": 1, "mknodat": 2}
 
 
 @dataclass(frozen=True)
@@ -65,20 +84,21 @@ class Arch:
 
 
 _COMMON_NEW = {"fchmodat2": 452, "setxattrat": 463, "removexattrat": 466, "io_uring_setup": 425,
-               "io_uring_enter": 426, "io_uring_register": 427}
+               "io_uring_enter": 426, "io_uring_register": 427, "clone3": 435, "openat2": 437}
 ARCHES = {
-    "x86_64": Arch(0xC000003E, {"socket": 41, "chmod": 90, "fchmod": 91, "chown": 92, "lchown": 94, "utime": 132,
-                                "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197,
-                                "lremovexattr": 198, "fremovexattr": 199, "utimes": 235, "fchownat": 260,
-                                "futimesat": 261, "fchmodat": 268, "utimensat": 280, **_COMMON_NEW},
+    "x86_64": Arch(0xC000003E, {"socket": 41, "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94,
+                                "utime": 132, "setxattr": 188, "lsetxattr": 189, "fsetxattr": 190,
+                                "removexattr": 197, "lremovexattr": 198, "fremovexattr": 199, "utimes": 235,
+                                "fchownat": 260, "futimesat": 261, "fchmodat": 268, "utimensat": 280,
+                                "clone": 56, "unshare": 272, "setns": 308, "open": 2, "creat": 85, "mkdir": 83,
+                                "mknod": 133, "openat": 257, "mkdirat": 258, "mknodat": 259, **_COMMON_NEW},
                    x32_bit=0x40000000),
     "aarch64": Arch(0xC00000B7, {"socket": 198, "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14,
                                  "lremovexattr": 15, "fremovexattr": 16, "fchmod": 52, "fchmodat": 53,
-                                 "fchownat": 54, "utimensat": 88, **_COMMON_NEW}),
+                                 "fchownat": 54, "fchown": 55, "utimensat": 88, "clone": 220, "unshare": 97,
+                                 "setns": 268, "openat": 56, "mkdirat": 34, "mknodat": 33, **_COMMON_NEW}),
 }
 
-#: mode bits ``fchmod`` may not set: group, other, setuid, setgid, sticky
-FCHMOD_FORBIDDEN = 0o7077
 _SOCK_TYPE_MASK, _SOCK_PACKET = 0xF, 10
 
 
@@ -123,9 +143,28 @@ def program(arch: Arch) -> bytes:
     for name in DENIED:
         if name in arch.numbers:
             p.op(_JEQ, arch.numbers[name], "deny", 0)
+    for name in UNSUPPORTED:
+        p.op(_JEQ, arch.numbers[name], "enosys", 0)
     p.op(_JEQ, arch.numbers["socket"], "socket", 0)
-    p.op(_JEQ, arch.numbers["fchmod"], "fchmod", 0)
     p.op(_JEQ, arch.numbers["utimensat"], "utimensat", 0)
+    p.op(_JEQ, arch.numbers["clone"], "clone", 0)
+    p.op(_JEQ, arch.numbers["unshare"], "unshare", 0)
+    for name, i in CREATE_MODE_ARG.items():
+        if name in arch.numbers:
+            p.op(_JEQ, arch.numbers[name], f"mode{i}", 0)
+    p.op(_RET, _RET_ALLOW)
+    for i in sorted(set(CREATE_MODE_ARG.values())):
+        p.label(f"mode{i}")  # the new file's mode is argument i
+        p.op(_LD_ABS, _arg(i))
+        p.op(_JSET, CREATE_FORBIDDEN, "deny", 0)
+        p.op(_RET, _RET_ALLOW)
+    p.label("clone")  # clone(flags, ...)
+    p.op(_LD_ABS, _arg(0))
+    p.op(_JSET, CLONE_NEW, "deny", 0)
+    p.op(_RET, _RET_ALLOW)
+    p.label("unshare")  # unshare(flags)
+    p.op(_LD_ABS, _arg(0))
+    p.op(_JSET, UNSHARE_NEW, "deny", 0)
     p.op(_RET, _RET_ALLOW)
     p.label("socket")  # socket(family, type, protocol)
     p.op(_LD_ABS, _arg(0))
@@ -135,16 +174,14 @@ def program(arch: Arch) -> bytes:
     p.op(_JEQ, socket.SOCK_RAW, "deny", 0)
     p.op(_JEQ, _SOCK_PACKET, "deny", 0)
     p.op(_RET, _RET_ALLOW)
-    p.label("fchmod")  # fchmod(fd, mode)
-    p.op(_LD_ABS, _arg(1))
-    p.op(_JSET, FCHMOD_FORBIDDEN, "deny", 0)
-    p.op(_RET, _RET_ALLOW)
     p.label("utimensat")  # utimensat(dirfd, path, times, flags): a NULL path is futimens(dirfd)
     p.op(_LD_ABS, _arg(1))
     p.op(_JEQ, 0, 0, "deny")
     p.op(_LD_ABS, _arg(1, high=True))
     p.op(_JEQ, 0, 0, "deny")
     p.op(_RET, _RET_ALLOW)
+    p.label("enosys")
+    p.op(_RET, _RET_ERRNO | errno.ENOSYS)
     p.label("deny")
     p.op(_RET, deny)
     return p.code()

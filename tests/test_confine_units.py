@@ -224,6 +224,11 @@ SECCOMP = textwrap.dedent("""
             return "ok"
         except OSError as err:
             return err.strerror
+    libc = __import__("ctypes").CDLL(None, use_errno=True)
+    def unshare(flags):  # os.unshare is Python 3.12's
+        if libc.unshare(flags) != 0:
+            e = __import__("ctypes").get_errno()
+            raise OSError(e, os.strerror(e))
     fd = os.open(f, os.O_RDONLY)
     print(json.dumps({
         "chmod": attempt(lambda: os.chmod(f, 0o600)), "chown": attempt(lambda: os.chown(f, -1, -1)),
@@ -232,7 +237,18 @@ SECCOMP = textwrap.dedent("""
         "fchmod 0644": attempt(lambda: os.fchmod(fd, 0o644)), "fchmod 04700": attempt(lambda: os.fchmod(fd, 0o4700)),
         "AF_PACKET": attempt(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)),
         "SOCK_RAW": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, 6)),
-        "fchmod 0600": attempt(lambda: os.fchmod(fd, 0o600)), "fchown": attempt(lambda: os.fchown(fd, -1, -1)),
+        "fchmod 0600": attempt(lambda: os.fchmod(fd, 0o600)), "fchmod 0": attempt(lambda: os.fchmod(fd, 0)),
+        "fchown": attempt(lambda: os.fchown(fd, -1, -1)),
+        "unshare user": attempt(lambda: unshare(0x10000000)),
+        "unshare net": attempt(lambda: unshare(0x40000000)),
+        "setuid file": attempt(lambda: os.close(os.open(f + ".suid", os.O_CREAT | os.O_WRONLY, 0o4755))),
+        "setgid dir": attempt(lambda: os.mkdir(f + ".sgid", 0o2755)),
+        "setuid fifo": attempt(lambda: os.mkfifo(f + ".fifo", 0o4644)),
+        "plain file": attempt(lambda: os.close(os.open(f + ".new", os.O_CREAT | os.O_WRONLY, 0o644))),
+        "plain dir": attempt(lambda: os.mkdir(f + ".dir", 0o755)),
+        "thread": attempt(lambda: __import__("threading").Thread(target=lambda: None).start()),
+        "subprocess": attempt(lambda: __import__("subprocess").run(["true"], check=True)),
+        "fork": attempt(lambda: os.waitpid(pid, 0) if (pid := os.fork()) else os._exit(0)),
         "futimens": attempt(lambda: os.utime(fd)), "stat": attempt(lambda: os.stat(f)),
         "tcp": attempt(lambda: socket.socket().close()), "udp6": attempt(lambda: socket.socket(
             socket.AF_INET6, socket.SOCK_DGRAM).close()), "unix": attempt(lambda: socket.socket(socket.AF_UNIX).close()),
@@ -240,13 +256,15 @@ SECCOMP = textwrap.dedent("""
 """)
 
 
-def test_the_seccomp_filter_denies_metadata_by_path_and_raw_sockets_and_nothing_else(tmp_path):
+def test_the_seccomp_filter_denies_metadata_namespaces_setuid_modes_and_raw_sockets_and_nothing_else(tmp_path):
     f = tmp_path / "f"
     f.write_text("x")
     out = subprocess.run([sys.executable, "-c", SECCOMP, str(f)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
-    denied = ("chmod", "chown", "utime", "setxattr", "fsetxattr", "fchmod 0644", "fchmod 04700", "AF_PACKET", "SOCK_RAW")
+    denied = ("chmod", "chown", "utime", "setxattr", "fsetxattr", "fchmod 0644", "fchmod 04700", "fchmod 0600",
+              "fchmod 0", "fchown", "unshare user", "unshare net", "setuid file", "setgid dir", "setuid fifo",
+              "AF_PACKET", "SOCK_RAW")
     assert {k: v for k, v in seen.items() if k in denied} == dict.fromkeys(denied, "Operation not permitted"), seen
     assert {k: v for k, v in seen.items() if k not in denied} == {k: "ok" for k in seen if k not in denied}, seen
 

@@ -47,7 +47,7 @@ def attack(node, tmp) -> dict:
         seen["probes"]
     assert _modes(home, targets) == before
     own = seen["own"]
-    assert own["write data"] == "ok" and own["fchmod own file 0600"] == "ok", own
+    assert own["write data"] == "ok" and own["fchmod own file 0600"].startswith("denied"), own  # fchmod: none at all
     caps = own["privileges"]
     assert {k: caps[k] for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == dict.fromkeys(
         ("CapInh", "CapPrm", "CapEff", "CapAmb"), "0000000000000000"), caps
