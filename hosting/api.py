@@ -140,6 +140,9 @@ class HostingAPI:
         binding = self.bindings.check(warrant, method)
         if netlet_id is not None and binding is not None and binding.process != netlet_id:
             raise warrants.InsufficientRights(f"warrant is for {binding.process}, not {netlet_id}")
+        daemon = getattr(self, "_pyroDaemon", None)  # set by the daemon that serves this API
+        if daemon is not None:
+            daemon.caller_proven()  # an authenticated caller's connection keeps its place (rpc.gate)
         return warrant
 
     def _check_netlet(self, auth, method: str, right: str, netlet_id: str):

@@ -66,7 +66,9 @@ class AppDaemon(wire.Daemon):
             check_master_proof(grant, self._checker.app, self._checker.me, data)
             master = (grant.epoch, grant.master)
         # a replica's connection (the node's elector, the master) is reserved: clients cannot take it
-        self.establish(conn, (self._checker.app, REPLICA) if role == REPLICA else None)
+        # (the handshake proved an app credential: a client's connection is no less proven than a
+        # caller's with a warrant, so a full endpoint refuses newcomers rather than evict it)
+        self.establish(conn, (self._checker.app, REPLICA) if role == REPLICA else None, proven=True)
         set_peer(conn, Peer(role, master))
         return "ok"
 

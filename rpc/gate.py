@@ -20,6 +20,13 @@ Safety model (what must hold):
     to the node's netlets whatever everyone else does.
   * With ``per_peer_open``, at most that many of those other established
     connections come from one peer address (refused: ``open_peer_full``).
+  * A connection the endpoint marks *proven* (``proven``: its caller authenticated, say a
+    warrant checked by the node's API) keeps its place. When ``max_open`` unreserved
+    connections are open, a new one evicts the oldest that never proved anything
+    (``evicted_unproven``) instead of being refused; it is refused (``open_full``) only when
+    every one of them is proven. So connections that authenticate nobody -- idle ones kept
+    alive by failing calls -- cannot keep out a client with a warrant (second security review
+    C1: 256 such connections locked the admin out of the node).
   * No holder takes that capacity from the others: a holder's first reserved
     connection is always established; a further one only while the holder has
     fewer than ``per_holder`` and its app fewer than ``per_app_extra`` such
@@ -89,7 +96,9 @@ class ConnectionGate:
         self._extra: Counter[str] = Counter()  # app -> reserved conns beyond each holder's first
         self.max_open = max_open
         self.per_peer_open = per_peer_open
-        self._open_peer: dict[object, str] = {}  # established conn not reserved -> its peer
+        self._open_peer: dict[object, str] = {}  # established conn not reserved -> its peer, oldest first
+        self._proven: set[object] = set()  # established conns whose caller authenticated
+        self._evicting: set[object] = set()  # unproven conns shut down to make room, not yet closed
         self._open_by_peer: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
 
@@ -121,13 +130,19 @@ class ConnectionGate:
                 return None if conn in self._established else "closed"
             if holder is not None and not self.holder_open(holder[1]):
                 holder = None  # a dead holder's key reserves nothing: an ordinary connection
+            evicted = None
             if holder is None:
-                if self.max_open is not None and \
-                        sum(1 for h in self._established.values() if h is None) >= self.max_open:
-                    return "open_full"
                 peer = self._pending[conn]
                 if self.per_peer_open is not None and self._open_by_peer[peer] >= self.per_peer_open:
                     return "open_peer_full"
+                if self.max_open is not None and len(self._open_peer) - len(self._evicting) >= self.max_open:
+                    evicted = next((c for c in self._open_peer if c not in self._proven and c not in self._evicting),
+                                   None)
+                    if evicted is None:
+                        return "open_full"
+                    self._shut(evicted)  # it leaves the gate when its worker closes it (``closed``)
+                    self._evicting.add(evicted)
+                    evicted_peer = self._open_peer[evicted]
                 self._open_peer[conn] = peer
                 self._open_by_peer[peer] += 1
             else:
@@ -142,7 +157,15 @@ class ConnectionGate:
                 self._held.setdefault(name, set()).add(conn)
             self._forget(conn)
             self._established[conn] = holder
-            return None
+        if evicted is not None:
+            self.refuse("evicted_unproven", evicted_peer)
+        return None
+
+    def proven(self, conn) -> None:
+        """``conn``'s caller authenticated: it keeps its place when the endpoint is full."""
+        with self._lock:
+            if conn in self._open_peer and conn not in self._evicting:
+                self._proven.add(conn)
 
     def holder_of(self, conn) -> Holder | None:
         """Whom ``conn`` is reserved for (None: an ordinary connection, or not established)."""
@@ -163,6 +186,8 @@ class ConnectionGate:
             self._forget(conn)
             holder = self._established.pop(conn, None)
             self._socks.pop(conn, None)
+            self._proven.discard(conn)
+            self._evicting.discard(conn)
             peer = self._open_peer.pop(conn, None)
             if peer is not None:
                 self._open_by_peer[peer] -= 1

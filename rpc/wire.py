@@ -49,6 +49,7 @@ from typing import Callable, Protocol
 
 import Pyro5.api
 import Pyro5.server
+from Pyro5.callcontext import current_context
 from Pyro5 import config, errors, protocol, serializers, socketutil, svr_threads
 from Pyro5.serializers import SerializerBase
 
@@ -308,18 +309,29 @@ class Daemon(Pyro5.server.Daemon):
             return True
         return False
 
+    def caller_proven(self) -> None:
+        """The connection of the call being served authenticated its caller (see
+        ``rpc.gate.ConnectionGate.proven``): it keeps its place when the endpoint is full. Called
+        from the endpoint's own code, on the worker serving the call."""
+        conn = current_context.client
+        if conn is not None:
+            self.gate.proven(conn)
+
     def validateHandshake(self, conn, data):
         self.establish(conn, self.door.holder(data) if self.door is not None else None)
         return "hello"
 
-    def establish(self, conn, holder: Holder | None) -> None:
-        """Admit ``conn`` as established (reserved for ``holder`` when given), or refuse it: counted,
-        and the peer told why (``SecurityError``)."""
+    def establish(self, conn, holder: Holder | None, proven: bool = False) -> None:
+        """Admit ``conn`` as established (reserved for ``holder`` when given; ``proven`` when its
+        first message already authenticated the caller, see ``rpc.gate.ConnectionGate.proven``),
+        or refuse it: counted, and the peer told why (``SecurityError``)."""
         refused = self.gate.established(conn, holder)
         if refused is not None:
             if refused != "closed":
                 self.gate.refuse(refused, _peer(conn))
             raise errors.SecurityError(_REFUSALS.get(refused, refused).format(gate=self.gate, holder=holder))
+        if proven:
+            self.gate.proven(conn)
 
     def limits_for(self, conn) -> MessageLimits:
         """The limits of the calls ``conn`` may send (known once its first message was accepted)."""

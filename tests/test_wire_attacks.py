@@ -10,6 +10,7 @@ attacked process, so a transient inflation is seen even if freed at once.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import resource
 import signal
@@ -324,16 +325,51 @@ def test_connections_that_complete_their_handshake_cannot_take_the_capacity_of_t
     attacker = threading.Thread(target=greedy, daemon=True)
     attacker.start()
     try:
-        assert refused[0] > 0, "520 connections held open: nothing is left for the node's netlets"
+        # none that proves nothing keeps its place once the gate is full: the attacker churns
+        wait_for(lambda: refused_metric(node, "evicted_unproven") > 0, 10, "unproven connections evicted")
         old = node.slot("held", "w/1")["pid"]
         import os
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: node.slot("held", "w/1")["pid"] not in (None, old), 15, "a replacement netlet")
         node.wait_running("held", timeout=20)
         assert call_netlet(node, "held", "w/1")["pid"] != old
-        assert refused_metric(node, "open_full") > 0
     finally:
         stop.set()
         attacker.join(timeout=30)
+        for s in held:
+            s.close()
+
+
+def test_connections_that_authenticate_nobody_cannot_keep_a_warrant_holder_out(node):
+    """Second security review C1: 256 connections that completed their first message and then
+    authenticated nobody (kept alive by failing calls) locked the admin out of the node's API
+    ("more than 256 connections are open"). Now a full gate evicts the oldest connection that never
+    authenticated, and a connection whose caller did keeps its place. Fails on the old gate: the
+    admin's call is refused with open_full."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    held = []
+
+    def grab() -> None:
+        s = socket.create_connection(address(node.client.uri), timeout=10)
+        s.sendall(pyro_message(protocol.MSG_CONNECT, connect_data()))
+        held.append(s)
+        with contextlib.suppress(ConnectionError, OSError):
+            read_reply(s)
+
+    try:
+        admin = HostingClient.for_home(node.home)
+        assert admin.call("host_status")["pid"] == node.info["pid"]  # an authenticated connection
+        for _ in range(300):  # more than the 256 the gate keeps open for callers like these
+            grab()
+        fresh = HostingClient.for_home(node.home)  # a new client while the gate is full
+        assert fresh.call("host_status")["pid"] == node.info["pid"]
+        for _ in range(300):  # and the attacker keeps coming
+            grab()
+        assert admin.call("host_status")["pid"] == node.info["pid"]  # its place was kept
+        assert fresh.call("host_status")["pid"] == node.info["pid"]
+        assert refused_metric(node, "evicted_unproven") > 0
+    finally:
         for s in held:
             s.close()

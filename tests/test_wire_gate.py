@@ -1,7 +1,8 @@
 """The connection gate (rpc/gate.py) as a state machine over real socket pairs.
 
 Invariants checked after every step: at most ``per_peer_pending`` pending connections per
-peer and ``max_pending`` in all; at most ``max_open`` established that are not reserved, while
+peer and ``max_pending`` in all; at most ``max_open`` established that are not reserved (a full gate
+evicts the oldest that never proved anything, never a proven one, and refuses only when all are), while
 a live holder's (one of the node's netlets) first reserved connection is always admitted, its
 further ones only within ``per_holder`` and its app's ``per_app_extra``; a dead holder's proof
 reserves nothing; a connection the gate evicted, or a revoked holder held, has its socket shut
@@ -59,6 +60,9 @@ class GateMachine(RuleBasedStateMachine):
         self.revoked: list[_Conn] = []  # shut down by the gate, not yet closed by their worker
         self.closed: list[_Conn] = []
         self.refusals = 0
+        self.proven: set[_Conn] = set()  # established conns whose caller authenticated
+        self.evicting: list[_Conn] = []  # open conns shut down to make room, not yet closed
+        self.open_evictions = 0  # evicted_unproven refusals so far
 
     @rule(peer=st.sampled_from(PEERS))
     def admit(self, peer):
@@ -75,9 +79,11 @@ class GateMachine(RuleBasedStateMachine):
         if holder is not None and holder[1] in self.dead:
             holder = None
         if holder is None:
-            if len(self.established) - len(self.holder) >= 3:
+            if sum(p == peer for p in self.open_peer.values()) >= 2:
+                return "open_peer_full"
+            if len(self.open_peer) - len(self.evicting) >= 3 and self._victim() is None:
                 return "open_full"
-            return "open_peer_full" if sum(p == peer for p in self.open_peer.values()) >= 2 else None
+            return None
         mine = sum(h == holder for h in self.holder.values())
         extra = sum(1 for h in self.holder.values() if h[0] == holder[0]) - \
             len({h for h in self.holder.values() if h[0] == holder[0]})
@@ -87,19 +93,37 @@ class GateMachine(RuleBasedStateMachine):
             return "reserved_app_full"
         return None
 
+    def _victim(self) -> _Conn | None:
+        """The oldest open connection that never proved anything (and is not being evicted)."""
+        return next((c for c in self.open_peer if c not in self.proven and c not in self.evicting), None)
+
     @precondition(lambda self: self.pending)
     @rule(i=st.integers(0, 10), holder=st.none() | st.sampled_from(HOLDERS))
     def establish(self, i, holder):
         conn = list(self.pending)[i % len(self.pending)]
         expected = self._expected(holder, self.pending[conn])
+        reserved = holder is not None and holder[1] not in self.dead
+        full = not reserved and len(self.open_peer) - len(self.evicting) >= 3
+        victim = self._victim() if expected is None and full else None
         assert self.gate.established(conn, holder) == expected
         if expected is None:
             peer = self.pending.pop(conn)
             self.established.append(conn)
-            if holder is not None and holder[1] not in self.dead:
+            if reserved:
                 self.holder[conn] = holder
             else:
                 self.open_peer[conn] = peer
+            if victim is not None:
+                self.evicting.append(victim)
+                self.open_evictions += 1
+
+    @precondition(lambda self: self.open_peer)
+    @rule(i=st.integers(0, 10))
+    def prove(self, i):
+        conn = list(self.open_peer)[i % len(self.open_peer)]
+        self.gate.proven(conn)
+        if conn not in self.evicting:  # a late call on an evicted connection proves nothing
+            self.proven.add(conn)
 
     @rule(holder=st.sampled_from(HOLDERS))
     def revoke(self, holder):
@@ -119,6 +143,9 @@ class GateMachine(RuleBasedStateMachine):
             self.established.remove(conn)
             self.holder.pop(conn, None)
             self.open_peer.pop(conn, None)
+            self.proven.discard(conn)
+            if conn in self.evicting:
+                self.evicting.remove(conn)
         if conn in self.revoked:
             self.revoked.remove(conn)
         conn.server.close()
@@ -139,9 +166,11 @@ class GateMachine(RuleBasedStateMachine):
 
     @invariant()
     def only_the_evicted_and_revoked_are_shut_down(self):
-        assert all(c.peer_sees_eof() for c in [*self.evicted, *self.revoked])
-        assert not any(c.peer_sees_eof() for c in [*self.pending, *self.established] if c not in self.revoked)
-        assert sum(self.gate.refused.values()) == len(self.evicted) == len(self.reports)
+        assert all(c.peer_sees_eof() for c in [*self.evicted, *self.revoked, *self.evicting])
+        assert not any(c.peer_sees_eof() for c in [*self.pending, *self.established]
+                       if c not in self.revoked and c not in self.evicting)
+        assert not any(c in self.proven for c in self.evicting)  # an authenticated caller keeps its place
+        assert sum(self.gate.refused.values()) == len(self.evicted) + self.open_evictions == len(self.reports)
 
     def teardown(self):
         for c in [*self.pending, *self.established, *self.evicted, *self.closed]:
