@@ -109,6 +109,7 @@ class Registry:
         #: seals app secrets at rest (None: stored as given — unit tests of other parts)
         self._sealer = sealer
         self._lock = threading.RLock()
+        self._writing = threading.local()  # .depth: this thread's nesting of _tx blocks
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -120,19 +121,32 @@ class Registry:
         if sealer is not None:
             self._seal_plain_secrets()
         self._event_cond = threading.Condition(self._lock)
+        #: reads outside a transaction go through their own connection: in WAL mode a reader never
+        #: waits for a writer, so a status or an election's facts are not held up behind writes
+        #: queued on the lock while the database is locked (each waiting its busy timeout)
+        self._reader = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        self._reader.execute("PRAGMA busy_timeout=5000")
+        self._reader_lock = threading.Lock()
         #: called as ``listener(kind, app, detail)`` after each event is committed
         self.event_listeners: list = []
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._reader_lock:
             self._db.close()
+            self._reader.close()
 
     def _tx(self) -> "_Transaction":
         return _Transaction(self)
 
     def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        """A query's rows: inside this thread's transaction, what it sees (its own writes
+        included); outside one, the last committed state, read without waiting for writers."""
+        if getattr(self._writing, "depth", 0):
+            with self._lock:
+                return self._db.execute(sql, args).fetchall()
+        with self._reader_lock:
+            return self._reader.execute(sql, args).fetchall()
 
     # -- meta -------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -373,9 +387,12 @@ class _Transaction:
         except BaseException:
             self._registry._lock.release()  # __exit__ does not run when __enter__ raises
             raise
+        writing = self._registry._writing
+        writing.depth = getattr(writing, "depth", 0) + 1
         return self._registry._db
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._registry._writing.depth -= 1
         try:
             self._registry._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
         finally:
