@@ -54,16 +54,6 @@ class ReplacingHost(SimElectionHost):
         return super().prepare(action, reply)
 
 
-def _settle(c: Cluster, rounds: int = 400) -> None:
-    for _ in range(rounds):
-        if not c.net:
-            for s in c.slots:
-                c.tick(s)
-            if not c.net:
-                return
-        c.deliver(0)
-
-
 def test_a_warm_start_winner_replaced_before_the_choice_is_not_trusted_through_its_replacement():
     """The reviewer's scenario in the simulator (real Replica, FileStorage, Arbiter, election core):
     before, the second warm start elected s/1, which lacked the acknowledged w5..w7."""
@@ -71,18 +61,18 @@ def test_a_warm_start_winner_replaced_before_the_choice_is_not_trusted_through_i
     host = ReplacingHost(c)
     c.election_host, c.elector = host, ElectionRunner(host)
     try:
-        _settle(c)
+        c.settle()
         m = c.arbiter.state(APP).holder
         for i in range(5):
             c.submit(m, f"w{i}", f"w{i}")
-            _settle(c)
+            c.settle()
         for b in ("s/1", "s/2"):
             c.partitions.add(frozenset((m, b)))
         for i in range(5, 8):  # the backups are shrunk away: the master alone acknowledges these
             c.submit(m, f"w{i}", f"w{i}")
             for _ in range(6):
                 c.now += 0.5
-                _settle(c)
+                c.settle()
         assert {"w5", "w6", "w7"} <= set(c.acked) and c.arbiter.state(APP).isr == {m}
         c.crash(m)
         c.partitions.clear()

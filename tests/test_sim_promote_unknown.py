@@ -15,18 +15,6 @@ from tests.sim.cluster import APP
 SLOTS = ["s/0", "s/1", "s/2"]
 
 
-def _settle(c: Cluster, rounds: int = 400) -> None:
-    """Tick every replica and deliver every packet until nothing is in flight (bounded)."""
-    for _ in range(rounds):
-        if not c.net:
-            for s in c.slots:
-                c.tick(s)
-            if not c.net:
-                return
-        c.deliver(0)
-    raise AssertionError(f"still in flight after {rounds} rounds: {len(c.net)} packets")
-
-
 def _holder(c: Cluster) -> str | None:
     return c.arbiter.state(APP).holder
 
@@ -40,17 +28,17 @@ def test_a_master_whose_promotion_answer_was_lost_is_still_held_to_the_storage_p
     c = Cluster(SLOTS, tmp_path, cold_start=True, lost_promotes=["after"])
     master = _holder(c)
     assert master is not None and c.masters() == [master] and not c.lost_promotes
-    _settle(c)
+    c.settle()
     for i in range(5):
         c.submit(master, f"w{i}", f"w{i}")
-        _settle(c)
+        c.settle()
     for b in (s for s in SLOTS if s != master):  # the backups stall: the master shrinks them
         c.partitions.add(frozenset((master, b)))
     for i in range(5, 8):
         c.submit(master, f"w{i}", f"w{i}")
         for _ in range(6):
             c.now += 0.5
-            _settle(c)
+            c.settle()
     assert c.arbiter.state(APP).isr == {master} and {"w5", "w6", "w7"} <= set(c.acked)
     c.wipe(master)
     c.partitions.clear()

@@ -402,6 +402,17 @@ class Cluster:
             r.on_reply(p.src, p.msg, self.now)
             self._drain(p.dst)
 
+    def settle(self, rounds: int = 400) -> None:
+        """Tick every replica and deliver every packet until nothing is in flight (bounded)."""
+        for _ in range(rounds):
+            if not self.net:
+                for s in self.slots:
+                    self.tick(s)
+                if not self.net:
+                    return
+            self.deliver(0)
+        raise AssertionError(f"still in flight after {rounds} rounds: {len(self.net)} packets")
+
     def drop(self, i: int) -> None:
         if self.net:
             self.net.pop(i % len(self.net))
